@@ -1,0 +1,84 @@
+"""Reading and answering SIP messages through KSR: the only place that knows its calls."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import KSR  # type: ignore[import-not-found]
+
+from statestore.domain.errors import SipError
+from statestore.domain.model import Subscription
+from statestore.domain.registrar import split_header_list
+
+
+def pv(name: str) -> str:
+    value = KSR.pv.get(name)
+    return "" if value is None else str(value)
+
+
+def header(name: str) -> str | None:
+    value = KSR.pv.get(f"$hdr({name})")
+    return None if value is None else str(value)
+
+
+def headers(name: str) -> list[str]:
+    """Every value of a header, each element of a comma-separated list on its own."""
+    count = KSR.pv.get(f"$hdrc({name})") or 0
+    values: list[str] = []
+    for index in range(int(count)):
+        value = KSR.pv.get(f"$(hdr({name})[{index}])")
+        if value is not None:
+            values.append(str(value))
+    return values
+
+
+def list_header(name: str) -> list[str]:
+    return [item for value in headers(name) for item in split_header_list(value)]
+
+
+def reply(status: int, reason: str, extra: Mapping[str, str] | None = None, contact: str = "") -> None:
+    for name, value in (extra or {}).items():
+        KSR.hdr.append_to_reply(f"{name}: {value}\r\n")
+    if contact:
+        KSR.hdr.append_to_reply(f"Contact: {contact}\r\n")
+    KSR.sl.send_reply(status, reason)
+
+
+def reply_error(error: SipError) -> None:
+    reply(error.status, error.reason, error.headers)
+
+
+def aor_of(uri_user: str, uri_host: str) -> str:
+    return f"{uri_user}@{uri_host.lower()}"
+
+
+def send_notify(
+    subscription: Subscription, state_header: str, event: str, content_type: str, body: bytes, contact: str
+) -> int:
+    """Send one in-dialog NOTIFY through tm (RFC 6665 §4.2.2); CSeq is the record's."""
+    lines = [
+        f"From: <{subscription.local_uri}>;tag={subscription.local_tag}",
+        f"To: <{subscription.remote_uri}>;tag={subscription.remote_tag}",
+        f"Call-ID: {subscription.call_id}",
+        f"CSeq: {subscription.cseq} NOTIFY",
+        f"Contact: {contact}",
+        *(f"Route: {route}" for route in subscription.route_set),
+        "Max-Forwards: 70",
+        f"Event: {event}",
+        f"Subscription-State: {state_header}",
+        f"Content-Type: {content_type}",
+    ]
+    nexthop = _nexthop(subscription.route_set)
+    return int(
+        KSR.tm.t_uac_send(
+            "NOTIFY", subscription.watcher_contact, nexthop, "", "\r\n".join(lines) + "\r\n", body.decode()
+        )
+    )
+
+
+def _nexthop(route_set: tuple[str, ...]) -> str:
+    if not route_set:
+        return ""
+    first = route_set[0]
+    start, end = first.find("<"), first.find(">")
+    return first[start + 1 : end] if 0 <= start < end else first

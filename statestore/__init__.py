@@ -1,0 +1,1 @@
+"""Clustered BLF StateStore: the pure domain core (`statestore.domain`) and its adapters."""

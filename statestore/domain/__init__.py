@@ -1,0 +1,1 @@
+"""Rules of the domain. Nothing here imports KSR, an etcd client, threads or the clock."""

@@ -1,0 +1,24 @@
+"""SIP errors as values: raised by the core, answered in one place by the Kamailio adapter."""
+
+from __future__ import annotations
+
+
+class SipError(Exception):
+    """A request that must be answered with `status` `reason` and `headers`."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+class StoreUnavailable(Exception):
+    """The StateStore cannot be reached; SUBSCRIBE and REGISTER get 503 with Retry-After."""
+
+
+RETRY_AFTER_SECONDS = 5
+
+
+def store_unavailable_error() -> SipError:
+    return SipError(503, "Service Unavailable", {"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -1,0 +1,180 @@
+"""Records of the domain: call legs, registrations, subscriptions and lamp states.
+
+Values are immutable; the store adapter serialises them with `to_dict`/`from_dict`.
+Enum members carry the RFC 4235 values.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+
+class LegState(str, enum.Enum):
+    """Dialog states of RFC 4235 §3.7.1."""
+
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    EARLY = "early"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+class Direction(str, enum.Enum):
+    """RFC 4235 §4.1.2: initiator sent the INVITE, recipient received it."""
+
+    INITIATOR = "initiator"
+    RECIPIENT = "recipient"
+
+
+class LampState(str, enum.Enum):
+    """Integrated state of an account over every instance."""
+
+    IDLE = "idle"
+    EARLY = "early"
+    BUSY = "busy"
+    TERMINATED = "terminated"
+
+
+@dataclass(frozen=True)
+class Party:
+    """One side of a dialog as RFC 4235 §4.1.6 describes it."""
+
+    identity: str
+    display: str = ""
+    target: str = ""
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One account's side of one call, as written by the instance serving the call.
+
+    `version` is assigned by the serving instance; a leg with a lower version never
+    replaces a stored leg with a higher one.
+    """
+
+    account: str
+    instance: str
+    leg_id: str
+    version: int
+    state: LegState
+    direction: Direction
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    local: Party
+    remote: Party
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        data["direction"] = self.direction.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Leg:
+        return cls(
+            account=data["account"],
+            instance=data["instance"],
+            leg_id=data["leg_id"],
+            version=int(data["version"]),
+            state=LegState(data["state"]),
+            direction=Direction(data["direction"]),
+            call_id=data["call_id"],
+            local_tag=data.get("local_tag", ""),
+            remote_tag=data.get("remote_tag", ""),
+            local=Party(**data["local"]),
+            remote=Party(**data["remote"]),
+        )
+
+    def moved_to(self, state: LegState, version: int, remote_tag: str = "") -> Leg:
+        return replace(self, state=state, version=version, remote_tag=remote_tag or self.remote_tag)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A registered contact of an account (RFC 3261 §10.3)."""
+
+    account: str
+    contact: str
+    expires_at: float
+    call_id: str
+    cseq: int
+    q: float = 1.0
+    instance: str = ""
+    received: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Binding:
+        return cls(**data)
+
+    def remaining(self, now: float) -> int:
+        return max(0, int(round(self.expires_at - now)))
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """An RFC 6665 subscription, shared by every instance through the store.
+
+    Dialog identifiers are seen from the notifier: `local_tag` is the To tag we answered
+    the SUBSCRIBE with, `remote_tag` the subscriber's From tag.
+    """
+
+    sub_id: str
+    event: str
+    presentity: str
+    entity: str
+    watcher: str
+    watcher_contact: str
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    local_uri: str
+    remote_uri: str
+    route_set: tuple[str, ...]
+    expires_at: float
+    owner: str
+    cseq: int = 0
+    version: int = -1
+    last_digest: str = ""
+    accept: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["route_set"] = list(self.route_set)
+        data["accept"] = list(self.accept)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Subscription:
+        values = dict(data)
+        values["route_set"] = tuple(values.get("route_set", ()))
+        values["accept"] = tuple(values.get("accept", ()))
+        return cls(**values)
+
+    def remaining(self, now: float) -> int:
+        return max(0, int(self.expires_at - now))
+
+
+@dataclass(frozen=True)
+class Account:
+    """A provisioned SIP account; the HA1 is md5(user:domain:password) (RFC 2617)."""
+
+    user: str
+    domain: str
+    ha1: str
+
+    @property
+    def aor(self) -> str:
+        return f"{self.user}@{self.domain}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Account:
+        return cls(user=data["user"], domain=data["domain"], ha1=data["ha1"])

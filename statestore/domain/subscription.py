@@ -1,0 +1,132 @@
+"""RFC 6665 subscription rules, with the event package as a parameter.
+
+Everything here decides; nothing sends. The Kamailio adapter reads the request into
+`SubscribeRequest`, calls these functions, and turns a raised `SipError` into the reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from statestore.domain.errors import SipError
+from statestore.domain.model import Subscription
+
+
+@dataclass(frozen=True)
+class EventPackage:
+    """An event package the notifier serves (RFC 6665 §7)."""
+
+    name: str
+    content_type: str
+
+
+DIALOG = EventPackage("dialog", "application/dialog-info+xml")
+PACKAGES: dict[str, EventPackage] = {DIALOG.name: DIALOG}
+
+
+@dataclass(frozen=True)
+class SubscriptionPolicy:
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+    # Consecutive NOTIFY timeouts after which a subscription is dropped (RFC 6665 §4.2.2
+    # allows removal on the first Timer F expiry; one lost NOTIFY should not drop a lamp).
+    max_notify_timeouts: int = 3
+
+
+# RFC 6665 §4.2.2 via RFC 5057 §5: responses to NOTIFY that end the subscription.
+TERMINATING_NOTIFY_CODES = frozenset({404, 405, 410, 416, 480, 481, 482, 483, 484, 485, 489, 501, 604})
+
+
+def allow_events(packages: Sequence[EventPackage] = tuple(PACKAGES.values())) -> str:
+    return ", ".join(sorted(p.name for p in packages))
+
+
+def event_package(event_header: str | None) -> EventPackage:
+    """The package named by the Event header (RFC 6665 §8.2.1); 489 when unsupported."""
+    name = (event_header or "").split(";", 1)[0].strip().lower()
+    package = PACKAGES.get(name)
+    if package is None:
+        raise SipError(489, "Bad Event", {"Allow-Events": allow_events()})
+    return package
+
+
+def check_accept(accept_values: Sequence[str], package: EventPackage) -> None:
+    """406 when an Accept header is present and admits none of the package's bodies (§4.1.2)."""
+    offered = [v.split(";", 1)[0].strip().lower() for value in accept_values for v in value.split(",")]
+    offered = [v for v in offered if v]
+    if not offered:
+        return
+    main = package.content_type.split("/", 1)[0]
+    acceptable = {package.content_type, f"{main}/*", "*/*"}
+    if not acceptable.intersection(offered):
+        raise SipError(406, "Not Acceptable", {"Accept": package.content_type})
+
+
+def parse_expires(value: str | None) -> int | None:
+    if value is None or value.strip() == "":
+        return None
+    text = value.strip()
+    if not text.isdigit():
+        raise SipError(400, "Bad Request - Invalid Expires")
+    return int(text)
+
+
+def granted_expires(requested: int | None, policy: SubscriptionPolicy) -> int:
+    """Duration granted (§4.2.1.1): never above the request, 423 below the minimum."""
+    if requested is None:
+        return policy.default_expires
+    if requested == 0:
+        return 0
+    if requested < policy.min_expires:
+        raise SipError(423, "Interval Too Brief", {"Min-Expires": str(policy.min_expires)})
+    return min(requested, policy.max_expires)
+
+
+def subscription_id(call_id: str, remote_tag: str, local_tag: str) -> str:
+    """Stable id of the dialog usage: Call-ID plus both tags (RFC 6665 §4.1.2.1)."""
+    digest = hashlib.sha1(f"{call_id}\x00{remote_tag}\x00{local_tag}".encode()).hexdigest()
+    return digest[:24]
+
+
+def subscription_state(subscription: Subscription, now: float, reason: str | None = None) -> str:
+    """Subscription-State header value (§8.2.3)."""
+    if reason is not None:
+        return f"terminated;reason={reason}"
+    return f"active;expires={subscription.remaining(now)}"
+
+
+def refreshed(subscription: Subscription, expires: int, now: float, contact: str) -> Subscription:
+    return replace(subscription, expires_at=now + expires, watcher_contact=contact or subscription.watcher_contact)
+
+
+def next_notify(subscription: Subscription, digest: str) -> Subscription:
+    """The record after one more NOTIFY: CSeq and body version both move by one (RFC 4235 §4.1)."""
+    return replace(subscription, cseq=subscription.cseq + 1, version=subscription.version + 1, last_digest=digest)
+
+
+def is_expired(subscription: Subscription, now: float) -> bool:
+    return subscription.expires_at <= now
+
+
+def ends_subscription(status: int) -> bool:
+    return status in TERMINATING_NOTIFY_CODES
+
+
+def responsible_instance(subscription: Subscription, live_instances: Sequence[str]) -> str | None:
+    """Which live instance sends this subscription's NOTIFYs.
+
+    The instance that accepted it while it lives; otherwise one chosen by rendezvous
+    hashing, so that every instance agrees without talking and load spreads.
+    """
+    if not live_instances:
+        return None
+    if subscription.owner in live_instances:
+        return subscription.owner
+
+    def weight(name: str) -> str:
+        return hashlib.sha1(f"{subscription.sub_id}/{name}".encode()).hexdigest()
+
+    return max(live_instances, key=weight)

@@ -1,0 +1,253 @@
+"""The StateStore on etcd: the only module that imports the etcd client.
+
+Every failure to reach etcd surfaces as `StoreUnavailable`; callers decide whether that
+means a 503 (SUBSCRIBE, REGISTER) or carrying on without BLF (calls).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import etcd3  # type: ignore[import-untyped]
+
+from statestore import codec, keys
+from statestore.domain.errors import StoreUnavailable
+from statestore.domain.model import Account, Binding, Leg, Subscription
+
+REGISTRATION_GRACE_SECONDS = 2
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: str
+    value: bytes
+    mod_revision: int
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """A change of one key; `value` is None for a deletion (lease expiry included)."""
+
+    key: str
+    value: bytes | None
+    revision: int
+
+
+WatchCallback = Callable[[list[WatchEvent] | Exception], None]
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    return host or "127.0.0.1", int(port or 2379)
+
+
+class EtcdStore:
+    """StateStore adapter. The gRPC channel is created on first use, in the process using it."""
+
+    def __init__(self, endpoint: str = "127.0.0.1:2379", timeout: float = 1.0) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            host, port = split_endpoint(self.endpoint)
+            self._client = etcd3.client(host=host, port=port, timeout=self.timeout)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # grpc and etcd3 errors of every kind mean the same here
+            raise StoreUnavailable(f"etcd at {self.endpoint}: {type(exc).__name__}: {exc}") from exc
+
+    # --- provisioning -------------------------------------------------------------------
+
+    def add_domain(self, name: str) -> None:
+        with self._guard():
+            self.client.put(keys.domain(name), codec.encode({"domain": name}))
+
+    def domain_exists(self, name: str) -> bool:
+        with self._guard():
+            value, _ = self.client.get(keys.domain(name))
+        return value is not None
+
+    def domains(self) -> list[str]:
+        return [kv.key[len(keys.DOMAINS):] for kv in self.range(keys.DOMAINS)]
+
+    def put_account(self, account: Account) -> None:
+        with self._guard():
+            self.client.put(keys.account(account.aor), codec.encode(account.to_dict()))
+
+    def get_account(self, aor: str) -> Account | None:
+        with self._guard():
+            value, _ = self.client.get(keys.account(aor))
+        return None if value is None else Account.from_dict(codec.decode(value))
+
+    # --- leases and instances -------------------------------------------------------------
+
+    def grant_lease(self, ttl: int) -> int:
+        with self._guard():
+            return int(self.client.lease(ttl).id)
+
+    def refresh_lease(self, lease_id: int) -> bool:
+        """Keep a lease alive; False when etcd no longer knows it (it expired)."""
+        with self._guard():
+            responses = list(self.client.refresh_lease(lease_id))
+        return bool(responses) and int(responses[0].TTL) > 0
+
+    def revoke_lease(self, lease_id: int) -> None:
+        with self._guard():
+            self.client.revoke_lease(lease_id)
+
+    def announce_instance(self, name: str, info: dict[str, Any], lease_id: int) -> None:
+        with self._guard():
+            self.client.put(keys.instance(name), codec.encode(info), lease=lease_id)
+
+    def instances(self) -> dict[str, dict[str, Any]]:
+        return {kv.key[len(keys.INSTANCES):]: codec.decode(kv.value) for kv in self.range(keys.INSTANCES)}
+
+    # --- call legs --------------------------------------------------------------------------
+
+    def create_legs(self, legs: Sequence[Leg], lease_id: int) -> bool:
+        """Write the first state of a call's legs; nothing is written if any already exists."""
+        tx = self.client.transactions
+        key_of = [keys.leg(leg.account, leg.instance, leg.leg_id) for leg in legs]
+        with self._guard():
+            ok, _ = self.client.transaction(
+                compare=[tx.version(k) == 0 for k in key_of],
+                success=[tx.put(k, codec.encode_leg(leg), lease=lease_id) for k, leg in zip(key_of, legs)],
+                failure=[],
+            )
+        return bool(ok)
+
+    def update_legs(self, legs: Sequence[Leg], lease_id: int) -> bool:
+        """Move existing legs to a newer state; an older version, or a leg gone, is ignored.
+
+        A terminated leg is deleted: nothing can relight it, since updates never create.
+        """
+        tx = self.client.transactions
+        compare, success = [], []
+        for leg in legs:
+            key, value = keys.leg(leg.account, leg.instance, leg.leg_id), codec.encode_leg(leg)
+            compare.append(tx.value(key) < value)
+            if leg.state.value == "terminated":
+                success.append(tx.delete(key))
+            else:
+                success.append(tx.put(key, value, lease=lease_id))
+        with self._guard():
+            ok, _ = self.client.transaction(compare=compare, success=success, failure=[])
+        return bool(ok)
+
+    def legs_of(self, aor: str) -> list[Leg]:
+        return [codec.decode_leg(kv.value) for kv in self.range(keys.legs_of(aor))]
+
+    # --- registrations ----------------------------------------------------------------------
+
+    def bindings_of(self, aor: str) -> list[Binding]:
+        return [codec.decode_binding(kv.value) for kv in self.range(keys.regs_of(aor))]
+
+    def apply_bindings(
+        self, upserts: Sequence[tuple[str, Binding, int]], removals: Sequence[str], aor: str
+    ) -> None:
+        """Write (binding_id, binding, seconds) with a lease of that many seconds; delete ids."""
+        with self._guard():
+            for binding_id, binding, seconds in upserts:
+                lease = self.client.lease(seconds + REGISTRATION_GRACE_SECONDS)
+                self.client.put(keys.reg(aor, binding_id), codec.encode_binding(binding), lease=lease)
+            for binding_id in removals:
+                self.client.delete(keys.reg(aor, binding_id))
+
+    # --- subscriptions ----------------------------------------------------------------------
+
+    def get_subscription(self, sub_id: str) -> tuple[Subscription, int] | None:
+        with self._guard():
+            value, meta = self.client.get(keys.sub(sub_id))
+        if value is None:
+            return None
+        return codec.decode_subscription(value), int(meta.mod_revision)
+
+    def create_subscription(self, subscription: Subscription) -> bool:
+        key = keys.sub(subscription.sub_id)
+        tx = self.client.transactions
+        with self._guard():
+            ok, _ = self.client.transaction(
+                compare=[tx.version(key) == 0],
+                success=[tx.put(key, codec.encode_subscription(subscription))],
+                failure=[],
+            )
+        return bool(ok)
+
+    def update_subscription(self, subscription: Subscription, mod_revision: int) -> bool:
+        """Compare-and-swap on the revision read: one writer per CSeq, across instances."""
+        key = keys.sub(subscription.sub_id)
+        tx = self.client.transactions
+        with self._guard():
+            ok, _ = self.client.transaction(
+                compare=[tx.mod(key) == mod_revision],
+                success=[tx.put(key, codec.encode_subscription(subscription))],
+                failure=[],
+            )
+        return bool(ok)
+
+    def delete_subscription(self, sub_id: str, mod_revision: int | None = None) -> bool:
+        key = keys.sub(sub_id)
+        tx = self.client.transactions
+        compare = [] if mod_revision is None else [tx.mod(key) == mod_revision]
+        with self._guard():
+            ok, _ = self.client.transaction(compare=compare, success=[tx.delete(key)], failure=[])
+        return bool(ok)
+
+    def subscriptions(self) -> list[Subscription]:
+        return [codec.decode_subscription(kv.value) for kv in self.range(keys.SUBS)]
+
+    # --- reading and watching ---------------------------------------------------------------
+
+    def range(self, prefix: str) -> list[KeyValue]:
+        return self.snapshot(prefix)[1]
+
+    def snapshot(self, prefix: str = keys.ROOT) -> tuple[int, list[KeyValue]]:
+        """All keys under prefix and the store revision they were read at."""
+        with self._guard():
+            response = self.client.get_prefix_response(prefix)
+        items = [KeyValue(kv.key.decode(), kv.value, int(kv.mod_revision)) for kv in response.kvs]
+        return int(response.header.revision), items
+
+    def watch(self, start_revision: int, callback: WatchCallback, prefix: str = keys.ROOT) -> int:
+        """Deliver every change under prefix from start_revision on, from a client thread."""
+
+        def deliver(response: Any) -> None:
+            if isinstance(response, Exception):
+                callback(response)
+                return
+            callback([_watch_event(event) for event in response.events])
+
+        with self._guard():
+            return int(
+                self.client.add_watch_prefix_callback(prefix, deliver, start_revision=start_revision)
+            )
+
+    def cancel_watch(self, watch_id: int) -> None:
+        with self._guard():
+            self.client.cancel_watch(watch_id)
+
+
+def _watch_event(event: Any) -> WatchEvent:
+    deleted = isinstance(event, etcd3.events.DeleteEvent)
+    return WatchEvent(
+        key=event.key.decode(),
+        value=None if deleted else bytes(event.value),
+        revision=int(event.mod_revision),
+    )

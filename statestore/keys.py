@@ -1,0 +1,74 @@
+"""The etcd key layout, written once.
+
+    /blf/domains/<domain>                       provisioned domain
+    /blf/accounts/<user>@<domain>               account (HA1)
+    /blf/instances/<name>                       live instance, under its lease
+    /blf/legs/<account>/<instance>/<leg_id>     call leg, under the serving instance's lease
+    /blf/regs/<account>/<binding_id>            registered contact, under a lease of its expiry
+    /blf/subs/<sub_id>                          subscription (survives its instance)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROOT = "/blf/"
+DOMAINS = ROOT + "domains/"
+ACCOUNTS = ROOT + "accounts/"
+INSTANCES = ROOT + "instances/"
+LEGS = ROOT + "legs/"
+REGS = ROOT + "regs/"
+SUBS = ROOT + "subs/"
+
+
+def domain(name: str) -> str:
+    return DOMAINS + name
+
+
+def account(aor: str) -> str:
+    return ACCOUNTS + aor
+
+
+def instance(name: str) -> str:
+    return INSTANCES + name
+
+
+def legs_of(aor: str) -> str:
+    return f"{LEGS}{aor}/"
+
+
+def leg(aor: str, instance_name: str, leg_id: str) -> str:
+    return f"{LEGS}{aor}/{instance_name}/{leg_id}"
+
+
+def regs_of(aor: str) -> str:
+    return f"{REGS}{aor}/"
+
+
+def reg(aor: str, binding_id: str) -> str:
+    return f"{REGS}{aor}/{binding_id}"
+
+
+def sub(sub_id: str) -> str:
+    return SUBS + sub_id
+
+
+@dataclass(frozen=True)
+class ParsedKey:
+    """What a key under ROOT names: its kind and the account it belongs to, if any."""
+
+    kind: str
+    name: str
+    account: str = ""
+
+
+def parse(key: str) -> ParsedKey | None:
+    if not key.startswith(ROOT):
+        return None
+    kind, _, rest = key[len(ROOT):].partition("/")
+    if kind in ("legs", "regs"):
+        aor, _, name = rest.partition("/")
+        return ParsedKey(kind, name, aor)
+    if kind in ("domains", "accounts", "instances", "subs"):
+        return ParsedKey(kind, rest)
+    return None

@@ -1,0 +1,53 @@
+"""Test helper: validate application/dialog-info+xml bodies against RFC 4235.
+
+Uses `dialog-info-display-attr.xsd` from the shared schemas directory (the RFC 4235
+§4.4 schema with `display` in place of `display-name`, as in the RFC prose). The
+directory is `$BLF_SCHEMAS_DIR`, else `<repo root>/../shared/schemas`. The catalog
+there maps the schema's remote xml.xsd import to a local copy, so this works offline.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from lxml import etree
+
+DIALOG_INFO_NS = "urn:ietf:params:xml:ns:dialog-info"
+SCHEMA_FILE = "dialog-info-display-attr.xsd"
+# The schema leaves <state> free text; RFC 4235 §4.1.2 names the FSM states of
+# §3.7.1, and erratum 2861 proposes this lower-case enumeration.
+DIALOG_STATES = frozenset({"trying", "proceeding", "early", "confirmed", "terminated"})
+
+
+def schemas_dir() -> Path:
+    override = os.environ.get("BLF_SCHEMAS_DIR")
+    if override:
+        return Path(override)
+    repo_root = Path(__file__).resolve().parent.parent
+    return repo_root.parent / "shared" / "schemas"
+
+
+@functools.cache
+def dialog_info_schema() -> etree.XMLSchema:
+    """Compile the schema once; XML_CATALOG_FILES must be set before compiling."""
+    directory = schemas_dir()
+    os.environ["XML_CATALOG_FILES"] = str(directory / "catalog.xml")
+    return etree.XMLSchema(etree.parse(str(directory / SCHEMA_FILE)))
+
+
+def validate_dialog_info(body: bytes) -> None:
+    """Raise AssertionError, with lxml's error log, unless `body` is a valid document."""
+    try:
+        document = etree.fromstring(body)
+    except etree.XMLSyntaxError as exc:
+        raise AssertionError(f"dialog-info body is not well-formed: {exc}") from exc
+    schema = dialog_info_schema()
+    if not schema.validate(document):
+        raise AssertionError(f"dialog-info body is invalid:\n{schema.error_log}")
+    states = document.iterfind(f"{{{DIALOG_INFO_NS}}}dialog/{{{DIALOG_INFO_NS}}}state")
+    for state in states:
+        value = state.text or ""
+        if value not in DIALOG_STATES:
+            raise AssertionError(f"line {state.sourceline}: unknown dialog state {value!r}")

@@ -1,0 +1,387 @@
+"""Registrar rules of RFC 3261 §10.3: Contact parsing, expiry, wildcard and CSeq ordering."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Literal
+
+import pytest
+
+from statestore.domain.errors import SipError
+from statestore.domain.model import Binding
+from statestore.domain.registrar import (
+    ContactSpec,
+    RegisterOutcome,
+    RegisterRequest,
+    RegistrarPolicy,
+    apply_register,
+    binding_key_id,
+    contact_header_value,
+    normalise_uri,
+    parse_contacts,
+)
+
+NOW = 1_000_000.0
+POLICY = RegistrarPolicy(min_expires=60, max_expires=3600, default_expires=1800)
+ALICE = "sip:alice@10.0.0.1:5060"
+BOB = "sip:alice@10.0.0.2"
+ALICE_UPPER = "SIP:alice@10.0.0.1:5060"  # the same contact as ALICE (RFC 3261 §19.1.4)
+
+
+def request(
+    contacts: list[ContactSpec] | Literal["*"],
+    expires: int | None = None,
+    call_id: str = "call-1",
+    cseq: int = 10,
+) -> RegisterRequest:
+    return RegisterRequest(
+        account="alice@example.com",
+        call_id=call_id,
+        cseq=cseq,
+        contacts=contacts,
+        expires_header=expires,
+        instance="node-a",
+        received="10.0.0.1:5060",
+    )
+
+
+def stored(
+    contact: str = ALICE,
+    expires_at: float = NOW + 300,
+    call_id: str = "call-1",
+    cseq: int = 5,
+    account: str = "alice@example.com",
+) -> Binding:
+    return Binding(account, contact, expires_at, call_id, cseq, instance="node-b")
+
+
+def register(req: RegisterRequest, *current: Binding) -> RegisterOutcome:
+    return apply_register(req, current, POLICY, NOW)
+
+
+# --- parse_contacts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "uris"),
+    [
+        ([], []),
+        (["<sip:a@h>"], ["sip:a@h"]),
+        (["sip:a@h"], ["sip:a@h"]),
+        (["<sip:a@h>, <sip:b@h>;q=0.5"], ["sip:a@h", "sip:b@h"]),
+        (["<sip:a@h>", "sip:b@h;expires=60, <sip:c@h>"], ["sip:a@h", "sip:b@h", "sip:c@h"]),
+        (['"Doe, John" <sip:a@h>, "x;y <z>" <sip:b@h>'], ["sip:a@h", "sip:b@h"]),
+        (['"say \\"hi, there\\"" <sip:a@h>'], ["sip:a@h"]),
+        (["John Doe <sip:a@h;transport=tcp>;expires=30"], ["sip:a@h;transport=tcp"]),
+        (["<sip:a@h?Subject=x,y>"], ["sip:a@h?Subject=x,y"]),
+        (["  <tel:+4930123>  "], ["tel:+4930123"]),
+    ],
+)
+def test_parse_contacts_uris(values: list[str], uris: list[str]) -> None:
+    parsed = parse_contacts(values)
+    assert parsed != "*"
+    assert [contact.uri for contact in parsed] == uris
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("<sip:a@h>", ContactSpec("sip:a@h")),
+        ("<sip:a@h>;expires=120", ContactSpec("sip:a@h", 120, 1.0, ";expires=120")),
+        ("<sip:a@h>;EXPIRES=0;q=0.5", ContactSpec("sip:a@h", 0, 0.5, ";EXPIRES=0;q=0.5")),
+        (
+            'sip:a@h;q=1.0;+sip.instance="<urn:x;y>"',
+            ContactSpec("sip:a@h", None, 1.0, ';q=1.0;+sip.instance="<urn:x;y>"'),
+        ),
+        ("<sip:a@h;expires=5>", ContactSpec("sip:a@h;expires=5")),
+    ],
+)
+def test_parse_contact_params(value: str, expected: ContactSpec) -> None:
+    assert parse_contacts([value]) == [expected]
+
+
+@pytest.mark.parametrize("values", [["*"], [" * "]])
+def test_parse_wildcard(values: list[str]) -> None:
+    assert parse_contacts(values) == "*"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["<sip:a@h"],
+        ["<sip:a@h>, <sip:b@h"],
+        [""],
+        ["<sip:a@h>,"],
+        ["<sip:a@h>,,<sip:b@h>"],
+        ["<>"],
+        ["*, <sip:a@h>"],
+        ["*", "<sip:a@h>"],
+        ["*", "*"],
+        ["*;expires=0"],
+        ["<sip:a@h>;expires=abc"],
+        ["<sip:a@h>;expires=-1"],
+        ["<sip:a@h>;expires"],
+        ["<sip:a@h>;q=1.5"],
+        ["<sip:a@h>;q=0.1234"],
+        ["<sip:a@h>;q=high"],
+        ["<sip:a@h>;;q=1"],
+        ['"unterminated <sip:a@h>'],
+        ["not a uri"],
+        ["<sip:a@h> junk"],
+        ['bad"name <sip:a@h>'],
+    ],
+)
+def test_parse_malformed_is_400(values: list[str]) -> None:
+    with pytest.raises(SipError) as caught:
+        parse_contacts(values)
+    assert caught.value.status == 400
+    assert caught.value.reason.startswith("Invalid Contact")
+
+
+# --- expiry -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("param", "header", "expected"),
+    [
+        (120, 600, 120),  # the contact parameter wins over the header
+        (None, 600, 600),  # then the Expires header
+        (None, None, 1800),  # then the local default
+        (7200, None, 3600),  # clamped to max
+        (None, 99999999999, 3600),
+        (60, 10, 60),  # the minimum itself is fine; the header is not looked at
+    ],
+)
+def test_expiry_precedence_and_clamp(param: int | None, header: int | None, expected: int) -> None:
+    outcome = register(request([ContactSpec(ALICE, param)], header))
+    (binding,) = outcome.upserts
+    assert binding.expires_at == NOW + expected
+    assert outcome.bindings == (binding,)
+    assert outcome.removals == ()
+
+
+@pytest.mark.parametrize(("param", "header"), [(30, None), (None, 1), (59, 3600), (1, 0)])
+def test_too_brief_is_423_with_min_expires(param: int | None, header: int | None) -> None:
+    with pytest.raises(SipError) as caught:
+        register(request([ContactSpec(BOB), ContactSpec(ALICE, param)], header))
+    assert (caught.value.status, caught.value.reason) == (423, "Interval Too Brief")
+    assert caught.value.headers == {"Min-Expires": "60"}
+
+
+def test_negative_expires_header_is_400() -> None:
+    with pytest.raises(SipError) as caught:
+        register(request([ContactSpec(ALICE)], -5))
+    assert caught.value.status == 400
+
+
+def test_new_binding_carries_request_fields() -> None:
+    outcome = register(request([ContactSpec(ALICE, 600, 0.7)], call_id="c9", cseq=42))
+    assert outcome.upserts == (
+        Binding("alice@example.com", ALICE, NOW + 600, "c9", 42, 0.7, "node-a", "10.0.0.1:5060"),
+    )
+
+
+# --- removal and wildcard ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("param", "header"), [(0, None), (None, 0), (0, 3600)])
+def test_expires_zero_removes(param: int | None, header: int | None) -> None:
+    old, other = stored(ALICE), stored(BOB)
+    outcome = register(request([ContactSpec(ALICE, param)], header), old, other)
+    assert outcome.upserts == ()
+    assert outcome.removals == (old,)
+    assert outcome.bindings == (other,)
+
+
+def test_removing_unknown_contact_is_a_no_op() -> None:
+    outcome = register(request([ContactSpec(ALICE, 0)]))
+    assert outcome == RegisterOutcome((), (), ())
+
+
+def test_wildcard_with_expires_zero_removes_all_of_the_account() -> None:
+    mine, mine2 = stored(ALICE, call_id="other"), stored(BOB, cseq=9)
+    foreign = stored(ALICE, account="bob@example.com", cseq=99)
+    outcome = register(request("*", 0), mine, foreign, mine2)
+    assert outcome.upserts == ()
+    assert set(outcome.removals) == {mine, mine2}
+    assert outcome.bindings == ()
+
+
+@pytest.mark.parametrize("header", [None, 1, 3600])
+def test_wildcard_needs_expires_zero(header: int | None) -> None:
+    with pytest.raises(SipError) as caught:
+        register(request("*", header), stored())
+    assert caught.value.status == 400
+
+
+def test_wildcard_obeys_cseq_order() -> None:
+    with pytest.raises(SipError) as caught:
+        register(request("*", 0, cseq=5), stored(cseq=5))
+    assert (caught.value.status, caught.value.reason) == (400, "Out of order CSeq")
+
+
+# --- Call-ID / CSeq ordering (RFC 3261 §10.3 step 7) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call_id", "cseq", "ok"),
+    [
+        ("call-1", 6, True),  # same Call-ID, higher CSeq
+        ("call-1", 5, False),  # same Call-ID, same CSeq
+        ("call-1", 4, False),  # same Call-ID, lower CSeq
+        ("call-2", 1, True),  # another Call-ID: any CSeq
+    ],
+)
+@pytest.mark.parametrize("expires", [600, 0])
+def test_call_id_cseq_order(call_id: str, cseq: int, ok: bool, expires: int) -> None:
+    old = stored(cseq=5)
+    req = request([ContactSpec(ALICE_UPPER, expires)], None, call_id, cseq)
+    if not ok:
+        with pytest.raises(SipError) as caught:
+            register(req, old)
+        assert (caught.value.status, caught.value.reason) == (400, "Out of order CSeq")
+        return
+    outcome = register(req, old)
+    if expires:
+        assert [(b.call_id, b.cseq) for b in outcome.upserts] == [(call_id, cseq)]
+        assert outcome.removals == ()
+        assert outcome.bindings == outcome.upserts
+    else:
+        assert outcome == RegisterOutcome((), (old,), ())
+
+
+def test_out_of_order_contact_fails_the_whole_request() -> None:
+    with pytest.raises(SipError):
+        register(request([ContactSpec(BOB), ContactSpec(ALICE)], cseq=3), stored(cseq=3))
+
+
+# --- expired bindings and queries -------------------------------------------------------
+
+
+def test_expired_bindings_are_dropped_and_removed() -> None:
+    dead, dead_now, alive = stored(BOB, NOW - 1), stored("sip:c@h", NOW), stored(ALICE)
+    outcome = register(request([]), dead, alive, dead_now)
+    assert outcome.upserts == ()
+    assert outcome.removals == (dead, dead_now)
+    assert outcome.bindings == (alive,)
+
+
+def test_expired_binding_rewritten_is_not_removed_nor_ordered() -> None:
+    dead = stored(ALICE, NOW - 1, cseq=50)
+    outcome = register(request([ContactSpec(ALICE, 600)], cseq=2), dead)
+    assert [b.cseq for b in outcome.upserts] == [2]
+    assert outcome.removals == ()
+
+
+def test_update_keeps_others_and_appends_new() -> None:
+    a, b = stored(ALICE), stored(BOB)
+    outcome = register(request([ContactSpec("sip:new@h", 600), ContactSpec(ALICE, 900)]), a, b)
+    assert [x.contact for x in outcome.upserts] == ["sip:new@h", ALICE]
+    assert [x.contact for x in outcome.bindings] == [ALICE, BOB, "sip:new@h"]
+    assert outcome.bindings[0].expires_at == NOW + 900
+
+
+# --- URIs, keys and the 200 OK ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "same"),
+    [
+        ("sip:alice@Example.COM:5060", "SIP:alice@example.com:5060", True),
+        ("sip:Alice@example.com", "sip:alice@example.com", False),
+        ("sip:example.com;transport=TCP", "sip:EXAMPLE.com;transport=TCP", True),
+        ("sip:a@h;transport=tcp", "sip:a@h;transport=udp", False),
+        ("sip:+49;phone-context=X@H", "sip:+49;phone-context=X@h", True),
+    ],
+)
+def test_normalise_and_key(left: str, right: str, same: bool) -> None:
+    assert (normalise_uri(left) == normalise_uri(right)) is same
+    assert (binding_key_id(left) == binding_key_id(right)) is same
+    assert len(binding_key_id(left)) == 16
+    assert int(binding_key_id(left), 16) >= 0
+
+
+@pytest.mark.parametrize(
+    ("q", "expires_at", "expected"),
+    [
+        (1.0, NOW + 300, "<sip:a@h>;expires=300"),
+        (0.5, NOW + 299.6, "<sip:a@h>;expires=300;q=0.5"),
+        (0.0, NOW - 5, "<sip:a@h>;expires=0;q=0"),
+        (0.125, NOW + 60, "<sip:a@h>;expires=60;q=0.125"),
+    ],
+)
+def test_contact_header_value(q: float, expires_at: float, expected: str) -> None:
+    binding = Binding("alice@example.com", "sip:a@h", expires_at, "c", 1, q)
+    assert contact_header_value(binding, NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("minimum", "maximum", "default"), [(61, 3600, 60), (60, 3600, 3601), (-1, 10, 5), (0, 0, 0)]
+)
+def test_inconsistent_policy_is_refused(minimum: int, maximum: int, default: int) -> None:
+    with pytest.raises(ValueError):
+        RegistrarPolicy(minimum, maximum, default)
+
+
+# --- properties -------------------------------------------------------------------------
+
+# Property tests run where hypothesis is installed (python3-hypothesis); the table-driven
+# tests above do not need it.
+if importlib.util.find_spec("hypothesis") is not None:
+    import hypothesis
+    from hypothesis import strategies as st
+
+    _uri = st.builds(
+        lambda scheme, user, host, port, params: f"{scheme}:{user}@{host}{port}{params}",
+        st.sampled_from(["sip", "sips", "SIP"]),
+        st.text("abcXYZ019-_.!~*'()&=+$", min_size=1, max_size=8),
+        st.from_regex(r"[a-zA-Z0-9]{1,8}(\.[a-z]{1,4}){0,2}", fullmatch=True),
+        st.sampled_from(["", ":5060", ":15"]),
+        st.sampled_from(["", ";transport=tcp", ";lr;ob"]),
+    )
+    _display = st.one_of(
+        st.just(""),
+        st.from_regex(r"[A-Za-z][A-Za-z ]{0,8}", fullmatch=True),
+        st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=10).map(
+            lambda text: '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '" '
+        ),
+    )
+    _params = st.sampled_from(["", ";expires=60", ";q=0.5", ';+sip.instance="<urn:uuid:1,2>"'])
+
+    # A contact is (display, uri, params, glue): glue "" starts a new Contact header,
+    # otherwise the contact is appended to the previous header after that comma.
+    _contact = st.tuples(_display, _uri, _params, st.sampled_from(["", ",", ", ", " ,\t"]))
+
+    @hypothesis.given(st.lists(_contact, max_size=6))
+    def test_parse_contacts_round_trips_uris(contacts: list[tuple[str, str, str, str]]) -> None:
+        headers: list[str] = []
+        for display, uri, params, glue in contacts:
+            if headers and glue:
+                headers[-1] += f"{glue}{display}<{uri}>{params}"
+            else:
+                headers.append(f"{display}<{uri}>{params}")
+        parsed = parse_contacts(headers)
+        assert parsed != "*"
+        assert [contact.uri for contact in parsed] == [uri for _, uri, _, _ in contacts]
+
+    @hypothesis.given(
+        st.lists(st.tuples(_uri, st.sampled_from([0, 60, 600, 99999])), max_size=5),
+        st.lists(
+            st.tuples(_uri, st.floats(NOW - 100, NOW + 100)),
+            max_size=5,
+            unique_by=lambda held: normalise_uri(held[0]),  # the store keys by URI
+        ),
+    )
+    def test_outcome_is_consistent(
+        wanted: list[tuple[str, int]], held: list[tuple[str, float]]
+    ) -> None:
+        current = [stored(uri, expires_at, call_id="old") for uri, expires_at in held]
+        contacts = [ContactSpec(uri, expires) for uri, expires in wanted]
+        outcome = register(request(contacts), *current)
+        keys = [binding_key_id(b.contact) for b in outcome.bindings]
+        assert len(keys) == len(set(keys))
+        assert all(b.expires_at > NOW for b in outcome.bindings)
+        assert set(outcome.upserts) <= set(outcome.bindings)
+        assert not {binding_key_id(b.contact) for b in outcome.upserts} & {
+            binding_key_id(b.contact) for b in outcome.removals
+        }
