@@ -14,11 +14,10 @@ import KSR  # type: ignore[import-not-found]
 
 from blf_auth import authenticate, lookup_account
 from blf_context import Context
-from blf_sip import aor_of, pv
+from blf_sip import aor_of, pv, uri_of
 from statestore.domain.errors import SipError, StoreUnavailable
 from statestore.domain.legs import CallParties, advance, initial_legs, state_for_response
 from statestore.domain.model import Binding, LegState
-from statestore.domain.registrar import parse_contacts
 
 PARTIES_VAR = "$dlg_var(blf)"
 
@@ -35,7 +34,7 @@ def handle_initial_invite(ctx: Context) -> None:
     parties = CallParties(
         call_id=pv("$ci"), from_tag=pv("$ft"), caller=caller, callee=callee,
         caller_display=pv("$fn").strip('"'), callee_display=pv("$tn").strip('"'),
-        caller_target=_uri_of(pv("$ct")),
+        caller_target=uri_of(pv("$ct")),
     )
     KSR.dialog.dlg_manage()
     KSR.pv.sets(PARTIES_VAR, json.dumps(asdict(parties)))
@@ -67,16 +66,6 @@ def _bindings(ctx: Context, callee: str) -> list[Binding]:
     return ctx.cache.get_bindings(callee)
 
 
-def _uri_of(contact: str) -> str:
-    if not contact:
-        return ""
-    try:
-        specs = parse_contacts([contact])
-    except SipError:
-        return ""
-    return specs[0].uri if isinstance(specs, list) and specs else ""
-
-
 def current_parties() -> CallParties | None:
     raw = KSR.pv.get(PARTIES_VAR)
     return None if not raw else CallParties(**json.loads(raw))
@@ -86,7 +75,7 @@ def on_invite_reply(ctx: Context) -> None:
     parties = current_parties()
     state = state_for_response(int(pv("$rs") or 0), pv("$tt"))
     if parties is not None and state is not None and state is not LegState.TERMINATED:
-        track(ctx, parties, state, pv("$tt"), _uri_of(pv("$ct")))
+        track(ctx, parties, state, pv("$tt"), uri_of(pv("$ct")))
 
 
 def on_call_ended(ctx: Context) -> None:

@@ -8,7 +8,7 @@ import KSR  # type: ignore[import-not-found]
 
 from statestore.domain.errors import SipError
 from statestore.domain.model import Subscription
-from statestore.domain.registrar import split_header_list
+from statestore.domain.registrar import parse_contacts, split_header_list
 
 
 def pv(name: str) -> str:
@@ -82,3 +82,14 @@ def _nexthop(route_set: tuple[str, ...]) -> str:
     first = route_set[0]
     start, end = first.find("<"), first.find(">")
     return first[start + 1 : end] if 0 <= start < end else first
+
+
+def uri_of(contact: str) -> str:
+    """The URI of a Contact value; empty when there is none or it does not parse."""
+    if not contact:
+        return ""
+    try:
+        specs = parse_contacts([contact])
+    except SipError:
+        return ""
+    return specs[0].uri if isinstance(specs, list) and specs else ""

@@ -179,28 +179,25 @@ class EtcdStore:
             return None
         return codec.decode_subscription(value), int(meta.mod_revision)
 
-    def create_subscription(self, subscription: Subscription) -> bool:
+    def create_subscription(self, subscription: Subscription) -> int | None:
+        """Store a new subscription; its revision, or None if the id is already taken."""
         key = keys.sub(subscription.sub_id)
-        tx = self.client.transactions
-        with self._guard():
-            ok, _ = self.client.transaction(
-                compare=[tx.version(key) == 0],
-                success=[tx.put(key, codec.encode_subscription(subscription))],
-                failure=[],
-            )
-        return bool(ok)
+        return self._put_if(subscription, self.client.transactions.version(key) == 0)
 
-    def update_subscription(self, subscription: Subscription, mod_revision: int) -> bool:
-        """Compare-and-swap on the revision read: one writer per CSeq, across instances."""
+    def update_subscription(self, subscription: Subscription, mod_revision: int) -> int | None:
+        """Compare-and-swap on the revision read: one writer per CSeq, across instances.
+
+        Returns the new revision, or None when someone else wrote first.
+        """
         key = keys.sub(subscription.sub_id)
-        tx = self.client.transactions
+        return self._put_if(subscription, self.client.transactions.mod(key) == mod_revision)
+
+    def _put_if(self, subscription: Subscription, condition: Any) -> int | None:
+        key = keys.sub(subscription.sub_id)
+        put = self.client.transactions.put(key, codec.encode_subscription(subscription))
         with self._guard():
-            ok, _ = self.client.transaction(
-                compare=[tx.mod(key) == mod_revision],
-                success=[tx.put(key, codec.encode_subscription(subscription))],
-                failure=[],
-            )
-        return bool(ok)
+            ok, responses = self.client.transaction(compare=[condition], success=[put], failure=[])
+        return int(responses[0].response_put.header.revision) if ok else None
 
     def delete_subscription(self, sub_id: str, mod_revision: int | None = None) -> bool:
         key = keys.sub(sub_id)

@@ -141,6 +141,7 @@ class Subscription:
     cseq: int = 0
     version: int = -1
     last_digest: str = ""
+    notify_timeouts: int = 0
     accept: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:

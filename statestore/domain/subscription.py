@@ -99,7 +99,12 @@ def subscription_state(subscription: Subscription, now: float, reason: str | Non
 
 
 def refreshed(subscription: Subscription, expires: int, now: float, contact: str) -> Subscription:
-    return replace(subscription, expires_at=now + expires, watcher_contact=contact or subscription.watcher_contact)
+    return replace(
+        subscription,
+        expires_at=now + expires,
+        watcher_contact=contact or subscription.watcher_contact,
+        notify_timeouts=0,
+    )
 
 
 def next_notify(subscription: Subscription, digest: str) -> Subscription:
@@ -130,3 +135,8 @@ def responsible_instance(subscription: Subscription, live_instances: Sequence[st
         return hashlib.sha1(f"{subscription.sub_id}/{name}".encode()).hexdigest()
 
     return max(live_instances, key=weight)
+
+
+def may_watch(watcher: str, presentity: str) -> bool:
+    """Authorization of a watcher: same domain only until cross-domain rules exist."""
+    return watcher.rpartition("@")[2] == presentity.rpartition("@")[2]

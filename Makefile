@@ -1,0 +1,49 @@
+# The two commands: `make run` (a local cluster on loopback) and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+APT_PACKAGES := kamailio kamailio-python3-modules etcd-server etcd-client memcached sip-tester \
+	python3-venv python3-etcd3 python3-lxml python3-pymemcache
+
+.PHONY: setup run test unit integration e2e lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/blfctl run
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+integration: setup
+	$(PY) -m pytest -q tests/integration
+
+e2e: setup
+	$(PY) -m pytest -q tests/e2e
+
+lint: setup
+	$(VENV)/bin/ruff check statestore kemi tests
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) -m tests.bench.notify_latency
+
+clean:
+	-$(VENV)/bin/blfctl lab down
+	rm -rf var

@@ -1,0 +1,166 @@
+"""KEMI entry point of a clustered BLF instance (app_python3, Kamailio 5.6).
+
+Routing is a short pipeline of early-returning steps; every SipError raised below is
+answered in exactly one place, `_answering`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_HERE)
+_VENV_SITE = os.environ.get(
+    "BLF_SITE_PACKAGES",
+    os.path.join(_ROOT, ".venv", "lib", f"python{sys.version_info.major}.{sys.version_info.minor}", "site-packages"),
+)
+# The venv goes first so that Debian's dist-packages do not shadow it (KAMAILIO-NOTES).
+for _path in (_HERE, _ROOT, _VENV_SITE):
+    if _path not in sys.path[:3]:
+        sys.path.insert(0, _path)
+
+import KSR  # type: ignore[import-not-found]  # noqa: E402
+
+from blf_calls import handle_initial_invite, on_call_ended, on_invite_reply  # noqa: E402
+from blf_context import Context, context  # noqa: E402
+from blf_lease import LeaseKeeper  # noqa: E402
+from blf_notifier import Notifier  # noqa: E402
+from blf_notify_replies import on_notify_failure  # noqa: E402
+from blf_register import handle_register  # noqa: E402
+from blf_sip import pv, reply, reply_error  # noqa: E402
+from blf_subscribe import handle_in_dialog_subscribe, handle_initial_subscribe  # noqa: E402
+from statestore.domain.errors import SipError, StoreUnavailable, store_unavailable_error  # noqa: E402
+from statestore.domain.subscription import allow_events  # noqa: E402
+
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY"
+
+
+def _answering(step: Callable[[Context], None]) -> int:
+    """The one boundary that turns errors into SIP replies; no traceback reaches a phone."""
+    ctx = context()
+    try:
+        step(ctx)
+    except SipError as error:
+        reply_error(error)
+    except StoreUnavailable as exc:
+        ctx.mark_store_down()
+        KSR.warn(f"blf: store unavailable for {pv('$rm')} from {pv('$si')}: {exc}\n")
+        reply_error(store_unavailable_error())
+    except Exception:
+        KSR.err(f"blf: {pv('$rm')} failed: {traceback.format_exc()}\n")
+        reply(500, "Server Internal Error", {"Retry-After": "5"})
+    return 1
+
+
+def _logging(step: Callable[[Context], None]) -> int:
+    """For callbacks that have no request to answer (replies, failures, timers)."""
+    try:
+        step(context())
+    except Exception:
+        KSR.err(f"blf: callback failed: {traceback.format_exc()}\n")
+    return 1
+
+
+def route(ctx: Context) -> None:
+    if KSR.maxfwd.process_maxfwd(10) < 0:
+        raise SipError(483, "Too Many Hops")
+    if KSR.sanity.sanity_check(17895, 7) < 0:
+        return  # sanity has answered 400 already
+    method = pv("$rm")
+    if KSR.siputils.has_totag() > 0:
+        route_in_dialog(ctx, method)
+        return
+    if method == "CANCEL":
+        if KSR.tm.t_check_trans() > 0:
+            KSR.tm.t_relay()
+        return
+    if method == "ACK":
+        KSR.tm.t_check_trans()
+        return
+    if KSR.tm.t_check_trans() == 0:
+        return  # a retransmission the transaction layer has answered
+    route_initial(ctx, method)
+
+
+def route_initial(ctx: Context, method: str) -> None:
+    if method == "REGISTER":
+        handle_register(ctx)
+    elif method == "SUBSCRIBE":
+        handle_initial_subscribe(ctx)
+    elif method == "INVITE":
+        handle_initial_invite(ctx)
+    elif method == "OPTIONS":
+        reply(200, "OK", {"Allow": ALLOW, "Allow-Events": allow_events(), "Accept": "application/sdp"})
+    else:
+        raise SipError(405, "Method Not Allowed", {"Allow": ALLOW})
+
+
+def route_in_dialog(ctx: Context, method: str) -> None:
+    if KSR.rr.loose_route() > 0:
+        KSR.dialog.dlg_manage()
+        if method == "BYE":
+            on_call_ended(ctx)
+        if KSR.tm.t_relay() < 0:
+            KSR.sl.sl_reply_error()
+        return
+    if method == "SUBSCRIBE":
+        handle_in_dialog_subscribe(ctx)
+    elif method == "ACK":
+        if KSR.tm.t_check_trans() > 0:
+            KSR.tm.t_relay()
+    else:
+        raise SipError(481, "Call/Transaction Does Not Exist")
+
+
+class kamailio:  # noqa: N801 - the name app_python3 looks for
+    def __init__(self) -> None:
+        self.notifier: Notifier | None = None
+        self.lease: LeaseKeeper | None = None
+
+    def child_init(self, rank: int) -> int:
+        return 0
+
+    def ksr_request_route(self, msg: object) -> int:
+        return _answering(route)
+
+    def ksr_reply_route(self, msg: object) -> int:
+        return 1
+
+    def ksr_onsend_route(self, msg: object) -> int:
+        return 1
+
+    def ksr_invite_reply(self, msg: object) -> int:
+        return _logging(on_invite_reply)
+
+    def ksr_invite_failure(self, msg: object) -> int:
+        return _logging(on_call_ended)
+
+    def ksr_dialog_event(self, msg: object, evname: str) -> int:
+        if evname in ("dialog:end", "dialog:failed"):
+            return _logging(on_call_ended)
+        return 1
+
+    def ksr_tm_event(self, msg: object, evname: str) -> int:
+        if evname == "tm:local-request" and pv("$rm") == "NOTIFY":
+            KSR.tm.t_on_failure("ksr_notify_failure")
+        return 1
+
+    def ksr_notify_failure(self, msg: object) -> int:
+        return _logging(on_notify_failure)
+
+    def ksr_notifier_tick(self, msg: object, evname: str = "") -> int:
+        if self.notifier is None:
+            self.notifier = Notifier(context())
+        return _logging(lambda ctx: self.notifier.tick() if self.notifier else None)
+
+    def ksr_lease_tick(self, msg: object, evname: str = "") -> int:
+        if self.lease is None:
+            self.lease = LeaseKeeper(context())
+        return _logging(lambda ctx: self.lease.tick() if self.lease else None)
+
+
+def mod_init() -> kamailio:
+    return kamailio()

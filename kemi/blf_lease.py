@@ -1,0 +1,46 @@
+"""The instance lease: one per instance, kept alive here, shared with the SIP workers.
+
+Every call leg and the instance's own key hang on it; if the instance dies the lease
+expires after its TTL and etcd deletes them, so no lamp stays lit (issue 2, item 4).
+The lease id reaches the other processes through the shared variable $shv(blf_lease).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import KSR  # type: ignore[import-not-found]
+
+from blf_context import Context
+from statestore.domain.errors import StoreUnavailable
+
+
+class LeaseKeeper:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.lease_id = 0
+        self.next_refresh = 0.0
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now < self.next_refresh:
+            return
+        ttl = self.ctx.settings.lease_ttl
+        try:
+            if not self.lease_id or not self.ctx.store.refresh_lease(self.lease_id):
+                self._grant(ttl)
+        except StoreUnavailable as exc:
+            self.ctx.store.close()
+            KSR.warn(f"blf lease: store unavailable: {exc}\n")
+        self.next_refresh = now + max(ttl / 3.0, 0.5)
+
+    def _grant(self, ttl: int) -> None:
+        if self.lease_id:
+            KSR.err(f"blf lease: lease {self.lease_id:x} expired; call legs on it are gone\n")
+        lease_id = self.ctx.store.grant_lease(ttl)
+        info = {"sip": self.ctx.settings.sip, "pid": os.getppid(), "started": time.time()}
+        self.ctx.store.announce_instance(self.ctx.settings.instance, info, lease_id)
+        self.lease_id = lease_id
+        KSR.pv.sets("$shv(blf_lease)", str(lease_id))
+        KSR.info(f"blf lease: instance {self.ctx.settings.instance} holds lease {lease_id:x} ttl {ttl}s\n")

@@ -1,0 +1,64 @@
+"""Sending NOTIFYs: every sender (SIP worker or notifier process) goes through here.
+
+The subscription record in the store is advanced by compare-and-swap before the NOTIFY
+leaves, so CSeq and version strictly increase whichever instance sends (RFC 6665 §4.1.2.2,
+RFC 4235 §4.1), also across restarts and takeovers.
+"""
+
+from __future__ import annotations
+
+from blf_context import Context
+from blf_sip import send_notify
+from statestore.domain import bodies
+from statestore.domain.bodies import PresentityState
+from statestore.domain.model import Subscription
+from statestore.domain.subscription import PACKAGES, next_notify, subscription_state
+
+
+def contact(ctx: Context) -> str:
+    return f"<sip:blf@{ctx.settings.sip}>"
+
+
+def load_state(ctx: Context, presentity: str) -> PresentityState:
+    return bodies.presentity_state(ctx.store.legs_of(presentity), ctx.store.bindings_of(presentity))
+
+
+def send(ctx: Context, subscription: Subscription, state: PresentityState, now: float, reason: str | None) -> None:
+    """Send the NOTIFY that `subscription` (already advanced) describes."""
+    body = bodies.render(subscription.event, subscription.entity, subscription.version, state)
+    send_notify(
+        subscription,
+        subscription_state(subscription, now, reason),
+        subscription.event,
+        PACKAGES[subscription.event].content_type,
+        body,
+        contact(ctx),
+    )
+
+
+def notify_if_changed(
+    ctx: Context, subscription: Subscription, revision: int, state: PresentityState, now: float
+) -> tuple[Subscription, int] | None:
+    """NOTIFY when what the watcher sees changed; the advanced record, or None."""
+    digest = bodies.digest(subscription.event, state)
+    if digest == subscription.last_digest:
+        return None
+    advanced = next_notify(subscription, digest)
+    new_revision = ctx.store.update_subscription(advanced, revision)
+    if new_revision is None:
+        return None
+    send(ctx, advanced, state, now, None)
+    return advanced, new_revision
+
+
+def end(
+    ctx: Context, subscription: Subscription, revision: int | None, state: PresentityState
+) -> Subscription | None:
+    """Remove the subscription; the record its final NOTIFY describes, or None if it changed.
+
+    The caller sends that NOTIFY with `send(..., reason)` once it has answered any request.
+    """
+    advanced = next_notify(subscription, bodies.digest(subscription.event, state))
+    if not ctx.store.delete_subscription(subscription.sub_id, revision):
+        return None
+    return advanced

@@ -1,0 +1,217 @@
+"""blfctl: the lab, provisioning and inspection of the StateStore."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from statestore.domain.errors import StoreUnavailable
+from statestore.domain.lamp import lamp_state
+from statestore.domain.model import Account
+from statestore.etcd_store import EtcdStore
+from statestore.lab import Lab, LabError
+
+DEMO_DOMAIN = "example.com"
+DEMO_ACCOUNTS = {"alice": "alice-secret", "boris": "boris-secret", "catherine": "catherine-secret"}
+
+
+def ha1(user: str, domain: str, password: str) -> str:
+    """RFC 2617 HA1 = MD5(username:realm:password); the realm is the domain."""
+    return hashlib.md5(f"{user}:{domain}:{password}".encode()).hexdigest()
+
+
+def _store(args: argparse.Namespace) -> EtcdStore:
+    return EtcdStore(args.etcd, timeout=2.0)
+
+
+def cmd_domain_add(args: argparse.Namespace) -> int:
+    _store(args).add_domain(args.domain.lower())
+    print(f"domain {args.domain.lower()} added")
+    return 0
+
+
+def cmd_account_add(args: argparse.Namespace) -> int:
+    user, sep, domain = args.account.partition("@")
+    domain = domain.lower()
+    if not sep or not user or not domain:
+        print("account must be USER@DOMAIN", file=sys.stderr)
+        return 2
+    store = _store(args)
+    if not store.domain_exists(domain):
+        print(f"unknown domain {domain}: add it first with `blfctl domain add {domain}`", file=sys.stderr)
+        return 1
+    store.put_account(Account(user=user, domain=domain, ha1=ha1(user, domain, args.password)))
+    print(f"account {user}@{domain} added")
+    return 0
+
+
+def show(store: EtcdStore, aor: str, now: float) -> dict[str, Any]:
+    legs = store.legs_of(aor)
+    bindings = store.bindings_of(aor)
+    subscriptions = [s for s in store.subscriptions() if s.presentity == aor]
+    return {
+        "account": aor,
+        "state": lamp_state(legs, bindings, now).value,
+        "registrations": [
+            {"contact": b.contact, "expires": b.remaining(now), "instance": b.instance} for b in bindings
+        ],
+        "legs": [
+            {
+                "instance": leg.instance, "call_id": leg.call_id, "state": leg.state.value,
+                "direction": leg.direction.value, "leg_id": leg.leg_id, "remote": leg.remote.identity,
+            }
+            for leg in sorted(legs, key=lambda leg: (leg.instance, leg.call_id))
+        ],
+        "subscriptions": [
+            {
+                "watcher": s.watcher, "event": s.event, "expires": s.remaining(now), "owner": s.owner,
+                "cseq": s.cseq, "version": s.version, "contact": s.watcher_contact, "id": s.sub_id,
+            }
+            for s in subscriptions
+        ],
+    }
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    aor = args.account.lower() if "@" in args.account else args.account
+    user, _, domain = args.account.partition("@")
+    aor = f"{user}@{domain.lower()}"
+    store = _store(args)
+    if store.get_account(aor) is None:
+        print(f"no account {aor}", file=sys.stderr)
+        return 1
+    view = show(store, aor, time.time())
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    print(f"{aor}: {view['state']}")
+    for reg in view["registrations"]:
+        print(f"  registered  {reg['contact']} expires in {reg['expires']}s (via {reg['instance']})")
+    for leg in view["legs"]:
+        print(f"  leg         {leg['instance']} {leg['call_id']} {leg['state']} {leg['direction']} {leg['remote']}")
+    for sub in view["subscriptions"]:
+        print(f"  watched by  {sub['watcher']} event={sub['event']} expires in {sub['expires']}s owner={sub['owner']}")
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    lab = Lab()
+    if args.lab_command == "up":
+        lab.up(args.instances, args.lease_ttl)
+        print(json.dumps(lab.status(), indent=2))
+    elif args.lab_command == "down":
+        lab.down()
+    elif args.lab_command == "status":
+        status = lab.status()
+        if args.json:
+            print(json.dumps(status, indent=2))
+        else:
+            _print_status(status)
+    elif args.lab_command == "kill":
+        lab.kill(args.name)
+    elif args.lab_command == "start":
+        lab.start(args.name)
+    return 0
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    etcd, memcached = status["etcd"], status["memcached"]
+    print(f"etcd       {etcd.get('client')} pid={etcd.get('pid')} {'up' if etcd['alive'] else 'down'}")
+    print(f"memcached  {memcached.get('address')} pid={memcached.get('pid')} {'up' if memcached['alive'] else 'down'}")
+    for name, entry in status["instances"].items():
+        print(f"{name:<10} {entry['sip']} pid={entry['pid']} {'up' if entry['alive'] else 'down'}")
+
+
+def provision_demo(store: EtcdStore) -> None:
+    store.add_domain(DEMO_DOMAIN)
+    for user, password in DEMO_ACCOUNTS.items():
+        store.put_account(Account(user=user, domain=DEMO_DOMAIN, ha1=ha1(user, DEMO_DOMAIN, password)))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    lab = Lab()
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        lab.up(args.instances, args.lease_ttl)
+        provision_demo(_store(args))
+        _print_welcome(lab.status())
+        while not stopping and all(entry["alive"] for entry in lab.status()["instances"].values()):
+            time.sleep(0.5)
+    finally:
+        print("\nstopping the lab ...")
+        lab.down()
+    return 0
+
+
+def _print_welcome(status: dict[str, Any]) -> None:
+    print("\nThe BLF lab is running. Point a SIP phone at it:")
+    for name, entry in status["instances"].items():
+        print(f"  {name}: outbound proxy sip:{entry['sip']} (UDP or TCP)")
+    print(f"  domain {DEMO_DOMAIN}; accounts (user / password):")
+    for user, password in DEMO_ACCOUNTS.items():
+        print(f"    {user} / {password}")
+    print("  BLF keys: subscribe to sip:alice@example.com etc. with Event: dialog")
+    print("  inspect:  .venv/bin/blfctl show alice@example.com   |   etcdctl get --prefix /blf/")
+    print("Ctrl-C stops everything.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blfctl", description="Clustered BLF lab and StateStore tool")
+    parser.add_argument("--etcd", default=os.environ.get("BLF_ETCD", "127.0.0.1:2379"), help="etcd host:port")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    lab = sub.add_parser("lab", help="local lab on loopback").add_subparsers(dest="lab_command", required=True)
+    up = lab.add_parser("up", help="start etcd, memcached and the instances (idempotent)")
+    up.add_argument("--instances", type=int, default=2)
+    up.add_argument("--lease-ttl", type=int, default=int(os.environ.get("BLF_LEASE_TTL", "6")))
+    lab.add_parser("down", help="stop everything the lab started")
+    status = lab.add_parser("status", help="what runs where")
+    status.add_argument("--json", action="store_true")
+    for name in ("kill", "start"):
+        lab.add_parser(name, help=f"{name} one instance").add_argument("name")
+
+    domain = sub.add_parser("domain").add_subparsers(dest="domain_command", required=True)
+    domain.add_parser("add").add_argument("domain")
+    account = sub.add_parser("account").add_subparsers(dest="account_command", required=True)
+    account_add = account.add_parser("add")
+    account_add.add_argument("account", help="USER@DOMAIN")
+    account_add.add_argument("--password", required=True)
+    show_parser = sub.add_parser("show", help="integrated state, legs and subscriptions of an account")
+    show_parser.add_argument("account")
+    show_parser.add_argument("--json", action="store_true")
+    run = sub.add_parser("run", help="run the lab in the foreground with a demo domain")
+    run.add_argument("--instances", type=int, default=2)
+    run.add_argument("--lease-ttl", type=int, default=int(os.environ.get("BLF_LEASE_TTL", "6")))
+    return parser
+
+
+COMMANDS = {"lab": cmd_lab, "domain": cmd_domain_add, "account": cmd_account_add, "show": cmd_show, "run": cmd_run}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except StoreUnavailable as exc:
+        print(f"blfctl: etcd unreachable: {exc}", file=sys.stderr)
+        return 3
+    except LabError as exc:
+        print(f"blfctl: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

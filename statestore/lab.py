@@ -1,0 +1,298 @@
+"""The local lab: etcd, memcached and N Kamailio instances on loopback, under var/.
+
+Contract (issue 2): instance ksN listens on 127.0.0.1:(5070+N), UDP and TCP; etcd's client
+port is 127.0.0.1:2379; `up` returns only when every instance answers SIP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from statestore.domain.errors import StoreUnavailable
+from statestore.etcd_store import EtcdStore
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+ETCD_CLIENT = f"{HOST}:2379"
+ETCD_PEER = f"{HOST}:2380"
+MEMCACHED = f"{HOST}:11211"
+BASE_PORT = 5070
+START_TIMEOUT = 30.0
+
+
+class LabError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Paths:
+    var: Path
+
+    @classmethod
+    def default(cls) -> Paths:
+        return cls(Path(os.environ.get("BLF_VAR", str(ROOT / "var"))).resolve())
+
+    @property
+    def state(self) -> Path:
+        return self.var / "lab.json"
+
+    def instance_dir(self, name: str) -> Path:
+        return self.var / name
+
+
+def instance_port(name: str) -> int:
+    if not name.startswith("ks") or not name[2:].isdigit() or int(name[2:]) < 1:
+        raise LabError(f"instance names are ks1, ks2, ...; not {name!r}")
+    return BASE_PORT + int(name[2:])
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie child of ours is not alive
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
+class Lab:
+    def __init__(self, paths: Paths | None = None) -> None:
+        self.paths = paths or Paths.default()
+        self.paths.var.mkdir(parents=True, exist_ok=True)
+        self.state: dict[str, Any] = self._load()
+
+    # --- state file -------------------------------------------------------------------------
+
+    def _load(self) -> dict[str, Any]:
+        if self.paths.state.exists():
+            data: dict[str, Any] = json.loads(self.paths.state.read_text())
+            return data
+        return {"instances": {}, "etcd": {}, "memcached": {}, "secret": secrets.token_hex(16)}
+
+    def _save(self) -> None:
+        tmp = self.paths.state.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2, sort_keys=True))
+        tmp.replace(self.paths.state)
+
+    # --- commands -----------------------------------------------------------------------------
+
+    def up(self, instances: int = 2, lease_ttl: int = 6) -> None:
+        self.state["lease_ttl"] = lease_ttl
+        self._ensure_etcd()
+        self._ensure_memcached()
+        for index in range(1, instances + 1):
+            self.start(f"ks{index}", wait=False)
+        for index in range(1, instances + 1):
+            self._wait_instance(f"ks{index}")
+
+    def start(self, name: str, wait: bool = True) -> None:
+        port = instance_port(name)
+        entry = self.state["instances"].get(name, {})
+        if not alive(entry.get("pid")):
+            self._ensure_etcd()
+            self._ensure_memcached()
+            pid = self._spawn_kamailio(name, port)
+            self.state["instances"][name] = {"sip": f"{HOST}:{port}", "pid": pid}
+            self._save()
+        if wait:
+            self._wait_instance(name)
+
+    def kill(self, name: str) -> None:
+        entry = self.state["instances"].get(name)
+        if not entry or not alive(entry.get("pid")):
+            raise LabError(f"{name} is not running")
+        os.kill(entry["pid"], signal.SIGKILL)
+        _reap(entry["pid"], 5.0)
+
+    def down(self) -> None:
+        for entry in self.state["instances"].values():
+            _stop(entry.get("pid"))
+        _stop(self.state["memcached"].get("pid"))
+        _stop(self.state["etcd"].get("pid"))
+        self.state["instances"] = {}
+        self.state["etcd"] = {}
+        self.state["memcached"] = {}
+        self._save()
+
+    def status(self) -> dict[str, Any]:
+        instances = {
+            name: {"sip": entry["sip"], "pid": entry["pid"], "alive": alive(entry["pid"])}
+            for name, entry in sorted(self.state["instances"].items())
+        }
+        etcd = dict(self.state["etcd"]) or {"client": ETCD_CLIENT, "pid": None}
+        etcd["alive"] = alive(etcd.get("pid"))
+        memcached = dict(self.state["memcached"]) or {"address": MEMCACHED, "pid": None}
+        memcached["alive"] = alive(memcached.get("pid"))
+        return {"instances": instances, "etcd": etcd, "memcached": memcached}
+
+    # --- components ---------------------------------------------------------------------------
+
+    def _ensure_etcd(self) -> None:
+        if alive(self.state["etcd"].get("pid")) and _etcd_answers():
+            return
+        data = self.paths.var / "etcd"
+        data.mkdir(parents=True, exist_ok=True)
+        command = [
+            _binary("etcd"), "--name", "blf", "--data-dir", str(data / "data"),
+            "--listen-client-urls", f"http://{ETCD_CLIENT}", "--advertise-client-urls", f"http://{ETCD_CLIENT}",
+            "--listen-peer-urls", f"http://{ETCD_PEER}", "--initial-advertise-peer-urls", f"http://{ETCD_PEER}",
+            "--initial-cluster", f"blf=http://{ETCD_PEER}", "--listen-metrics-urls", f"http://{HOST}:2381",
+        ]
+        pid = _spawn(command, self.paths.var / "etcd.log", os.environ.copy())
+        self.state["etcd"] = {"client": ETCD_CLIENT, "pid": pid, "data": str(data / "data")}
+        self._save()
+        _wait_for("etcd", _etcd_answers, pid)
+
+    def _ensure_memcached(self) -> None:
+        if alive(self.state["memcached"].get("pid")):
+            return
+        host, _, port = MEMCACHED.partition(":")
+        command = [_binary("memcached"), "-l", host, "-p", port, "-U", "0", "-m", "64"]
+        if os.geteuid() == 0:
+            command += ["-u", "root"]
+        pid = _spawn(command, self.paths.var / "memcached.log", os.environ.copy())
+        self.state["memcached"] = {"address": MEMCACHED, "pid": pid}
+        self._save()
+        _wait_for("memcached", lambda: _tcp_answers(host, int(port)), pid)
+
+    def _spawn_kamailio(self, name: str, port: int) -> int:
+        directory = self.paths.instance_dir(name)
+        run = directory / "run"
+        run.mkdir(parents=True, exist_ok=True)
+        env = os.environ.copy()
+        env.update(
+            BLF_KEMI_SCRIPT=str(ROOT / "kemi" / "blf_kemi.py"),
+            BLF_AUTH_SECRET=self.state["secret"],
+            BLF_INSTANCE=name,
+            BLF_SIP=f"{HOST}:{port}",
+            BLF_ETCD=ETCD_CLIENT,
+            BLF_MEMCACHED=MEMCACHED,
+            BLF_LEASE_TTL=str(self.state.get("lease_ttl", 6)),
+        )
+        command = [
+            _binary("kamailio"), "-f", str(ROOT / "kamailio" / "kamailio.cfg"), "-Y", str(run),
+            "-l", f"udp:{HOST}:{port}", "-l", f"tcp:{HOST}:{port}", "-DD", "-E",
+        ]
+        return _spawn(command, directory / "kamailio.log", env)
+
+    def _wait_instance(self, name: str) -> None:
+        entry = self.state["instances"][name]
+        port = instance_port(name)
+        _wait_for(name, lambda: sip_options(HOST, port) == 200 and _instance_announced(name), entry["pid"])
+
+
+def _binary(name: str) -> str:
+    for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    raise LabError(f"{name} is not installed; run `make setup`")
+
+
+def _spawn(command: list[str], log: Path, env: dict[str, str]) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, start_new_session=True, cwd=str(ROOT),
+        )
+    return process.pid
+
+
+def _wait_for(what: str, ready: Any, pid: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            raise LabError(f"{what} exited during start-up; see its log under var/")
+        try:
+            if ready():
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise LabError(f"{what} did not become ready within {START_TIMEOUT:.0f}s")
+
+
+def _stop(pid: int | None, timeout: float = 10.0) -> None:
+    if not alive(pid):
+        return
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    if not _reap(pid, timeout):
+        os.kill(pid, signal.SIGKILL)
+        _reap(pid, 5.0)
+
+
+def _reap(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return True
+        except ChildProcessError:
+            if not alive(pid):
+                return True
+        time.sleep(0.05)
+    return not alive(pid)
+
+
+def _etcd_answers() -> bool:
+    store = EtcdStore(ETCD_CLIENT, timeout=1.0)
+    try:
+        store.domains()
+        return True
+    except StoreUnavailable:
+        return False
+    finally:
+        store.close()
+
+
+def _instance_announced(name: str) -> bool:
+    store = EtcdStore(ETCD_CLIENT, timeout=1.0)
+    try:
+        return name in store.instances()
+    finally:
+        store.close()
+
+
+def _tcp_answers(host: str, port: int) -> bool:
+    with socket.create_connection((host, port), timeout=0.5):
+        return True
+
+
+def sip_options(host: str, port: int, timeout: float = 0.5) -> int:
+    """Send one OPTIONS over UDP; the status code of the answer, 0 when none came."""
+    call_id = uuid.uuid4().hex
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, 0))
+        local_port = sock.getsockname()[1]
+        request = (
+            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {HOST}:{local_port};branch=z9hG4bK{call_id[:16]};rport\r\n"
+            f"From: <sip:lab@{HOST}>;tag={call_id[:8]}\r\nTo: <sip:{host}:{port}>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        sock.settimeout(timeout)
+        sock.sendto(request.encode(), (host, port))
+        try:
+            data, _ = sock.recvfrom(65535)
+        except OSError:
+            return 0
+    parts = data.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
