@@ -28,6 +28,8 @@ class Settings:
     memcached: str
     lease_ttl: int
     store_timeout: float
+    sub_min_expires: int
+    sub_max_expires: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -39,6 +41,8 @@ class Settings:
             memcached=env.get("BLF_MEMCACHED", "127.0.0.1:11211"),
             lease_ttl=int(env.get("BLF_LEASE_TTL", "6")),
             store_timeout=float(env.get("BLF_STORE_TIMEOUT", "0.5")),
+            sub_min_expires=int(env.get("BLF_SUB_MIN_EXPIRES", "60")),
+            sub_max_expires=int(env.get("BLF_SUB_MAX_EXPIRES", "3600")),
         )
 
 
@@ -48,7 +52,9 @@ class Context:
         self.store = EtcdStore(self.settings.etcd, timeout=self.settings.store_timeout)
         self.cache = Cache(self.settings.memcached)
         self.registrar = RegistrarPolicy()
-        self.subscriptions = SubscriptionPolicy()
+        self.subscriptions = SubscriptionPolicy(
+            min_expires=self.settings.sub_min_expires, max_expires=self.settings.sub_max_expires
+        )
         self._down_until = 0.0
 
     def store_down(self) -> bool:

@@ -117,7 +117,9 @@ class Lab:
         entry = self.state["instances"].get(name)
         if not entry or not alive(entry.get("pid")):
             raise LabError(f"{name} is not running")
-        os.kill(entry["pid"], signal.SIGKILL)
+        # The whole process group: Kamailio's children (SIP workers, the lease keeper)
+        # would otherwise outlive a SIGKILLed main process and keep its lease alive.
+        _signal_group(entry["pid"], signal.SIGKILL)
         _reap(entry["pid"], 5.0)
 
     def down(self) -> None:
@@ -232,10 +234,18 @@ def _stop(pid: int | None, timeout: float = 10.0) -> None:
     if not alive(pid):
         return
     assert pid is not None
-    os.kill(pid, signal.SIGTERM)
+    _signal_group(pid, signal.SIGTERM)
     if not _reap(pid, timeout):
-        os.kill(pid, signal.SIGKILL)
+        _signal_group(pid, signal.SIGKILL)
         _reap(pid, 5.0)
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    """Signal the process group the lab started `pid` as the leader of (start_new_session)."""
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _reap(pid: int, timeout: float) -> bool:

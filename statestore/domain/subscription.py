@@ -77,7 +77,7 @@ def parse_expires(value: str | None) -> int | None:
 def granted_expires(requested: int | None, policy: SubscriptionPolicy) -> int:
     """Duration granted (§4.2.1.1): never above the request, 423 below the minimum."""
     if requested is None:
-        return policy.default_expires
+        return min(policy.default_expires, policy.max_expires)
     if requested == 0:
         return 0
     if requested < policy.min_expires:

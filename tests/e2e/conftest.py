@@ -1,0 +1,149 @@
+"""End-to-end fixtures: a real lab (etcd, memcached, two Kamailio instances) and phones.
+
+The lab is started once per session through `blfctl lab up` under var/test-lab, with a
+short subscription minimum so that expiry can be seen within a test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.blf_watch import Watcher
+from tests.sipua import UserAgent
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+DOMAIN = "example.com"
+KS = {"ks1": ("127.0.0.1", 5071), "ks2": ("127.0.0.1", 5072)}
+LEASE_TTL = 4
+SUB_MIN_EXPIRES = 2
+
+pytestmark = pytest.mark.e2e
+
+
+def blfctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "statestore.cli", *args], cwd=ROOT, env=os.environ.copy(),
+        capture_output=True, text=True, check=check, timeout=120,
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[dict[str, tuple[str, int]]]:
+    for tool in ("kamailio", "etcd", "sipp", "memcached"):
+        if not (shutil.which(tool) or os.path.exists(f"/usr/sbin/{tool}")):
+            pytest.fail(f"{tool} is not installed: run `make setup`")
+    var = ROOT / "var" / "test-lab"
+    shutil.rmtree(var, ignore_errors=True)
+    os.environ["BLF_VAR"] = str(var)
+    os.environ["BLF_SUB_MIN_EXPIRES"] = str(SUB_MIN_EXPIRES)
+    up = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)
+    if up.returncode != 0:
+        pytest.fail(f"lab up failed: {up.stdout}\n{up.stderr}")
+    blfctl("domain", "add", DOMAIN)
+    try:
+        yield KS
+    finally:
+        blfctl("lab", "down", check=False)
+
+
+@pytest.fixture
+def account(lab: dict[str, tuple[str, int]]) -> Iterator[object]:
+    """Provision fresh accounts: account("alice") -> ("alice-1a2b@example.com", password)."""
+
+    def make(name: str) -> tuple[str, str]:
+        user = f"{name}-{uuid.uuid4().hex[:6]}"
+        password = f"{user}-pw"
+        blfctl("account", "add", f"{user}@{DOMAIN}", "--password", password)
+        return user, password
+
+    yield make
+
+
+@pytest.fixture
+def phones() -> Iterator[list[UserAgent]]:
+    made: list[UserAgent] = []
+    yield made
+    for phone in made:
+        phone.close()
+
+
+def phone(phones: list[UserAgent], creds: tuple[str, str], instance: str) -> UserAgent:
+    ua = UserAgent(creds[0], DOMAIN, creds[1], KS[instance])
+    phones.append(ua)
+    return ua
+
+
+def watcher(phones: list[UserAgent], creds: tuple[str, str], instance: str) -> Watcher:
+    return Watcher(phone(phones, creds, instance))
+
+
+class Sipp:
+    """sipp user agents started for a test; all are stopped when it ends."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def _start(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{name}.out", "wb")
+        process = subprocess.Popen(
+            ["timeout", "60", "sipp", *args, "-nostdin", "-trace_err", "-trace_msg"],
+            cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT,
+        )
+        self.processes.append(process)
+        return process
+
+    def callee(self, port: int, ring_ms: int = 1000, busy: bool = False) -> subprocess.Popen[bytes]:
+        scenario = SCENARIOS / ("callee_busy.xml" if busy else "callee.xml")
+        return self._start(
+            ["-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-d", str(ring_ms)],
+            f"callee-{port}",
+        )
+
+    def call(self, via: str, caller: tuple[str, str], callee_user: str, hold_ms: int = 1000) -> subprocess.Popen[bytes]:
+        host, port = KS[via]
+        local = free_port()
+        return self._start(
+            [f"{host}:{port}", "-sf", str(SCENARIOS / "caller.xml"), "-i", "127.0.0.1", "-p", str(local),
+             "-m", "1", "-s", callee_user, "-key", "domain", DOMAIN, "-key", "caller", caller[0],
+             "-au", caller[0], "-ap", caller[1], "-d", str(hold_ms)],
+            f"caller-{local}",
+        )
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def sipp(tmp_path: Path) -> Iterator[Sipp]:
+    runner = Sipp(tmp_path)
+    yield runner
+    runner.stop()
+
+
+def register_contact(ua: UserAgent, port: int, expires: int = 300) -> None:
+    """REGISTER, through `ua`'s instance, a contact on `port` where a sipp callee listens."""
+    response = ua.request(
+        "REGISTER", f"sip:{DOMAIN}", {"Expires": str(expires), "Contact": f"<sip:{ua.user}@127.0.0.1:{port}>"},
+        to=ua.aor, call_id=f"reg-{ua.user}-{port}",
+    )
+    assert response.status == 200, response.first_line

@@ -1,0 +1,130 @@
+"""A private etcd for the integration tests, on free loopback ports in a pytest tmp dir.
+
+It never uses the lab's ports (etcd 2379-2381): every port is picked by binding port 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import etcd3  # type: ignore[import-untyped]
+import pytest
+
+from statestore import keys
+from statestore.etcd_store import EtcdStore, split_endpoint
+
+HOST = "127.0.0.1"
+ETCD_BINARY = os.environ.get("BLF_ITEST_ETCD", "/usr/bin/etcd")
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+RESERVED_PORTS = frozenset({2379, 2380, 2381, 5071, 5072})  # the lab's; never ours
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports: all sockets are held until every port is chosen."""
+    sockets: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind((HOST, 0))
+            port = sock.getsockname()[1]
+            if port not in RESERVED_PORTS and port not in ports:
+                ports.append(port)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
+
+
+def _answers(endpoint: str) -> bool:
+    store = EtcdStore(endpoint, timeout=0.5)
+    try:
+        store.snapshot()
+        return True
+    except Exception:
+        return False
+    finally:
+        store.close()
+
+
+def _log_tail(log: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the etcd we started (by its PID), SIGKILL it if it lingers."""
+    if process.poll() is not None:
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=STOP_TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not os.access(ETCD_BINARY, os.X_OK):
+        pytest.skip(f"no etcd binary at {ETCD_BINARY}")
+    base = tmp_path_factory.mktemp("etcd")
+    client_port, peer_port, metrics_port = free_ports(3)
+    client, peer = f"http://{HOST}:{client_port}", f"http://{HOST}:{peer_port}"
+    command = [
+        ETCD_BINARY, "--name", "itest", "--data-dir", str(base / "data"),
+        "--listen-client-urls", client, "--advertise-client-urls", client,
+        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", f"itest={peer}", "--initial-cluster-state", "new",
+        "--listen-metrics-urls", f"http://{HOST}:{metrics_port}",
+    ]
+    # The lab's ETCD_* settings (data dir, URLs) must not leak into our private etcd.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "ETCDCTL_"))}
+    log = base / "etcd.log"
+    endpoint = f"{HOST}:{client_port}"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _answers(endpoint):
+            if process.poll() is not None:
+                pytest.fail(f"etcd exited with {process.returncode}:\n{_log_tail(log)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"etcd did not answer on {endpoint} within {START_TIMEOUT}s:\n{_log_tail(log)}")
+            time.sleep(0.05)
+        yield endpoint
+    finally:
+        _stop(process)
+
+
+def wipe(endpoint: str) -> None:
+    host, port = split_endpoint(endpoint)
+    client = etcd3.client(host=host, port=port, timeout=5)
+    try:
+        client.delete_prefix(keys.ROOT)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def store(etcd_endpoint: str) -> Iterator[EtcdStore]:
+    wipe(etcd_endpoint)  # a test interrupted before its teardown must not leak into the next
+    subject = EtcdStore(etcd_endpoint, timeout=2.0)
+    try:
+        yield subject
+    finally:
+        subject.close()
+        wipe(etcd_endpoint)
