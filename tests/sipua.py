@@ -120,7 +120,7 @@ class UserAgent:
     def _receive(self) -> None:
         while self._running:
             try:
-                data, _ = self.sock.recvfrom(65535)
+                data, source = self.sock.recvfrom(65535)
             except OSError:
                 return
             if not data.strip():
@@ -131,7 +131,8 @@ class UserAgent:
                 continue
             if self.answer_requests:
                 status = self.notify_status if message.method == "NOTIFY" else 200
-                self.sock.sendto(self.response_to(message, status), self.proxy)
+                # Responses go back where the request came from (RFC 3261 §18.2.2).
+                self.sock.sendto(self.response_to(message, status), source)
             self.requests.put(message)
 
     def response_to(self, request: Message, status: int, reason: str = "OK") -> bytes:
@@ -186,7 +187,8 @@ class UserAgent:
         ]
         if "Contact" not in headers:
             lines.append(f"Contact: {self.contact}")
-        lines += [f"{name}: {value}" for name, value in headers.items()]
+        # An empty value leaves the header out (a REGISTER query has no Contact).
+        lines += [f"{name}: {value}" for name, value in headers.items() if value != ""]
         text = "\r\n".join(lines) + "\r\n" + extra + f"Content-Length: {len(body)}\r\n\r\n"
         return text.encode() + body
 

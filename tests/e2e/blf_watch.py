@@ -108,17 +108,22 @@ class Watcher:
     def _take(self, message: Message) -> None:
         sub = self.subs.get(message.header("call-id") or "")
         assert sub is not None, f"NOTIFY for an unknown subscription: {message.first_line}"
+        cseq = int((message.header("cseq") or "0").split()[0])
+        if any(n.cseq == cseq for n in sub.notifies):
+            return  # a retransmission of a NOTIFY already taken in
         validate_dialog_info(message.body)
         root = etree.fromstring(message.body)
         version = int(root.get("version"))
-        cseq = int((message.header("cseq") or "0").split()[0])
         assert root.get("entity") == sub.uri
         assert root.get("state") == "full"
         assert message.header("event") == "dialog"
         assert message.header("content-type") == "application/dialog-info+xml"
         assert message.tag("to") == sub.from_tag and message.tag("from") == sub.to_tag
         if sub.notifies:
-            assert version == sub.notifies[-1].version + 1, "dialog-info version must grow by one"
+            assert version == sub.notifies[-1].version + 1, (
+                f"dialog-info version must grow by one: {sub.notifies[-1].version} then {version} "
+                f"(CSeq {sub.notifies[-1].cseq} then {cseq}, {message.header('contact')})"
+            )
             assert cseq > sub.notifies[-1].cseq, "NOTIFY CSeq must strictly increase"
         else:
             assert version == 0, "first NOTIFY of a subscription carries version 0"

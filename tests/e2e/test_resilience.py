@@ -1,0 +1,64 @@
+"""Faults: an instance dies or restarts, the store goes away. Calls and lamps carry on."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from tests.e2e.conftest import LEASE_TTL, blfctl, free_port, phone, register_contact, watcher
+
+
+def test_subscription_survives_its_instance_dying_and_restarting(account, phones, sipp):
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    port = free_port()
+    register_contact(phone(phones, boris, "ks2"), port)
+    cat = watcher(phones, catherine, "ks1")
+    boris_lamp = cat.subscribe(boris[0])
+    try:
+        blfctl("lab", "kill", "ks1")
+        sipp.callee(port, ring_ms=LEASE_TTL * 1000 + 2000)
+        sipp.call("ks2", alice, boris[0], hold_ms=500)
+        cat.wait_lamp(boris_lamp, "early", LEASE_TTL + 6)
+        taken_over = boris_lamp.notifies[-1].message
+        assert "5072" in (taken_over.header("contact") or ""), "ks2 took over sending the NOTIFYs"
+        cat.wait_lamp(boris_lamp, "idle", LEASE_TTL + 10)
+    finally:
+        blfctl("lab", "start", "ks1")
+    sipp.callee(port, ring_ms=300, busy=True)
+    sipp.call("ks2", alice, boris[0])
+    cat.wait(boris_lamp, lambda s: s.lamps[-2:] == ["early", "idle"] and len(s.lamps) >= 5, 10)
+    assert "5071" in (boris_lamp.notifies[-1].message.header("contact") or ""), "ks1 is back as the owner"
+
+
+def _etcd_pid() -> int:
+    state = json.loads((Path(os.environ["BLF_VAR"]) / "lab.json").read_text())
+    return int(state["etcd"]["pid"])
+
+
+def test_store_outage_gives_503_with_retry_after_and_calls_still_go_through(account, phones, sipp):
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    port = free_port()
+    register_contact(phone(phones, boris, "ks1"), port)
+    alice_phone = phone(phones, alice, "ks1")
+    assert alice_phone.register(300).status == 200
+    cat = watcher(phones, catherine, "ks2")
+    boris_lamp = cat.subscribe(boris[0])
+
+    os.kill(_etcd_pid(), signal.SIGKILL)
+    try:
+        response = cat.ua.request("SUBSCRIBE", f"sip:{alice[0]}@example.com", {"Event": "dialog", "Expires": "60"})
+        assert response.status == 503 and response.header("retry-after")
+        assert alice_phone.register(300).status == 503
+        sipp.callee(port, ring_ms=200)
+        call = sipp.call("ks1", alice, boris[0], hold_ms=300)
+        assert call.wait(timeout=30) == 0, "the call is routed with the store down"
+    finally:
+        up = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)
+        assert up.returncode == 0, up.stderr
+    sipp.callee(port, ring_ms=300, busy=True)
+    sipp.call("ks1", alice, boris[0])
+    cat.wait(boris_lamp, lambda s: "early" in s.lamps, 15)
+    cat.wait_lamp(boris_lamp, "idle", 10)

@@ -1,0 +1,134 @@
+"""RFC 6665 subscription life cycle for Event: dialog, on real instances."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.e2e.conftest import DOMAIN, SUB_MIN_EXPIRES, blfctl, free_port, phone, register_contact, watcher
+from tests.sipua import UserAgent
+
+
+def subscribe_raw(ua: UserAgent, user: str, headers: dict[str, str], **kwargs: object):
+    return ua.request("SUBSCRIBE", f"sip:{user}@{DOMAIN}", headers, **kwargs)  # type: ignore[arg-type]
+
+
+def test_subscribe_gets_200_not_above_requested_expires_and_an_immediate_full_notify(account, phones):
+    alice, catherine = account("alice"), account("catherine")
+    cat = watcher(phones, catherine, "ks1")
+    sub = cat.subscribe(alice[0], expires=300)
+    assert sub.response.status == 200
+    assert int(sub.response.header("expires")) <= 300
+    assert sub.response.header("event") is None and sub.response.header("subscription-state") is None
+    assert sub.response.header("contact")
+    first = sub.notifies[0]
+    assert first.version == 0 and first.lamp == "idle"
+    assert first.state_header.startswith("active;expires=")
+    assert 0 < int(first.state_header.split("expires=")[1]) <= 300
+
+
+def test_refresh_sends_notify_with_next_version_and_unsubscribe_ends_with_timeout(account, phones):
+    alice, catherine = account("alice"), account("catherine")
+    cat = watcher(phones, catherine, "ks2")
+    sub = cat.subscribe(alice[0], expires=120)
+    refreshed = cat.refresh(sub, 200)
+    assert refreshed.status == 200 and int(refreshed.header("expires")) <= 200
+    cat.wait(sub, lambda s: len(s.notifies) >= 2, 5)
+    assert sub.notifies[1].version == 1
+    ended = cat.refresh(sub, 0)
+    assert ended.status == 200
+    final = cat.wait_terminated(sub, 5)
+    assert final.state_header == "terminated;reason=timeout"
+    again = cat.refresh(sub, 60)
+    assert again.status == 481
+
+
+def test_subscription_expiry_ends_with_terminated_timeout(account, phones):
+    alice, catherine = account("alice"), account("catherine")
+    cat = watcher(phones, catherine, "ks1")
+    sub = cat.subscribe(alice[0], expires=SUB_MIN_EXPIRES)
+    final = cat.wait_terminated(sub, SUB_MIN_EXPIRES + 5)
+    assert final.state_header == "terminated;reason=timeout"
+    assert f'"watcher": "{catherine[0]}@{DOMAIN}"' not in blfctl("show", f"{alice[0]}@{DOMAIN}", "--json").stdout
+
+
+def test_fetch_with_expires_zero_gets_one_terminated_notify(account, phones):
+    alice, catherine = account("alice"), account("catherine")
+    cat = watcher(phones, catherine, "ks1")
+    response = subscribe_raw(cat.ua, alice[0], {"Event": "dialog", "Expires": "0"}, call_id="fetch-" + uuid.uuid4().hex)
+    assert response.status == 200 and response.header("expires") == "0"
+    notify = cat.ua.wait_request("NOTIFY", 5)
+    assert notify.header("subscription-state") == "terminated;reason=timeout"
+    assert b"dialog-info" in notify.body
+
+
+def test_unsupported_package_gets_489_with_allow_events(account, phones):
+    alice, catherine = account("alice"), account("catherine")
+    ua = phone(phones, catherine, "ks1")
+    response = subscribe_raw(ua, alice[0], {"Event": "message-summary", "Expires": "60"})
+    assert response.status == 489
+    assert "dialog" in (response.header("allow-events") or "")
+    missing = subscribe_raw(ua, alice[0], {"Expires": "60"})
+    assert missing.status == 489
+
+
+def test_too_short_expires_gets_423_with_min_expires(account, phones):
+    alice, catherine = account("alice"), account("catherine")
+    ua = phone(phones, catherine, "ks1")
+    response = subscribe_raw(ua, alice[0], {"Event": "dialog", "Expires": str(SUB_MIN_EXPIRES - 1)})
+    assert response.status == 423
+    assert response.header("min-expires") == str(SUB_MIN_EXPIRES)
+
+
+def test_accept_without_dialog_info_gets_406(account, phones):
+    alice, catherine = account("alice"), account("catherine")
+    ua = phone(phones, catherine, "ks1")
+    response = subscribe_raw(ua, alice[0], {"Event": "dialog", "Expires": "60", "Accept": "application/pidf+xml"})
+    assert response.status == 406
+
+
+def test_unknown_in_dialog_subscribe_gets_481(account, phones):
+    alice, catherine = account("alice"), account("catherine")
+    ua = phone(phones, catherine, "ks2")
+    response = subscribe_raw(ua, alice[0], {"Event": "dialog", "Expires": "60"}, to_tag="nosuchtag")
+    assert response.status == 481
+
+
+def test_unauthenticated_subscribe_is_challenged_and_wrong_password_refused(account, phones):
+    alice, catherine = account("alice"), account("catherine")
+    ua = phone(phones, (catherine[0], "wrong"), "ks1")
+    response = subscribe_raw(ua, alice[0], {"Event": "dialog", "Expires": "60"})
+    assert response.status == 407
+
+
+def test_subscription_to_unknown_account_gets_404(account, phones):
+    catherine = account("catherine")
+    ua = phone(phones, catherine, "ks1")
+    assert subscribe_raw(ua, "nobody-" + uuid.uuid4().hex[:6], {"Event": "dialog", "Expires": "60"}).status == 404
+
+
+def test_watcher_answering_481_loses_the_subscription(account, phones, sipp):
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    port = free_port()
+    register_contact(phone(phones, boris, "ks2"), port)
+    cat = watcher(phones, catherine, "ks1")
+    sub = cat.subscribe(boris[0])
+    cat.ua.notify_status = 481
+    sipp.callee(port, ring_ms=200)
+    sipp.call("ks1", alice, boris[0], hold_ms=500)
+    cat.pump(3)
+    cat.wait(sub, lambda s: len(s.notifies) >= 2, 5)
+    shown = blfctl("show", f"{boris[0]}@{DOMAIN}", "--json").stdout
+    assert sub.call_id not in shown and '"subscriptions": []' in shown
+    assert cat.refresh(sub, 60).status == 481
+
+
+def test_registered_presentity_idle_then_terminated_after_unregister(account, phones):
+    alice, catherine = account("alice"), account("catherine")
+    alice_phone = phone(phones, alice, "ks1")
+    assert '"state": "terminated"' in blfctl("show", f"{alice[0]}@{DOMAIN}", "--json").stdout
+    assert alice_phone.register(300).status == 200
+    assert '"state": "idle"' in blfctl("show", f"{alice[0]}@{DOMAIN}", "--json").stdout
+    assert alice_phone.register(0).status == 200
+    assert '"state": "terminated"' in blfctl("show", f"{alice[0]}@{DOMAIN}", "--json").stdout
+    cat = watcher(phones, catherine, "ks2")
+    assert cat.subscribe(alice[0]).lamp == "idle"
