@@ -33,7 +33,7 @@ class Cache:
     def _get(self, key: str) -> Any:
         try:
             raw = self.client.get(key)
-        except Exception:
+        except Exception:  # noqa: BLE001 - every memcached failure is a cache miss (see above)
             self._client = None
             return None
         return None if raw is None else json.loads(raw)
@@ -41,7 +41,7 @@ class Cache:
     def _set(self, key: str, value: Any, ttl: int) -> None:
         try:
             self.client.set(key, json.dumps(value), expire=max(1, ttl), noreply=True)
-        except Exception:
+        except Exception:  # noqa: BLE001 - every memcached failure is swallowed (see above)
             self._client = None
 
     def put_account(self, account: Account) -> None:

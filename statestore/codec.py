@@ -22,12 +22,13 @@ def encode(data: dict[str, Any]) -> bytes:
 def decode(raw: bytes | str) -> dict[str, Any]:
     value = json.loads(raw)
     if not isinstance(value, dict):
-        raise ValueError("store value is not an object")
+        # ValueError like json's own decode errors: callers handle one kind of bad value.
+        raise ValueError("store value is not an object")  # noqa: TRY004
     return value
 
 
 def encode_leg(leg: Leg) -> bytes:
-    head = '{"v":"%0*d",' % (VERSION_WIDTH, leg.version)
+    head = f'{{"v":"{leg.version:0{VERSION_WIDTH}d}",'
     body = json.dumps(leg.to_dict(), separators=(",", ":"), sort_keys=True)
     return (head + body[1:]).encode()
 

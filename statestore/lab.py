@@ -224,7 +224,7 @@ def _wait_for(what: str, ready: Any, pid: int) -> None:
         try:
             if ready():
                 return
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - not ready yet, whatever the probe raised; retry
             pass
         time.sleep(0.1)
     raise LabError(f"{what} did not become ready within {START_TIMEOUT:.0f}s")

@@ -67,7 +67,7 @@ def advance(legs: tuple[Leg, Leg], state: LegState, version: int, to_tag: str, c
     outgoing, incoming = legs
     outgoing = outgoing.moved_to(state, version, remote_tag=to_tag)
     incoming = incoming.moved_to(state, version)
-    if to_tag and not incoming.local_tag:
+    if to_tag:
         incoming = replace(incoming, local_tag=to_tag)
     if callee_target:
         outgoing = replace(outgoing, remote=replace(outgoing.remote, target=callee_target))

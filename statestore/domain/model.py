@@ -113,7 +113,7 @@ class Binding:
         return cls(**data)
 
     def remaining(self, now: float) -> int:
-        return max(0, int(round(self.expires_at - now)))
+        return max(0, round(self.expires_at - now))
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def parse_expires(value: str | None) -> int | None:
     if value is None or value.strip() == "":
         return None
     text = value.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # delta-seconds is 1*DIGIT, ASCII only (RFC 3261 §25.1)
         raise SipError(400, "Bad Request - Invalid Expires")
     return int(text)
 

@@ -1,0 +1,327 @@
+"""RFC 6665 subscription rules: package, Accept, Expires, NOTIFY sequencing and ownership."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from statestore.domain.errors import SipError
+from statestore.domain.model import Subscription
+from statestore.domain.subscription import (
+    DIALOG,
+    TERMINATING_NOTIFY_CODES,
+    SubscriptionPolicy,
+    check_accept,
+    ends_subscription,
+    event_package,
+    granted_expires,
+    is_expired,
+    may_watch,
+    next_notify,
+    parse_expires,
+    refreshed,
+    responsible_instance,
+    subscription_id,
+    subscription_state,
+)
+
+NOW = 1_000_000.0
+POLICY = SubscriptionPolicy(min_expires=60, max_expires=3600, default_expires=1800)
+INSTANCES = ["node-a", "node-b", "node-c"]
+
+
+def subscription(**overrides: Any) -> Subscription:
+    base = Subscription(
+        sub_id="sub-1",
+        event="dialog",
+        presentity="alice@example.com",
+        entity="sip:alice@example.com",
+        watcher="bob@example.com",
+        watcher_contact="sip:bob@10.0.0.2:5060",
+        call_id="sub-call",
+        local_tag="ltag",
+        remote_tag="rtag",
+        local_uri="sip:alice@example.com",
+        remote_uri="sip:bob@example.com",
+        route_set=(),
+        expires_at=NOW + 300,
+        owner="node-a",
+    )
+    return replace(base, **overrides)
+
+
+def error_of(excinfo: pytest.ExceptionInfo[SipError]) -> tuple[int, str, dict[str, str]]:
+    return excinfo.value.status, excinfo.value.reason, excinfo.value.headers
+
+
+# --- event_package ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", ["dialog", "Dialog", "DIALOG", " dialog ", "dialog;id=1", "dialog ; sla"])
+def test_event_package_dialog(header: str) -> None:
+    assert event_package(header) == DIALOG
+
+
+@pytest.mark.parametrize("header", [None, "", "presence", "dialog-info", "message-summary", ";dialog"])
+def test_event_package_unsupported_is_489_with_allow_events(header: str | None) -> None:
+    with pytest.raises(SipError) as excinfo:
+        event_package(header)
+    assert error_of(excinfo) == (489, "Bad Event", {"Allow-Events": "dialog"})
+
+
+# --- check_accept -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        [],
+        [""],
+        ["application/dialog-info+xml"],
+        ["Application/Dialog-Info+XML"],
+        ["application/dialog-info+xml;q=0.5"],
+        ["application/*"],
+        ["*/*"],
+        ["application/pidf+xml, application/dialog-info+xml"],
+        ["application/pidf+xml", "application/dialog-info+xml"],
+    ],
+    ids=["absent", "empty", "exact", "case", "params", "application-any", "any", "list", "headers"],
+)
+def test_check_accept_admits(accept: list[str]) -> None:
+    check_accept(accept, DIALOG)
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [["application/pidf+xml"], ["text/*"], ["application/pidf+xml", "multipart/related"]],
+    ids=["pidf-only", "other-type", "several"],
+)
+def test_check_accept_without_the_package_body_is_406(accept: list[str]) -> None:
+    with pytest.raises(SipError) as excinfo:
+        check_accept(accept, DIALOG)
+    assert error_of(excinfo) == (406, "Not Acceptable", {"Accept": "application/dialog-info+xml"})
+
+
+# --- parse_expires ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, None), ("", None), ("  ", None), ("0", 0), ("3600", 3600), (" 60 ", 60), ("007", 7)],
+)
+def test_parse_expires(value: str | None, expected: int | None) -> None:
+    assert parse_expires(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["abc", "-1", "+60", "1.5", "60s", "6 0", "\u00b2", "\u0661\u0662"],
+    ids=["letters", "negative", "plus", "fraction", "suffix", "inner-space", "superscript", "arabic-indic"],
+)
+def test_parse_expires_non_digits_is_400(value: str) -> None:
+    with pytest.raises(SipError) as excinfo:
+        parse_expires(value)
+    assert error_of(excinfo) == (400, "Bad Request - Invalid Expires", {})
+
+
+@given(st.text(max_size=8))
+def test_parse_expires_is_a_number_of_ascii_digits_or_400(value: str) -> None:
+    text = value.strip()
+    if text == "":
+        assert parse_expires(value) is None
+    elif text.isascii() and text.isdigit():
+        assert parse_expires(value) == int(text)
+    else:
+        with pytest.raises(SipError) as excinfo:
+            parse_expires(value)
+        assert excinfo.value.status == 400
+
+
+# --- granted_expires --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requested", "expected"),
+    [(None, 1800), (0, 0), (60, 60), (600, 600), (3600, 3600), (3601, 3600), (86400, 3600)],
+    ids=["default", "unsubscribe", "minimum", "within", "maximum", "above", "far-above"],
+)
+def test_granted_expires(requested: int | None, expected: int) -> None:
+    assert granted_expires(requested, POLICY) == expected
+
+
+@pytest.mark.parametrize("requested", [1, 30, 59])
+def test_granted_expires_below_minimum_is_423(requested: int) -> None:
+    with pytest.raises(SipError) as excinfo:
+        granted_expires(requested, POLICY)
+    assert error_of(excinfo) == (423, "Interval Too Brief", {"Min-Expires": "60"})
+
+
+@given(st.integers(min_value=POLICY.min_expires, max_value=10**9))
+def test_granted_expires_is_never_above_the_request_nor_the_maximum(requested: int) -> None:
+    granted = granted_expires(requested, POLICY)
+    assert POLICY.min_expires <= granted <= requested
+    assert granted == min(requested, POLICY.max_expires)
+
+
+# --- subscription_state -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expires_at", "reason", "expected"),
+    [
+        (NOW + 300, None, "active;expires=300"),
+        (NOW + 299.9, None, "active;expires=299"),
+        (NOW, None, "active;expires=0"),
+        (NOW - 10, None, "active;expires=0"),
+        (NOW + 300, "timeout", "terminated;reason=timeout"),
+        (NOW + 300, "noresource", "terminated;reason=noresource"),
+    ],
+)
+def test_subscription_state(expires_at: float, reason: str | None, expected: str) -> None:
+    assert subscription_state(subscription(expires_at=expires_at), NOW, reason) == expected
+
+
+@pytest.mark.parametrize(
+    ("expires_at", "expected"), [(NOW + 1, False), (NOW, True), (NOW - 1, True)]
+)
+def test_is_expired(expires_at: float, expected: bool) -> None:
+    assert is_expired(subscription(expires_at=expires_at), NOW) is expected
+
+
+# --- next_notify ------------------------------------------------------------------------------
+
+
+def test_first_notify_has_cseq_1_and_version_0() -> None:
+    assert next_notify(subscription(), "d1") == subscription(cseq=1, version=0, last_digest="d1")
+
+
+def test_next_notify_moves_cseq_and_version_by_one() -> None:
+    current = subscription(cseq=4, version=2, last_digest="d1")
+    assert next_notify(current, "d2") == subscription(cseq=5, version=3, last_digest="d2")
+
+
+@given(st.lists(st.text(alphabet="0123456789abcdef", max_size=4), max_size=30))
+def test_cseq_and_version_strictly_increase(digests: list[str]) -> None:
+    current = subscription()
+    for digest in digests:
+        advanced = next_notify(current, digest)
+        assert advanced.cseq > current.cseq
+        assert advanced.version > current.version
+        assert advanced.last_digest == digest
+        current = advanced
+    assert (current.cseq, current.version) == (len(digests), len(digests) - 1)
+
+
+# --- ends_subscription ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [481, 404, 489, 410, 480, 501, 604])
+def test_notify_responses_that_end_the_subscription(status: int) -> None:
+    assert ends_subscription(status) is True
+
+
+@pytest.mark.parametrize("status", [200, 202, 408, 500, 503, 486])
+def test_notify_responses_that_keep_the_subscription(status: int) -> None:
+    assert ends_subscription(status) is False
+
+
+def test_no_success_ends_a_subscription() -> None:
+    assert not any(200 <= status < 300 for status in TERMINATING_NOTIFY_CODES)
+
+
+# --- subscription_id --------------------------------------------------------------------------
+
+
+def test_subscription_id_is_stable_and_names_the_whole_dialog() -> None:
+    value = subscription_id("call", "rtag", "ltag")
+    assert value == subscription_id("call", "rtag", "ltag")
+    assert len(value) == 24
+    assert len({value, subscription_id("call2", "rtag", "ltag"), subscription_id("call", "ltag", "rtag")}) == 3
+
+
+# --- responsible_instance ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("live", [["node-a"], ["node-b", "node-a"], ["node-c", "node-b", "node-a"]])
+def test_a_live_owner_is_responsible(live: list[str]) -> None:
+    assert responsible_instance(subscription(owner="node-a"), live) == "node-a"
+
+
+def test_no_live_instance_means_no_one() -> None:
+    assert responsible_instance(subscription(), []) is None
+
+
+def test_a_dead_owner_hands_over_to_a_live_instance() -> None:
+    assert responsible_instance(subscription(owner="node-z"), INSTANCES) in INSTANCES
+
+
+@given(
+    sub_id=st.text(min_size=1, max_size=12),
+    live=st.lists(st.sampled_from(["n1", "n2", "n3", "n4", "n5"]), min_size=1, unique=True),
+    data=st.data(),
+)
+def test_a_dead_owner_is_replaced_by_the_same_instance_whatever_the_order(
+    sub_id: str, live: list[str], data: st.DataObject
+) -> None:
+    sub = subscription(sub_id=sub_id, owner="dead")
+    chosen = responsible_instance(sub, live)
+    assert chosen in live
+    assert responsible_instance(sub, data.draw(st.permutations(live))) == chosen
+
+
+@given(
+    sub_id=st.text(min_size=1, max_size=12),
+    live=st.lists(st.sampled_from(["n1", "n2", "n3", "n4", "n5"]), min_size=2, unique=True),
+)
+def test_losing_another_instance_does_not_move_a_subscription(sub_id: str, live: list[str]) -> None:
+    sub = subscription(sub_id=sub_id, owner="dead")
+    chosen = responsible_instance(sub, live)
+    for gone in live:
+        if gone != chosen:
+            assert responsible_instance(sub, [name for name in live if name != gone]) == chosen
+
+
+def test_orphaned_subscriptions_spread_over_the_instances() -> None:
+    counts = Counter(
+        responsible_instance(subscription(sub_id=f"sub-{n}", owner="dead"), INSTANCES) for n in range(300)
+    )
+    assert set(counts) == set(INSTANCES)
+    assert min(counts.values()) >= 60
+
+
+# --- may_watch --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("watcher", "presentity", "expected"),
+    [
+        ("bob@example.com", "alice@example.com", True),
+        ("alice@example.com", "alice@example.com", True),
+        ("bob@example.org", "alice@example.com", False),
+        ("bob@sub.example.com", "alice@example.com", False),
+        ("bob@example.com.evil", "alice@example.com", False),
+        ("bob@example.com", "alice@other.example.com", False),
+    ],
+)
+def test_may_watch_same_domain_only(watcher: str, presentity: str, expected: bool) -> None:
+    assert may_watch(watcher, presentity) is expected
+
+
+# --- refreshed --------------------------------------------------------------------------------
+
+
+def test_refreshed_extends_and_resets_notify_timeouts() -> None:
+    current = subscription(expires_at=NOW - 5, notify_timeouts=2, cseq=3, version=2, last_digest="d")
+    assert refreshed(current, 600, NOW, "sip:bob@10.0.0.9") == subscription(
+        expires_at=NOW + 600, notify_timeouts=0, cseq=3, version=2, last_digest="d",
+        watcher_contact="sip:bob@10.0.0.9",
+    )
+
+
+def test_refreshed_without_contact_keeps_the_old_one() -> None:
+    current = subscription(notify_timeouts=1)
+    assert refreshed(current, 0, NOW, "") == subscription(expires_at=NOW, notify_timeouts=0)
