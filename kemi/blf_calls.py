@@ -92,7 +92,9 @@ def lease_id() -> int:
 def track(ctx: Context, parties: CallParties, state: LegState, to_tag: str = "", target: str = "") -> None:
     """Write both legs of the call in their new state, ordered by this instance's clock."""
     lease = lease_id()
-    if ctx.store_down() or not lease:
+    # A call that ends is always written, even in the store's back-off window: a missed
+    # end would leave a lamp lit while this instance (and its lease) lives.
+    if not lease or (ctx.store_down() and state is not LegState.TERMINATED):
         return
     version = time.time_ns()
     legs = initial_legs(parties, ctx.settings.instance, version)

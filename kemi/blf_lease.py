@@ -13,7 +13,11 @@ import time
 import KSR  # type: ignore[import-not-found]
 
 from blf_context import Context
+from blf_reconcile import repair
 from statestore.domain.errors import StoreUnavailable
+
+
+RECONCILE_SECONDS = 10.0
 
 
 class LeaseKeeper:
@@ -21,6 +25,7 @@ class LeaseKeeper:
         self.ctx = ctx
         self.lease_id = 0
         self.next_refresh = 0.0
+        self.next_reconcile = time.monotonic() + RECONCILE_SECONDS
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -34,6 +39,9 @@ class LeaseKeeper:
             self.ctx.store.close()
             KSR.warn(f"blf lease: store unavailable: {exc}\n")
         self.next_refresh = now + max(ttl / 3.0, 0.5)
+        if self.lease_id and now >= self.next_reconcile:
+            self.next_reconcile = now + RECONCILE_SECONDS
+            repair(self.ctx, self.lease_id)
 
     def _grant(self, ttl: int) -> None:
         if self.lease_id:
@@ -43,4 +51,5 @@ class LeaseKeeper:
         self.ctx.store.announce_instance(self.ctx.settings.instance, info, lease_id)
         self.lease_id = lease_id
         KSR.pv.sets("$shv(blf_lease)", str(lease_id))
+        self.next_reconcile = 0.0  # a new lease: put the legs of live calls back at once
         KSR.info(f"blf lease: instance {self.ctx.settings.instance} holds lease {lease_id:x} ttl {ttl}s\n")

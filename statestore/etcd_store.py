@@ -151,6 +151,9 @@ class EtcdStore:
             ok, _ = self.client.transaction(compare=compare, success=success, failure=[])
         return bool(ok)
 
+    def all_legs(self) -> list[Leg]:
+        return [codec.decode_leg(kv.value) for kv in self.range(keys.LEGS)]
+
     def legs_of(self, aor: str) -> list[Leg]:
         return [codec.decode_leg(kv.value) for kv in self.range(keys.legs_of(aor))]
 

@@ -17,6 +17,7 @@ import etcd3  # type: ignore[import-untyped]
 import pytest
 
 from statestore import keys
+from statestore.domain.errors import StoreUnavailable
 from statestore.etcd_store import EtcdStore, split_endpoint
 
 HOST = "127.0.0.1"
@@ -49,7 +50,7 @@ def _answers(endpoint: str) -> bool:
     try:
         store.snapshot()
         return True
-    except Exception:
+    except StoreUnavailable:
         return False
     finally:
         store.close()

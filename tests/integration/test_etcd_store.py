@@ -1,0 +1,530 @@
+"""EtcdStore against a real etcd: the guarantees the KEMI modules and the notifier rely on."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import pytest
+
+from statestore import keys
+from statestore.domain.errors import StoreUnavailable
+from statestore.domain.legs import CallParties, advance, initial_legs
+from statestore.domain.model import Binding, Leg, LegState, Subscription
+from statestore.etcd_store import REGISTRATION_GRACE_SECONDS, EtcdStore, WatchEvent
+from statestore.mirror import Mirror
+
+from .conftest import free_ports
+
+pytestmark = [
+    pytest.mark.integration,
+    # python-etcd3 0.12 cannot stop its watch thread: once EtcdStore.close() closes the channel,
+    # the thread retries Watch on it and dies with "Cannot invoke RPC: Channel closed!". That
+    # happens in the store fixture's teardown, sometimes after the next test has started.
+    pytest.mark.filterwarnings(
+        r"ignore:Exception in thread etcd3_watch_[\s\S]*Cannot invoke RPC. Channel closed"
+        r":pytest.PytestUnhandledThreadExceptionWarning"
+    ),
+]
+
+T = TypeVar("T")
+ALICE = "alice@example.com"
+BOB = "bob@example.com"
+CAROL = "carol@example.com"
+LONG_TTL = 60
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll until predicate is truthy; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def call(caller: str = ALICE, callee: str = BOB, instance: str = "ks1") -> tuple[Leg, Leg]:
+    """Both legs of a fresh call in `trying`, version 1."""
+    call_id = f"{uuid.uuid4().hex}@itest"
+    parties = CallParties(
+        call_id=call_id, from_tag=uuid.uuid4().hex[:8], caller=caller, callee=callee,
+        caller_display="Caller", callee_display="Callee", caller_target=f"sip:{caller}",
+    )
+    return initial_legs(parties, instance, version=1)
+
+
+def moved(legs: tuple[Leg, Leg], state: LegState, version: int) -> tuple[Leg, Leg]:
+    to_tag = "" if state in (LegState.TRYING, LegState.PROCEEDING) else "callee-tag"
+    return advance(legs, state, version, to_tag=to_tag, callee_target="sip:callee@127.0.0.1:5099")
+
+
+def subscription(sub_id: str | None = None, presentity: str = BOB, **changes: Any) -> Subscription:
+    sub_id = sub_id or uuid.uuid4().hex
+    base = Subscription(
+        sub_id=sub_id, event="dialog", presentity=presentity, entity=f"sip:{presentity}",
+        watcher=ALICE, watcher_contact="sip:alice@127.0.0.1:5090", call_id=f"{sub_id}@itest",
+        local_tag="to-tag", remote_tag="from-tag", local_uri=f"sip:{presentity}",
+        remote_uri=f"sip:{ALICE}", route_set=("<sip:127.0.0.1:5099;lr>",),
+        expires_at=time.time() + 3600, owner="ks1", accept=("application/dialog-info+xml",),
+    )
+    return replace(base, **changes)
+
+
+def binding(aor: str = BOB, contact: str = "sip:bob@127.0.0.1:5092", seconds: int = 60) -> Binding:
+    return Binding(
+        account=aor, contact=contact, expires_at=time.time() + seconds,
+        call_id=f"{uuid.uuid4().hex}@itest", cseq=1, instance="ks1",
+    )
+
+
+def by_key(legs: list[Leg]) -> dict[str, Leg]:
+    return {keys.leg(leg.account, leg.instance, leg.leg_id): leg for leg in legs}
+
+
+def lease_of(store: EtcdStore, key: str) -> int:
+    _, meta = store.client.get(key)
+    assert meta is not None, f"{key} is not stored"
+    return int(meta.lease_id)
+
+
+def stored(store: EtcdStore, legs: tuple[Leg, Leg]) -> tuple[list[Leg], list[Leg]]:
+    return store.legs_of(legs[0].account), store.legs_of(legs[1].account)
+
+
+class Collector:
+    """A watch callback that keeps what it was given, for the test thread to read."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[WatchEvent] = []
+        self._errors: list[Exception] = []
+
+    def __call__(self, batch: list[WatchEvent] | Exception) -> None:
+        with self._lock:
+            if isinstance(batch, Exception):
+                self._errors.append(batch)
+            else:
+                self._events.extend(batch)
+
+    @property
+    def events(self) -> list[WatchEvent]:
+        with self._lock:
+            return list(self._events)
+
+    @property
+    def errors(self) -> list[Exception]:
+        with self._lock:
+            return list(self._errors)
+
+    def reached(self, revision: int) -> bool:
+        return any(event.revision >= revision for event in self.events)
+
+
+def mirror_of(store: EtcdStore) -> tuple[int, Mirror]:
+    revision, items = store.snapshot()
+    mirror = Mirror()
+    mirror.load((kv.key, kv.value, kv.mod_revision) for kv in items)
+    return revision, mirror
+
+
+def assert_mirrors_equal(actual: Mirror, expected: Mirror) -> None:
+    assert actual.legs == expected.legs
+    assert actual.bindings == expected.bindings
+    assert actual.subs == expected.subs
+    assert actual.instances == expected.instances
+
+
+# --- call legs --------------------------------------------------------------------------------
+
+
+def test_create_legs_writes_both_legs_under_the_lease(store: EtcdStore) -> None:
+    legs = call()
+    lease = store.grant_lease(LONG_TTL)
+
+    assert store.create_legs(legs, lease) is True
+
+    assert stored(store, legs) == ([legs[0]], [legs[1]])
+    for leg in legs:
+        assert lease_of(store, keys.leg(leg.account, leg.instance, leg.leg_id)) == lease
+    store.revoke_lease(lease)
+    assert stored(store, legs) == ([], [])
+
+
+def test_second_create_of_the_same_legs_is_refused_and_changes_nothing(store: EtcdStore) -> None:
+    legs = call()
+    lease = store.grant_lease(LONG_TTL)
+    assert store.create_legs(legs, lease) is True
+
+    assert store.create_legs(moved(legs, LegState.CONFIRMED, 5), lease) is False
+    assert stored(store, legs) == ([legs[0]], [legs[1]])
+
+
+def test_create_legs_is_all_or_nothing_when_one_leg_exists(store: EtcdStore) -> None:
+    legs = call()
+    lease = store.grant_lease(LONG_TTL)
+    assert store.create_legs(legs[:1], lease) is True
+
+    assert store.create_legs(legs, lease) is False
+    assert stored(store, legs) == ([legs[0]], [])
+
+
+def test_update_legs_with_a_higher_version_wins(store: EtcdStore) -> None:
+    legs = call()
+    lease = store.grant_lease(LONG_TTL)
+    store.create_legs(legs, lease)
+
+    early = moved(legs, LegState.EARLY, 2)
+    assert store.update_legs(early, lease) is True
+    assert stored(store, legs) == ([early[0]], [early[1]])
+
+    confirmed = moved(early, LegState.CONFIRMED, 3)
+    assert store.update_legs(confirmed, lease) is True
+    assert stored(store, legs) == ([confirmed[0]], [confirmed[1]])
+
+
+def test_update_legs_with_a_lower_or_equal_version_is_ignored(store: EtcdStore) -> None:
+    legs = call()
+    lease = store.grant_lease(LONG_TTL)
+    store.create_legs(legs, lease)
+    confirmed = moved(legs, LegState.CONFIRMED, 3)
+    store.update_legs(confirmed, lease)
+
+    assert store.update_legs(moved(legs, LegState.EARLY, 2), lease) is False
+    assert store.update_legs(moved(legs, LegState.PROCEEDING, 3), lease) is False
+    assert stored(store, legs) == ([confirmed[0]], [confirmed[1]])
+
+
+def test_versions_order_numerically_not_by_digit_count(store: EtcdStore) -> None:
+    legs = call()
+    lease = store.grant_lease(LONG_TTL)
+    store.create_legs(moved(legs, LegState.TRYING, 9), lease)
+
+    ten = moved(legs, LegState.EARLY, 10)
+    assert store.update_legs(ten, lease) is True
+    assert store.update_legs(moved(legs, LegState.PROCEEDING, 9), lease) is False
+    assert stored(store, legs) == ([ten[0]], [ten[1]])
+
+
+def test_terminated_deletes_both_legs(store: EtcdStore) -> None:
+    legs = call()
+    lease = store.grant_lease(LONG_TTL)
+    store.create_legs(legs, lease)
+
+    assert store.update_legs(moved(legs, LegState.TERMINATED, 4), lease) is True
+    assert stored(store, legs) == ([], [])
+    assert store.range(keys.LEGS) == []
+
+
+def test_an_early_arriving_after_terminated_must_not_relight(store: EtcdStore) -> None:
+    legs = call()
+    lease = store.grant_lease(LONG_TTL)
+    store.create_legs(legs, lease)
+    store.update_legs(moved(legs, LegState.TERMINATED, 4), lease)
+
+    # A late provisional response (lower version), then anything newer: updates never create.
+    for state, version in [
+        (LegState.EARLY, 2), (LegState.CONFIRMED, 3), (LegState.EARLY, 5),
+        (LegState.CONFIRMED, 6), (LegState.TERMINATED, 7),
+    ]:
+        assert store.update_legs(moved(legs, state, version), lease) is False, (state, version)
+        assert stored(store, legs) == ([], []), (state, version)
+
+
+def test_legs_of_returns_every_leg_of_that_account_and_only_its_own(store: EtcdStore) -> None:
+    lease = store.grant_lease(LONG_TTL)
+    first = call(ALICE, BOB, instance="ks1")
+    second = call(CAROL, ALICE, instance="ks2")
+    lookalike = call("alice@example.com.evil", "bob@example.comx", instance="ks1")
+    for legs in (first, second, lookalike):
+        assert store.create_legs(legs, lease) is True
+
+    assert by_key(store.legs_of(ALICE)) == by_key([first[0], second[1]])
+    assert by_key(store.legs_of(BOB)) == by_key([first[1]])
+    assert by_key(store.legs_of(CAROL)) == by_key([second[0]])
+    assert store.legs_of("nobody@example.com") == []
+
+
+# --- leases -----------------------------------------------------------------------------------
+
+
+def test_legs_disappear_when_their_lease_is_not_refreshed(store: EtcdStore) -> None:
+    legs = call()
+    lease = store.grant_lease(1)  # etcd rounds this up to its minimum TTL (2 s by default)
+    store.create_legs(legs, lease)
+    assert stored(store, legs) == ([legs[0]], [legs[1]])
+
+    wait_until(lambda: stored(store, legs) == ([], []), timeout=15, what="legs to expire")
+
+
+def test_refresh_lease_keeps_legs_alive_past_the_ttl(store: EtcdStore) -> None:
+    legs = call()
+    ttl = 2
+    lease = store.grant_lease(ttl)
+    store.create_legs(legs, lease)
+
+    until = time.monotonic() + ttl + 1.5
+    while time.monotonic() < until:
+        assert store.refresh_lease(lease) is True
+        assert stored(store, legs) == ([legs[0]], [legs[1]])
+        time.sleep(0.4)  # refresh cadence, well inside the TTL
+    assert store.refresh_lease(lease) is True
+    assert stored(store, legs) == ([legs[0]], [legs[1]])
+
+
+def test_refresh_lease_on_an_expired_lease_returns_false(store: EtcdStore) -> None:
+    legs = call()
+    lease = store.grant_lease(1)
+    store.create_legs(legs, lease)
+    wait_until(lambda: stored(store, legs) == ([], []), timeout=15, what="lease to expire")
+
+    assert store.refresh_lease(lease) is False
+
+
+def test_refresh_lease_on_a_revoked_lease_returns_false(store: EtcdStore) -> None:
+    lease = store.grant_lease(LONG_TTL)
+    assert store.refresh_lease(lease) is True
+    store.revoke_lease(lease)
+
+    assert store.refresh_lease(lease) is False
+
+
+# --- registrations ----------------------------------------------------------------------------
+
+
+def test_apply_bindings_writes_bindings_that_expire_with_their_own_lease(store: EtcdStore) -> None:
+    short, long = binding(contact="sip:bob@127.0.0.1:5092", seconds=1), binding(contact="sip:bob@10.0.0.2")
+    store.apply_bindings([("short", short, 1), ("long", long, LONG_TTL)], [], BOB)
+    written = time.monotonic()
+
+    assert sorted(store.bindings_of(BOB), key=lambda b: b.contact) == sorted([short, long], key=lambda b: b.contact)
+    short_lease, long_lease = lease_of(store, keys.reg(BOB, "short")), lease_of(store, keys.reg(BOB, "long"))
+    assert short_lease != long_lease
+    assert store.client.get_lease_info(short_lease).grantedTTL == 1 + REGISTRATION_GRACE_SECONDS
+    assert store.client.get_lease_info(long_lease).grantedTTL == LONG_TTL + REGISTRATION_GRACE_SECONDS
+
+    wait_until(lambda: store.bindings_of(BOB) == [long], timeout=15, what="the short binding to expire")
+    # Not before its expiry plus the grace period (less a little slack for the clocks).
+    assert time.monotonic() - written >= 1 + REGISTRATION_GRACE_SECONDS - 0.5
+
+
+def test_apply_bindings_removals_delete_and_upserts_replace(store: EtcdStore) -> None:
+    first, second = binding(contact="sip:bob@10.0.0.1"), binding(contact="sip:bob@10.0.0.2")
+    store.apply_bindings([("b1", first, LONG_TTL), ("b2", second, LONG_TTL)], [], BOB)
+    store.apply_bindings([], [], ALICE)
+
+    refreshed = binding(contact="sip:bob@10.0.0.2", seconds=120)
+    store.apply_bindings([("b2", refreshed, 120)], ["b1", "never-there"], BOB)
+
+    assert store.bindings_of(BOB) == [refreshed]
+    store.apply_bindings([], ["b2"], BOB)
+    assert store.bindings_of(BOB) == []
+    assert store.range(keys.REGS) == []
+
+
+# --- subscriptions ----------------------------------------------------------------------------
+
+
+def test_create_subscription_returns_its_revision_and_refuses_a_duplicate(store: EtcdStore) -> None:
+    sub = subscription()
+
+    revision = store.create_subscription(sub)
+
+    assert isinstance(revision, int) and revision > 0
+    assert store.get_subscription(sub.sub_id) == (sub, revision)
+    assert store.create_subscription(subscription(sub.sub_id, cseq=9)) is None
+    assert store.get_subscription(sub.sub_id) == (sub, revision)
+
+
+def test_get_subscription_returns_the_subscription_and_its_revision(store: EtcdStore) -> None:
+    sub = subscription()
+    assert store.get_subscription(sub.sub_id) is None
+    revision = store.create_subscription(sub)
+
+    assert store.get_subscription(sub.sub_id) == (sub, revision)
+    assert store.subscriptions() == [sub]
+
+
+def test_update_subscription_with_the_revision_read_returns_a_higher_revision(store: EtcdStore) -> None:
+    sub = subscription()
+    revision = store.create_subscription(sub)
+    assert revision is not None
+    newer = subscription(sub.sub_id, cseq=2, last_digest="abc")
+
+    new_revision = store.update_subscription(newer, revision)
+
+    assert new_revision is not None and new_revision > revision
+    assert store.get_subscription(sub.sub_id) == (newer, new_revision)
+
+
+def test_update_subscription_with_a_stale_revision_returns_none(store: EtcdStore) -> None:
+    sub = subscription()
+    stale = store.create_subscription(sub)
+    assert stale is not None
+    winner = subscription(sub.sub_id, cseq=2)
+    current = store.update_subscription(winner, stale)
+    assert current is not None
+
+    assert store.update_subscription(subscription(sub.sub_id, cseq=3), stale) is None
+    assert store.get_subscription(sub.sub_id) == (winner, current)
+
+
+def test_update_subscription_does_not_create_a_deleted_one(store: EtcdStore) -> None:
+    sub = subscription()
+    revision = store.create_subscription(sub)
+    assert revision is not None
+    assert store.delete_subscription(sub.sub_id, revision) is True
+
+    assert store.update_subscription(sub, revision) is None
+    assert store.get_subscription(sub.sub_id) is None
+
+
+def test_delete_subscription_with_a_stale_revision_fails_and_with_the_current_one_succeeds(
+    store: EtcdStore,
+) -> None:
+    sub = subscription()
+    stale = store.create_subscription(sub)
+    assert stale is not None
+    current = store.update_subscription(subscription(sub.sub_id, cseq=2), stale)
+    assert current is not None
+
+    assert store.delete_subscription(sub.sub_id, stale) is False
+    assert store.get_subscription(sub.sub_id) is not None
+    assert store.delete_subscription(sub.sub_id, current) is True
+    assert store.get_subscription(sub.sub_id) is None
+
+
+def test_delete_subscription_without_a_revision_deletes_unconditionally(store: EtcdStore) -> None:
+    sub = subscription()
+    store.create_subscription(sub)
+
+    assert store.delete_subscription(sub.sub_id) is True
+    assert store.get_subscription(sub.sub_id) is None
+
+
+# --- watch and mirror -------------------------------------------------------------------------
+
+
+def test_watch_from_a_snapshot_delivers_later_puts_and_deletes_and_a_mirror_follows(
+    store: EtcdStore,
+) -> None:
+    lease = store.grant_lease(LONG_TTL)
+    before = call(ALICE, BOB)
+    store.create_legs(before, lease)
+    old_sub = subscription(presentity=BOB)
+    old_revision = store.create_subscription(old_sub)
+    assert old_revision is not None
+
+    revision, mirror = mirror_of(store)
+    collector = Collector()
+    watch_id = store.watch(revision + 1, collector)
+    try:
+        store.announce_instance("ks1", {"name": "ks1"}, lease)
+        after = call(CAROL, ALICE)
+        store.create_legs(after, lease)
+        store.update_legs(moved(after, LegState.CONFIRMED, 3), lease)
+        store.update_legs(moved(before, LegState.TERMINATED, 2), lease)
+        store.apply_bindings([("b1", binding(aor=CAROL), LONG_TTL)], [], CAROL)
+        new_sub = subscription(presentity=CAROL)
+        new_revision = store.create_subscription(new_sub)
+        assert new_revision is not None
+        assert store.update_subscription(subscription(new_sub.sub_id, presentity=CAROL, cseq=2), new_revision)
+        assert store.delete_subscription(old_sub.sub_id, old_revision)
+        final, _ = store.snapshot()
+
+        wait_until(lambda: collector.reached(final), timeout=10, what=f"watch events up to revision {final}")
+        events = collector.events
+        assert collector.errors == []
+        assert all(event.revision > revision for event in events), "an event from before the snapshot"
+        assert [event.revision for event in events] == sorted(event.revision for event in events)
+
+        deleted = {event.key for event in events if event.value is None}
+        put = {event.key for event in events if event.value is not None}
+        assert deleted == {keys.leg(leg.account, leg.instance, leg.leg_id) for leg in before} | {
+            keys.sub(old_sub.sub_id)
+        }
+        assert put == {keys.leg(leg.account, leg.instance, leg.leg_id) for leg in after} | {
+            keys.instance("ks1"), keys.reg(CAROL, "b1"), keys.sub(new_sub.sub_id),
+        }
+
+        for event in events:
+            mirror.apply(event.key, event.value, event.revision)
+        _, expected = mirror_of(store)
+        assert_mirrors_equal(mirror, expected)
+        assert mirror.instances == {"ks1"}
+        assert set(mirror.legs) == {CAROL, ALICE}
+        assert mirror.state_of(ALICE) == expected.state_of(ALICE)
+    finally:
+        store.cancel_watch(watch_id)
+
+
+def test_watch_delivers_lease_expiry_as_deletes_and_a_mirror_follows(store: EtcdStore) -> None:
+    revision, mirror = mirror_of(store)
+    collector = Collector()
+    watch_id = store.watch(revision + 1, collector)
+    try:
+        short_lease = store.grant_lease(1)
+        store.announce_instance("ks2", {"name": "ks2"}, short_lease)
+        legs = call(ALICE, BOB, instance="ks2")
+        store.create_legs(legs, short_lease)
+        store.apply_bindings(
+            [("gone", binding(aor=BOB, seconds=1), 1), ("kept", binding(aor=BOB, contact="sip:b@k"), LONG_TTL)],
+            [], BOB,
+        )
+        expiring = {keys.instance("ks2"), keys.reg(BOB, "gone")} | {
+            keys.leg(leg.account, leg.instance, leg.leg_id) for leg in legs
+        }
+
+        def all_expired() -> bool:
+            return expiring <= {event.key for event in collector.events if event.value is None}
+
+        wait_until(all_expired, timeout=20, what="lease-expiry deletes")
+        final, _ = store.snapshot()
+        wait_until(lambda: collector.reached(final), timeout=10, what=f"watch events up to revision {final}")
+        assert collector.errors == []
+
+        for event in collector.events:
+            mirror.apply(event.key, event.value, event.revision)
+        _, expected = mirror_of(store)
+        assert_mirrors_equal(mirror, expected)
+        assert mirror.legs == {} and mirror.instances == set()
+        assert [b.contact for b in mirror.bindings[BOB].values()] == ["sip:b@k"]
+    finally:
+        store.cancel_watch(watch_id)
+
+
+# --- etcd unreachable -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def unreachable() -> Iterator[EtcdStore]:
+    (port,) = free_ports(1)  # bound then closed: nothing listens there
+    store = EtcdStore(f"127.0.0.1:{port}", timeout=0.3)
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        pytest.param(lambda s: s.get_account(ALICE), id="get_account"),
+        pytest.param(lambda s: s.create_legs(call(), 1), id="create_legs"),
+        pytest.param(lambda s: s.snapshot(), id="snapshot"),
+    ],
+)
+def test_an_unreachable_etcd_raises_store_unavailable_promptly(
+    unreachable: EtcdStore, operation: Callable[[EtcdStore], object]
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        operation(unreachable)
+    assert time.monotonic() - started < 3
