@@ -30,6 +30,7 @@ class Settings:
     store_timeout: float
     sub_min_expires: int
     sub_max_expires: int
+    reconcile_seconds: float
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -43,6 +44,7 @@ class Settings:
             store_timeout=float(env.get("BLF_STORE_TIMEOUT", "0.5")),
             sub_min_expires=int(env.get("BLF_SUB_MIN_EXPIRES", "60")),
             sub_max_expires=int(env.get("BLF_SUB_MAX_EXPIRES", "3600")),
+            reconcile_seconds=float(env.get("BLF_RECONCILE_SECONDS", "10")),
         )
 
 

@@ -17,15 +17,12 @@ from blf_reconcile import repair
 from statestore.domain.errors import StoreUnavailable
 
 
-RECONCILE_SECONDS = 10.0
-
-
 class LeaseKeeper:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.lease_id = 0
         self.next_refresh = 0.0
-        self.next_reconcile = time.monotonic() + RECONCILE_SECONDS
+        self.next_reconcile = time.monotonic() + ctx.settings.reconcile_seconds
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -40,7 +37,7 @@ class LeaseKeeper:
             KSR.warn(f"blf lease: store unavailable: {exc}\n")
         self.next_refresh = now + max(ttl / 3.0, 0.5)
         if self.lease_id and now >= self.next_reconcile:
-            self.next_reconcile = now + RECONCILE_SECONDS
+            self.next_reconcile = now + self.ctx.settings.reconcile_seconds
             repair(self.ctx, self.lease_id)
 
     def _grant(self, ttl: int) -> None:

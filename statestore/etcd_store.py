@@ -6,6 +6,7 @@ means a 503 (SUBSCRIBE, REGISTER) or carrying on without BLF (calls).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,27 @@ from statestore.domain.errors import StoreUnavailable
 from statestore.domain.model import Account, Binding, Leg, Subscription
 
 REGISTRATION_GRACE_SECONDS = 2
+
+# gRPC backs off reconnecting exponentially (to minutes), and shares that back-off between
+# channels to the same target: after an etcd outage a fresh client would still fail for
+# a long while. Keep retries quick, and each channel's subchannels its own.
+# A call made while the channel is reconnecting waits for it (up to its deadline) rather
+# than failing at once.
+_WAIT_FOR_READY = {
+    "methodConfig": [
+        {
+            "name": [{"service": f"etcdserverpb.{name}"} for name in ("KV", "Lease", "Watch", "Maintenance")],
+            "waitForReady": True,
+        }
+    ]
+}
+GRPC_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.service_config", json.dumps(_WAIT_FOR_READY)),
+]
 
 
 @dataclass(frozen=True)
@@ -56,7 +78,7 @@ class EtcdStore:
     def client(self) -> Any:
         if self._client is None:
             host, port = split_endpoint(self.endpoint)
-            self._client = etcd3.client(host=host, port=port, timeout=self.timeout)
+            self._client = etcd3.client(host=host, port=port, timeout=self.timeout, grpc_options=GRPC_OPTIONS)
         return self._client
 
     def close(self) -> None:

@@ -105,6 +105,7 @@ class Lab:
         port = instance_port(name)
         entry = self.state["instances"].get(name, {})
         if not alive(entry.get("pid")):
+            _require_free(name, f"{HOST}:{port}", socket.SOCK_DGRAM)
             self._ensure_etcd()
             self._ensure_memcached()
             pid = self._spawn_kamailio(name, port)
@@ -148,6 +149,7 @@ class Lab:
     def _ensure_etcd(self) -> None:
         if alive(self.state["etcd"].get("pid")) and _etcd_answers():
             return
+        _require_free("etcd", ETCD_CLIENT, socket.SOCK_STREAM)
         data = self.paths.var / "etcd"
         data.mkdir(parents=True, exist_ok=True)
         command = [
@@ -164,6 +166,7 @@ class Lab:
     def _ensure_memcached(self) -> None:
         if alive(self.state["memcached"].get("pid")):
             return
+        _require_free("memcached", MEMCACHED, socket.SOCK_STREAM)
         host, _, port = MEMCACHED.partition(":")
         command = [_binary("memcached"), "-l", host, "-p", port, "-U", "0", "-m", "64"]
         if os.geteuid() == 0:
@@ -197,6 +200,17 @@ class Lab:
         entry = self.state["instances"][name]
         port = instance_port(name)
         _wait_for(name, lambda: sip_options(HOST, port) == 200 and _instance_announced(name), entry["pid"])
+
+
+def _require_free(what: str, address: str, kind: socket.SocketKind) -> None:
+    """Refuse to start over a port someone else holds (another lab, a system service)."""
+    host, _, port = address.rpartition(":")
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            raise LabError(f"cannot start {what}: {address} is in use by another process ({exc.strerror})") from exc
 
 
 def _binary(name: str) -> str:

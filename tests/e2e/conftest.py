@@ -26,6 +26,7 @@ DOMAIN = "example.com"
 KS = {"ks1": ("127.0.0.1", 5071), "ks2": ("127.0.0.1", 5072)}
 LEASE_TTL = 4
 SUB_MIN_EXPIRES = 2
+RECONCILE_SECONDS = 2
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +53,7 @@ def lab() -> Iterator[dict[str, tuple[str, int]]]:
     shutil.rmtree(var, ignore_errors=True)
     os.environ["BLF_VAR"] = str(var)
     os.environ["BLF_SUB_MIN_EXPIRES"] = str(SUB_MIN_EXPIRES)
+    os.environ["BLF_RECONCILE_SECONDS"] = str(RECONCILE_SECONDS)
     up = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)
     if up.returncode != 0:
         pytest.fail(f"lab up failed: {up.stdout}\n{up.stderr}")

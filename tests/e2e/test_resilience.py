@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import queue
 import os
 import signal
 import time
 from pathlib import Path
 
-from tests.e2e.conftest import LEASE_TTL, blfctl, free_port, phone, register_contact, watcher
+from tests.e2e.conftest import LEASE_TTL, RECONCILE_SECONDS, blfctl, free_port, phone, register_contact, watcher
 
 
 def test_subscription_survives_its_instance_dying_and_restarting(account, phones, sipp):
@@ -31,6 +32,23 @@ def test_subscription_survives_its_instance_dying_and_restarting(account, phones
     sipp.call("ks2", alice, boris[0])
     cat.wait(boris_lamp, lambda s: s.lamps[-2:] == ["early", "idle"] and len(s.lamps) >= 5, 10)
     assert "5071" in (boris_lamp.notifies[-1].message.header("contact") or ""), "ks1 is back as the owner"
+
+
+def _wait_store_back(ua, presentity: str, timeout: float = 15.0) -> None:
+    """The service is whole again when a fetch (which needs the store) gets 200 and its NOTIFY.
+
+    `ua` must be a phone of its own: the NOTIFY of the fetch is consumed here.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = ua.request("SUBSCRIBE", f"sip:{presentity}@example.com", {"Event": "dialog", "Expires": "0"})
+        try:
+            ua.wait_request("NOTIFY", 0.5)  # paces the retries while the answer is 503
+        except (TimeoutError, queue.Empty):
+            continue
+        if response.status == 200:
+            return
+    raise AssertionError(f"the store did not come back within {timeout}s")
 
 
 def _etcd_pid() -> int:
@@ -58,7 +76,26 @@ def test_store_outage_gives_503_with_retry_after_and_calls_still_go_through(acco
     finally:
         up = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)
         assert up.returncode == 0, up.stderr
+    _wait_store_back(phone(phones, catherine, "ks1"), alice[0])
     sipp.callee(port, ring_ms=300, busy=True)
     sipp.call("ks1", alice, boris[0])
     cat.wait(boris_lamp, lambda s: "early" in s.lamps, 15)
     cat.wait_lamp(boris_lamp, "idle", 10)
+
+
+def test_call_ending_while_the_store_is_down_does_not_leave_the_lamp_lit(account, phones, sipp):
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    port = free_port()
+    register_contact(phone(phones, boris, "ks1"), port)
+    cat = watcher(phones, catherine, "ks2")
+    boris_lamp = cat.subscribe(boris[0])
+    sipp.callee(port, ring_ms=200)
+    call = sipp.call("ks1", alice, boris[0], hold_ms=2500)
+    cat.wait_lamp(boris_lamp, "busy", 5)
+    os.kill(_etcd_pid(), signal.SIGKILL)
+    try:
+        assert call.wait(timeout=30) == 0, "the call ends normally with the store down"
+    finally:
+        up = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)
+        assert up.returncode == 0, up.stderr
+    cat.wait_lamp(boris_lamp, "idle", RECONCILE_SECONDS + 8)
