@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import KSR  # type: ignore[import-not-found]
-
 from blf_context import Context
 from blf_sip import pv
+
 from statestore.domain.errors import StoreUnavailable
 from statestore.domain.model import Account
 

@@ -11,10 +11,10 @@ import time
 from dataclasses import asdict
 
 import KSR  # type: ignore[import-not-found]
-
 from blf_auth import authenticate, lookup_account
 from blf_context import Context
 from blf_sip import aor_of, pv, uri_of
+
 from statestore.domain.errors import SipError, StoreUnavailable
 from statestore.domain.legs import CallParties, advance, initial_legs, state_for_response
 from statestore.domain.model import Binding, LegState

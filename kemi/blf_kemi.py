@@ -22,18 +22,18 @@ for _path in (_HERE, _ROOT, _VENV_SITE):
     if _path not in sys.path[:3]:
         sys.path.insert(0, _path)
 
-import KSR  # type: ignore[import-not-found]  # noqa: E402
+import KSR  # type: ignore[import-not-found]
+from blf_calls import handle_initial_invite, on_call_ended, on_invite_reply
+from blf_context import Context, context
+from blf_lease import LeaseKeeper
+from blf_notifier import Notifier
+from blf_notify_replies import on_notify_failure
+from blf_register import handle_register
+from blf_sip import pv, reply, reply_error
+from blf_subscribe import handle_in_dialog_subscribe, handle_initial_subscribe
 
-from blf_calls import handle_initial_invite, on_call_ended, on_invite_reply  # noqa: E402
-from blf_context import Context, context  # noqa: E402
-from blf_lease import LeaseKeeper  # noqa: E402
-from blf_notifier import Notifier  # noqa: E402
-from blf_notify_replies import on_notify_failure  # noqa: E402
-from blf_register import handle_register  # noqa: E402
-from blf_sip import pv, reply, reply_error  # noqa: E402
-from blf_subscribe import handle_in_dialog_subscribe, handle_initial_subscribe  # noqa: E402
-from statestore.domain.errors import SipError, StoreUnavailable, store_unavailable_error  # noqa: E402
-from statestore.domain.subscription import allow_events  # noqa: E402
+from statestore.domain.errors import SipError, StoreUnavailable, store_unavailable_error
+from statestore.domain.subscription import allow_events
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY"
 
@@ -49,7 +49,7 @@ def _answering(step: Callable[[Context], None]) -> int:
         ctx.mark_store_down()
         KSR.warn(f"blf: store unavailable for {pv('$rm')} from {pv('$si')}: {exc}\n")
         reply_error(store_unavailable_error())
-    except Exception:
+    except Exception:  # noqa: BLE001 - the phone gets a 500, the log the traceback
         KSR.err(f"blf: {pv('$rm')} failed: {traceback.format_exc()}\n")
         reply(500, "Server Internal Error", {"Retry-After": "5"})
     return 1
@@ -59,7 +59,7 @@ def _logging(step: Callable[[Context], None]) -> int:
     """For callbacks that have no request to answer (replies, failures, timers)."""
     try:
         step(context())
-    except Exception:
+    except Exception:  # noqa: BLE001 - a callback must never raise into Kamailio
         KSR.err(f"blf: callback failed: {traceback.format_exc()}\n")
     return 1
 
@@ -115,7 +115,7 @@ def route_in_dialog(ctx: Context, method: str) -> None:
         raise SipError(481, "Call/Transaction Does Not Exist")
 
 
-class kamailio:  # noqa: N801 - the name app_python3 looks for
+class kamailio:
     def __init__(self) -> None:
         self.notifier: Notifier | None = None
         self.lease: LeaseKeeper | None = None

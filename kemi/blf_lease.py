@@ -11,9 +11,9 @@ import os
 import time
 
 import KSR  # type: ignore[import-not-found]
-
 from blf_context import Context
 from blf_reconcile import repair
+
 from statestore.domain.errors import StoreUnavailable
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import queue
 import time
 
-import KSR  # type: ignore[import-not-found]
-
 import blf_notify
+import KSR  # type: ignore[import-not-found]
 from blf_context import Context
+
 from statestore.domain.errors import StoreUnavailable
 from statestore.etcd_store import WatchEvent
 from statestore.mirror import ALL, Due, Mirror

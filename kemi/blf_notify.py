@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from blf_context import Context
 from blf_sip import send_notify
+
 from statestore.domain import bodies
 from statestore.domain.bodies import PresentityState
 from statestore.domain.model import Subscription

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import KSR  # type: ignore[import-not-found]
-
 from blf_context import Context
 from blf_sip import pv
+
 from statestore.domain.subscription import ends_subscription, subscription_id
 
 LOCAL_TIMEOUT = 408

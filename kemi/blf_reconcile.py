@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 import KSR  # type: ignore[import-not-found]
-
 from blf_context import Context
+
 from statestore.domain.errors import StoreUnavailable
 from statestore.domain.legs import CallParties
 from statestore.domain.model import LegState

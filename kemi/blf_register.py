@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import KSR  # type: ignore[import-not-found]
-
 from blf_auth import authenticate
 from blf_context import Context
 from blf_sip import aor_of, headers, pv, reply
+
 from statestore.domain.errors import SipError
 from statestore.domain.registrar import (
     RegisterRequest,

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import time
 
-import KSR  # type: ignore[import-not-found]
-
 import blf_notify
+import KSR  # type: ignore[import-not-found]
 from blf_auth import authenticate, lookup_account
 from blf_context import Context
 from blf_sip import aor_of, header, list_header, pv, reply, uri_of
+
 from statestore.domain import bodies
 from statestore.domain.errors import SipError, store_unavailable_error
 from statestore.domain.model import Subscription

@@ -150,7 +150,7 @@ class EtcdStore:
         with self._guard():
             ok, _ = self.client.transaction(
                 compare=[tx.version(k) == 0 for k in key_of],
-                success=[tx.put(k, codec.encode_leg(leg), lease=lease_id) for k, leg in zip(key_of, legs)],
+                success=[tx.put(k, codec.encode_leg(leg), lease=lease_id) for k, leg in zip(key_of, legs, strict=True)],
                 failure=[],
             )
         return bool(ok)

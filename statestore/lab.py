@@ -6,6 +6,7 @@ port is 127.0.0.1:2379; `up` returns only when every instance answers SIP.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -256,10 +257,8 @@ def _stop(pid: int | None, timeout: float = 10.0) -> None:
 
 def _signal_group(pid: int, signum: int) -> None:
     """Signal the process group the lab started `pid` as the leader of (start_new_session)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def _reap(pid: int, timeout: float) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
-class LegState(str, enum.Enum):
+class LegState(enum.StrEnum):
     """Dialog states of RFC 4235 §3.7.1."""
 
     TRYING = "trying"
@@ -21,14 +21,14 @@ class LegState(str, enum.Enum):
     TERMINATED = "terminated"
 
 
-class Direction(str, enum.Enum):
+class Direction(enum.StrEnum):
     """RFC 4235 §4.1.2: initiator sent the INVITE, recipient received it."""
 
     INITIATOR = "initiator"
     RECIPIENT = "recipient"
 
 
-class LampState(str, enum.Enum):
+class LampState(enum.StrEnum):
     """Integrated state of an account over every instance."""
 
     IDLE = "idle"

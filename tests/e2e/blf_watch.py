@@ -7,6 +7,7 @@ entity is the URI subscribed to.
 
 from __future__ import annotations
 
+import queue
 import time
 from dataclasses import dataclass, field
 
@@ -72,7 +73,9 @@ class Watcher:
         self.ua = ua
         self.subs: dict[str, Subscription] = {}
 
-    def subscribe(self, presentity_user: str, expires: int = 600, headers: dict[str, str] | None = None) -> Subscription:
+    def subscribe(
+        self, presentity_user: str, expires: int = 600, headers: dict[str, str] | None = None
+    ) -> Subscription:
         uri = f"sip:{presentity_user}@{self.ua.domain}"
         call_id = f"sub-{presentity_user}-{time.monotonic_ns()}"
         from_tag = f"w{time.monotonic_ns() % 10**9}"
@@ -101,7 +104,7 @@ class Watcher:
         """Take in the NOTIFYs that arrive within `timeout` seconds (at least one wait)."""
         try:
             message = self.ua.wait_request("NOTIFY", timeout)
-        except Exception:
+        except (TimeoutError, queue.Empty):
             return
         self._take(message)
 

@@ -103,7 +103,7 @@ class Sipp:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def _start(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{name}.out", "wb")
+        log = open(self.tmp / f"{name}.out", "wb")  # noqa: SIM115 - sipp writes to it until it exits
         process = subprocess.Popen(
             ["timeout", "60", "sipp", *args, "-nostdin", "-trace_err", "-trace_msg"],
             cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT,

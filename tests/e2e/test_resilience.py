@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
-import queue
 import os
+import queue
 import signal
 import time
 from pathlib import Path
 
-from tests.e2e.conftest import LEASE_TTL, RECONCILE_SECONDS, blfctl, free_port, phone, register_contact, watcher
+from tests.e2e.conftest import (
+    LEASE_TTL,
+    RECONCILE_SECONDS,
+    blfctl,
+    free_port,
+    phone,
+    register_contact,
+    watcher,
+)
 
 
 def test_subscription_survives_its_instance_dying_and_restarting(account, phones, sipp):

@@ -148,7 +148,13 @@ def test_a_newer_version_of_a_leg_sorts_higher_bytewise(
 
 @pytest.mark.parametrize(
     ("older", "newer"),
-    [(0, 1), (9, 10), (99, 100), (1_699_999_999_999_999_999, 1_700_000_000_000_000_000), (MAX_VERSION - 1, MAX_VERSION)],
+    [
+        (0, 1),
+        (9, 10),
+        (99, 100),
+        (1_699_999_999_999_999_999, 1_700_000_000_000_000_000),
+        (MAX_VERSION - 1, MAX_VERSION),
+    ],
 )
 def test_version_ordering_across_digit_counts(older: int, newer: int) -> None:
     assert encode_leg(replace(LEG, version=older)) < encode_leg(replace(LEG, version=newer))
