@@ -31,6 +31,7 @@ class Settings:
     sub_min_expires: int
     sub_max_expires: int
     reconcile_seconds: float
+    notifier_wait: float
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -45,6 +46,7 @@ class Settings:
             sub_min_expires=int(env.get("BLF_SUB_MIN_EXPIRES", "60")),
             sub_max_expires=int(env.get("BLF_SUB_MAX_EXPIRES", "3600")),
             reconcile_seconds=float(env.get("BLF_RECONCILE_SECONDS", "10")),
+            notifier_wait=float(env.get("BLF_NOTIFIER_WAIT_MS", "5")) / 1000.0,
         )
 
 

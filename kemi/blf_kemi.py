@@ -138,11 +138,6 @@ class kamailio:
     def ksr_invite_failure(self, msg: object) -> int:
         return _logging(on_call_ended)
 
-    def ksr_dialog_event(self, msg: object, evname: str) -> int:
-        if evname in ("dialog:end", "dialog:failed"):
-            return _logging(on_call_ended)
-        return 1
-
     def ksr_tm_event(self, msg: object, evname: str) -> int:
         if evname == "tm:local-request" and pv("$rm") == "NOTIFY":
             KSR.tm.t_on_failure("ksr_notify_failure")

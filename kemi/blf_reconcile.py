@@ -53,7 +53,11 @@ def repair(ctx: Context, lease_id: int) -> None:
     """Bring the store's legs of this instance in line with its live dialogs."""
     version = time.time_ns()
     try:
-        plan = reconcile(live_dialogs(), ctx.store.all_legs(), ctx.settings.instance, version, GRACE_NS)
+        # The store first, the dialogs second: a call that ends between the two reads is
+        # then seen stored and not live (ended, correctly), never live and not stored
+        # (which would write back the legs of a call that just ended).
+        stored = ctx.store.all_legs()
+        plan = reconcile(live_dialogs(), stored, ctx.settings.instance, version, GRACE_NS)
         for legs in plan.create:
             ctx.store.create_legs(legs, lease_id)
         for leg in plan.terminate:

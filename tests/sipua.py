@@ -25,6 +25,7 @@ class Message:
     headers: list[tuple[str, str]]
     body: bytes
     received_at: float = field(default_factory=time.monotonic)
+    source: tuple[str, int] = ("", 0)
 
     @classmethod
     def parse(cls, data: bytes) -> Message:
@@ -126,6 +127,7 @@ class UserAgent:
             if not data.strip():
                 continue
             message = Message.parse(data)
+            message.source = source
             if message.is_response:
                 self.responses.put(message)
                 continue
@@ -135,12 +137,12 @@ class UserAgent:
                 self.sock.sendto(self.response_to(message, status), source)
             self.requests.put(message)
 
-    def response_to(self, request: Message, status: int, reason: str = "OK") -> bytes:
+    def response_to(self, request: Message, status: int, reason: str = "OK", to_tag: str = "") -> bytes:
         lines = [f"SIP/2.0 {status} {reason}"]
         for name in ("via", "from", "to", "call-id", "cseq"):
             for value in request.all(name):
                 if name == "to" and "tag=" not in value:
-                    value += f";tag={uuid.uuid4().hex[:8]}"
+                    value += f";tag={to_tag or uuid.uuid4().hex[:8]}"
                 lines.append(f"{name.title()}: {value}")
         lines += ["Content-Length: 0", "", ""]
         return "\r\n".join(lines).encode()
