@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,9 +42,12 @@ def blfctl(*args: str) -> None:
 
 
 def start_lab(wait_ms: str) -> None:
-    os.environ["BLF_VAR"] = str(ROOT / "var" / "bench-lab")
+    """A fresh lab: no registrations or subscriptions left from an earlier run."""
+    var = ROOT / "var" / "bench-lab"
+    os.environ["BLF_VAR"] = str(var)
     os.environ["BLF_NOTIFIER_WAIT_MS"] = wait_ms
     blfctl("lab", "down")
+    shutil.rmtree(var, ignore_errors=True)
     blfctl("lab", "up", "--instances", "2")
     blfctl("domain", "add", DOMAIN)
     for user in ("alice", "boris", "catherine"):
