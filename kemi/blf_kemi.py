@@ -115,12 +115,23 @@ def route_in_dialog(ctx: Context, method: str) -> None:
         raise SipError(481, "Call/Transaction Does Not Exist")
 
 
+def _warm_up(ctx: Context) -> None:
+    """Connect this SIP worker to etcd now (after the fork), not on its first call:
+    a cold gRPC channel costs the first leg write about 8 ms."""
+    try:
+        ctx.store.instances()
+    except StoreUnavailable as exc:
+        KSR.warn(f"blf: etcd not reachable at start-up: {exc}\n")
+
+
 class kamailio:
     def __init__(self) -> None:
         self.notifier: Notifier | None = None
         self.lease: LeaseKeeper | None = None
 
     def child_init(self, rank: int) -> int:
+        if rank > 0:
+            _warm_up(context())
         return 0
 
     def ksr_request_route(self, msg: object) -> int:
