@@ -132,7 +132,11 @@ def writes_per_answered_call(calls: int) -> dict[str, float]:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "median_ms": round(statistics.median(values), 2), "p99_ms": round(percentile(values, 0.99), 2)}
+    return {
+        "n": len(values),
+        "median_ms": round(statistics.median(values), 2),
+        "p99_ms": round(percentile(values, 0.99), 2),
+    }
 
 
 def main() -> int:
