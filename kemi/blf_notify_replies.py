@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context
 from blf_sip import pv
 
-from statestore.domain.subscription import ends_subscription, subscription_id
+from statestore.domain.subscription import after_notify_timeout, ends_subscription, subscription_id
 
 LOCAL_TIMEOUT = 408
 
@@ -29,9 +27,9 @@ def _count_timeout(ctx: Context, sub_id: str) -> None:
     if found is None:
         return
     subscription, revision = found
-    timeouts = subscription.notify_timeouts + 1
-    if timeouts >= ctx.subscriptions.max_notify_timeouts:
+    counted = after_notify_timeout(subscription, ctx.subscriptions)
+    if counted is None:
         ctx.store.delete_subscription(sub_id, revision)
-        KSR.info(f"blf: {timeouts} NOTIFY timeouts: subscription {sub_id} removed\n")
+        KSR.info(f"blf: too many NOTIFY timeouts: subscription {sub_id} removed\n")
         return
-    ctx.store.update_subscription(replace(subscription, notify_timeouts=timeouts), revision)
+    ctx.store.update_subscription(counted, revision)

@@ -72,6 +72,7 @@ def show(store: EtcdStore, aor: str, now: float) -> dict[str, Any]:
             {
                 "watcher": s.watcher, "event": s.event, "expires": s.remaining(now), "owner": s.owner,
                 "cseq": s.cseq, "version": s.version, "contact": s.watcher_contact, "id": s.sub_id,
+                "notify_timeouts": s.notify_timeouts,
             }
             for s in subscriptions
         ],

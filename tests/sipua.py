@@ -101,6 +101,8 @@ class UserAgent:
         self.requests: queue.Queue[Message] = queue.Queue()
         self.notify_status = 200
         self.answer_requests = True
+        self.drop_notifies = 0  # how many next NOTIFYs to leave unanswered (retransmissions too)
+        self._dropped: set[str] = set()
         self._cseq = 0
         self._running = True
         self._thread = threading.Thread(target=self._receive, daemon=True)
@@ -131,11 +133,24 @@ class UserAgent:
             if message.is_response:
                 self.responses.put(message)
                 continue
+            if message.method == "NOTIFY" and self._dropping(message):
+                self.requests.put(message)
+                continue
             if self.answer_requests:
                 status = self.notify_status if message.method == "NOTIFY" else 200
                 # Responses go back where the request came from (RFC 3261 §18.2.2).
                 self.sock.sendto(self.response_to(message, status), source)
             self.requests.put(message)
+
+    def _dropping(self, message: Message) -> bool:
+        cseq = message.header("cseq") or ""
+        if cseq in self._dropped:
+            return True
+        if self.drop_notifies > 0:
+            self.drop_notifies -= 1
+            self._dropped.add(cseq)
+            return True
+        return False
 
     def response_to(self, request: Message, status: int, reason: str = "OK", to_tag: str = "") -> bytes:
         lines = [f"SIP/2.0 {status} {reason}"]

@@ -120,6 +120,18 @@ def ends_subscription(status: int) -> bool:
     return status in TERMINATING_NOTIFY_CODES
 
 
+def after_notify_timeout(subscription: Subscription, policy: SubscriptionPolicy) -> Subscription | None:
+    """The record after one more NOTIFY timed out, or None when it is to be removed.
+
+    Counted since the last refresh: a phone that misses a NOTIFY now and then keeps its
+    lamp, one that is gone stops costing retransmissions after a few.
+    """
+    timeouts = subscription.notify_timeouts + 1
+    if timeouts >= policy.max_notify_timeouts:
+        return None
+    return replace(subscription, notify_timeouts=timeouts)
+
+
 def responsible_instance(subscription: Subscription, live_instances: Sequence[str]) -> str | None:
     """Which live instance sends this subscription's NOTIFYs.
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 
 from tests.e2e.conftest import DOMAIN, SUB_MIN_EXPIRES, blfctl, free_port, phone, register_contact, watcher
+from tests.schema import validate_dialog_info
 from tests.sipua import UserAgent
 
 
@@ -58,7 +61,7 @@ def test_fetch_with_expires_zero_gets_one_terminated_notify(account, phones):
     assert response.status == 200 and response.header("expires") == "0"
     notify = cat.ua.wait_request("NOTIFY", 5)
     assert notify.header("subscription-state") == "terminated;reason=timeout"
-    assert b"dialog-info" in notify.body
+    validate_dialog_info(notify.body)
 
 
 def test_unsupported_package_gets_489_with_allow_events(account, phones):
@@ -132,3 +135,34 @@ def test_registered_presentity_idle_then_terminated_after_unregister(account, ph
     assert '"state": "terminated"' in blfctl("show", f"{alice[0]}@{DOMAIN}", "--json").stdout
     cat = watcher(phones, catherine, "ks2")
     assert cat.subscribe(alice[0]).lamp == "idle"
+
+
+def _notify_timeouts(presentity: str, watcher_aor: str, timeout: float) -> int:
+    """Wait until the store counts a NOTIFY timeout for this watcher; the count."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # each blfctl call takes a few hundred ms
+        view = json.loads(blfctl("show", presentity, "--json").stdout)
+        subs = [s for s in view["subscriptions"] if s["watcher"] == watcher_aor]
+        assert subs, "the subscription is gone"
+        if subs[0]["notify_timeouts"]:
+            return int(subs[0]["notify_timeouts"])
+    raise AssertionError(f"no NOTIFY timeout counted within {timeout}s")
+
+
+def test_a_watcher_missing_notifies_keeps_its_subscription(account, phones, sipp):
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    port = free_port()
+    register_contact(phone(phones, boris, "ks2"), port)
+    cat = watcher(phones, catherine, "ks1")
+    sub = cat.subscribe(boris[0])
+    cat.ua.drop_notifies = 1  # the phone misses one NOTIFY (and its retransmissions)
+    sipp.callee(port, ring_ms=200, busy=True)
+    sipp.call("ks1", alice, boris[0])
+    cat.wait_lamp(sub, "early", 5)
+    cat.wait_lamp(sub, "idle", 8)
+    # Kamailio gives up on an unanswered NOTIFY after its 4 s fr_timer (a 408).
+    assert _notify_timeouts(f"{boris[0]}@{DOMAIN}", f"{catherine[0]}@{DOMAIN}", 15) == 1
+    seen = len(sub.notifies)
+    sipp.callee(port, ring_ms=200, busy=True)
+    sipp.call("ks1", alice, boris[0])
+    cat.wait(sub, lambda s: len(s.notifies) >= seen + 2 and s.lamp == "idle", 10)

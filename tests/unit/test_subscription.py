@@ -325,3 +325,14 @@ def test_refreshed_extends_and_resets_notify_timeouts() -> None:
 def test_refreshed_without_contact_keeps_the_old_one() -> None:
     current = subscription(notify_timeouts=1)
     assert refreshed(current, 0, NOW, "") == subscription(expires_at=NOW, notify_timeouts=0)
+
+
+def test_notify_timeouts_are_counted_until_the_policy_limit_removes_the_subscription():
+    from statestore.domain.subscription import SubscriptionPolicy, after_notify_timeout
+
+    policy = SubscriptionPolicy(max_notify_timeouts=3)
+    first = after_notify_timeout(subscription(), policy)
+    assert first is not None and first.notify_timeouts == 1
+    second = after_notify_timeout(first, policy)
+    assert second is not None and second.notify_timeouts == 2
+    assert after_notify_timeout(second, policy) is None
