@@ -28,7 +28,11 @@ def lookup_account(ctx: Context, aor: str, store_required: bool) -> Account | No
             return account
     if store_required:
         raise StoreUnavailable("store marked down")
-    return ctx.cache.get_account(aor)
+    cached = ctx.cache.get_account(aor)
+    if cached is None:
+        # Neither store nor cache can say: a 503 with Retry-After, not an endless challenge.
+        raise StoreUnavailable(f"store down and {aor} not cached")
+    return cached
 
 
 def authenticate(ctx: Context, realm: str, store_required: bool) -> str | None:

@@ -66,12 +66,12 @@ def handle_initial_subscribe(ctx: Context) -> None:
     )
     state = blf_notify.load_state(ctx, presentity)
     first = next_notify(subscription, bodies.digest(event, state))
-    if expires and ctx.store.create_subscription(first) is None:
-        # A retransmitted SUBSCRIBE: the first copy created it and sent the NOTIFY.
-        reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx))
-        return
+    # A fetch (Expires: 0) stores nothing; a retransmitted SUBSCRIBE finds its subscription
+    # created by the first copy, which has sent the NOTIFY already.
+    fresh = expires == 0 or ctx.store.create_subscription(first) is not None
     reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx))
-    blf_notify.send(ctx, first, state, now, None if expires else "timeout")
+    if fresh:
+        blf_notify.send(ctx, first, state, now, None if expires else "timeout")
 
 
 def handle_in_dialog_subscribe(ctx: Context) -> None:
