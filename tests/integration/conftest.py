@@ -6,12 +6,14 @@ It never uses the lab's ports (etcd 2379-2381): every port is picked by binding 
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import socket
 import subprocess
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import etcd3  # type: ignore[import-untyped]
 import pytest
@@ -23,7 +25,10 @@ from statestore.etcd_store import EtcdStore, split_endpoint
 HOST = "127.0.0.1"
 ETCD_BINARY = os.environ.get("BLF_ITEST_ETCD", "/usr/bin/etcd")
 START_TIMEOUT = 30.0
+ANSWER_TIMEOUT = 5.0
 STOP_TIMEOUT = 10.0
+# etcd logs this (3.4 text and 3.5 JSON logs alike) once its client listeners serve.
+READY_MARKER = b"ready to serve client requests"
 RESERVED_PORTS = frozenset({2379, 2380, 2381, 5071, 5072})  # the lab's; never ours
 
 
@@ -45,8 +50,9 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def _answers(endpoint: str) -> bool:
-    store = EtcdStore(endpoint, timeout=0.5)
+def _answers(endpoint: str, timeout: float) -> bool:
+    """One snapshot read; the gRPC call waits for the connection up to its deadline."""
+    store = EtcdStore(endpoint, timeout=timeout)
     try:
         store.snapshot()
         return True
@@ -61,6 +67,31 @@ def _log_tail(log: Path, lines: int = 30) -> str:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+class _EtcdOutput(threading.Thread):
+    """Copies etcd's output from its pipe to the log file, reporting on `signals`:
+    READY when etcd logs READY_MARKER, then ENDED when the output ends (etcd exited)."""
+
+    READY, ENDED = "ready", "ended"
+
+    def __init__(self, pipe: IO[bytes], log: Path) -> None:
+        super().__init__(name="itest-etcd-output", daemon=True)
+        self._pipe, self._log = pipe, log
+        self.signals: queue.Queue[str] = queue.Queue()
+
+    def run(self) -> None:
+        try:
+            with self._log.open("wb") as out:
+                ready = False
+                for line in iter(self._pipe.readline, b""):
+                    out.write(line)
+                    out.flush()
+                    if not ready and READY_MARKER in line:
+                        ready = True
+                        self.signals.put(self.READY)
+        finally:
+            self.signals.put(self.ENDED)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -93,22 +124,31 @@ def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "ETCDCTL_"))}
     log = base / "etcd.log"
     endpoint = f"{HOST}:{client_port}"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True,
-        )
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    output = _EtcdOutput(process.stdout, log)
+    output.start()
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _answers(endpoint):
-            if process.poll() is not None:
-                pytest.fail(f"etcd exited with {process.returncode}:\n{_log_tail(log)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"etcd did not answer on {endpoint} within {START_TIMEOUT}s:\n{_log_tail(log)}")
-            time.sleep(0.05)
+        try:
+            reported = output.signals.get(timeout=START_TIMEOUT)
+        except queue.Empty:
+            pytest.fail(f"etcd was not ready on {endpoint} within {START_TIMEOUT}s:\n{_log_tail(log)}")
+        if reported == _EtcdOutput.ENDED:
+            try:
+                returncode: int | str = process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                returncode = "its output closed"
+            pytest.fail(f"etcd exited before it was ready ({returncode}):\n{_log_tail(log)}")
+        if not _answers(endpoint, ANSWER_TIMEOUT):
+            pytest.fail(f"etcd said it was ready but did not answer on {endpoint}:\n{_log_tail(log)}")
         yield endpoint
     finally:
         _stop(process)
+        output.join(timeout=STOP_TIMEOUT)  # etcd gone, its pipe hits EOF
+        process.stdout.close()
 
 
 def wipe(endpoint: str) -> None:

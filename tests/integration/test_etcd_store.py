@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import threading
+import queue
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,6 @@ pytestmark = [
     ),
 ]
 
-T = TypeVar("T")
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
 CAROL = "carol@example.com"
@@ -39,18 +39,6 @@ LONG_TTL = 60
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll until predicate is truthy; fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def call(caller: str = ALICE, callee: str = BOB, instance: str = "ks1") -> tuple[Leg, Leg]:
@@ -102,32 +90,74 @@ def stored(store: EtcdStore, legs: tuple[Leg, Leg]) -> tuple[list[Leg], list[Leg
 
 
 class Collector:
-    """A watch callback that keeps what it was given, for the test thread to read."""
+    """A watch callback: the watch thread queues each batch, the test thread waits on the queue.
+
+    Only the test thread reads the queue and `events`/`errors`, so they need no lock.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._events: list[WatchEvent] = []
-        self._errors: list[Exception] = []
+        self._queue: queue.Queue[list[WatchEvent] | Exception] = queue.Queue()
+        self.events: list[WatchEvent] = []
+        self.errors: list[Exception] = []
 
     def __call__(self, batch: list[WatchEvent] | Exception) -> None:
-        with self._lock:
-            if isinstance(batch, Exception):
-                self._errors.append(batch)
-            else:
-                self._events.extend(batch)
+        self._queue.put(batch)
 
-    @property
-    def events(self) -> list[WatchEvent]:
-        with self._lock:
-            return list(self._events)
+    def _take(self, timeout: float) -> list[WatchEvent] | None:
+        """Wait up to timeout for the next batch, keep it and return its events; None if none came."""
+        try:
+            batch = self._queue.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            return None
+        if isinstance(batch, Exception):
+            self.errors.append(batch)
+            return []
+        self.events.extend(batch)
+        return batch
 
-    @property
-    def errors(self) -> list[Exception]:
-        with self._lock:
-            return list(self._errors)
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        """Take batches as they arrive until predicate holds; fail after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if self._take(deadline - time.monotonic()) is None:
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what}; "
+                    f"saw {[(e.key, e.value is None, e.revision) for e in self.events]}, errors {self.errors}"
+                )
+
+    def quiet(self, timeout: float) -> list[WatchEvent | Exception]:
+        """Wait up to timeout for a change; what arrived (empty when the store stayed unchanged)."""
+        errors_before = len(self.errors)
+        got = self._take(timeout)
+        return [*(got or []), *self.errors[errors_before:]]
+
+    def deleted(self) -> set[str]:
+        return {event.key for event in self.events if event.value is None}
 
     def reached(self, revision: int) -> bool:
         return any(event.revision >= revision for event in self.events)
+
+    def wait_for_deletes(self, wanted: set[str], timeout: float, what: str) -> None:
+        self.wait_for(lambda: wanted <= self.deleted(), timeout, what)
+
+    def wait_for_revision(self, revision: int, timeout: float = 10) -> None:
+        self.wait_for(lambda: self.reached(revision), timeout, f"watch events up to revision {revision}")
+
+
+@contextmanager
+def watching(store: EtcdStore, prefix: str = keys.ROOT) -> Iterator[tuple[int, Collector]]:
+    """Watch prefix from just after a snapshot: every later change reaches the collector."""
+    revision, _ = store.snapshot()
+    collector = Collector()
+    watch_id = store.watch(revision + 1, collector, prefix)
+    try:
+        yield revision, collector
+    finally:
+        store.cancel_watch(watch_id)
+
+
+def leg_keys(legs: tuple[Leg, ...]) -> set[str]:
+    return {keys.leg(leg.account, leg.instance, leg.leg_id) for leg in legs}
 
 
 def mirror_of(store: EtcdStore) -> tuple[int, Mirror]:
@@ -259,11 +289,14 @@ def test_legs_of_returns_every_leg_of_that_account_and_only_its_own(store: EtcdS
 
 def test_legs_disappear_when_their_lease_is_not_refreshed(store: EtcdStore) -> None:
     legs = call()
-    lease = store.grant_lease(1)  # etcd rounds this up to its minimum TTL (2 s by default)
-    store.create_legs(legs, lease)
-    assert stored(store, legs) == ([legs[0]], [legs[1]])
+    with watching(store) as (_, collector):
+        lease = store.grant_lease(1)  # etcd rounds this up to its minimum TTL (2 s by default)
+        store.create_legs(legs, lease)
+        assert stored(store, legs) == ([legs[0]], [legs[1]])
 
-    wait_until(lambda: stored(store, legs) == ([], []), timeout=15, what="legs to expire")
+        collector.wait_for_deletes(leg_keys(legs), timeout=15, what="legs to expire")
+    assert collector.errors == []
+    assert stored(store, legs) == ([], [])
 
 
 def test_refresh_lease_keeps_legs_alive_past_the_ttl(store: EtcdStore) -> None:
@@ -272,20 +305,24 @@ def test_refresh_lease_keeps_legs_alive_past_the_ttl(store: EtcdStore) -> None:
     lease = store.grant_lease(ttl)
     store.create_legs(legs, lease)
 
-    until = time.monotonic() + ttl + 1.5
-    while time.monotonic() < until:
+    with watching(store) as (_, collector):  # from after the legs were written: nothing may change
+        until = time.monotonic() + ttl + 1.5
+        while time.monotonic() < until:
+            assert store.refresh_lease(lease) is True
+            assert stored(store, legs) == ([legs[0]], [legs[1]])
+            # Refresh cadence, well inside the TTL: wait for a change to the legs, which must not come.
+            assert collector.quiet(0.4) == [], "the legs changed while their lease was kept alive"
         assert store.refresh_lease(lease) is True
         assert stored(store, legs) == ([legs[0]], [legs[1]])
-        time.sleep(0.4)  # refresh cadence, well inside the TTL
-    assert store.refresh_lease(lease) is True
-    assert stored(store, legs) == ([legs[0]], [legs[1]])
 
 
 def test_refresh_lease_on_an_expired_lease_returns_false(store: EtcdStore) -> None:
     legs = call()
-    lease = store.grant_lease(1)
-    store.create_legs(legs, lease)
-    wait_until(lambda: stored(store, legs) == ([], []), timeout=15, what="lease to expire")
+    with watching(store) as (_, collector):
+        lease = store.grant_lease(1)
+        store.create_legs(legs, lease)
+        collector.wait_for_deletes(leg_keys(legs), timeout=15, what="lease to expire")
+    assert stored(store, legs) == ([], [])
 
     assert store.refresh_lease(lease) is False
 
@@ -303,18 +340,23 @@ def test_refresh_lease_on_a_revoked_lease_returns_false(store: EtcdStore) -> Non
 
 def test_apply_bindings_writes_bindings_that_expire_with_their_own_lease(store: EtcdStore) -> None:
     short, long = binding(contact="sip:bob@127.0.0.1:5092", seconds=1), binding(contact="sip:bob@10.0.0.2")
-    store.apply_bindings([("short", short, 1), ("long", long, LONG_TTL)], [], BOB)
-    written = time.monotonic()
+    with watching(store) as (_, collector):
+        store.apply_bindings([("short", short, 1), ("long", long, LONG_TTL)], [], BOB)
+        written = time.monotonic()
 
-    assert sorted(store.bindings_of(BOB), key=lambda b: b.contact) == sorted([short, long], key=lambda b: b.contact)
-    short_lease, long_lease = lease_of(store, keys.reg(BOB, "short")), lease_of(store, keys.reg(BOB, "long"))
-    assert short_lease != long_lease
-    assert store.client.get_lease_info(short_lease).grantedTTL == 1 + REGISTRATION_GRACE_SECONDS
-    assert store.client.get_lease_info(long_lease).grantedTTL == LONG_TTL + REGISTRATION_GRACE_SECONDS
+        assert sorted(store.bindings_of(BOB), key=lambda b: b.contact) == sorted(
+            [short, long], key=lambda b: b.contact
+        )
+        short_lease, long_lease = lease_of(store, keys.reg(BOB, "short")), lease_of(store, keys.reg(BOB, "long"))
+        assert short_lease != long_lease
+        assert store.client.get_lease_info(short_lease).grantedTTL == 1 + REGISTRATION_GRACE_SECONDS
+        assert store.client.get_lease_info(long_lease).grantedTTL == LONG_TTL + REGISTRATION_GRACE_SECONDS
 
-    wait_until(lambda: store.bindings_of(BOB) == [long], timeout=15, what="the short binding to expire")
-    # Not before its expiry plus the grace period (less a little slack for the clocks).
-    assert time.monotonic() - written >= 1 + REGISTRATION_GRACE_SECONDS - 0.5
+        collector.wait_for_deletes({keys.reg(BOB, "short")}, timeout=15, what="the short binding to expire")
+        # Not before its expiry plus the grace period (less a little slack for the clocks).
+        assert time.monotonic() - written >= 1 + REGISTRATION_GRACE_SECONDS - 0.5
+    assert collector.deleted() == {keys.reg(BOB, "short")}
+    assert store.bindings_of(BOB) == [long]
 
 
 def test_apply_bindings_removals_delete_and_upserts_replace(store: EtcdStore) -> None:
@@ -441,7 +483,7 @@ def test_watch_from_a_snapshot_delivers_later_puts_and_deletes_and_a_mirror_foll
         assert store.delete_subscription(old_sub.sub_id, old_revision)
         final, _ = store.snapshot()
 
-        wait_until(lambda: collector.reached(final), timeout=10, what=f"watch events up to revision {final}")
+        collector.wait_for_revision(final)
         events = collector.events
         assert collector.errors == []
         assert all(event.revision > revision for event in events), "an event from before the snapshot"
@@ -484,12 +526,9 @@ def test_watch_delivers_lease_expiry_as_deletes_and_a_mirror_follows(store: Etcd
             keys.leg(leg.account, leg.instance, leg.leg_id) for leg in legs
         }
 
-        def all_expired() -> bool:
-            return expiring <= {event.key for event in collector.events if event.value is None}
-
-        wait_until(all_expired, timeout=20, what="lease-expiry deletes")
+        collector.wait_for_deletes(expiring, timeout=20, what="lease-expiry deletes")
         final, _ = store.snapshot()
-        wait_until(lambda: collector.reached(final), timeout=10, what=f"watch events up to revision {final}")
+        collector.wait_for_revision(final)
         assert collector.errors == []
 
         for event in collector.events:
