@@ -13,11 +13,13 @@ from blf_sip import send_notify
 from statestore.domain import bodies
 from statestore.domain.bodies import PresentityState
 from statestore.domain.model import Subscription
-from statestore.domain.subscription import PACKAGES, next_notify, subscription_state
+from statestore.domain.subscription import PACKAGES, event_header, next_notify, subscription_state
 
 
-def contact(ctx: Context) -> str:
-    return f"<sip:blf@{ctx.settings.sip}>"
+def contact(ctx: Context, transport: str = "udp") -> str:
+    """Our Contact: this instance, over the transport the watcher subscribed with."""
+    suffix = "" if transport == "udp" else f";transport={transport}"
+    return f"<sip:blf@{ctx.settings.sip}{suffix}>"
 
 
 def load_state(ctx: Context, presentity: str) -> PresentityState:
@@ -30,10 +32,10 @@ def send(ctx: Context, subscription: Subscription, state: PresentityState, now: 
     send_notify(
         subscription,
         subscription_state(subscription, now, reason),
-        subscription.event,
+        event_header(subscription),
         PACKAGES[subscription.event].content_type,
         body,
-        contact(ctx),
+        contact(ctx, subscription.transport),
     )
 
 

@@ -18,6 +18,7 @@ from statestore.domain.errors import SipError, store_unavailable_error
 from statestore.domain.model import Subscription
 from statestore.domain.subscription import (
     check_accept,
+    event_id,
     event_package,
     granted_expires,
     may_watch,
@@ -41,6 +42,11 @@ def _checked_expires(ctx: Context) -> tuple[str, int]:
     return package.name, expires
 
 
+def _transport() -> str:
+    protocol = pv("$pr").lower()
+    return protocol if protocol in ("tcp", "tls") else "udp"
+
+
 def handle_initial_subscribe(ctx: Context) -> None:
     event, expires = _checked_expires(ctx)
     watcher = authenticate(ctx, pv("$fd").lower(), store_required=True)
@@ -62,14 +68,14 @@ def handle_initial_subscribe(ctx: Context) -> None:
         watcher_contact=watcher_contact, call_id=pv("$ci"), local_tag=local_tag,
         remote_tag=pv("$ft"), local_uri=pv("$tu"), remote_uri=pv("$fu"),
         route_set=tuple(list_header("Record-Route")), expires_at=now + expires,
-        owner=ctx.settings.instance,
+        owner=ctx.settings.instance, event_id=event_id(header("Event")), transport=_transport(),
     )
     state = blf_notify.load_state(ctx, presentity)
     first = next_notify(subscription, bodies.digest(event, state))
     # A fetch (Expires: 0) stores nothing; a retransmitted SUBSCRIBE finds its subscription
     # created by the first copy, which has sent the NOTIFY already.
     fresh = expires == 0 or ctx.store.create_subscription(first) is not None
-    reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx))
+    reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx, first.transport))
     if fresh:
         blf_notify.send(ctx, first, state, now, None if expires else "timeout")
 
@@ -97,14 +103,14 @@ def _refresh(ctx: Context, subscription: Subscription, revision: int, expires: i
         final = blf_notify.end(ctx, subscription, revision, state)
         if final is None:
             return False
-        reply(200, "OK", {"Expires": "0"}, blf_notify.contact(ctx))
+        reply(200, "OK", {"Expires": "0"}, blf_notify.contact(ctx, subscription.transport))
         blf_notify.send(ctx, final, state, now, "timeout")
         return True
     renewed = refreshed(subscription, expires, now, uri_of(pv("$ct")))
     advanced = next_notify(renewed, bodies.digest(subscription.event, state))
     if ctx.store.update_subscription(advanced, revision) is None:
         return False
-    reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx))
+    reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx, subscription.transport))
     blf_notify.send(ctx, advanced, state, now, None)
     KSR.dbg(f"blf: refreshed {subscription.sub_id} for {expires}s\n")
     return True

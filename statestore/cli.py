@@ -44,8 +44,8 @@ def cmd_account_add(args: argparse.Namespace) -> int:
         return 2
     store = _store(args)
     if not store.domain_exists(domain):
-        print(f"unknown domain {domain}: add it first with `blfctl domain add {domain}`", file=sys.stderr)
-        return 1
+        store.add_domain(domain)
+        print(f"domain {domain} added")
     store.put_account(Account(user=user, domain=domain, ha1=ha1(user, domain, args.password)))
     print(f"account {user}@{domain} added")
     return 0

@@ -142,6 +142,8 @@ class Subscription:
     version: int = -1
     last_digest: str = ""
     notify_timeouts: int = 0
+    event_id: str = ""
+    transport: str = "udp"
     accept: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:

@@ -53,6 +53,19 @@ def event_package(event_header: str | None) -> EventPackage:
     return package
 
 
+def event_id(event_header: str | None) -> str:
+    """The Event header's id parameter, echoed in every NOTIFY (RFC 6665 §8.2.1)."""
+    for param in (event_header or "").split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "id":
+            return value.strip()
+    return ""
+
+
+def event_header(subscription: Subscription) -> str:
+    return f"{subscription.event};id={subscription.event_id}" if subscription.event_id else subscription.event
+
+
 def check_accept(accept_values: Sequence[str], package: EventPackage) -> None:
     """406 when an Accept header is present and admits none of the package's bodies (§4.1.2)."""
     offered = [v.split(";", 1)[0].strip().lower() for value in accept_values for v in value.split(",")]

@@ -52,6 +52,7 @@ class Subscription:
     from_tag: str
     to_tag: str
     response: Message
+    event: str = "dialog"
     notifies: list[Notified] = field(default_factory=list)
 
     @property
@@ -83,7 +84,7 @@ class Watcher:
         all_headers.update(headers or {})
         response = self.ua.request("SUBSCRIBE", uri, all_headers, call_id=call_id, from_tag=from_tag)
         assert response.status == 200, response.first_line
-        sub = Subscription(presentity_user, uri, call_id, from_tag, response.tag("to"), response)
+        sub = Subscription(presentity_user, uri, call_id, from_tag, response.tag("to"), response, all_headers["Event"])
         self.subs[call_id] = sub
         self.wait(sub, lambda s: bool(s.notifies), 5.0)
         return sub
@@ -119,7 +120,7 @@ class Watcher:
         version = int(root.get("version"))
         assert root.get("entity") == sub.uri
         assert root.get("state") == "full"
-        assert message.header("event") == "dialog"
+        assert message.header("event") == sub.event, "NOTIFY echoes the Event header, id included"
         assert message.header("content-type") == "application/dialog-info+xml"
         assert message.tag("to") == sub.from_tag and message.tag("from") == sub.to_tag
         if sub.notifies:

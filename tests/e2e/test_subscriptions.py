@@ -29,6 +29,15 @@ def test_subscribe_gets_200_not_above_requested_expires_and_an_immediate_full_no
     assert 0 < int(first.state_header.split("expires=")[1]) <= 300
 
 
+def test_event_id_is_echoed_in_every_notify(account, phones):
+    alice, catherine = account("alice"), account("catherine")
+    cat = watcher(phones, catherine, "ks2")
+    sub = cat.subscribe(alice[0], headers={"Event": "dialog;id=key7"})
+    assert cat.refresh(sub, 120).status == 200
+    cat.wait(sub, lambda s: len(s.notifies) >= 2, 5)
+    assert [n.message.header("event") for n in sub.notifies] == ["dialog;id=key7"] * 2
+
+
 def test_refresh_sends_notify_with_next_version_and_unsubscribe_ends_with_timeout(account, phones):
     alice, catherine = account("alice"), account("catherine")
     cat = watcher(phones, catherine, "ks2")

@@ -336,3 +336,15 @@ def test_notify_timeouts_are_counted_until_the_policy_limit_removes_the_subscrip
     second = after_notify_timeout(first, policy)
     assert second is not None and second.notify_timeouts == 2
     assert after_notify_timeout(second, policy) is None
+
+
+@pytest.mark.parametrize(
+    ("header", "expected_id"),
+    [("dialog", ""), ("dialog;id=7", "7"), ("dialog; ID = abc ;x=1", "abc"), (None, "")],
+)
+def test_event_id_is_read_from_the_event_header(header, expected_id):
+    from statestore.domain.subscription import event_header, event_id
+
+    assert event_id(header) == expected_id
+    rendered = event_header(subscription(event_id=expected_id))
+    assert rendered == (f"dialog;id={expected_id}" if expected_id else "dialog")
