@@ -111,20 +111,25 @@ class Sipp:
         self.processes.append(process)
         return process
 
-    def callee(self, port: int, ring_ms: int = 1000, busy: bool = False) -> subprocess.Popen[bytes]:
+    def callee(
+        self, port: int, ring_ms: int = 1000, busy: bool = False, transport: str = "u1"
+    ) -> subprocess.Popen[bytes]:
         scenario = SCENARIOS / ("callee_busy.xml" if busy else "callee.xml")
         return self._start(
-            ["-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-d", str(ring_ms)],
+            ["-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-d", str(ring_ms),
+             "-t", transport],
             f"callee-{port}",
         )
 
-    def call(self, via: str, caller: tuple[str, str], callee_user: str, hold_ms: int = 1000) -> subprocess.Popen[bytes]:
+    def call(
+        self, via: str, caller: tuple[str, str], callee_user: str, hold_ms: int = 1000, transport: str = "u1"
+    ) -> subprocess.Popen[bytes]:
         host, port = KS[via]
         local = free_port()
         return self._start(
             [f"{host}:{port}", "-sf", str(SCENARIOS / "caller.xml"), "-i", "127.0.0.1", "-p", str(local),
              "-m", "1", "-s", callee_user, "-key", "domain", DOMAIN, "-key", "caller", caller[0],
-             "-au", caller[0], "-ap", caller[1], "-d", str(hold_ms)],
+             "-au", caller[0], "-ap", caller[1], "-d", str(hold_ms), "-t", transport],
             f"caller-{local}",
         )
 
@@ -142,10 +147,11 @@ def sipp(tmp_path: Path) -> Iterator[Sipp]:
     runner.stop()
 
 
-def register_contact(ua: UserAgent, port: int, expires: int = 300) -> None:
+def register_contact(ua: UserAgent, port: int, expires: int = 300, transport: str = "udp") -> None:
     """REGISTER, through `ua`'s instance, a contact on `port` where a sipp callee listens."""
+    param = "" if transport == "udp" else f";transport={transport}"
     response = ua.request(
-        "REGISTER", f"sip:{DOMAIN}", {"Expires": str(expires), "Contact": f"<sip:{ua.user}@127.0.0.1:{port}>"},
+        "REGISTER", f"sip:{DOMAIN}", {"Expires": str(expires), "Contact": f"<sip:{ua.user}@127.0.0.1:{port}{param}>"},
         to=ua.aor, call_id=f"reg-{ua.user}-{port}",
     )
     assert response.status == 200, response.first_line

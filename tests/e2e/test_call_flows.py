@@ -96,3 +96,17 @@ def test_instance_killed_mid_call_clears_lamps_within_the_lease_ttl(account, pho
         assert cleared <= LEASE_TTL + 2, f"lamps cleared {cleared:.1f}s after the kill"
     finally:
         blfctl("lab", "start", "ks1")
+
+
+def test_call_over_tcp_lights_the_lamps_like_udp(account, phones, sipp):
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    port = free_port()
+    register_contact(phone(phones, boris, "ks2"), port, transport="tcp")
+    cat = watcher(phones, catherine, "ks1")
+    boris_lamp = cat.subscribe(boris[0])
+    callee = sipp.callee(port, ring_ms=500, transport="t1")
+    caller = sipp.call("ks1", alice, boris[0], hold_ms=500, transport="t1")
+    cat.wait_lamp(boris_lamp, "busy", 8)
+    cat.wait_lamp(boris_lamp, "idle", 8)
+    assert wait_exit(caller) == 0 and wait_exit(callee) == 0
+    assert boris_lamp.lamps == ["idle", "early", "busy", "idle"]
