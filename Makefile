@@ -43,6 +43,7 @@ lint: setup
 
 bench: setup
 	$(PY) -m tests.bench.notify_latency
+	$(PY) -m tests.bench.instance_death
 
 clean:
 	-$(VENV)/bin/blfctl lab down

@@ -58,18 +58,23 @@ def instance_port(name: str) -> int:
     return BASE_PORT + int(name[2:])
 
 
+LAB_PROGRAMS = ("kamailio", "etcd", "memcached")
+
+
 def alive(pid: int | None) -> bool:
+    """A process the lab started is running: not gone, not a zombie, and still one of
+    the lab's programs (after a reboot the PID in var/lab.json may be someone else's)."""
     if not pid:
         return False
     try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie child of ours is not alive
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][:1] != "Z"
+            if stat.read().split(") ", 1)[1][:1] == "Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            program = os.path.basename(cmdline.read().split(b"\0", 1)[0].decode(errors="replace"))
     except OSError:
         return False
+    return program in LAB_PROGRAMS
 
 
 class Lab:

@@ -139,7 +139,10 @@ class UserAgent:
             if self.answer_requests:
                 status = self.notify_status if message.method == "NOTIFY" else 200
                 # Responses go back where the request came from (RFC 3261 §18.2.2).
-                self.sock.sendto(self.response_to(message, status), source)
+                try:
+                    self.sock.sendto(self.response_to(message, status), source)
+                except OSError:
+                    return  # closed while answering: the phone is gone
             self.requests.put(message)
 
     def _dropping(self, message: Message) -> bool:
