@@ -6,7 +6,7 @@ import KSR  # type: ignore[import-not-found]
 from blf_context import Context
 from blf_sip import pv
 
-from statestore.domain.errors import StoreUnavailable
+from statestore.domain.errors import SipError, StoreUnavailable
 from statestore.domain.model import Account
 
 # pv_auth_check flags: the password given is the HA1; checks: the auth user must be the
@@ -33,6 +33,20 @@ def lookup_account(ctx: Context, aor: str, store_required: bool) -> Account | No
         # Neither store nor cache can say: a 503 with Retry-After, not an endless challenge.
         raise StoreUnavailable(f"store down and {aor} not cached")
     return cached
+
+
+def require_domain(ctx: Context, domain: str) -> None:
+    """The store answers and serves `domain`; checked before any challenge, so that a
+    phone learns of an outage (503) or a wrong domain (404) without a digest round."""
+    if ctx.store_down():
+        raise StoreUnavailable("store marked down")
+    try:
+        served = ctx.store.domain_exists(domain)
+    except StoreUnavailable:
+        ctx.mark_store_down()
+        raise
+    if not served:
+        raise SipError(404, "Not Found - Domain Not Served Here")
 
 
 def authenticate(ctx: Context, realm: str, store_required: bool) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import KSR  # type: ignore[import-not-found]
-from blf_auth import authenticate
+from blf_auth import authenticate, require_domain
 from blf_context import Context
 from blf_sip import aor_of, headers, pv, reply
 
@@ -22,6 +22,7 @@ from statestore.domain.subscription import parse_expires
 
 def handle_register(ctx: Context) -> None:
     realm = pv("$td").lower()
+    require_domain(ctx, realm)
     account = authenticate(ctx, realm, store_required=True)
     if account is None:
         return

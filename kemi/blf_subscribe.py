@@ -9,7 +9,7 @@ import time
 
 import blf_notify
 import KSR  # type: ignore[import-not-found]
-from blf_auth import authenticate, lookup_account
+from blf_auth import authenticate, lookup_account, require_domain
 from blf_context import Context
 from blf_sip import aor_of, header, list_header, pv, reply, uri_of
 
@@ -49,6 +49,7 @@ def _transport() -> str:
 
 def handle_initial_subscribe(ctx: Context) -> None:
     event, expires = _checked_expires(ctx)
+    require_domain(ctx, pv("$rd").lower())
     watcher = authenticate(ctx, pv("$fd").lower(), store_required=True)
     if watcher is None:
         return

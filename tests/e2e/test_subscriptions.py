@@ -112,10 +112,12 @@ def test_unauthenticated_subscribe_is_challenged_and_wrong_password_refused(acco
     assert response.status == 407
 
 
-def test_subscription_to_unknown_account_gets_404(account, phones):
+def test_subscription_to_unknown_account_or_domain_gets_404(account, phones):
     catherine = account("catherine")
     ua = phone(phones, catherine, "ks1")
     assert subscribe_raw(ua, "nobody-" + uuid.uuid4().hex[:6], {"Event": "dialog", "Expires": "60"}).status == 404
+    elsewhere = ua.request("SUBSCRIBE", "sip:alice@unknown.example", {"Event": "dialog", "Expires": "60"}, auth=False)
+    assert elsewhere.status == 404
 
 
 def test_watcher_answering_481_loses_the_subscription(account, phones, sipp):
