@@ -7,17 +7,14 @@ created before Kamailio forks hangs in the children (KAMAILIO-NOTES, process mod
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
+
+import KSR  # type: ignore[import-not-found]
 
 from statestore.cache import Cache
 from statestore.domain.registrar import RegistrarPolicy
 from statestore.domain.subscription import SubscriptionPolicy
 from statestore.etcd_store import EtcdStore
-
-# After a store failure, BLF work is skipped in this process for this long, so that a
-# dead etcd costs calls one timeout per window, not one per message.
-STORE_BACKOFF_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -59,14 +56,23 @@ class Context:
         self.subscriptions = SubscriptionPolicy(
             min_expires=self.settings.sub_min_expires, max_expires=self.settings.sub_max_expires
         )
-        self._down_until = 0.0
 
     def store_down(self) -> bool:
-        return time.monotonic() < self._down_until
+        """Whether this instance last found etcd unreachable (shared by its processes)."""
+        return KSR.pv.get(STORE_STATE_VAR) == "down"
 
     def mark_store_down(self) -> None:
-        self._down_until = time.monotonic() + STORE_BACKOFF_SECONDS
+        """Every process of the instance now answers without waiting on etcd, until the
+        lease keeper, which probes twice a second while it is down, reaches it again."""
+        KSR.pv.sets(STORE_STATE_VAR, "down")
         self.store.close()
+
+
+STORE_STATE_VAR = "$shv(blf_store)"
+
+
+def note_store_reached() -> None:
+    KSR.pv.sets(STORE_STATE_VAR, "up")
 
 
 _context: Context | None = None

@@ -11,10 +11,12 @@ import os
 import time
 
 import KSR  # type: ignore[import-not-found]
-from blf_context import Context
+from blf_context import Context, note_store_reached
 from blf_reconcile import repair
 
 from statestore.domain.errors import StoreUnavailable
+
+PROBE_SECONDS = 0.5
 
 
 class LeaseKeeper:
@@ -26,16 +28,22 @@ class LeaseKeeper:
 
     def tick(self) -> None:
         now = time.monotonic()
-        if now < self.next_refresh:
+        if now < self.next_refresh and not self.ctx.store_down():
             return
         ttl = self.ctx.settings.lease_ttl
+        interval = max(ttl / 3.0, 0.5)
         try:
             if not self.lease_id or not self.ctx.store.refresh_lease(self.lease_id):
                 self._grant(ttl)
+            if self.ctx.store_down():
+                KSR.info("blf lease: etcd reachable again\n")
+            note_store_reached()
         except StoreUnavailable as exc:
-            self.ctx.store.close()
-            KSR.warn(f"blf lease: store unavailable: {exc}\n")
-        self.next_refresh = now + max(ttl / 3.0, 0.5)
+            if not self.ctx.store_down():
+                KSR.warn(f"blf lease: store unavailable, probing every {PROBE_SECONDS}s: {exc}\n")
+            self.ctx.mark_store_down()
+            interval = PROBE_SECONDS  # look again soon: the workers wait for this news
+        self.next_refresh = now + interval
         if self.lease_id and now >= self.next_reconcile:
             self.next_reconcile = now + self.ctx.settings.reconcile_seconds
             repair(self.ctx, self.lease_id)
