@@ -18,6 +18,7 @@ from blf_sip import aor_of, pv, uri_of
 from statestore.domain.errors import SipError, StoreUnavailable
 from statestore.domain.legs import CallParties, advance, initial_legs, state_for_response
 from statestore.domain.model import Binding, LegState
+from statestore.domain.registrar import call_targets
 
 PARTIES_VAR = "$dlg_var(blf)"
 
@@ -47,9 +48,7 @@ def handle_initial_invite(ctx: Context) -> None:
 
 
 def _targets(ctx: Context, callee: str) -> list[Binding]:
-    now = time.time()
-    bindings = _bindings(ctx, callee)
-    live = sorted((b for b in bindings if b.expires_at > now), key=lambda b: (-b.q, -b.expires_at))
+    live = call_targets(_bindings(ctx, callee), time.time())
     if live:
         return live
     if lookup_account(ctx, callee, store_required=False) is None:

@@ -325,3 +325,10 @@ def _outcome(
 def split_header_list(value: str) -> list[str]:
     """Elements of a comma-separated header value (Route, Record-Route), quoting respected."""
     return [item.strip() for item in _split_top(value, ",") if item.strip()]
+
+
+def call_targets(bindings: Sequence[Binding], now: float) -> list[Binding]:
+    """Live contacts to ring, best first: highest q, then the most recently refreshed
+    (RFC 3261 §16.6: a proxy may fork to all of them; the first becomes the R-URI)."""
+    live = (binding for binding in bindings if binding.expires_at > now)
+    return sorted(live, key=lambda binding: (-binding.q, -binding.expires_at))

@@ -385,3 +385,17 @@ if importlib.util.find_spec("hypothesis") is not None:
         assert not {binding_key_id(b.contact) for b in outcome.upserts} & {
             binding_key_id(b.contact) for b in outcome.removals
         }
+
+
+def test_call_targets_are_live_contacts_best_q_first_then_freshest():
+    from statestore.domain.registrar import call_targets
+
+    def binding(contact: str, expires_at: float, q: float = 1.0) -> Binding:
+        return Binding("alice@example.com", contact, expires_at, "c", 1, q)
+
+    expired = binding("sip:old@h", 99.0)
+    low = binding("sip:low@h", 500.0, q=0.5)
+    fresh = binding("sip:fresh@h", 400.0)
+    stale = binding("sip:stale@h", 200.0)
+    assert call_targets([expired, low, stale, fresh], now=100.0) == [fresh, stale, low]
+    assert call_targets([expired], now=100.0) == []
