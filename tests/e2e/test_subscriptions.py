@@ -177,3 +177,19 @@ def test_a_watcher_missing_notifies_keeps_its_subscription(account, phones, sipp
     sipp.callee(port, ring_ms=200, busy=True)
     sipp.call("ks1", alice, boris[0])
     cat.wait(sub, lambda s: len(s.notifies) >= seen + 2 and s.lamp == "idle", 10)
+
+
+def test_refresh_and_unsubscribe_work_through_any_instance(account, phones):
+    alice, catherine = account("alice"), account("catherine")
+    cat = watcher(phones, catherine, "ks1")
+    sub = cat.subscribe(alice[0], expires=120)
+    other = phone(phones, catherine, "ks2")  # same phone, its requests now reach ks2
+    refreshed = other.request(
+        "SUBSCRIBE", f"sip:{alice[0]}@{DOMAIN}", {"Event": "dialog", "Expires": "300"}, to=sub.uri,
+        call_id=sub.call_id, from_tag=sub.from_tag, to_tag=sub.to_tag,
+    )
+    assert refreshed.status == 200 and int(refreshed.header("expires")) <= 300
+    notify = other.wait_request("NOTIFY", 5)
+    assert notify.header("call-id") == sub.call_id
+    assert int(notify.header("cseq").split()[0]) > sub.notifies[-1].cseq
+    assert "5072" in notify.header("contact"), "ks2 answered the refresh and sent its NOTIFY"
