@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 
 from tests.e2e.conftest import DOMAIN, SUB_MIN_EXPIRES, blfctl, free_port, phone, register_contact, watcher
 from tests.schema import validate_dialog_info
-from tests.sipua import UserAgent
+from tests.sipua import Message, UserAgent
 
 
 def subscribe_raw(ua: UserAgent, user: str, headers: dict[str, str], **kwargs: object):
@@ -193,3 +194,20 @@ def test_refresh_and_unsubscribe_work_through_any_instance(account, phones):
     assert notify.header("call-id") == sub.call_id
     assert int(notify.header("cseq").split()[0]) > sub.notifies[-1].cseq
     assert "5072" in notify.header("contact"), "ks2 answered the refresh and sent its NOTIFY"
+
+
+def test_notify_follows_the_record_route_set_of_the_subscribe(account, phones):
+    alice, catherine = account("alice"), account("catherine")
+    ua = phone(phones, catherine, "ks1")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.settimeout(5)
+        route = f"<sip:127.0.0.1:{proxy.getsockname()[1]};lr>"
+        response = subscribe_raw(ua, alice[0], {"Event": "dialog", "Expires": "60", "Record-Route": route})
+        assert response.status == 200
+        data, _ = proxy.recvfrom(65535)  # the NOTIFY goes to the first hop of the route set
+    notify = Message.parse(data)
+    assert notify.method == "NOTIFY"
+    assert notify.first_line.startswith(f"NOTIFY sip:{catherine[0]}@127.0.0.1:{ua.port}")
+    assert notify.all("route") == [route]
+    assert notify.header("cseq") == "1 NOTIFY"
