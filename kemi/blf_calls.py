@@ -13,7 +13,7 @@ from dataclasses import asdict
 import KSR  # type: ignore[import-not-found]
 from blf_auth import authenticate, lookup_account
 from blf_context import Context
-from blf_sip import aor_of, pv, uri_of
+from blf_sip import pv, request_aor, uri_of
 
 from statestore.domain.errors import SipError, StoreUnavailable
 from statestore.domain.legs import CallParties, advance, initial_legs, state_for_response
@@ -27,7 +27,7 @@ def handle_initial_invite(ctx: Context) -> None:
     caller = authenticate(ctx, pv("$fd").lower(), store_required=False)
     if caller is None:
         return
-    callee = aor_of(pv("$rU"), pv("$rd"))
+    callee = request_aor()
     targets = _targets(ctx, callee)
     KSR.pv.sets("$ru", targets[0].contact)
     for binding in targets[1:]:

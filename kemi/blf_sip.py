@@ -52,6 +52,19 @@ def aor_of(uri_user: str, uri_host: str) -> str:
     return f"{uri_user}@{uri_host.lower()}"
 
 
+def request_domain() -> str:
+    """The domain a request is for: its request URI's host, unless that host is this
+    instance's own address (a phone set up with the server's IP), then the To domain."""
+    if KSR.is_myself_ruri() > 0:
+        return pv("$td").lower()
+    return pv("$rd").lower()
+
+
+def request_aor() -> str:
+    """The account a request URI names (the callee, the presentity)."""
+    return aor_of(pv("$rU"), request_domain())
+
+
 def send_notify(
     subscription: Subscription, state_header: str, event: str, content_type: str, body: bytes, contact: str
 ) -> int:

@@ -11,7 +11,7 @@ import blf_notify
 import KSR  # type: ignore[import-not-found]
 from blf_auth import authenticate, lookup_account, require_domain
 from blf_context import Context
-from blf_sip import aor_of, header, list_header, pv, reply, uri_of
+from blf_sip import header, list_header, pv, reply, request_aor, request_domain, uri_of
 
 from statestore.domain import bodies
 from statestore.domain.errors import SipError, store_unavailable_error
@@ -49,11 +49,11 @@ def _transport() -> str:
 
 def handle_initial_subscribe(ctx: Context) -> None:
     event, expires = _checked_expires(ctx)
-    require_domain(ctx, pv("$rd").lower())
+    require_domain(ctx, request_domain())
     watcher = authenticate(ctx, pv("$fd").lower(), store_required=True)
     if watcher is None:
         return
-    presentity = aor_of(pv("$rU"), pv("$rd"))
+    presentity = request_aor()
     if lookup_account(ctx, presentity, store_required=True) is None:
         raise SipError(404, "Not Found")
     if not may_watch(watcher, presentity):

@@ -211,3 +211,16 @@ def test_notify_follows_the_record_route_set_of_the_subscribe(account, phones):
     assert notify.first_line.startswith(f"NOTIFY sip:{catherine[0]}@127.0.0.1:{ua.port}")
     assert notify.all("route") == [route]
     assert notify.header("cseq") == "1 NOTIFY"
+
+
+def test_subscribe_to_the_servers_address_means_the_to_domain(account, phones):
+    alice, catherine = account("alice"), account("catherine")
+    ua = phone(phones, catherine, "ks1")
+    response = ua.request(
+        "SUBSCRIBE", f"sip:{alice[0]}@127.0.0.1:5071", {"Event": "dialog", "Expires": "60"},
+        to=f"sip:{alice[0]}@{DOMAIN}",
+    )
+    assert response.status == 200
+    notify = ua.wait_request("NOTIFY", 5)
+    validate_dialog_info(notify.body)
+    assert f'entity="sip:{alice[0]}@{DOMAIN}"'.encode() in notify.body
