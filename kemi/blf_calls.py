@@ -12,7 +12,7 @@ from dataclasses import asdict
 
 import KSR  # type: ignore[import-not-found]
 from blf_auth import authenticate, lookup_account
-from blf_context import Context
+from blf_context import Context, shared_lease_id
 from blf_sip import pv, request_aor, uri_of
 
 from statestore.domain.errors import SipError, StoreUnavailable
@@ -83,16 +83,11 @@ def on_call_ended(ctx: Context) -> None:
         track(ctx, parties, LegState.TERMINATED)
 
 
-def lease_id() -> int:
-    raw = KSR.pv.get("$shv(blf_lease)")
-    return int(raw) if raw else 0
-
-
 def track(ctx: Context, parties: CallParties, state: LegState, to_tag: str = "", target: str = "") -> None:
     """Write both legs of the call in their new state, ordered by this instance's clock."""
-    lease = lease_id()
-    # A call that ends is always written, even in the store's back-off window: a missed
-    # end would leave a lamp lit while this instance (and its lease) lives.
+    lease = shared_lease_id()
+    # A call that ends is always tried, even while the store is flagged down: a missed end
+    # would leave a lamp lit until the next reconciliation.
     if not lease or (ctx.store_down() and state is not LegState.TERMINATED):
         return
     version = time.time_ns()

@@ -69,10 +69,21 @@ class Context:
 
 
 STORE_STATE_VAR = "$shv(blf_store)"
+# The instance lease id, granted by the lease keeper, written with every call leg.
+LEASE_VAR = "$shv(blf_lease)"
 
 
 def note_store_reached() -> None:
     KSR.pv.sets(STORE_STATE_VAR, "up")
+
+
+def shared_lease_id() -> int:
+    raw = KSR.pv.get(LEASE_VAR)
+    return int(raw) if raw else 0
+
+
+def share_lease_id(lease_id: int) -> None:
+    KSR.pv.sets(LEASE_VAR, str(lease_id))
 
 
 _context: Context | None = None

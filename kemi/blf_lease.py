@@ -2,7 +2,7 @@
 
 Every call leg and the instance's own key hang on it; if the instance dies the lease
 expires after its TTL and etcd deletes them, so no lamp stays lit (issue 2, item 4).
-The lease id reaches the other processes through the shared variable $shv(blf_lease).
+The lease id reaches the other processes through a shared variable (blf_context).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import time
 
 import KSR  # type: ignore[import-not-found]
-from blf_context import Context, note_store_reached
+from blf_context import Context, note_store_reached, share_lease_id
 from blf_reconcile import repair
 
 from statestore.domain.errors import StoreUnavailable
@@ -55,6 +55,6 @@ class LeaseKeeper:
         info = {"sip": self.ctx.settings.sip, "pid": os.getppid(), "started": time.time()}
         self.ctx.store.announce_instance(self.ctx.settings.instance, info, lease_id)
         self.lease_id = lease_id
-        KSR.pv.sets("$shv(blf_lease)", str(lease_id))
+        share_lease_id(lease_id)
         self.next_reconcile = 0.0  # a new lease: put the legs of live calls back at once
         KSR.info(f"blf lease: instance {self.ctx.settings.instance} holds lease {lease_id:x} ttl {ttl}s\n")

@@ -7,7 +7,7 @@ import time
 import KSR  # type: ignore[import-not-found]
 from blf_auth import authenticate, require_domain
 from blf_context import Context
-from blf_sip import aor_of, headers, pv, reply
+from blf_sip import aor_of, header, headers, pv, reply
 
 from statestore.domain.errors import SipError
 from statestore.domain.registrar import (
@@ -34,7 +34,7 @@ def handle_register(ctx: Context) -> None:
         call_id=pv("$ci"),
         cseq=int(pv("$cs") or 0),
         contacts=parse_contacts(headers("Contact")),
-        expires_header=parse_expires(KSR.pv.get("$hdr(Expires)")),
+        expires_header=parse_expires(header("Expires")),
         instance=ctx.settings.instance,
         received=f"{pv('$pr')}:{pv('$si')}:{pv('$sp')}",
     )

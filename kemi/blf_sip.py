@@ -22,7 +22,7 @@ def header(name: str) -> str | None:
 
 
 def headers(name: str) -> list[str]:
-    """Every value of a header, each element of a comma-separated list on its own."""
+    """The value of every occurrence of a header, in order (see list_header to split them)."""
     count = KSR.pv.get(f"$hdrc({name})") or 0
     values: list[str] = []
     for index in range(int(count)):
@@ -81,7 +81,8 @@ def send_notify(
         f"Subscription-State: {state_header}",
         f"Content-Type: {content_type}",
     ]
-    nexthop = _nexthop(subscription.route_set)
+    # Loose routing: the first route is the next hop, all of them go in Route headers.
+    nexthop = uri_of(subscription.route_set[0]) if subscription.route_set else ""
     return int(
         KSR.tm.t_uac_send(
             "NOTIFY", subscription.watcher_contact, nexthop, "", "\r\n".join(lines) + "\r\n", body.decode()
@@ -89,16 +90,8 @@ def send_notify(
     )
 
 
-def _nexthop(route_set: tuple[str, ...]) -> str:
-    if not route_set:
-        return ""
-    first = route_set[0]
-    start, end = first.find("<"), first.find(">")
-    return first[start + 1 : end] if 0 <= start < end else first
-
-
 def uri_of(contact: str) -> str:
-    """The URI of a Contact value; empty when there is none or it does not parse."""
+    """The URI of a name-addr (Contact, Route); empty when there is none or it does not parse."""
     if not contact:
         return ""
     try:

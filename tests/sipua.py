@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 COMPACT = {"i": "call-id", "f": "from", "t": "to", "m": "contact", "v": "via", "l": "content-length",
@@ -213,27 +214,30 @@ class UserAgent:
         return text.encode() + body
 
     def wait_response(self, call_id: str, cseq: int, timeout: float) -> Message:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no final response to CSeq {cseq} of {call_id}")
-            message = self.responses.get(timeout=remaining)
-            if message.header("call-id") != call_id or int((message.header("cseq") or "0").split()[0]) != cseq:
-                continue
-            if message.status >= 200:
-                return message
+        def final_answer(message: Message) -> bool:
+            number = int((message.header("cseq") or "0").split()[0])
+            return message.header("call-id") == call_id and number == cseq and message.status >= 200
+
+        return _take(self.responses, final_answer, timeout, f"final response to CSeq {cseq} of {call_id}")
 
     def wait_request(self, method: str = "NOTIFY", timeout: float = 5.0) -> Message:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no {method} within {timeout}s")
-            message = self.requests.get(timeout=remaining)
-            if message.method == method:
-                return message
+        return _take(self.requests, lambda message: message.method == method, timeout, method)
 
-    def register(self, expires: int = 300) -> Message:
-        uri = f"sip:{self.domain}"
-        return self.request("REGISTER", uri, {"Expires": str(expires)}, to=self.aor, call_id=f"reg-{self.port}")
+    def register(self, expires: int = 300, contact: str = "") -> Message:
+        """REGISTER this phone's contact, or `contact` (where another UA listens)."""
+        headers = {"Expires": str(expires), "Contact": contact or self.contact}
+        call_id = f"reg-{self.port}-{hashlib.md5(contact.encode()).hexdigest()[:8]}"
+        return self.request("REGISTER", f"sip:{self.domain}", headers, to=self.aor, call_id=call_id)
+
+
+def _take(source: queue.Queue[Message], wanted: Callable[[Message], bool], timeout: float, what: str) -> Message:
+    """The first message from `source` that is `wanted`, others dropped; TimeoutError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            message = source.get(timeout=max(remaining, 0.0)) if remaining > 0 else source.get_nowait()
+        except queue.Empty:
+            raise TimeoutError(f"no {what} within {timeout}s") from None
+        if wanted(message):
+            return message

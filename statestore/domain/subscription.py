@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from statestore.domain import dialoginfo
 from statestore.domain.errors import SipError
 from statestore.domain.model import Subscription
 
@@ -22,7 +23,7 @@ class EventPackage:
     content_type: str
 
 
-DIALOG = EventPackage("dialog", "application/dialog-info+xml")
+DIALOG = EventPackage("dialog", dialoginfo.CONTENT_TYPE)
 PACKAGES: dict[str, EventPackage] = {DIALOG.name: DIALOG}
 
 

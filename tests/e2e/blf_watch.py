@@ -7,7 +7,6 @@ entity is the URI subscribed to.
 
 from __future__ import annotations
 
-import queue
 import time
 from dataclasses import dataclass, field
 
@@ -105,7 +104,7 @@ class Watcher:
         """Take in the NOTIFYs that arrive within `timeout` seconds (at least one wait)."""
         try:
             message = self.ua.wait_request("NOTIFY", timeout)
-        except (TimeoutError, queue.Empty):
+        except TimeoutError:
             return
         self._take(message)
 

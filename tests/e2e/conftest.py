@@ -150,8 +150,5 @@ def sipp(tmp_path: Path) -> Iterator[Sipp]:
 def register_contact(ua: UserAgent, port: int, expires: int = 300, transport: str = "udp") -> None:
     """REGISTER, through `ua`'s instance, a contact on `port` where a sipp callee listens."""
     param = "" if transport == "udp" else f";transport={transport}"
-    response = ua.request(
-        "REGISTER", f"sip:{DOMAIN}", {"Expires": str(expires), "Contact": f"<sip:{ua.user}@127.0.0.1:{port}{param}>"},
-        to=ua.aor, call_id=f"reg-{ua.user}-{port}",
-    )
+    response = ua.register(expires, contact=f"<sip:{ua.user}@127.0.0.1:{port}{param}>")
     assert response.status == 200, response.first_line

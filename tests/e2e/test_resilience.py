@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import time
 from pathlib import Path
@@ -53,7 +52,7 @@ def _wait_store_back(phones, creds, presentity: str, timeout: float = 15.0) -> N
             response = ua.request("SUBSCRIBE", f"sip:{presentity}@example.com", {"Event": "dialog", "Expires": "0"})
             try:
                 ua.wait_request("NOTIFY", 0.5)  # paces the retries while the answer is 503
-            except (TimeoutError, queue.Empty):
+            except TimeoutError:
                 continue
             if response.status == 200:
                 break
