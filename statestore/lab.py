@@ -74,7 +74,9 @@ def alive(pid: int | None) -> bool:
             program = os.path.basename(cmdline.read().split(b"\0", 1)[0].decode(errors="replace"))
     except OSError:
         return False
-    return program in LAB_PROGRAMS
+    # An empty command line is a process in the middle of exec (Popen returns before the
+    # kernel has set up the new program's arguments): the one we have just started.
+    return program in LAB_PROGRAMS or program == ""
 
 
 class Lab:

@@ -65,6 +65,7 @@ def _etcd_pid() -> int:
 
 def test_store_outage_gives_503_with_retry_after_and_calls_still_go_through(account, phones, sipp):
     alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    dmitri = account("dmitri")  # provisioned, but never seen by an instance
     port = free_port()
     register_contact(phone(phones, boris, "ks1"), port)
     alice_phone = phone(phones, alice, "ks1")
@@ -80,6 +81,9 @@ def test_store_outage_gives_503_with_retry_after_and_calls_still_go_through(acco
         first = fresh.request("SUBSCRIBE", f"sip:{alice[0]}@example.com", {"Event": "dialog"}, auth=False)
         assert first.status == 503 and first.header("retry-after")
         assert alice_phone.register(300).status == 503
+        stranger = phone(phones, dmitri, "ks1")
+        invite = stranger.request("INVITE", f"sip:{boris[0]}@example.com", {"Content-Type": "application/sdp"})
+        assert invite.status == 503 and invite.header("retry-after"), "no endless challenge"
         sipp.callee(port, ring_ms=200)
         call = sipp.call("ks1", alice, boris[0], hold_ms=300)
         assert call.wait(timeout=30) == 0, "the call is routed with the store down"
