@@ -49,7 +49,8 @@ def lab() -> Iterator[dict[str, tuple[str, int]]]:
     for tool in ("kamailio", "etcd", "sipp", "memcached"):
         if not (shutil.which(tool) or os.path.exists(f"/usr/sbin/{tool}")):
             pytest.fail(f"{tool} is not installed: run `make setup`")
-    var = ROOT / "var" / "test-lab"
+    # BLF_TEST_VAR: a second lab beside this one (in its own network namespace) needs its own files.
+    var = Path(os.environ.get("BLF_TEST_VAR", str(ROOT / "var" / "test-lab")))
     shutil.rmtree(var, ignore_errors=True)
     os.environ["BLF_VAR"] = str(var)
     os.environ["BLF_SUB_MIN_EXPIRES"] = str(SUB_MIN_EXPIRES)
