@@ -29,6 +29,8 @@ class Settings:
     sub_max_expires: int
     reconcile_seconds: float
     notifier_wait: float
+    # Signs nonces, Record-Route entries and flow routes; the same on every instance.
+    secret: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -44,6 +46,7 @@ class Settings:
             sub_max_expires=int(env.get("BLF_SUB_MAX_EXPIRES", "3600")),
             reconcile_seconds=float(env.get("BLF_RECONCILE_SECONDS", "10")),
             notifier_wait=float(env.get("BLF_NOTIFIER_WAIT_MS", "5")) / 1000.0,
+            secret=env["BLF_AUTH_SECRET"],
         )
 
 

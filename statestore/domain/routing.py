@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -76,3 +78,141 @@ def behind_nat(contact_uri: str, via_host: str, via_port: int | None, source_ip:
         return True
     host, _ = uri_hostport(contact_uri)
     return is_private(host)
+
+
+# --- Route entries the cluster writes and checks ---------------------------------------------
+#
+# Record-Route (every dialog the cluster routes): our URI carries
+#   blf=<token>  HMAC of the Call-ID, the caller's tag (rr's ftag) and the two flows below
+#   tf=<flow>    where requests towards the callee go from the last instance on the route
+#   cf=<flow>    where requests towards the caller go
+# so an in-dialog request is routed only along a route set the cluster issued, and only to
+# the transport addresses recorded when the call was set up: never to a host named by the
+# request itself (no open relay, whatever its Request-URI says).
+#
+# Flow route (a request for a phone whose connection, or NAT pinhole, another instance
+# holds, RFC 5626 §5.3 in spirit): the sending instance puts
+#   <sip:HOLDER;lr;flow=<proto:host:port>;fsig=<HMAC of flow and Call-ID>>
+# on top and sends to the holder, which relays over that flow.
+
+TOKEN_CHARS = 20
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    """One Route or Record-Route value: the URI, its host and port, its parameters."""
+
+    uri: str
+    host: str
+    port: int | None
+    params: dict[str, str]
+
+    @property
+    def loose(self) -> bool:
+        return "lr" in self.params
+
+
+def parse_route(value: str) -> RouteEntry | None:
+    """A name-addr Route value (`<sip:host;lr;...>`); None when it does not parse."""
+    text = value.strip()
+    if text.startswith("<"):
+        end = text.find(">")
+        if end < 0:
+            return None
+        uri = text[1:end].strip()
+    else:
+        uri = text
+    host, port = uri_hostport(uri)
+    if not host:
+        return None
+    params: dict[str, str] = {}
+    head = uri.split("?", 1)[0]
+    for item in head.split(";")[1:]:
+        name, _, param_value = item.partition("=")
+        params[name.strip().lower()] = param_value.strip()
+    return RouteEntry(uri, host, port, params)
+
+
+def _mac(secret: str, *parts: str) -> str:
+    digest = hmac.new(secret.encode(), "\x00".join(parts).encode(), hashlib.sha256).hexdigest()
+    return digest[:TOKEN_CHARS]
+
+
+def dialog_token(secret: str, call_id: str, ftag: str, tf: str, cf: str) -> str:
+    return _mac(secret, "rr", call_id, ftag, tf, cf)
+
+
+def record_route_params(secret: str, call_id: str, ftag: str, tf: str, cf: str) -> str:
+    """Parameters for our Record-Route entry (rr appends ftag itself)."""
+    return f";blf={dialog_token(secret, call_id, ftag, tf, cf)};tf={tf};cf={cf}"
+
+
+def valid_dialog_route(entry: RouteEntry, secret: str, call_id: str, from_tag: str, to_tag: str) -> bool:
+    """Our Record-Route entry of this dialog: token right, ftag one of the request's tags."""
+    params = entry.params
+    ftag, token = params.get("ftag", ""), params.get("blf", "")
+    if not ftag or not token or ftag not in (from_tag, to_tag):
+        return False
+    expected = dialog_token(secret, call_id, ftag, params.get("tf", ""), params.get("cf", ""))
+    return hmac.compare_digest(token, expected)
+
+
+def flow_of(entry: RouteEntry, from_tag: str) -> Address | None:
+    """Where the last instance on the route sends an in-dialog request: to the callee's flow
+    when it comes from the caller (From tag is the dialog's ftag), else to the caller's."""
+    downstream = entry.params.get("ftag", "") == from_tag
+    return Address.parse(entry.params.get("tf" if downstream else "cf", ""))
+
+
+def flow_route(secret: str, holder_sip: str, flow: Address, call_id: str) -> str:
+    return f"<sip:{holder_sip};lr;flow={flow};fsig={_mac(secret, 'flow', str(flow), call_id)}>"
+
+
+def valid_flow_route(entry: RouteEntry, secret: str, call_id: str) -> Address | None:
+    """The flow a flow route names when its signature is right, else None."""
+    flow = Address.parse(entry.params.get("flow", ""))
+    signature = entry.params.get("fsig", "")
+    if flow is None or not signature:
+        return None
+    return flow if hmac.compare_digest(signature, _mac(secret, "flow", str(flow), call_id)) else None
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How to send a request to a phone: Request-URI, destination, an extra Route, and the
+    flow to record for the dialog (`tf`)."""
+
+    ruri: str
+    dst: str = ""
+    route: str = ""
+    flow: str = ""
+
+
+def reach(
+    contact: str, received: str, holder: str, nat: bool, me: str, instances: dict[str, str],
+    secret: str, call_id: str,
+) -> Reach | None:
+    """How instance `me` reaches a phone registered (or subscribed) at `holder` from `received`.
+
+    - A phone on a connection (TCP, TLS, WS) or behind NAT is reached over the flow it
+      registered on: directly when this instance holds it, else through the holder with a
+      flow route. A connection whose holder is gone is gone too (None: skip the binding);
+      a NAT pinhole is tried from here.
+    - Otherwise (a reachable UDP phone) at its Contact, as RFC 3261 has it.
+    `instances` maps live instance names to their SIP host:port.
+    """
+    source = Address.parse(received)
+    if source is None or not (source.connection_oriented or nat):
+        host, port = uri_hostport(contact)
+        return Reach(contact, flow=f"udp:{host}:{port or 5060}" if host else "")
+    if holder == me or not holder:
+        return Reach(contact, dst=source.sip_uri(), flow=str(source))
+    holder_sip = instances.get(holder)
+    if holder_sip is None:
+        if source.connection_oriented:
+            return None
+        return Reach(contact, dst=source.sip_uri(), flow=str(source))
+    return Reach(
+        contact, dst=f"sip:{holder_sip}", route=flow_route(secret, holder_sip, source, call_id),
+        flow=f"udp:{holder_sip}",
+    )
