@@ -13,6 +13,7 @@ from dataclasses import asdict
 import KSR  # type: ignore[import-not-found]
 from blf_auth import authenticate, lookup_account
 from blf_context import Context, shared_lease_id
+from blf_routing import plan_branches, relay
 from blf_sip import pv, request_aor, uri_of
 
 from statestore.domain.errors import SipError, StoreUnavailable
@@ -29,9 +30,9 @@ def handle_initial_invite(ctx: Context) -> None:
         return
     callee = request_aor()
     targets = _targets(ctx, callee)
-    KSR.pv.sets("$ru", targets[0].contact)
-    for binding in targets[1:]:
-        KSR.corex.append_branch_uri(binding.contact)
+    branches = plan_branches(ctx, [(b.contact, b.received, b.instance, b.nat) for b in targets])
+    if not branches:
+        raise SipError(480, "Temporarily Unavailable")
     parties = CallParties(
         call_id=pv("$ci"), from_tag=pv("$ft"), caller=caller, callee=callee,
         caller_display=pv("$fn").strip('"'), callee_display=pv("$tn").strip('"'),
@@ -40,11 +41,11 @@ def handle_initial_invite(ctx: Context) -> None:
     KSR.dialog.dlg_manage()
     KSR.pv.sets(PARTIES_VAR, json.dumps(asdict(parties)))
     track(ctx, parties, LegState.TRYING)
-    KSR.rr.record_route()
     KSR.tm.t_on_reply("ksr_invite_reply")
     KSR.tm.t_on_failure("ksr_invite_failure")
-    if KSR.tm.t_relay() < 0:
-        KSR.sl.sl_reply_error()
+    if not relay(ctx):
+        # The failure route does not run for a relay that failed at once: end the legs here.
+        on_call_ended(ctx)
 
 
 def _targets(ctx: Context, callee: str) -> list[Binding]:

@@ -29,6 +29,7 @@ from blf_lease import LeaseKeeper
 from blf_notifier import Notifier
 from blf_notify_replies import on_notify_failure
 from blf_register import handle_register
+from blf_routing import flooding, in_dialog_routes, initial_routes, on_branch, relay, relay_in_dialog, relay_to_flow
 from blf_sip import pv, reply, reply_error
 from blf_subscribe import handle_in_dialog_subscribe, handle_initial_subscribe
 
@@ -65,6 +66,8 @@ def _logging(step: Callable[[Context], None]) -> int:
 
 
 def route(ctx: Context) -> None:
+    if flooding(ctx):
+        return  # dropped unanswered: an answer would only feed the flood
     if KSR.maxfwd.process_maxfwd(10) < 0:
         raise SipError(483, "Too Many Hops")
     if KSR.sanity.sanity_check(17895, 7) < 0:
@@ -82,6 +85,10 @@ def route(ctx: Context) -> None:
         return
     if KSR.tm.t_check_trans() == 0:
         return  # a retransmission the transaction layer has answered
+    flow = initial_routes(ctx, method)
+    if flow is not None:
+        relay_to_flow(ctx, flow)
+        return
     route_initial(ctx, method)
 
 
@@ -99,20 +106,30 @@ def route_initial(ctx: Context, method: str) -> None:
 
 
 def route_in_dialog(ctx: Context, method: str) -> None:
-    if KSR.rr.loose_route() > 0:
-        KSR.dialog.dlg_manage()
-        if method == "BYE":
-            on_call_ended(ctx)
-        if KSR.tm.t_relay() < 0:
-            KSR.sl.sl_reply_error()
-        return
-    if method == "SUBSCRIBE":
-        handle_in_dialog_subscribe(ctx)
-    elif method == "ACK":
+    if method == "ACK" and not KSR.hdr.is_present("Route") > 0:
+        # The ACK of a negative final response: hop by hop, absorbed by its transaction.
         if KSR.tm.t_check_trans() > 0:
             KSR.tm.t_relay()
-    else:
+        return
+    checked = in_dialog_routes(ctx, method)
+    if checked is None:
+        if method == "SUBSCRIBE":
+            handle_in_dialog_subscribe(ctx)
+            return
         raise SipError(481, "Call/Transaction Does Not Exist")
+    routes, flow = checked
+    if method == "ACK":
+        relay_in_dialog(routes, flow)
+        KSR.tm.t_relay()
+        return
+    if KSR.tm.t_check_trans() == 0:
+        return  # a retransmission the transaction layer has answered
+    relay_in_dialog(routes, flow)
+    if routes:
+        KSR.dialog.dlg_manage()
+    if method == "BYE":
+        on_call_ended(ctx)
+    relay(ctx)
 
 
 def _warm_up(ctx: Context) -> None:
@@ -145,6 +162,9 @@ class kamailio:
 
     def ksr_invite_reply(self, msg: object) -> int:
         return _logging(on_invite_reply)
+
+    def ksr_branch(self, msg: object) -> int:
+        return _logging(on_branch)
 
     def ksr_invite_failure(self, msg: object) -> int:
         return _logging(on_call_ended)

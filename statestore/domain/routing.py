@@ -60,6 +60,17 @@ def uri_hostport(uri: str) -> tuple[str, int | None]:
     return host, int(match.group(2)) if match.group(2) else None
 
 
+def contact_address(uri: str) -> Address | None:
+    """Where RFC 3261 §8.1.2 sends to a URI without DNS: its transport parameter (TLS for
+    sips), its host, its port (5060, or 5061 for TLS, when absent)."""
+    host, port = uri_hostport(uri)
+    if not host:
+        return None
+    match = re.search(r";\s*transport=([A-Za-z]+)", uri.split("?", 1)[0], re.IGNORECASE)
+    proto = match.group(1).lower() if match else ("tls" if uri.lower().startswith("sips:") else "udp")
+    return Address(proto, host, port or (5061 if proto == "tls" else 5060))
+
+
 def is_private(host: str) -> bool:
     try:
         address = ipaddress.ip_address(host)
@@ -203,8 +214,8 @@ def reach(
     """
     source = Address.parse(received)
     if source is None or not (source.connection_oriented or nat):
-        host, port = uri_hostport(contact)
-        return Reach(contact, flow=f"udp:{host}:{port or 5060}" if host else "")
+        direct = contact_address(contact)
+        return Reach(contact, flow=str(direct) if direct else "")
     if holder == me or not holder:
         return Reach(contact, dst=source.sip_uri(), flow=str(source))
     holder_sip = instances.get(holder)
