@@ -29,6 +29,8 @@ class Settings:
     sub_max_expires: int
     reconcile_seconds: float
     notifier_wait: float
+    max_bindings: int
+    nat_expires: int
     # Signs nonces, Record-Route entries and flow routes; the same on every instance.
     secret: str
 
@@ -46,6 +48,8 @@ class Settings:
             sub_max_expires=int(env.get("BLF_SUB_MAX_EXPIRES", "3600")),
             reconcile_seconds=float(env.get("BLF_RECONCILE_SECONDS", "10")),
             notifier_wait=float(env.get("BLF_NOTIFIER_WAIT_MS", "5")) / 1000.0,
+            max_bindings=int(env.get("BLF_MAX_BINDINGS", "10")),
+            nat_expires=int(env.get("BLF_NAT_EXPIRES", "60")),
             secret=env["BLF_AUTH_SECRET"],
         )
 
@@ -55,7 +59,9 @@ class Context:
         self.settings = Settings.from_env()
         self.store = EtcdStore(self.settings.etcd, timeout=self.settings.store_timeout)
         self.cache = Cache(self.settings.memcached)
-        self.registrar = RegistrarPolicy()
+        self.registrar = RegistrarPolicy(
+            max_bindings=self.settings.max_bindings, nat_expires=self.settings.nat_expires
+        )
         self.subscriptions = SubscriptionPolicy(
             min_expires=self.settings.sub_min_expires, max_expires=self.settings.sub_max_expires
         )

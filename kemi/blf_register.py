@@ -11,12 +11,14 @@ from blf_sip import aor_of, header, headers, pv, reply
 
 from statestore.domain.errors import SipError
 from statestore.domain.registrar import (
+    ContactSpec,
     RegisterRequest,
     apply_register,
-    binding_key_id,
+    binding_id,
     contact_header_value,
     parse_contacts,
 )
+from statestore.domain.routing import behind_nat
 from statestore.domain.subscription import parse_expires
 
 
@@ -29,23 +31,39 @@ def handle_register(ctx: Context) -> None:
     if account != aor_of(pv("$tU"), realm):
         raise SipError(403, "Forbidden")
     now = time.time()
+    contacts = parse_contacts(headers("Contact"))
     request = RegisterRequest(
         account=account,
         call_id=pv("$ci"),
         cseq=int(pv("$cs") or 0),
-        contacts=parse_contacts(headers("Contact")),
+        contacts=contacts,
         expires_header=parse_expires(header("Expires")),
         instance=ctx.settings.instance,
         received=f"{pv('$pr')}:{pv('$si')}:{pv('$sp')}",
+        nat=_behind_nat(contacts),
     )
     current = ctx.store.bindings_of(account)
     outcome = apply_register(request, current, ctx.registrar, now)
     ctx.store.apply_bindings(
-        [(binding_key_id(b.contact), b, b.remaining(now)) for b in outcome.upserts],
-        [binding_key_id(b.contact) for b in outcome.removals],
+        [(binding_id(b), b, b.remaining(now)) for b in outcome.upserts],
+        [binding_id(b) for b in outcome.removals],
         account,
     )
     ctx.cache.put_bindings(account, list(outcome.bindings), now)
     for binding in outcome.bindings:
         KSR.hdr.append_to_reply(f"Contact: {contact_header_value(binding, now)}\r\n")
     reply(200, "OK", {"Date": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))})
+
+
+def _behind_nat(contacts: list[ContactSpec] | str) -> bool:
+    """Whether the phone registers from behind NAT: its top Via's sent-by is not where the
+    request came from, or a Contact names a private address (routing.behind_nat).
+
+    $via0(host)/$via0(port) are the sent-by of the top Via as Kamailio parsed it (pv module,
+    5.6); a sent-by without a port counts as 5060 (RFC 3261 §18.2.1).
+    """
+    via_port = pv("$via0(port)")
+    port = int(via_port) if via_port.isdigit() and int(via_port) > 0 else None
+    source_ip, source_port = pv("$si"), int(pv("$sp") or 0)
+    uris = [spec.uri for spec in contacts] if not isinstance(contacts, str) else []
+    return any(behind_nat(uri, pv("$via0(host)"), port, source_ip, source_port) for uri in uris or [""])

@@ -59,7 +59,11 @@ def show(store: EtcdStore, aor: str, now: float) -> dict[str, Any]:
         "account": aor,
         "state": lamp_state(legs, bindings, now).value,
         "registrations": [
-            {"contact": b.contact, "expires": b.remaining(now), "instance": b.instance} for b in bindings
+            {
+                "contact": b.contact, "expires": b.remaining(now), "instance": b.instance,
+                "received": b.received, "nat": b.nat, "sip_instance": b.sip_instance, "reg_id": b.reg_id,
+            }
+            for b in bindings
         ],
         "legs": [
             {
@@ -93,7 +97,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     print(f"{aor}: {view['state']}")
     for reg in view["registrations"]:
-        print(f"  registered  {reg['contact']} expires in {reg['expires']}s (via {reg['instance']})")
+        nat = f" behind NAT, reached at {reg['received']}" if reg["nat"] else ""
+        print(f"  registered  {reg['contact']} expires in {reg['expires']}s (via {reg['instance']}){nat}")
     for leg in view["legs"]:
         print(f"  leg         {leg['instance']} {leg['call_id']} {leg['state']} {leg['direction']} {leg['remote']}")
     for sub in view["subscriptions"]:

@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import etcd3  # type: ignore[import-untyped]
+import grpc  # type: ignore[import-untyped]
 
 from statestore import codec, keys
 from statestore.domain.errors import StoreUnavailable
 from statestore.domain.model import Account, Binding, Leg, Subscription
 
 REGISTRATION_GRACE_SECONDS = 2
+# etcd's default --max-txn-ops: operations in one transaction.
+MAX_TXN_OPS = 128
 
 # gRPC backs off reconnecting exponentially (to minutes), and shares that back-off between
 # channels to the same target: after an etcd outage a fresh client would still fail for
@@ -205,13 +208,39 @@ class EtcdStore:
     def apply_bindings(
         self, upserts: Sequence[tuple[str, Binding, int]], removals: Sequence[str], aor: str
     ) -> None:
-        """Write (binding_id, binding, seconds) with a lease of that many seconds; delete ids."""
+        """Write (binding_id, binding, seconds) with a lease of that many seconds; delete ids.
+
+        Each binding key has a lease of its own (never shared, never another record's), so
+        an account holds one lease per live binding: the lease a rewritten or deleted key
+        had is revoked. The puts and deletes return the previous value with its lease id
+        (prev_kv), so that costs no read: a refresh is one grant, one transaction, one revoke.
+        """
+        tx = self.client.transactions
         with self._guard():
-            for binding_id, binding, seconds in upserts:
-                lease = self.client.lease(seconds + REGISTRATION_GRACE_SECONDS)
-                self.client.put(keys.reg(aor, binding_id), codec.encode_binding(binding), lease=lease)
-            for binding_id in removals:
-                self.client.delete(keys.reg(aor, binding_id))
+            ops = [
+                tx.put(
+                    keys.reg(aor, binding_id), codec.encode_binding(binding),
+                    lease=self.client.lease(seconds + REGISTRATION_GRACE_SECONDS), prev_kv=True,
+                )
+                for binding_id, binding, seconds in upserts
+            ]
+            ops += [tx.delete(keys.reg(aor, binding_id), prev_kv=True) for binding_id in removals]
+            replaced: set[int] = set()
+            for start in range(0, len(ops), MAX_TXN_OPS):
+                _, responses = self.client.transaction(
+                    compare=[], success=ops[start : start + MAX_TXN_OPS], failure=[]
+                )
+                replaced |= _previous_leases(responses)
+            for lease_id in replaced:
+                self._revoke_if_granted(lease_id)
+
+    def _revoke_if_granted(self, lease_id: int) -> None:
+        """Revoke a lease; one that has just expired (or another instance revoked) is fine."""
+        try:
+            self.client.revoke_lease(lease_id)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
 
     # --- subscriptions ----------------------------------------------------------------------
 
@@ -282,6 +311,18 @@ class EtcdStore:
     def cancel_watch(self, watch_id: int) -> None:
         with self._guard():
             self.client.cancel_watch(watch_id)
+
+
+def _previous_leases(responses: Sequence[Any]) -> set[int]:
+    """Lease ids the keys had before the puts and deletes of a transaction (prev_kv)."""
+    leases: set[int] = set()
+    for response in responses:
+        if response.HasField("response_put"):
+            previous = [response.response_put.prev_kv] if response.response_put.HasField("prev_kv") else []
+        else:
+            previous = list(response.response_delete_range.prev_kvs)
+        leases |= {int(kv.lease) for kv in previous if kv.lease}
+    return leases
 
 
 def _watch_event(event: Any) -> WatchEvent:

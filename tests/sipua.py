@@ -98,6 +98,9 @@ class UserAgent:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
+        # The address the phone says it sends from (top Via sent-by); a test may make it
+        # differ from the socket's, as a phone behind NAT does.
+        self.sent_by = f"127.0.0.1:{self.port}"
         self.responses: queue.Queue[Message] = queue.Queue()
         self.requests: queue.Queue[Message] = queue.Queue()
         self.notify_status = 200
@@ -199,7 +202,7 @@ class UserAgent:
         branch = "z9hG4bK" + uuid.uuid4().hex[:16]
         lines = [
             f"{method} {uri} SIP/2.0",
-            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch={branch};rport",
+            f"Via: SIP/2.0/UDP {self.sent_by};branch={branch};rport",
             f"From: <{self.aor}>;tag={from_tag}",
             f"To: <{to}>" + (f";tag={to_tag}" if to_tag else ""),
             f"Call-ID: {call_id}",

@@ -94,7 +94,14 @@ class Leg:
 
 @dataclass(frozen=True)
 class Binding:
-    """A registered contact of an account (RFC 3261 §10.3)."""
+    """A registered contact of an account (RFC 3261 §10.3).
+
+    `instance` is the cluster instance that took the registration; `received` is the
+    transport address it came from ("proto:ip:port"). `sip_instance` and `reg_id` are the
+    device's RFC 5626 instance-id (the URN, without quotes or <>) and reg-id; `params` the
+    contact parameters echoed in the 200 OK (";+sip.instance=...;reg-id=1", never expires
+    or q). `nat` is set when the phone is behind NAT: it is reached at `received`.
+    """
 
     account: str
     contact: str
@@ -104,16 +111,26 @@ class Binding:
     q: float = 1.0
     instance: str = ""
     received: str = ""
+    sip_instance: str = ""
+    reg_id: str = ""
+    params: str = ""
+    nat: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Binding:
-        return cls(**data)
+        # Records written before a field existed lack it (its default applies); a field
+        # written by a newer instance during a rolling upgrade is ignored.
+        known = {name: value for name, value in data.items() if name in _BINDING_FIELDS}
+        return cls(**known)
 
     def remaining(self, now: float) -> int:
         return max(0, round(self.expires_at - now))
+
+
+_BINDING_FIELDS = frozenset(Binding.__dataclass_fields__)
 
 
 @dataclass(frozen=True)

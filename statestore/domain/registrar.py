@@ -3,8 +3,14 @@
 Pure: no I/O and no clock, `now` is passed in. The adapter turns a REGISTER into a
 `RegisterRequest` (Contact values through `parse_contacts`), loads the account's stored
 bindings, calls `apply_register`, writes `upserts`, deletes `removals` (keyed by
-`binding_key_id`) and answers 200 OK listing every `bindings` entry with
+`binding_id`) and answers 200 OK listing every `bindings` entry with
 `contact_header_value`. A request that must fail raises `SipError`; nothing is then written.
+
+A binding is identified by its device when the Contact carries an RFC 5626 `+sip.instance`
+(with its `reg-id`, when present), otherwise by its Contact URI (RFC 3261 §10.3): a phone
+that restarts with a new Contact but the same instance-id replaces its old binding.
+We do not support outbound (no flow keep-alives, no `Require: outbound`, RFC 5626 §6),
+we only use the instance-id to recognise the device.
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ _DISPLAY_TOKENS = re.compile(r"[A-Za-z0-9\-.!%*_+`'~\s]*")
 # RFC 3261 §20.10 / §25.1: contact-params expires = delta-seconds, q = qvalue.
 _DELTA_SECONDS = re.compile(r"[0-9]+")
 _QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
+# RFC 5626 §13 (ABNF): reg-id = "reg-id" EQUAL 1*10DIGIT ; 1 to 2**31 - 1.
+_REG_ID = re.compile(r"[1-9][0-9]{0,9}")
+_REG_ID_MAX = 2**31 - 1
+# Contact parameters the 200 OK writes itself (RFC 3261 §10.3 step 8): never echoed twice.
+_OWN_PARAMS = frozenset({"expires", "q"})
 # scheme ":" [userinfo "@"] hostport [";" params] ["?" headers] (RFC 3261 §19.1.1).
 _URI_PARTS = re.compile(
     r"(?P<scheme>[^:]*):(?P<user>[^@]*@)?(?P<host>[^;?]*)(?P<tail>.*)", re.DOTALL
@@ -36,12 +47,18 @@ _URI_PARTS = re.compile(
 
 @dataclass(frozen=True)
 class ContactSpec:
-    """One contact of a REGISTER; `raw_params` is the header-parameter text after the URI."""
+    """One contact of a REGISTER; `raw_params` is the header-parameter text after the URI.
+
+    `sip_instance` is the RFC 5626 instance-id (the URN without its quotes and <>), `reg_id`
+    the reg-id; "" when absent.
+    """
 
     uri: str
     expires: int | None = None
     q: float = 1.0
     raw_params: str = ""
+    sip_instance: str = ""
+    reg_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,21 +72,30 @@ class RegisterRequest:
     expires_header: int | None
     instance: str
     received: str
+    nat: bool = False
 
 
 @dataclass(frozen=True)
 class RegistrarPolicy:
-    """Expiry limits in seconds; requires 0 <= min_expires <= default_expires <= max_expires."""
+    """Expiry limits in seconds; requires 0 <= min_expires <= default_expires <= max_expires.
+
+    `max_bindings`: live bindings an account may hold (RFC 3261 §10.3 lets the registrar
+    refuse more). `nat_expires`: the longest expiry granted to a UDP binding behind NAT.
+    """
 
     min_expires: int = 60
     max_expires: int = 3600
     default_expires: int = 3600
+    max_bindings: int = 10
+    nat_expires: int = 60
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_expires <= self.default_expires <= self.max_expires:
             raise ValueError(f"inconsistent registrar policy: {self}")
         if self.default_expires <= 0:
             raise ValueError("default_expires must be positive")
+        if self.max_bindings < 1 or self.nat_expires < 1:
+            raise ValueError(f"max_bindings and nat_expires must be positive: {self}")
 
 
 @dataclass(frozen=True)
@@ -164,7 +190,9 @@ def _contact(uri: str, raw_params: str) -> ContactSpec:
     if raw_params and not raw_params.startswith(";"):
         raise _bad("Invalid Contact: junk after URI")
     params = _parse_params(raw_params[1:]) if raw_params else {}
-    return ContactSpec(uri, _expires_param(params), _q_param(params), raw_params)
+    return ContactSpec(
+        uri, _expires_param(params), _q_param(params), raw_params, _instance_param(params), _reg_id_param(params)
+    )
 
 
 def _parse_params(text: str) -> dict[str, str | None]:
@@ -185,6 +213,44 @@ def _expires_param(params: dict[str, str | None]) -> int | None:
     if value is None or not _DELTA_SECONDS.fullmatch(value):
         raise _bad("Invalid Contact: bad expires")
     return int(value)
+
+
+def _instance_param(params: dict[str, str | None]) -> str:
+    # RFC 5626 §4.1 / RFC 3840 §9: +sip.instance="<urn:uuid:...>", a quoted string holding
+    # the URN in <>. Compared case-insensitively: UUID URNs (RFC 4122 §3) are, and a phone
+    # that changed only the case of its instance-id is still the same device.
+    if "+sip.instance" not in params:
+        return ""
+    value = (params["+sip.instance"] or "").strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1].strip()
+    if value.startswith("<") and value.endswith(">"):
+        value = value[1:-1].strip()
+    if not value or any(char in value for char in '<>"\\ \t'):
+        raise _bad("Invalid Contact: bad +sip.instance")
+    return value.lower()
+
+
+def _reg_id_param(params: dict[str, str | None]) -> str:
+    if "reg-id" not in params:
+        return ""
+    value = params["reg-id"]
+    if value is None or not _REG_ID.fullmatch(value) or int(value) > _REG_ID_MAX:
+        raise _bad("Invalid Contact: bad reg-id")
+    return value
+
+
+def echoed_params(raw_params: str) -> str:
+    """Contact parameters to echo in the 200 OK (+sip.instance, reg-id, feature tags of
+    RFC 3840...), as sent, without expires and q, which the 200 states itself."""
+    if not raw_params:
+        return ""
+    kept = [
+        item.strip()
+        for item in _split_top(raw_params[1:], ";")
+        if item.partition("=")[0].strip().lower() not in _OWN_PARAMS
+    ]
+    return "".join(f";{item}" for item in kept)
 
 
 def _q_param(params: dict[str, str | None]) -> float:
@@ -213,18 +279,45 @@ def normalise_uri(uri: str) -> str:
 
 def binding_key_id(contact_uri: str) -> str:
     """Stable short id of a contact URI for the store key: 16 hex chars of sha1."""
-    return hashlib.sha1(normalise_uri(contact_uri).encode("utf-8")).hexdigest()[:16]
+    return _short_hash(normalise_uri(contact_uri))
+
+
+def device_key_id(sip_instance: str, reg_id: str = "") -> str:
+    """Stable short id of a device's binding (RFC 5626 §6: instance-id and reg-id)."""
+    return _short_hash(f"instance:{sip_instance}\nreg-id:{reg_id}")
+
+
+def binding_id(binding: Binding) -> str:
+    """Store key id of a binding: its device when it named one, else its Contact URI."""
+    if binding.sip_instance:
+        return device_key_id(binding.sip_instance, binding.reg_id)
+    return binding_key_id(binding.contact)
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
 def contact_header_value(binding: Binding, now: float) -> str:
-    """Contact value for the 200 OK (RFC 3261 §10.3 step 8): remaining expiry and q."""
+    """Contact value for the 200 OK (RFC 3261 §10.3 step 8): remaining expiry and q, then
+    the contact's own parameters (RFC 5626 §6: +sip.instance and reg-id are echoed)."""
     value = f"<{binding.contact}>;expires={binding.remaining(now)}"
     if binding.q != 1.0:
         value += f";q={binding.q:.3f}".rstrip("0").rstrip(".")
-    return value
+    return value + binding.params
 
 
 # --- Processing a REGISTER (RFC 3261 §10.3 steps 6 to 8) ------------------------------------
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """What the request asks for one binding identity: a new binding, or None to remove it."""
+
+    key: str
+    uri: str
+    sip_instance: str
+    binding: Binding | None
 
 
 def apply_register(
@@ -237,19 +330,21 @@ def apply_register(
 
     Stored bindings of other accounts are ignored. Expired ones (expires_at <= now) are
     gone: they take no part in the Call-ID/CSeq check and are listed in removals unless
-    the request writes the same contact again.
+    the request writes the same binding again. A request that would leave the account
+    with more than `policy.max_bindings` live bindings (and more than it had) is refused.
     """
     mine = [binding for binding in current if binding.account == request.account]
-    live = {normalise_uri(b.contact): b for b in mine if b.expires_at > now}
+    live = {binding_id(b): b for b in mine if b.expires_at > now}
     expired = [binding for binding in mine if binding.expires_at <= now]
     if isinstance(request.contacts, str):
         _check_star(request)
-        wanted: dict[str, Binding | None] = dict.fromkeys(live)
+        wanted = [_Wanted(key, b.contact, b.sip_instance, None) for key, b in live.items()]
     else:
         wanted = _wanted(request, request.contacts, policy, now)
-    for key in wanted.keys() & live.keys():
-        _check_order(live[key], request)
-    return _outcome(live, expired, wanted)
+    for item in wanted:
+        for key in _replaced(item, live):
+            _check_order(live[key], request)
+    return _outcome(live, expired, wanted, policy)
 
 
 def _check_star(request: RegisterRequest) -> None:
@@ -260,27 +355,60 @@ def _check_star(request: RegisterRequest) -> None:
 
 def _wanted(
     request: RegisterRequest, contacts: Sequence[ContactSpec], policy: RegistrarPolicy, now: float
-) -> dict[str, Binding | None]:
-    """New binding per normalised contact URI, None for a removal; a later duplicate wins."""
-    wanted: dict[str, Binding | None] = {}
+) -> list[_Wanted]:
+    """One entry per binding identity named by the request; a later duplicate wins."""
+    wanted: dict[str, _Wanted] = {}
     for spec in contacts:
-        expires = _expiry(spec, request.expires_header, policy)
+        expires = _expiry(spec, request, policy)
         binding = _binding(request, spec, now + expires) if expires else None
-        wanted[normalise_uri(spec.uri)] = binding
-    return wanted
+        key = device_key_id(spec.sip_instance, spec.reg_id) if spec.sip_instance else binding_key_id(spec.uri)
+        wanted.pop(key, None)
+        wanted[key] = _Wanted(key, spec.uri, spec.sip_instance, binding)
+    return list(wanted.values())
 
 
-def _expiry(spec: ContactSpec, header: int | None, policy: RegistrarPolicy) -> int:
+def _replaced(item: _Wanted, live: dict[str, Binding]) -> list[str]:
+    """Keys of the live bindings a wanted entry updates or removes.
+
+    The binding of the same identity, and one with the same Contact URI when either side
+    names no device (RFC 3261 §10.3 matches by URI): a phone that starts or stops sending
+    +sip.instance does not leave a second binding behind. Two devices with their own
+    instance-ids stay apart even behind NATs that give them the same private Contact.
+    """
+    uri = normalise_uri(item.uri)
+    return [
+        key
+        for key, binding in live.items()
+        if key == item.key
+        or (
+            normalise_uri(binding.contact) == uri
+            and not (binding.sip_instance and item.sip_instance)
+        )
+    ]
+
+
+def _udp_behind_nat(request: RegisterRequest) -> bool:
+    return request.nat and request.received.partition(":")[0].lower() == "udp"
+
+
+def _expiry(spec: ContactSpec, request: RegisterRequest, policy: RegistrarPolicy) -> int:
     # RFC 3261 §10.3 step 7: contact param, else Expires header, else the local default;
     # the registrar MAY shorten it (clamp to max) and MAY refuse a too short one with 423.
-    requested = spec.expires if spec.expires is not None else header
+    requested = spec.expires if spec.expires is not None else request.expires_header
     if requested is None:
         requested = policy.default_expires
     if requested < 0:
         raise _bad("Invalid Expires")
     if 0 < requested < policy.min_expires:
         raise SipError(423, "Interval Too Brief", {"Min-Expires": str(policy.min_expires)})
-    return min(requested, policy.max_expires)
+    granted = min(requested, policy.max_expires)
+    if granted and _udp_behind_nat(request):
+        # A UDP phone behind NAT is reached through the NAT's mapping of its source port,
+        # which a NAT drops after a minute or so of silence. Its re-registrations are the
+        # keep-alive: the 200 grants at most nat_expires, so the phone refreshes (and
+        # re-opens the pinhole) that often. We send no OPTIONS pings and do no STUN.
+        granted = min(granted, policy.nat_expires)
+    return granted
 
 
 def _binding(request: RegisterRequest, spec: ContactSpec, expires_at: float) -> Binding:
@@ -293,6 +421,10 @@ def _binding(request: RegisterRequest, spec: ContactSpec, expires_at: float) -> 
         q=spec.q,
         instance=request.instance,
         received=request.received,
+        sip_instance=spec.sip_instance,
+        reg_id=spec.reg_id,
+        params=echoed_params(spec.raw_params),
+        nat=request.nat,
     )
 
 
@@ -307,19 +439,30 @@ def _check_order(stored: Binding, request: RegisterRequest) -> None:
 
 
 def _outcome(
-    live: dict[str, Binding], expired: Sequence[Binding], wanted: dict[str, Binding | None]
+    live: dict[str, Binding], expired: Sequence[Binding], wanted: Sequence[_Wanted], policy: RegistrarPolicy
 ) -> RegisterOutcome:
     result = dict(live)
     removals: list[Binding] = []
-    for key, binding in wanted.items():
-        if binding is not None:
-            result[key] = binding
-        elif key in result:
-            removals.append(result.pop(key))
-    rewritten = {key for key, binding in wanted.items() if binding is not None}
-    removals += [b for b in expired if normalise_uri(b.contact) not in rewritten]
-    upserts = tuple(binding for binding in wanted.values() if binding is not None)
+    written = {item.key for item in wanted if item.binding is not None}
+    for item in wanted:
+        if item.binding is not None:
+            result[item.key] = item.binding
+        gone = [key for key in _replaced(item, live) if key not in written]
+        removals += [result.pop(key) for key in gone if key in result]
+    _check_cap(len(result), len(live), policy)
+    removals += [b for b in expired if binding_id(b) not in written]
+    upserts = tuple(item.binding for item in wanted if item.binding is not None)
     return RegisterOutcome(upserts, tuple(removals), tuple(result.values()))
+
+
+def _check_cap(after: int, before: int, policy: RegistrarPolicy) -> None:
+    # RFC 3261 §10.3 lets the registrar refuse a registration by local policy. 403: the
+    # account is at its limit; retrying, here or at the other instance, cannot help until
+    # a binding is removed or expires. (503 would invite retries and make phones fail
+    # over to the other instance as if this one were overloaded.) An account already
+    # over a lowered cap keeps its refreshes; it only cannot grow.
+    if after > policy.max_bindings and after > before:
+        raise SipError(403, "Forbidden - Too Many Registrations")
 
 
 def split_header_list(value: str) -> list[str]:

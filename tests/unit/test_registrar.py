@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from typing import Literal
 
 import pytest
@@ -15,6 +16,7 @@ from statestore.domain.registrar import (
     RegisterRequest,
     RegistrarPolicy,
     apply_register,
+    binding_id,
     binding_key_id,
     contact_header_value,
     normalise_uri,
@@ -91,7 +93,7 @@ def test_parse_contacts_uris(values: list[str], uris: list[str]) -> None:
         ("<sip:a@h>;EXPIRES=0;q=0.5", ContactSpec("sip:a@h", 0, 0.5, ";EXPIRES=0;q=0.5")),
         (
             'sip:a@h;q=1.0;+sip.instance="<urn:x;y>"',
-            ContactSpec("sip:a@h", None, 1.0, ';q=1.0;+sip.instance="<urn:x;y>"'),
+            ContactSpec("sip:a@h", None, 1.0, ';q=1.0;+sip.instance="<urn:x;y>"', "urn:x;y"),
         ),
         ("<sip:a@h;expires=5>", ContactSpec("sip:a@h;expires=5")),
     ],
@@ -378,13 +380,11 @@ if importlib.util.find_spec("hypothesis") is not None:
         current = [stored(uri, expires_at, call_id="old") for uri, expires_at in held]
         contacts = [ContactSpec(uri, expires) for uri, expires in wanted]
         outcome = register(request(contacts), *current)
-        keys = [binding_key_id(b.contact) for b in outcome.bindings]
+        keys = [binding_id(b) for b in outcome.bindings]
         assert len(keys) == len(set(keys))
         assert all(b.expires_at > NOW for b in outcome.bindings)
         assert set(outcome.upserts) <= set(outcome.bindings)
-        assert not {binding_key_id(b.contact) for b in outcome.upserts} & {
-            binding_key_id(b.contact) for b in outcome.removals
-        }
+        assert not {binding_id(b) for b in outcome.upserts} & {binding_id(b) for b in outcome.removals}
 
 
 def test_call_targets_are_live_contacts_best_q_first_then_freshest():
@@ -399,3 +399,283 @@ def test_call_targets_are_live_contacts_best_q_first_then_freshest():
     stale = binding("sip:stale@h", 200.0)
     assert call_targets([expired, low, stale, fresh], now=100.0) == [fresh, stale, low]
     assert call_targets([expired], now=100.0) == []
+
+
+# --- RFC 5626 +sip.instance and reg-id (issue 5, finding 9) --------------------------------
+
+X = "urn:uuid:00000000-0000-1000-8000-00000000000a"
+Y = "urn:uuid:00000000-0000-1000-8000-00000000000b"
+
+
+def device(
+    contact: str,
+    sip_instance: str = X,
+    reg_id: str = "",
+    expires: int | None = 600,
+) -> ContactSpec:
+    """A contact as a phone with an instance-id sends it."""
+    raw = f';+sip.instance="<{sip_instance}>"' + (f";reg-id={reg_id}" if reg_id else "")
+    return parse_contacts([f"<{contact}>{raw}" + ("" if expires is None else f";expires={expires}")])[0]  # type: ignore[index]
+
+
+def registered(
+    contact: str, sip_instance: str = "", reg_id: str = "", call_id: str = "boot-1", cseq: int = 5
+) -> Binding:
+    return Binding(
+        "alice@example.com", contact, NOW + 300, call_id, cseq, sip_instance=sip_instance, reg_id=reg_id
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "sip_instance", "reg_id"),
+    [
+        ('<sip:a@h>;+sip.instance="<urn:uuid:ABC-1>";reg-id=1', "urn:uuid:abc-1", "1"),
+        ('<sip:a@h>;+SIP.INSTANCE="<urn:uuid:abc-1>"', "urn:uuid:abc-1", ""),
+        ("<sip:a@h>;+sip.instance=<urn:uuid:abc-1>", "urn:uuid:abc-1", ""),  # unquoted, tolerated
+        ('<sip:a@h>;+sip.instance=" <urn:uuid:abc-1> "', "urn:uuid:abc-1", ""),
+        ("<sip:a@h>;reg-id=2147483647", "", "2147483647"),  # reg-id alone: no device named
+        ("<sip:a@h>;audio;expires=60", "", ""),
+    ],
+)
+def test_parse_instance_and_reg_id(value: str, sip_instance: str, reg_id: str) -> None:
+    (spec,) = parse_contacts([value])  # type: ignore[misc]
+    assert (spec.sip_instance, spec.reg_id) == (sip_instance, reg_id)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "<sip:a@h>;+sip.instance",
+        '<sip:a@h>;+sip.instance=""',
+        '<sip:a@h>;+sip.instance="<>"',
+        '<sip:a@h>;+sip.instance="<urn:a b>"',
+        '<sip:a@h>;+sip.instance="<urn:a<b>"',
+        "<sip:a@h>;reg-id",
+        "<sip:a@h>;reg-id=0",
+        "<sip:a@h>;reg-id=01",
+        "<sip:a@h>;reg-id=x",
+        "<sip:a@h>;reg-id=2147483648",
+    ],
+)
+def test_bad_instance_or_reg_id_is_400(value: str) -> None:
+    with pytest.raises(SipError) as caught:
+        parse_contacts([value])
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("raw", "echoed"),
+    [
+        ("", ""),
+        (";expires=60", ""),
+        (";q=0.5;EXPIRES=60", ""),
+        (';+sip.instance="<urn:x;y>";reg-id=1;expires=60', ';+sip.instance="<urn:x;y>";reg-id=1'),
+        (";audio; video ;q=1;+sip.ice", ";audio;video;+sip.ice"),
+        (';methods="INVITE, MESSAGE";expires=3600', ';methods="INVITE, MESSAGE"'),
+    ],
+)
+def test_echoed_params_leave_out_expires_and_q(raw: str, echoed: str) -> None:
+    from statestore.domain.registrar import echoed_params
+
+    assert echoed_params(raw) == echoed
+
+
+def test_binding_keeps_instance_reg_id_params_and_nat() -> None:
+    req = replace(request([device(ALICE, reg_id="1")]), nat=True, received="tcp:192.0.2.7:40000")
+    (binding,) = register(req).upserts
+    assert (binding.sip_instance, binding.reg_id, binding.nat) == (X, "1", True)
+    assert binding.params == f';+sip.instance="<{X}>";reg-id=1'
+    assert binding.received == "tcp:192.0.2.7:40000"
+    assert contact_header_value(binding, NOW) == f'<{ALICE}>;expires=600;+sip.instance="<{X}>";reg-id=1'
+
+
+def test_contact_header_value_never_repeats_expires_or_q() -> None:
+    (spec,) = parse_contacts([f'<{ALICE}>;q=0.5;expires=900;+sip.instance="<{X}>"'])  # type: ignore[misc]
+    (binding,) = register(request([spec])).upserts
+    assert contact_header_value(binding, NOW) == f'<{ALICE}>;expires=900;q=0.5;+sip.instance="<{X}>"'
+
+
+def test_restarted_phone_with_same_instance_replaces_its_old_binding() -> None:
+    old = registered("sip:alice-boot1@10.0.0.1:5060", X)
+    other = registered("sip:desk@10.0.0.9", Y)
+    req = request([device("sip:alice-boot2@10.0.0.1:5060")], call_id="boot-2", cseq=1)
+    outcome = register(req, old, other)
+    (new,) = outcome.upserts
+    assert new.contact == "sip:alice-boot2@10.0.0.1:5060"
+    # The same store key is rewritten: nothing to delete, the old contact is gone.
+    assert binding_id(new) == binding_id(old)
+    assert outcome.removals == ()
+    assert outcome.bindings == (new, other)
+
+
+@pytest.mark.parametrize(
+    ("stored_reg_id", "new_reg_id", "replaced"),
+    [("1", "1", True), ("1", "2", False), ("", "", True), ("1", "", False), ("", "1", False)],
+)
+def test_reg_id_is_part_of_the_identity(stored_reg_id: str, new_reg_id: str, replaced: bool) -> None:
+    old = registered("sip:flow1@10.0.0.1", X, stored_reg_id)
+    outcome = register(request([device("sip:flow2@10.0.0.1", reg_id=new_reg_id)], call_id="c2"), old)
+    assert (binding_id(outcome.upserts[0]) == binding_id(old)) is replaced
+    expected = ["sip:flow2@10.0.0.1"] if replaced else [old.contact, "sip:flow2@10.0.0.1"]
+    assert [b.contact for b in outcome.bindings] == expected
+    assert outcome.removals == ()
+
+
+@pytest.mark.parametrize(("stored_instance", "new_instance"), [("", X), (X, "")])
+def test_same_uri_with_and_without_instance_is_one_binding(stored_instance: str, new_instance: str) -> None:
+    old = registered(ALICE, stored_instance)
+    spec = device(ALICE_UPPER, new_instance) if new_instance else ContactSpec(ALICE_UPPER, 600)
+    outcome = register(request([spec], call_id="c2"), old)
+    assert len(outcome.bindings) == 1
+    if binding_id(outcome.upserts[0]) == binding_id(old):
+        assert outcome.removals == ()
+    else:
+        assert outcome.removals == (old,)
+
+
+def test_two_devices_with_the_same_private_contact_stay_apart() -> None:
+    # Two phones in two homes, both sip:alice@192.168.1.2: their instance-ids tell them apart.
+    one = registered("sip:alice@192.168.1.2", X)
+    outcome = register(request([device("sip:alice@192.168.1.2", Y)], call_id="c2"), one)
+    assert outcome.removals == ()
+    assert len(outcome.bindings) == 2
+
+
+def test_expires_zero_with_instance_removes_the_device_under_any_contact() -> None:
+    old = registered("sip:boot1@10.0.0.1", X)
+    outcome = register(request([device("sip:boot2@10.0.0.1", expires=0)], call_id="c2"), old)
+    assert outcome == RegisterOutcome((), (old,), ())
+
+
+def test_instance_replacement_obeys_cseq_order() -> None:
+    old = registered("sip:boot1@10.0.0.1", X, call_id="same", cseq=9)
+    with pytest.raises(SipError) as caught:
+        register(request([device("sip:boot2@10.0.0.1")], call_id="same", cseq=9), old)
+    assert caught.value.reason == "Out of order CSeq"
+
+
+def test_wildcard_removes_device_bindings_too() -> None:
+    a, b = registered("sip:boot1@10.0.0.1", X), registered(BOB)
+    outcome = register(request("*", 0, call_id="c2"), a, b)
+    assert set(outcome.removals) == {a, b}
+    assert outcome.bindings == ()
+
+
+def test_device_key_differs_from_uri_key() -> None:
+    from statestore.domain.registrar import device_key_id
+
+    assert device_key_id(X) != device_key_id(X, "1") != binding_key_id(X)
+    assert device_key_id(X) == binding_id(registered("sip:any@h", X))
+    assert binding_key_id(ALICE) == binding_id(registered(ALICE_UPPER))
+
+
+# --- cap on bindings per account (issue 5, finding 4) ---------------------------------------
+
+CAPPED = RegistrarPolicy(min_expires=60, max_expires=3600, default_expires=1800, max_bindings=3)
+
+
+def held(count: int, **changes: object) -> list[Binding]:
+    return [replace(registered(f"sip:p{index}@10.0.0.{index}"), **changes) for index in range(count)]  # type: ignore[arg-type]
+
+
+def test_one_binding_over_the_cap_is_403_and_writes_nothing() -> None:
+    with pytest.raises(SipError) as caught:
+        apply_register(request([ContactSpec("sip:new@h", 600)], call_id="c2"), held(3), CAPPED, NOW)
+    assert (caught.value.status, caught.value.reason) == (403, "Forbidden - Too Many Registrations")
+
+
+def test_many_contacts_in_one_request_over_the_cap_are_refused() -> None:
+    contacts = [ContactSpec(f"sip:n{index}@h", 600) for index in range(4)]
+    with pytest.raises(SipError) as caught:
+        apply_register(request(contacts), [], CAPPED, NOW)
+    assert caught.value.status == 403
+
+
+@pytest.mark.parametrize(
+    "contacts",
+    [
+        [ContactSpec("sip:p0@10.0.0.0", 600)],  # a refresh at the cap
+        [ContactSpec("sip:p0@10.0.0.0", 0), ContactSpec("sip:new@h", 600)],  # one out, one in
+        [],  # a query
+    ],
+)
+def test_at_the_cap_refreshes_and_swaps_are_fine(contacts: list[ContactSpec]) -> None:
+    outcome = apply_register(request(contacts, call_id="c2"), held(3), CAPPED, NOW)
+    assert len(outcome.bindings) == 3
+
+
+def test_device_replacement_at_the_cap_is_fine() -> None:
+    current = [*held(2), registered("sip:boot1@10.0.0.1", X)]
+    outcome = apply_register(request([device("sip:boot2@10.0.0.1")], call_id="c2"), current, CAPPED, NOW)
+    assert len(outcome.bindings) == 3
+
+
+def test_expired_bindings_do_not_count() -> None:
+    outcome = apply_register(
+        request([ContactSpec("sip:new@h", 600)], call_id="c2"), held(3, expires_at=NOW - 1), CAPPED, NOW
+    )
+    assert len(outcome.bindings) == 1
+    assert len(outcome.removals) == 3
+
+
+def test_account_over_a_lowered_cap_keeps_its_refreshes_but_cannot_grow() -> None:
+    current = held(5)
+    refresh = apply_register(request([ContactSpec("sip:p1@10.0.0.1", 600)], call_id="c2"), current, CAPPED, NOW)
+    assert len(refresh.bindings) == 5
+    with pytest.raises(SipError):
+        apply_register(request([ContactSpec("sip:new@h", 600)], call_id="c2"), current, CAPPED, NOW)
+
+
+def test_default_cap_is_ten() -> None:
+    assert RegistrarPolicy().max_bindings == 10
+    outcome = apply_register(request([ContactSpec("sip:new@h", 600)], call_id="c2"), held(9), POLICY, NOW)
+    assert len(outcome.bindings) == 10
+    with pytest.raises(SipError):
+        apply_register(request([ContactSpec("sip:new@h", 600)], call_id="c2"), held(10), POLICY, NOW)
+
+
+# --- NAT: expiry of a UDP binding behind NAT (issue 5, finding 6) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("nat", "received", "asked", "granted"),
+    [
+        (True, "udp:192.0.2.7:40000", 3600, 60),  # clamped: the phone refreshes every minute
+        (True, "UDP:192.0.2.7:40000", None, 60),  # the default is clamped too
+        (True, "udp:192.0.2.7:40000", 60, 60),
+        (True, "tcp:192.0.2.7:40000", 3600, 3600),  # a connection keeps its own mapping
+        (False, "udp:192.0.2.7:5060", 3600, 3600),
+    ],
+)
+def test_udp_binding_behind_nat_is_clamped(nat: bool, received: str, asked: int | None, granted: int) -> None:
+    req = replace(request([ContactSpec(ALICE, asked)]), nat=nat, received=received)
+    (binding,) = register(req).upserts
+    assert binding.expires_at == NOW + granted
+    assert binding.nat is nat
+
+
+def test_nat_clamp_is_configurable_and_removal_still_works() -> None:
+    policy = RegistrarPolicy(nat_expires=30)
+    req = replace(request([ContactSpec(ALICE, 600)]), nat=True, received="udp:192.0.2.7:1")
+    assert apply_register(req, [], policy, NOW).upserts[0].expires_at == NOW + 30
+    gone = replace(request([ContactSpec(ALICE, 0)], call_id="c2"), nat=True, received="udp:192.0.2.7:1")
+    assert apply_register(gone, [stored()], policy, NOW).removals == (stored(),)
+
+
+@pytest.mark.parametrize(("bindings", "nat_expires"), [(0, 60), (10, 0), (-1, 60)])
+def test_policy_needs_positive_cap_and_nat_expiry(bindings: int, nat_expires: int) -> None:
+    with pytest.raises(ValueError):
+        RegistrarPolicy(max_bindings=bindings, nat_expires=nat_expires)
+
+
+# --- Binding records ----------------------------------------------------------------------
+
+
+def test_binding_from_a_record_written_before_and_after() -> None:
+    before = {"account": "a@h", "contact": "sip:a@h", "expires_at": 5.0, "call_id": "c", "cseq": 1,
+              "q": 1.0, "instance": "ks1", "received": "udp:1.2.3.4:5"}
+    assert Binding.from_dict(before) == Binding("a@h", "sip:a@h", 5.0, "c", 1, 1.0, "ks1", "udp:1.2.3.4:5")
+    newer = {**before, "nat": True, "sip_instance": X, "flow_token": "from a later version"}
+    assert Binding.from_dict(newer).nat is True
+    full = Binding("a@h", "sip:a@h", 5.0, "c", 1, sip_instance=X, reg_id="1", params=";reg-id=1", nat=True)
+    assert Binding.from_dict(full.to_dict()) == full
