@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import signal
@@ -11,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+from statestore.domain import digest
 from statestore.domain.errors import StoreUnavailable
 from statestore.domain.lamp import lamp_state
 from statestore.domain.model import Account
@@ -23,7 +23,15 @@ DEMO_ACCOUNTS = {"alice": "alice-secret", "boris": "boris-secret", "catherine": 
 
 def ha1(user: str, domain: str, password: str) -> str:
     """RFC 2617 HA1 = MD5(username:realm:password); the realm is the domain."""
-    return hashlib.md5(f"{user}:{domain}:{password}".encode()).hexdigest()
+    return digest.ha1("MD5", user, domain, password)
+
+
+def new_account(user: str, domain: str, password: str) -> Account:
+    """An account with both HA1s (MD5 and SHA-256, RFC 7616 §3.4.2); the password is not kept."""
+    return Account(
+        user=user, domain=domain, ha1=ha1(user, domain, password),
+        ha1_sha256=digest.ha1("SHA-256", user, domain, password),
+    )
 
 
 def _store(args: argparse.Namespace) -> EtcdStore:
@@ -46,7 +54,7 @@ def cmd_account_add(args: argparse.Namespace) -> int:
     if not store.domain_exists(domain):
         store.add_domain(domain)
         print(f"domain {domain} added")
-    store.put_account(Account(user=user, domain=domain, ha1=ha1(user, domain, args.password)))
+    store.put_account(new_account(user, domain, args.password))
     print(f"account {user}@{domain} added")
     return 0
 
@@ -137,7 +145,7 @@ def _print_status(status: dict[str, Any]) -> None:
 def provision_demo(store: EtcdStore) -> None:
     store.add_domain(DEMO_DOMAIN)
     for user, password in DEMO_ACCOUNTS.items():
-        store.put_account(Account(user=user, domain=DEMO_DOMAIN, ha1=ha1(user, DEMO_DOMAIN, password)))
+        store.put_account(new_account(user, DEMO_DOMAIN, password))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

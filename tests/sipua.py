@@ -1,7 +1,7 @@
 """A small SIP user agent over UDP for the tests: a watcher phone on the wire.
 
 It speaks to the real Kamailio instances: sends requests (answering digest challenges,
-RFC 2617 with qop=auth), receives NOTIFYs and answers them with a chosen status.
+RFC 7616 with qop=auth, SHA-256 or MD5), receives NOTIFYs and answers them with a chosen status.
 """
 
 from __future__ import annotations
@@ -73,21 +73,48 @@ class Message:
         return match.group(1) if match else ""
 
 
-def _digest(challenge: str, method: str, uri: str, user: str, password: str) -> str:
-    params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge))
-    realm, nonce = params["realm"], params["nonce"]
-    ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
-    ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
-    fields = f'username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", algorithm=MD5'
-    if "auth" in params.get("qop", "").split(","):
-        cnonce, nc = uuid.uuid4().hex[:16], "00000001"
-        response = hashlib.md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}".encode()).hexdigest()
-        fields += f', qop=auth, nc={nc}, cnonce="{cnonce}"'
+DIGEST_HASHES = {"SHA-256": hashlib.sha256, "MD5": hashlib.md5}
+_PARAM = re.compile(r'([\w-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+def challenge_params(value: str) -> dict[str, str]:
+    """The parameters of one WWW-/Proxy-Authenticate value (quoted strings unquoted)."""
+    return {name.lower(): quoted if quoted or not bare else bare for name, quoted, bare in _PARAM.findall(value)}
+
+
+def pick_challenge(values: list[str], supported: tuple[str, ...]) -> dict[str, str] | None:
+    """Like a phone: the first Digest challenge whose algorithm it supports (RFC 7616 §3.7)."""
+    for value in values:
+        if not value.strip().lower().startswith("digest"):
+            continue
+        params = challenge_params(value)
+        if params.get("algorithm", "MD5").upper() in supported:
+            return params
+    return None
+
+
+def digest_credentials(
+    challenge: dict[str, str], method: str, uri: str, user: str, password: str, nc: int = 1, cnonce: str = ""
+) -> str:
+    """Credentials answering `challenge` (RFC 7616 §3.4, qop=auth; RFC 2069 without qop)."""
+    realm, nonce = challenge["realm"], challenge["nonce"]
+    algorithm = challenge.get("algorithm", "MD5").upper()
+    h = DIGEST_HASHES[algorithm]
+
+    def hex_of(text: str) -> str:
+        return h(text.encode()).hexdigest()
+
+    ha1, ha2 = hex_of(f"{user}:{realm}:{password}"), hex_of(f"{method}:{uri}")
+    fields = f'username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", algorithm={algorithm}'
+    if "auth" in [q.strip() for q in challenge.get("qop", "").split(",")]:
+        cnonce, count = cnonce or uuid.uuid4().hex[:16], f"{nc:08x}"
+        response = hex_of(f"{ha1}:{nonce}:{count}:{cnonce}:auth:{ha2}")
+        fields += f', qop=auth, nc={count}, cnonce="{cnonce}"'
     else:
-        response = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
-    if "opaque" in params:
-        fields += f', opaque="{params["opaque"]}"'
-    return f"Digest {fields}, response=\"{response}\""
+        response = hex_of(f"{ha1}:{nonce}:{ha2}")
+    if "opaque" in challenge:
+        fields += f', opaque="{challenge["opaque"]}"'
+    return f'Digest {fields}, response="{response}"'
 
 
 class UserAgent:
@@ -108,6 +135,14 @@ class UserAgent:
         self.drop_notifies = 0  # how many next NOTIFYs to leave unanswered (retransmissions too)
         self._dropped: set[str] = set()
         self._cseq = 0
+        # Digest, like a phone: the algorithms it speaks in its order of preference, the last
+        # challenge (reused for later requests when reuse_nonce is set, with nc counting up),
+        # and every credentials header line it sent (tests replay them).
+        self.algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+        self.reuse_nonce = False
+        self.challenge: dict[str, str] | None = None
+        self.nonce_counts: dict[str, int] = {}
+        self.sent_credentials: list[str] = []
         self._running = True
         self._thread = threading.Thread(target=self._receive, daemon=True)
         self._thread.start()
@@ -178,24 +213,39 @@ class UserAgent:
         call_id: str | None = None, from_tag: str | None = None, to_tag: str = "", body: bytes = b"",
         auth: bool = True, timeout: float = 5.0, raw_extra: str = "",
     ) -> Message:
-        """Send a request and return its final response (after one digest round if asked)."""
+        """Send a request and return its final response, answering a digest challenge once
+        (and once more if the answer is a stale=true challenge, RFC 7616 §3.3)."""
         call_id = call_id or uuid.uuid4().hex
         from_tag = from_tag or uuid.uuid4().hex[:10]
-        authorization = ""
-        for _ in range(2):
+        authorization = self._credentials_line(method, uri) if auth and self.reuse_nonce and self.challenge else ""
+        stale_retried = False
+        for _ in range(3):
             cseq = self.next_cseq()
             message = self._build(method, uri, headers or {}, to or uri, call_id, from_tag, to_tag, cseq,
                                   body, authorization + raw_extra)
             self.sock.sendto(message, self.proxy)
             response = self.wait_response(call_id, cseq, timeout)
-            if response.status in (401, 407) and auth and not authorization:
-                name = "www-authenticate" if response.status == 401 else "proxy-authenticate"
-                header = "Authorization" if response.status == 401 else "Proxy-Authorization"
-                value = _digest(response.header(name) or "", method, uri, self.user, self.password)
-                authorization = f"{header}: {value}\r\n"
-                continue
-            return response
+            if response.status not in (401, 407) or not auth:
+                return response
+            name = "www-authenticate" if response.status == 401 else "proxy-authenticate"
+            challenge = pick_challenge(response.all(name), self.algorithms)
+            stale = challenge is not None and challenge.get("stale", "").lower() == "true"
+            if challenge is None or (authorization and (not stale or stale_retried)):
+                return response
+            stale_retried = bool(authorization)
+            self.challenge = challenge
+            authorization = self._credentials_line(method, uri)
         return response
+
+    def _credentials_line(self, method: str, uri: str) -> str:
+        """A credentials header for the held challenge with the nonce's next nonce count."""
+        assert self.challenge is not None
+        nonce = self.challenge["nonce"]
+        self.nonce_counts[nonce] = self.nonce_counts.get(nonce, 0) + 1
+        value = digest_credentials(self.challenge, method, uri, self.user, self.password, self.nonce_counts[nonce])
+        line = f"{'Authorization' if method == 'REGISTER' else 'Proxy-Authorization'}: {value}\r\n"
+        self.sent_credentials.append(line)
+        return line
 
     def _build(self, method: str, uri: str, headers: dict[str, str], to: str, call_id: str, from_tag: str,
                to_tag: str, cseq: int, body: bytes, extra: str) -> bytes:

@@ -182,19 +182,28 @@ class Subscription:
 
 @dataclass(frozen=True)
 class Account:
-    """A provisioned SIP account; the HA1 is md5(user:domain:password) (RFC 2617)."""
+    """A provisioned SIP account: never a password, only the digest HA1s (RFC 7616 §3.4.2),
+    `ha1` = MD5(user:domain:password) and `ha1_sha256` = SHA-256 of the same. Records written
+    before SHA-256 digest have no `ha1_sha256`: such an account authenticates with MD5 only."""
 
     user: str
     domain: str
     ha1: str
+    ha1_sha256: str = ""
 
     @property
     def aor(self) -> str:
         return f"{self.user}@{self.domain}"
+
+    def ha1_for(self, algorithm: str) -> str:
+        """The HA1 for a digest `algorithm` ("MD5", "SHA-256"); empty when there is none."""
+        return {"MD5": self.ha1, "SHA-256": self.ha1_sha256}.get(algorithm, "")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Account:
-        return cls(user=data["user"], domain=data["domain"], ha1=data["ha1"])
+        return cls(
+            user=data["user"], domain=data["domain"], ha1=data["ha1"], ha1_sha256=data.get("ha1_sha256", "") or ""
+        )

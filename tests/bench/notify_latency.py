@@ -63,7 +63,7 @@ def caller(target: str, port: int, scenario: str = "caller.xml", hold_ms: int = 
     return subprocess.Popen(
         ["timeout", "30", "sipp", f"{KS1[0]}:{KS1[1]}", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1",
          "-p", str(port), "-m", "1", "-s", target, "-key", "domain", DOMAIN, "-key", "caller", "alice",
-         "-au", "alice", "-ap", "alice-pw", "-d", str(hold_ms), "-nostdin"],
+         "-au", "alice", "-ap", "alice-pw", "-auth_uri", f"{target}@{DOMAIN}", "-d", str(hold_ms), "-nostdin"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
