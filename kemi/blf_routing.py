@@ -18,6 +18,7 @@ from blf_context import Context
 from blf_sip import list_header, pv
 
 from statestore.domain.errors import SipError, StoreUnavailable
+from statestore.domain.model import Subscription
 from statestore.domain.routing import (
     Address,
     Reach,
@@ -68,6 +69,17 @@ def from_cluster(ctx: Context) -> bool:
 def flooding(ctx: Context) -> bool:
     """pike's verdict on the source address; cluster instances are never limited."""
     return not from_cluster(ctx) and KSR.pike.pike_check_req() < 0
+
+
+def watcher_reach(ctx: Context, subscription: Subscription) -> Reach | None:
+    """How this instance reaches a watcher with a NOTIFY: over the flow its SUBSCRIBE came
+    on (through the instance holding it), or at its Contact; None to follow its route set."""
+    if subscription.route_set:
+        return None
+    return reach(
+        subscription.watcher_contact, subscription.received, subscription.flow_instance, subscription.nat,
+        ctx.settings.instance, live_instances(ctx), ctx.settings.secret, subscription.call_id,
+    )
 
 
 def source_flow() -> str:

@@ -9,6 +9,7 @@ import KSR  # type: ignore[import-not-found]
 from statestore.domain.errors import SipError
 from statestore.domain.model import Subscription
 from statestore.domain.registrar import parse_contacts, split_header_list
+from statestore.domain.routing import Reach
 
 
 def pv(name: str) -> str:
@@ -66,16 +67,21 @@ def request_aor() -> str:
 
 
 def send_notify(
-    subscription: Subscription, state_header: str, event: str, content_type: str, body: bytes, contact: str
+    subscription: Subscription, state_header: str, event: str, content_type: str, body: bytes, contact: str,
+    reach: Reach | None = None,
 ) -> int:
-    """Send one in-dialog NOTIFY through tm (RFC 6665 §4.2.2); CSeq is the record's."""
+    """Send one in-dialog NOTIFY through tm (RFC 6665 §4.2.2); CSeq is the record's.
+
+    With `reach`, to the watcher's flow (a flow route on top when another instance holds
+    it); otherwise along the subscription's route set, loose routing."""
+    routes = [reach.route] if reach is not None and reach.route else list(subscription.route_set)
     lines = [
         f"From: <{subscription.local_uri}>;tag={subscription.local_tag}",
         f"To: <{subscription.remote_uri}>;tag={subscription.remote_tag}",
         f"Call-ID: {subscription.call_id}",
         f"CSeq: {subscription.cseq} NOTIFY",
         f"Contact: {contact}",
-        *(f"Route: {route}" for route in subscription.route_set),
+        *(f"Route: {route}" for route in routes),
         "Max-Forwards: 70",
         f"Event: {event}",
         f"Subscription-State: {state_header}",
@@ -83,6 +89,8 @@ def send_notify(
     ]
     # Loose routing: the first route is the next hop, all of them go in Route headers.
     nexthop = uri_of(subscription.route_set[0]) if subscription.route_set else ""
+    if reach is not None:
+        nexthop = reach.dst
     return int(
         KSR.tm.t_uac_send(
             "NOTIFY", subscription.watcher_contact, nexthop, "", "\r\n".join(lines) + "\r\n", body.decode()

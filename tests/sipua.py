@@ -6,6 +6,7 @@ RFC 7616 with qop=auth, SHA-256 or MD5), receives NOTIFYs and answers them with 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import queue
 import re
@@ -120,14 +121,25 @@ def digest_credentials(
 class UserAgent:
     """One phone: an account, a UDP port, and a proxy it sends everything to."""
 
-    def __init__(self, user: str, domain: str, password: str, proxy: tuple[str, int]) -> None:
+    def __init__(
+        self, user: str, domain: str, password: str, proxy: tuple[str, int], transport: str = "udp",
+        bind: str = "127.0.0.1",
+    ) -> None:
         self.user, self.domain, self.password, self.proxy = user, domain, password, proxy
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.transport = transport
+        self.sock: socket.socket | StreamSocket
+        if transport == "tcp":
+            # Like a phone on TCP: one connection to its proxy, from an ephemeral port it
+            # does not listen on; everything for it must come back over that connection.
+            self.sock = StreamSocket(proxy, bind)
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind((bind, 0))
+        self.host = bind
         self.port = self.sock.getsockname()[1]
         # The address the phone says it sends from (top Via sent-by); a test may make it
         # differ from the socket's, as a phone behind NAT does.
-        self.sent_by = f"127.0.0.1:{self.port}"
+        self.sent_by = f"{bind}:{self.port}"
         self.responses: queue.Queue[Message] = queue.Queue()
         self.requests: queue.Queue[Message] = queue.Queue()
         self.notify_status = 200
@@ -153,7 +165,8 @@ class UserAgent:
 
     @property
     def contact(self) -> str:
-        return f"<sip:{self.user}@127.0.0.1:{self.port}>"
+        suffix = "" if self.transport == "udp" else f";transport={self.transport}"
+        return f"<sip:{self.user}@{self.host}:{self.port}{suffix}>"
 
     def close(self) -> None:
         self._running = False
@@ -196,11 +209,15 @@ class UserAgent:
 
     def response_to(self, request: Message, status: int, reason: str = "OK", to_tag: str = "") -> bytes:
         lines = [f"SIP/2.0 {status} {reason}"]
-        for name in ("via", "from", "to", "call-id", "cseq"):
+        # RFC 3261 §12.1.1: a response that sets up a dialog copies Record-Route and has a Contact.
+        dialog = request.method in ("INVITE", "SUBSCRIBE") and 100 < status < 300
+        for name in ("via", "from", "to", "call-id", "cseq", *(("record-route",) if dialog else ())):
             for value in request.all(name):
                 if name == "to" and "tag=" not in value:
                     value += f";tag={to_tag or uuid.uuid4().hex[:8]}"
                 lines.append(f"{name.title()}: {value}")
+        if dialog:
+            lines.append(f"Contact: {self.contact}")
         lines += ["Content-Length: 0", "", ""]
         return "\r\n".join(lines).encode()
 
@@ -252,7 +269,7 @@ class UserAgent:
         branch = "z9hG4bK" + uuid.uuid4().hex[:16]
         lines = [
             f"{method} {uri} SIP/2.0",
-            f"Via: SIP/2.0/UDP {self.sent_by};branch={branch};rport",
+            f"Via: SIP/2.0/{self.transport.upper()} {self.sent_by};branch={branch};rport",
             f"From: <{self.aor}>;tag={from_tag}",
             f"To: <{to}>" + (f";tag={to_tag}" if to_tag else ""),
             f"Call-ID: {call_id}",
@@ -281,6 +298,45 @@ class UserAgent:
         headers = {"Expires": str(expires), "Contact": contact or self.contact}
         call_id = f"reg-{self.port}-{hashlib.md5(contact.encode()).hexdigest()[:8]}"
         return self.request("REGISTER", f"sip:{self.domain}", headers, to=self.aor, call_id=call_id)
+
+
+class StreamSocket:
+    """A TCP connection with the datagram calls UserAgent uses (sendto, recvfrom): each
+    recvfrom returns one whole SIP message, framed by Content-Length (RFC 3261 §18.3)."""
+
+    def __init__(self, peer: tuple[str, int], bind: str = "127.0.0.1") -> None:
+        self.peer = peer
+        self._sock = socket.create_connection(peer, timeout=5, source_address=(bind, 0))
+        self._sock.settimeout(None)
+        self._buffer = b""
+
+    def getsockname(self) -> tuple[str, int]:
+        name = self._sock.getsockname()
+        return str(name[0]), int(name[1])
+
+    def sendto(self, data: bytes, address: object = None) -> int:
+        self._sock.sendall(data)
+        return len(data)
+
+    def recvfrom(self, size: int = 65535) -> tuple[bytes, tuple[str, int]]:
+        while True:
+            self._buffer = self._buffer.lstrip(b"\r\n")  # keepalives (RFC 5626 §4.4.1)
+            head, separator, rest = self._buffer.partition(b"\r\n\r\n")
+            if separator:
+                match = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", head)
+                length = int(match.group(1)) if match else 0
+                if len(rest) >= length:
+                    self._buffer = rest[length:]
+                    return head + separator + rest[:length], self.peer
+            chunk = self._sock.recv(size)
+            if not chunk:
+                raise OSError("connection closed")
+            self._buffer += chunk
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
 
 
 def _take(source: queue.Queue[Message], wanted: Callable[[Message], bool], timeout: float, what: str) -> Message:
