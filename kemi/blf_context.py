@@ -27,6 +27,9 @@ class Settings:
     store_timeout: float
     sub_min_expires: int
     sub_max_expires: int
+    max_subs_per_watcher: int
+    max_subs_per_pair: int
+    max_subs_per_presentity: int
     reconcile_seconds: float
     notifier_wait: float
     max_bindings: int
@@ -46,6 +49,9 @@ class Settings:
             store_timeout=float(env.get("BLF_STORE_TIMEOUT", "0.5")),
             sub_min_expires=int(env.get("BLF_SUB_MIN_EXPIRES", "60")),
             sub_max_expires=int(env.get("BLF_SUB_MAX_EXPIRES", "3600")),
+            max_subs_per_watcher=int(env.get("BLF_MAX_SUBS_PER_WATCHER", "300")),
+            max_subs_per_pair=int(env.get("BLF_MAX_SUBS_PER_PAIR", "4")),
+            max_subs_per_presentity=int(env.get("BLF_MAX_SUBS_PER_PRESENTITY", "500")),
             reconcile_seconds=float(env.get("BLF_RECONCILE_SECONDS", "10")),
             notifier_wait=float(env.get("BLF_NOTIFIER_WAIT_MS", "5")) / 1000.0,
             max_bindings=int(env.get("BLF_MAX_BINDINGS", "10")),
@@ -63,7 +69,10 @@ class Context:
             max_bindings=self.settings.max_bindings, nat_expires=self.settings.nat_expires
         )
         self.subscriptions = SubscriptionPolicy(
-            min_expires=self.settings.sub_min_expires, max_expires=self.settings.sub_max_expires
+            min_expires=self.settings.sub_min_expires, max_expires=self.settings.sub_max_expires,
+            max_subs_per_watcher=self.settings.max_subs_per_watcher,
+            max_subs_per_pair=self.settings.max_subs_per_pair,
+            max_subs_per_presentity=self.settings.max_subs_per_presentity,
         )
 
     def store_down(self) -> bool:

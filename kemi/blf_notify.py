@@ -62,6 +62,6 @@ def end(
     The caller sends that NOTIFY with `send(..., reason)` once it has answered any request.
     """
     advanced = next_notify(subscription, bodies.digest(subscription.event, state))
-    if not ctx.store.delete_subscription(subscription.sub_id, revision):
+    if not ctx.store.delete_subscription(subscription, revision):
         return None
     return advanced

@@ -1,4 +1,9 @@
-"""What a watcher's answer to a NOTIFY does to its subscription (RFC 6665 §4.2.2)."""
+"""What a watcher's answer to a NOTIFY does to its subscription (RFC 6665 §4.2.2).
+
+Runs in a failure route, often in a timer process (a 408 is Kamailio's own timeout): it
+never waits on a store known to be down and never raises; an answer it cannot record
+during an outage is lost, and the subscription ends by expiry or by the next answer.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import KSR  # type: ignore[import-not-found]
 from blf_context import Context
 from blf_sip import pv
 
+from statestore.domain.errors import StoreUnavailable
 from statestore.domain.subscription import after_notify_timeout, ends_subscription, subscription_id
 
 LOCAL_TIMEOUT = 408
@@ -13,13 +19,30 @@ LOCAL_TIMEOUT = 408
 
 def on_notify_failure(ctx: Context) -> None:
     status = int(pv("$T_reply_code") or 0)
+    if not ends_subscription(status) and status != LOCAL_TIMEOUT:
+        return
     # In the failure route the message is our NOTIFY: From tag ours, To tag the watcher's.
     sub_id = subscription_id(pv("$ci"), pv("$tt"), pv("$ft"))
-    if ends_subscription(status):
-        ctx.store.delete_subscription(sub_id)
-        KSR.info(f"blf: watcher answered NOTIFY with {status}: subscription {sub_id} removed\n")
-    elif status == LOCAL_TIMEOUT:
-        _count_timeout(ctx, sub_id)
+    if ctx.store_down():
+        KSR.info(f"blf: NOTIFY for {sub_id} answered {status}; store down, not recorded\n")
+        return
+    try:
+        if ends_subscription(status):
+            _remove(ctx, sub_id, status)
+        else:
+            _count_timeout(ctx, sub_id)
+    except StoreUnavailable as exc:
+        ctx.mark_store_down()
+        KSR.warn(f"blf: NOTIFY for {sub_id} answered {status}; store unavailable, not recorded: {exc}\n")
+
+
+def _remove(ctx: Context, sub_id: str, status: int) -> None:
+    found = ctx.store.get_subscription(sub_id)
+    if found is None:
+        return
+    # Unconditional: a refresh racing with this answer does not bring the watcher back.
+    ctx.store.delete_subscription(found[0])
+    KSR.info(f"blf: watcher answered NOTIFY with {status}: subscription {sub_id} removed\n")
 
 
 def _count_timeout(ctx: Context, sub_id: str) -> None:
@@ -29,7 +52,7 @@ def _count_timeout(ctx: Context, sub_id: str) -> None:
     subscription, revision = found
     counted = after_notify_timeout(subscription, ctx.subscriptions)
     if counted is None:
-        ctx.store.delete_subscription(sub_id, revision)
+        ctx.store.delete_subscription(subscription, revision)
         KSR.info(f"blf: too many NOTIFY timeouts: subscription {sub_id} removed\n")
         return
     ctx.store.update_subscription(counted, revision)

@@ -1,6 +1,10 @@
 """SUBSCRIBE (RFC 6665 §4.2.1): create, refresh, unsubscribe, fetch.
 
-The subscription lives in the store; the 200 is sent before the first NOTIFY.
+The subscription lives in the store; the 200 is sent before the first NOTIFY. Every
+SUBSCRIBE is authenticated as its watcher, the in-dialog ones too (refresh, target
+refresh, unsubscribe): knowing a dialog's Call-ID and tags gives nothing. A new
+subscription is admitted within the caps of SubscriptionPolicy and replaces the older
+subscriptions of the same device.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ from blf_sip import header, list_header, pv, reply, request_aor, request_domain,
 from statestore.domain import bodies
 from statestore.domain.errors import SipError, store_unavailable_error
 from statestore.domain.model import Subscription
+from statestore.domain.routing import behind_nat
 from statestore.domain.subscription import (
+    Reach,
+    admit,
     check_accept,
+    check_watcher,
     event_id,
     event_package,
     granted_expires,
@@ -25,11 +33,16 @@ from statestore.domain.subscription import (
     next_notify,
     parse_expires,
     refreshed,
+    reindexed,
     subscription_id,
 )
 
 # How often a refresh retries its compare-and-swap against a concurrent notifier.
 CAS_ATTEMPTS = 3
+# How often a create counts again after another create of the same watcher (or of the
+# presentity, near its cap) won the race; each round has a winner.
+CREATE_ATTEMPTS = 10
+CONCURRENT_UPDATE = SipError(500, "Server Internal Error - Concurrent Update", {"Retry-After": "1"})
 
 
 def _checked_expires(ctx: Context) -> tuple[str, int]:
@@ -45,6 +58,22 @@ def _checked_expires(ctx: Context) -> tuple[str, int]:
 def _transport() -> str:
     protocol = pv("$pr").lower()
     return protocol if protocol in ("tcp", "tls") else "udp"
+
+
+def _reach(ctx: Context, contact: str) -> Reach:
+    """Where this SUBSCRIBE came from: the watcher is reached there (RFC 3581, RFC 5626).
+
+    $via0(host)/$via0(port) are the top Via's sent-by as Kamailio parsed it; a sent-by
+    without a port counts as 5060 (RFC 3261 §18.2.1).
+    """
+    source_ip, source_port = pv("$si"), int(pv("$sp") or 0)
+    via_port = pv("$via0(port)")
+    port = int(via_port) if via_port.isdigit() and int(via_port) > 0 else None
+    return Reach(
+        received=f"{pv('$pr').lower()}:{source_ip}:{source_port}",
+        flow_instance=ctx.settings.instance,
+        nat=behind_nat(contact, pv("$via0(host)"), port, source_ip, source_port),
+    )
 
 
 def handle_initial_subscribe(ctx: Context) -> None:
@@ -63,6 +92,7 @@ def handle_initial_subscribe(ctx: Context) -> None:
         raise SipError(400, "Bad Request - Missing Contact")
     now = time.time()
     local_tag = pv("$ltt(s)")
+    reach = _reach(ctx, watcher_contact)
     subscription = Subscription(
         sub_id=subscription_id(pv("$ci"), pv("$ft"), local_tag),
         event=event, presentity=presentity, entity=f"sip:{presentity}", watcher=watcher,
@@ -70,33 +100,72 @@ def handle_initial_subscribe(ctx: Context) -> None:
         remote_tag=pv("$ft"), local_uri=pv("$tu"), remote_uri=pv("$fu"),
         route_set=tuple(list_header("Record-Route")), expires_at=now + expires,
         owner=ctx.settings.instance, event_id=event_id(header("Event")), transport=_transport(),
+        received=reach.received, flow_instance=reach.flow_instance, nat=reach.nat,
     )
     state = blf_notify.load_state(ctx, presentity)
     first = next_notify(subscription, bodies.digest(event, state))
     # A fetch (Expires: 0) stores nothing; a retransmitted SUBSCRIBE finds its subscription
     # created by the first copy, which has sent the NOTIFY already.
-    fresh = expires == 0 or ctx.store.create_subscription(first) is not None
+    fresh = expires == 0 or _create(ctx, first)
     reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx, first.transport))
     if fresh:
         blf_notify.send(ctx, first, state, now, None if expires else "timeout")
 
 
+def _create(ctx: Context, subscription: Subscription) -> bool:
+    """Store a new subscription within the caps (403 over one), replacing its device's
+    older ones; False when it is stored already (a retransmission of its SUBSCRIBE).
+
+    A replaced subscription ends silently, without a final NOTIFY: its device gave up
+    its dialog by subscribing anew, so that NOTIFY would only earn a 481; and it would go
+    to a Contact the new SUBSCRIBE's sender chose, once per SUBSCRIBE (reflection), or with
+    reason=deactivated make a device that keeps both dialogs subscribe again at once
+    (RFC 6665 §4.1.3), ping-pong. A refresh of the old dialog gets 481 (§4.1.2.2).
+    """
+    for _ in range(CREATE_ATTEMPTS):
+        census = ctx.store.census(subscription.watcher, subscription.presentity)
+        admission = admit(subscription, census.entries, census.presentity_count, ctx.subscriptions)
+        created = ctx.store.create_subscription(subscription, admission.replaced, census, admission.guard_presentity)
+        if created is not None:
+            for old in admission.replaced:
+                KSR.info(f"blf: {subscription.watcher}: subscription {old.sub_id} replaced by {subscription.sub_id}\n")
+            return True
+        if ctx.store.get_subscription(subscription.sub_id) is not None:
+            return False
+    raise CONCURRENT_UPDATE
+
+
 def handle_in_dialog_subscribe(ctx: Context) -> None:
+    """Refresh or end a subscription: only its watcher may (403 for anyone else)."""
     event, expires = _checked_expires(ctx)
+    if not int(KSR.pv.get("$hdrc(Proxy-Authorization)") or 0):
+        # No credentials at all: challenged before any store read, so a stranger costs
+        # no round trip and learns nothing of which subscriptions exist. The watcher's
+        # domain is its From domain, as when it subscribed.
+        authenticate(ctx, pv("$fd").lower(), store_required=True)
+        return
     sub_id = subscription_id(pv("$ci"), pv("$ft"), pv("$tt"))
+    found = ctx.store.get_subscription(sub_id)
+    if found is None:
+        raise SipError(481, "Subscription Does Not Exist")
+    watcher = authenticate(ctx, found[0].watcher.rpartition("@")[2], store_required=True)
+    if watcher is None:
+        return  # challenged
+    check_watcher(found[0], watcher)
+    reach = _reach(ctx, uri_of(pv("$ct")) or found[0].watcher_contact)
     for _ in range(CAS_ATTEMPTS):
-        found = ctx.store.get_subscription(sub_id)
-        if found is None:
-            raise SipError(481, "Subscription Does Not Exist")
         subscription, revision = found
         if subscription.event != event:
             raise SipError(489, "Bad Event", {"Allow-Events": subscription.event})
-        if _refresh(ctx, subscription, revision, expires):
+        if _refresh(ctx, subscription, revision, expires, reach):
             return
-    raise SipError(500, "Server Internal Error - Concurrent Update", {"Retry-After": "1"})
+        found = ctx.store.get_subscription(sub_id)
+        if found is None:
+            raise SipError(481, "Subscription Does Not Exist")
+    raise CONCURRENT_UPDATE
 
 
-def _refresh(ctx: Context, subscription: Subscription, revision: int, expires: int) -> bool:
+def _refresh(ctx: Context, subscription: Subscription, revision: int, expires: int, reach: Reach) -> bool:
     """Refresh or end the subscription (§4.2.1.2, §4.2.1.4); False if it changed under us."""
     now = time.time()
     state = blf_notify.load_state(ctx, subscription.presentity)
@@ -107,9 +176,9 @@ def _refresh(ctx: Context, subscription: Subscription, revision: int, expires: i
         reply(200, "OK", {"Expires": "0"}, blf_notify.contact(ctx, subscription.transport))
         blf_notify.send(ctx, final, state, now, "timeout")
         return True
-    renewed = refreshed(subscription, expires, now, uri_of(pv("$ct")))
+    renewed = refreshed(subscription, expires, now, uri_of(pv("$ct")), reach)
     advanced = next_notify(renewed, bodies.digest(subscription.event, state))
-    if ctx.store.update_subscription(advanced, revision) is None:
+    if ctx.store.update_subscription(advanced, revision, reindexed(subscription, advanced)) is None:
         return False
     reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx, subscription.transport))
     blf_notify.send(ctx, advanced, state, now, None)

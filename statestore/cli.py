@@ -84,7 +84,8 @@ def show(store: EtcdStore, aor: str, now: float) -> dict[str, Any]:
             {
                 "watcher": s.watcher, "event": s.event, "expires": s.remaining(now), "owner": s.owner,
                 "cseq": s.cseq, "version": s.version, "contact": s.watcher_contact, "id": s.sub_id,
-                "notify_timeouts": s.notify_timeouts,
+                "notify_timeouts": s.notify_timeouts, "received": s.received, "flow_instance": s.flow_instance,
+                "nat": s.nat,
             }
             for s in subscriptions
         ],

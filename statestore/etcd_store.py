@@ -18,7 +18,7 @@ import grpc  # type: ignore[import-untyped]
 
 from statestore import codec, keys
 from statestore.domain.errors import StoreUnavailable
-from statestore.domain.model import Account, Binding, Leg, Subscription
+from statestore.domain.model import Account, Binding, Leg, Subscription, WatcherEntry
 
 REGISTRATION_GRACE_SECONDS = 2
 # etcd's default --max-txn-ops: operations in one transaction.
@@ -243,6 +243,10 @@ class EtcdStore:
                 raise
 
     # --- subscriptions ----------------------------------------------------------------------
+    #
+    # A subscription is three keys written and deleted together in one transaction: the
+    # record and its two index entries (keys.py), so that no index entry outlives its
+    # subscription and the caps are counted from the index alone.
 
     def get_subscription(self, sub_id: str) -> tuple[Subscription, int] | None:
         with self._guard():
@@ -251,33 +255,92 @@ class EtcdStore:
             return None
         return codec.decode_subscription(value), int(meta.mod_revision)
 
-    def create_subscription(self, subscription: Subscription) -> int | None:
-        """Store a new subscription; its revision, or None if the id is already taken."""
-        key = keys.sub(subscription.sub_id)
-        return self._put_if(subscription, self.client.transactions.version(key) == 0)
-
-    def update_subscription(self, subscription: Subscription, mod_revision: int) -> int | None:
-        """Compare-and-swap on the revision read: one writer per CSeq, across instances.
-
-        Returns the new revision, or None when someone else wrote first.
-        """
-        key = keys.sub(subscription.sub_id)
-        return self._put_if(subscription, self.client.transactions.mod(key) == mod_revision)
-
-    def _put_if(self, subscription: Subscription, condition: Any) -> int | None:
-        key = keys.sub(subscription.sub_id)
-        put = self.client.transactions.put(key, codec.encode_subscription(subscription))
+    def census(self, watcher: str, presentity: str) -> Census:
+        """The watcher's subscriptions and the presentity's count, from the index."""
         with self._guard():
-            ok, responses = self.client.transaction(compare=[condition], success=[put], failure=[])
+            mine = self.client.get_prefix_response(keys.subs_of_watcher(watcher))
+            theirs = self._count_prefix(keys.subs_of_presentity(presentity))
+        entries = [_watcher_entry(kv.key.decode(), kv.value) for kv in mine.kvs]
+        return Census(entries, int(mine.header.revision), int(theirs.count), int(theirs.header.revision))
+
+    def _count_prefix(self, prefix: str) -> Any:
+        # etcd3 0.12 drops count_only; the range request is built here instead.
+        key = prefix.encode()
+        request = etcd3.etcdrpc.RangeRequest(key=key, range_end=etcd3.utils.increment_last_byte(key), count_only=True)
+        client = self.client
+        return client.kvstub.Range(
+            request, self.timeout, credentials=client.call_credentials, metadata=client.metadata
+        )
+
+    def create_subscription(
+        self,
+        subscription: Subscription,
+        replaced: Sequence[WatcherEntry] = (),
+        counted: Census | None = None,
+        guard_presentity: bool = False,
+    ) -> int | None:
+        """Store a new subscription with its index entries and remove the ones it replaces,
+        in one transaction; its revision, or None if the id is taken or, when `counted` is
+        given, an index entry of that watcher (and with `guard_presentity`, of that
+        presentity) was added or changed since it was counted: the caller counts again,
+        so that caps hold under concurrency."""
+        tx = self.client.transactions
+        key = keys.sub(subscription.sub_id)
+        compare = [tx.version(key) == 0]
+        if counted is not None:
+            watcher_range = _range(tx.mod, keys.subs_of_watcher(subscription.watcher))
+            compare.append(watcher_range < counted.watcher_revision + 1)
+            if guard_presentity:
+                presentity_range = _range(tx.mod, keys.subs_of_presentity(subscription.presentity))
+                compare.append(presentity_range < counted.presentity_revision + 1)
+        success = [tx.put(key, codec.encode_subscription(subscription)), *self._index_puts(subscription)]
+        for entry in replaced:
+            success += self._deletes(entry.sub_id, subscription.watcher, entry.presentity)
+        with self._guard():
+            ok, responses = self.client.transaction(compare=compare, success=success, failure=[])
         return int(responses[0].response_put.header.revision) if ok else None
 
-    def delete_subscription(self, sub_id: str, mod_revision: int | None = None) -> bool:
-        key = keys.sub(sub_id)
+    def update_subscription(self, subscription: Subscription, mod_revision: int, reindex: bool = False) -> int | None:
+        """Compare-and-swap on the revision read: one writer per CSeq, across instances.
+
+        `reindex` rewrites the watcher index entry too (its Contact or source changed).
+        Returns the new revision, or None when someone else wrote first.
+        """
         tx = self.client.transactions
-        compare = [] if mod_revision is None else [tx.mod(key) == mod_revision]
+        key = keys.sub(subscription.sub_id)
+        success = [tx.put(key, codec.encode_subscription(subscription))]
+        if reindex:
+            success += self._index_puts(subscription)[:1]  # the presentity's entry never changes
         with self._guard():
-            ok, _ = self.client.transaction(compare=compare, success=[tx.delete(key)], failure=[])
+            ok, responses = self.client.transaction(compare=[tx.mod(key) == mod_revision], success=success, failure=[])
+        return int(responses[0].response_put.header.revision) if ok else None
+
+    def delete_subscription(self, subscription: Subscription, mod_revision: int | None = None) -> bool:
+        """Delete a subscription and its index entries; with `mod_revision`, only if unchanged."""
+        tx = self.client.transactions
+        key = keys.sub(subscription.sub_id)
+        compare = [] if mod_revision is None else [tx.mod(key) == mod_revision]
+        success = self._deletes(subscription.sub_id, subscription.watcher, subscription.presentity)
+        with self._guard():
+            ok, _ = self.client.transaction(compare=compare, success=success, failure=[])
         return bool(ok)
+
+    def _index_puts(self, subscription: Subscription) -> list[Any]:
+        """The watcher's entry, then the presentity's (an empty value: it is only counted)."""
+        tx = self.client.transactions
+        entry = WatcherEntry.of(subscription)
+        return [
+            tx.put(keys.watcher_sub(subscription.watcher, subscription.sub_id), codec.encode(entry.to_dict())),
+            tx.put(keys.presentity_sub(subscription.presentity, subscription.sub_id), b""),
+        ]
+
+    def _deletes(self, sub_id: str, watcher: str, presentity: str) -> list[Any]:
+        tx = self.client.transactions
+        return [
+            tx.delete(keys.sub(sub_id)),
+            tx.delete(keys.watcher_sub(watcher, sub_id)),
+            tx.delete(keys.presentity_sub(presentity, sub_id)),
+        ]
 
     def subscriptions(self) -> list[Subscription]:
         return [codec.decode_subscription(kv.value) for kv in self.range(keys.SUBS)]
@@ -311,6 +374,30 @@ class EtcdStore:
     def cancel_watch(self, watch_id: int) -> None:
         with self._guard():
             self.client.cancel_watch(watch_id)
+
+
+@dataclass(frozen=True)
+class Census:
+    """A watcher's subscriptions and its presentity's count, with the revisions they were
+    read at: a create guarded by them fails if either changed since."""
+
+    entries: list[WatcherEntry]
+    watcher_revision: int
+    presentity_count: int
+    presentity_revision: int
+
+
+def _range(target: Any, prefix: str) -> Any:
+    """A transaction compare over every key under `prefix` (it holds for an empty range)."""
+    return target(prefix, etcd3.utils.increment_last_byte(prefix.encode()))
+
+
+def _watcher_entry(key: str, value: bytes) -> WatcherEntry:
+    sub_id = key.rpartition("/")[2]
+    try:
+        return WatcherEntry.from_dict(sub_id, codec.decode(value))
+    except ValueError:
+        return WatcherEntry(sub_id, "", "", "")  # unreadable: it still counts for the watcher
 
 
 def _previous_leases(responses: Sequence[Any]) -> set[int]:

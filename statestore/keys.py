@@ -6,6 +6,11 @@
     /blf/legs/<account>/<instance>/<leg_id>     call leg, under the serving instance's lease
     /blf/regs/<account>/<binding_id>            registered contact, under a lease of its expiry
     /blf/subs/<sub_id>                          subscription (survives its instance)
+    /blf/watchers/<watcher>/<sub_id>            index: a subscription of that watcher
+    /blf/watched/<presentity>/<sub_id>          index: a subscription to that presentity
+
+The two index keys of a subscription are written and deleted in the same transaction as
+the subscription itself, so that caps are counted without reading every subscription.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ INSTANCES = ROOT + "instances/"
 LEGS = ROOT + "legs/"
 REGS = ROOT + "regs/"
 SUBS = ROOT + "subs/"
+WATCHERS = ROOT + "watchers/"
+WATCHED = ROOT + "watched/"
 
 
 def domain(name: str) -> str:
@@ -53,6 +60,22 @@ def sub(sub_id: str) -> str:
     return SUBS + sub_id
 
 
+def subs_of_watcher(watcher: str) -> str:
+    return f"{WATCHERS}{watcher}/"
+
+
+def watcher_sub(watcher: str, sub_id: str) -> str:
+    return f"{WATCHERS}{watcher}/{sub_id}"
+
+
+def subs_of_presentity(presentity: str) -> str:
+    return f"{WATCHED}{presentity}/"
+
+
+def presentity_sub(presentity: str, sub_id: str) -> str:
+    return f"{WATCHED}{presentity}/{sub_id}"
+
+
 @dataclass(frozen=True)
 class ParsedKey:
     """What a key under ROOT names: its kind and the account it belongs to, if any."""
@@ -69,6 +92,9 @@ def parse(key: str) -> ParsedKey | None:
     if kind in ("legs", "regs"):
         aor, _, name = rest.partition("/")
         return ParsedKey(kind, name, aor)
+    if kind in ("watchers", "watched"):
+        aor, _, sub_id = rest.rpartition("/")  # the sub id is one segment; the aor is the rest
+        return ParsedKey(kind, sub_id, aor)
     if kind in ("domains", "accounts", "instances", "subs"):
         return ParsedKey(kind, rest)
     return None

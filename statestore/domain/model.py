@@ -138,7 +138,10 @@ class Subscription:
     """An RFC 6665 subscription, shared by every instance through the store.
 
     Dialog identifiers are seen from the notifier: `local_tag` is the To tag we answered
-    the SUBSCRIBE with, `remote_tag` the subscriber's From tag.
+    the SUBSCRIBE with, `remote_tag` the subscriber's From tag. Where the watcher is
+    reached: `received` is the transport address its last accepted SUBSCRIBE came from
+    ("proto:ip:port"), `flow_instance` the instance that received it (it holds the TCP
+    connection or NAT pinhole), `nat` whether the watcher is behind NAT.
     """
 
     sub_id: str
@@ -162,6 +165,9 @@ class Subscription:
     event_id: str = ""
     transport: str = "udp"
     accept: tuple[str, ...] = field(default_factory=tuple)
+    received: str = ""
+    flow_instance: str = ""
+    nat: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -171,13 +177,49 @@ class Subscription:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Subscription:
-        values = dict(data)
+        # Records written before a field existed lack it (its default applies); a field
+        # written by a newer instance during a rolling upgrade is ignored.
+        values = {name: value for name, value in data.items() if name in _SUBSCRIPTION_FIELDS}
         values["route_set"] = tuple(values.get("route_set", ()))
         values["accept"] = tuple(values.get("accept", ()))
         return cls(**values)
 
     def remaining(self, now: float) -> int:
         return max(0, int(self.expires_at - now))
+
+
+_SUBSCRIPTION_FIELDS = frozenset(Subscription.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class WatcherEntry:
+    """One subscription of a watcher as the watcher index holds it: enough to count the
+    watcher's subscriptions and to recognise a device subscribing again, without reading
+    the subscriptions themselves."""
+
+    sub_id: str
+    presentity: str
+    event: str
+    contact: str
+    received: str = ""
+
+    @classmethod
+    def of(cls, subscription: Subscription) -> WatcherEntry:
+        return cls(
+            subscription.sub_id, subscription.presentity, subscription.event,
+            subscription.watcher_contact, subscription.received,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored value; the id is the key's last segment, not repeated here."""
+        return {"presentity": self.presentity, "event": self.event, "contact": self.contact, "received": self.received}
+
+    @classmethod
+    def from_dict(cls, sub_id: str, data: dict[str, Any]) -> WatcherEntry:
+        return cls(
+            sub_id, str(data.get("presentity", "")), str(data.get("event", "")),
+            str(data.get("contact", "")), str(data.get("received", "")),
+        )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 
 from statestore.domain import dialoginfo
 from statestore.domain.errors import SipError
-from statestore.domain.model import Subscription
+from statestore.domain.model import Subscription, WatcherEntry
+from statestore.domain.registrar import normalise_uri
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,33 @@ class SubscriptionPolicy:
     # Consecutive NOTIFY timeouts after which a subscription is dropped (RFC 6665 §4.2.2
     # allows removal on the first Timer F expiry; one lost NOTIFY should not drop a lamp).
     max_notify_timeouts: int = 3
+    # Caps (RFC 6665 §4.2.1.1 lets a notifier refuse a subscription); 0 means no cap.
+    # A receptionist's BLF field is about 200 keys; a person has a few devices.
+    max_subs_per_watcher: int = 300
+    max_subs_per_pair: int = 4  # per watcher account, presentity and event
+    max_subs_per_presentity: int = 500
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Where a watcher's SUBSCRIBE came from; its NOTIFYs go back that way.
+
+    `received` is "proto:ip:port", `flow_instance` the instance that holds the connection
+    or NAT pinhole, `nat` whether the watcher is behind NAT.
+    """
+
+    received: str
+    flow_instance: str
+    nat: bool
+
+
+# Every cap answers 403 (RFC 6665 §4.2.1.1, RFC 3261 §21.4.4): it is a policy decision that
+# a retry will not change; a 503 would invite the phone to retry or to fail over to the
+# other instance, which gives the same answer. The reason phrase says which cap it was.
+TOO_MANY_FOR_PAIR = "Forbidden - Too Many Subscriptions To This Presentity"
+TOO_MANY_FOR_WATCHER = "Forbidden - Too Many Subscriptions"
+TOO_MANY_FOR_PRESENTITY = "Forbidden - Too Many Watchers Of This Presentity"
+NOT_THE_WATCHER = "Forbidden - Not The Subscriber"
 
 
 # RFC 6665 §4.2.2 via RFC 5057 §5: responses to NOTIFY that end the subscription.
@@ -112,13 +140,88 @@ def subscription_state(subscription: Subscription, now: float, reason: str | Non
     return f"active;expires={subscription.remaining(now)}"
 
 
-def refreshed(subscription: Subscription, expires: int, now: float, contact: str) -> Subscription:
-    return replace(
+def refreshed(
+    subscription: Subscription, expires: int, now: float, contact: str, reach: Reach | None = None
+) -> Subscription:
+    """The record after an authenticated refresh: a new Contact is a target refresh
+    (RFC 6665 §4.1.2.1), and the watcher is now reached where the refresh came from."""
+    renewed = replace(
         subscription,
         expires_at=now + expires,
         watcher_contact=contact or subscription.watcher_contact,
         notify_timeouts=0,
     )
+    if reach is None:
+        return renewed
+    return replace(renewed, received=reach.received, flow_instance=reach.flow_instance, nat=reach.nat)
+
+
+def reindexed(before: Subscription, after: Subscription) -> bool:
+    """Whether the watcher index entry of a subscription changes with this update."""
+    return WatcherEntry.of(before) != WatcherEntry.of(after)
+
+
+def check_watcher(subscription: Subscription, authenticated: str) -> None:
+    """Only the watcher refreshes or ends its subscription (RFC 6665 §5.2: the notifier
+    authenticates in-dialog SUBSCRIBEs as it did the initial one); 403 for anyone else."""
+    if authenticated != subscription.watcher:
+        raise SipError(403, NOT_THE_WATCHER)
+
+
+def same_device(entry: WatcherEntry, new: Subscription) -> bool:
+    """Whether `entry` is an older subscription of the device now subscribing as `new`:
+    same watcher (the index is per watcher), presentity and event, and the same Contact
+    URI or the same source transport address."""
+    if entry.sub_id == new.sub_id or (entry.presentity, entry.event) != (new.presentity, new.event):
+        return False
+    if normalise_uri(entry.contact) == normalise_uri(new.watcher_contact):
+        return True
+    return bool(new.received) and entry.received == new.received
+
+
+# Below this distance from the per-presentity cap, concurrent creates for one presentity
+# cannot take it over the cap (there are fewer SIP workers in a cluster than this), so the
+# create need not be guarded against them: the phones of a whole office subscribing to the
+# receptionist at once after a power cut do not retry against each other.
+PRESENTITY_GUARD_SLACK = 64
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A new subscription within the caps: the older subscriptions of its device that it
+    replaces, and whether its create must fail if the presentity's count changed meanwhile
+    (the watcher's subscriptions are always guarded: they are few and one phone's)."""
+
+    replaced: tuple[WatcherEntry, ...]
+    guard_presentity: bool
+
+
+def admit(
+    new: Subscription, watcher_entries: Sequence[WatcherEntry], presentity_count: int, policy: SubscriptionPolicy
+) -> Admission:
+    """Admission of `new` over the caps (403 when over one), checked per watcher and
+    presentity first (the reflection bound), then per watcher, then per presentity.
+
+    `watcher_entries` are the watcher's stored subscriptions, `presentity_count` how many
+    subscriptions the presentity has (of every watcher). Replaced ones do not count.
+    """
+    others = [entry for entry in watcher_entries if entry.sub_id != new.sub_id]
+    replaced = tuple(entry for entry in others if same_device(entry, new))
+    kept = [entry for entry in others if entry not in replaced]
+    pair = [entry for entry in kept if (entry.presentity, entry.event) == (new.presentity, new.event)]
+    if _over(len(pair) + 1, policy.max_subs_per_pair):
+        raise SipError(403, TOO_MANY_FOR_PAIR)
+    if _over(len(kept) + 1, policy.max_subs_per_watcher):
+        raise SipError(403, TOO_MANY_FOR_WATCHER)
+    watched = presentity_count - len(replaced) + 1
+    if _over(watched, policy.max_subs_per_presentity):
+        raise SipError(403, TOO_MANY_FOR_PRESENTITY)
+    guard = policy.max_subs_per_presentity > 0 and watched > policy.max_subs_per_presentity - PRESENTITY_GUARD_SLACK
+    return Admission(replaced, guard)
+
+
+def _over(count: int, cap: int) -> bool:
+    return cap > 0 and count > cap
 
 
 def next_notify(subscription: Subscription, digest: str) -> Subscription:

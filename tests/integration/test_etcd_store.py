@@ -424,7 +424,7 @@ def test_update_subscription_does_not_create_a_deleted_one(store: EtcdStore) -> 
     sub = subscription()
     revision = store.create_subscription(sub)
     assert revision is not None
-    assert store.delete_subscription(sub.sub_id, revision) is True
+    assert store.delete_subscription(sub, revision) is True
 
     assert store.update_subscription(sub, revision) is None
     assert store.get_subscription(sub.sub_id) is None
@@ -439,9 +439,9 @@ def test_delete_subscription_with_a_stale_revision_fails_and_with_the_current_on
     current = store.update_subscription(subscription(sub.sub_id, cseq=2), stale)
     assert current is not None
 
-    assert store.delete_subscription(sub.sub_id, stale) is False
+    assert store.delete_subscription(sub, stale) is False
     assert store.get_subscription(sub.sub_id) is not None
-    assert store.delete_subscription(sub.sub_id, current) is True
+    assert store.delete_subscription(sub, current) is True
     assert store.get_subscription(sub.sub_id) is None
 
 
@@ -449,7 +449,7 @@ def test_delete_subscription_without_a_revision_deletes_unconditionally(store: E
     sub = subscription()
     store.create_subscription(sub)
 
-    assert store.delete_subscription(sub.sub_id) is True
+    assert store.delete_subscription(sub) is True
     assert store.get_subscription(sub.sub_id) is None
 
 
@@ -480,7 +480,7 @@ def test_watch_from_a_snapshot_delivers_later_puts_and_deletes_and_a_mirror_foll
         new_revision = store.create_subscription(new_sub)
         assert new_revision is not None
         assert store.update_subscription(subscription(new_sub.sub_id, presentity=CAROL, cseq=2), new_revision)
-        assert store.delete_subscription(old_sub.sub_id, old_revision)
+        assert store.delete_subscription(old_sub, old_revision)
         final, _ = store.snapshot()
 
         collector.wait_for_revision(final)
@@ -492,10 +492,11 @@ def test_watch_from_a_snapshot_delivers_later_puts_and_deletes_and_a_mirror_foll
         deleted = {event.key for event in events if event.value is None}
         put = {event.key for event in events if event.value is not None}
         assert deleted == {keys.leg(leg.account, leg.instance, leg.leg_id) for leg in before} | {
-            keys.sub(old_sub.sub_id)
+            keys.sub(old_sub.sub_id), keys.watcher_sub(ALICE, old_sub.sub_id), keys.presentity_sub(BOB, old_sub.sub_id),
         }
         assert put == {keys.leg(leg.account, leg.instance, leg.leg_id) for leg in after} | {
             keys.instance("ks1"), keys.reg(CAROL, "b1"), keys.sub(new_sub.sub_id),
+            keys.watcher_sub(ALICE, new_sub.sub_id), keys.presentity_sub(CAROL, new_sub.sub_id),
         }
 
         for event in events:

@@ -37,8 +37,10 @@ def test_key_builders(key: str, expected: str) -> None:
         (keys.leg(AOR, "node-a", "0123abcd"), ParsedKey("legs", "node-a/0123abcd", AOR)),
         (keys.reg(AOR, "b1"), ParsedKey("regs", "b1", AOR)),
         (keys.sub("sub-1"), ParsedKey("subs", "sub-1")),
+        (keys.watcher_sub(AOR, "sub-1"), ParsedKey("watchers", "sub-1", AOR)),
+        (keys.presentity_sub(AOR, "sub-1"), ParsedKey("watched", "sub-1", AOR)),
     ],
-    ids=["domain", "account", "instance", "leg", "reg", "sub"],
+    ids=["domain", "account", "instance", "leg", "reg", "sub", "watcher index", "presentity index"],
 )
 def test_parse_every_kind(key: str, expected: ParsedKey) -> None:
     assert parse(key) == expected
@@ -64,6 +66,8 @@ def test_parse_foreign_keys_is_none(key: str) -> None:
         (keys.REGS, keys.reg(AOR, "b1")),
         (keys.SUBS, keys.sub("s1")),
         (keys.ROOT, keys.sub("s1")),
+        (keys.subs_of_watcher(AOR), keys.watcher_sub(AOR, "s1")),
+        (keys.subs_of_presentity(AOR), keys.presentity_sub(AOR, "s1")),
     ],
 )
 def test_prefixes_cover_their_keys(prefix: str, key: str) -> None:
@@ -73,3 +77,10 @@ def test_prefixes_cover_their_keys(prefix: str, key: str) -> None:
 def test_an_account_prefix_does_not_cover_a_longer_account() -> None:
     assert not keys.leg("alice@example.com.au", "node-a", "l1").startswith(keys.legs_of(AOR))
     assert not keys.reg("alice@example.com.au", "b1").startswith(keys.regs_of(AOR))
+
+
+def test_index_prefixes_do_not_cover_a_longer_account_nor_each_other() -> None:
+    assert not keys.watcher_sub("alice@example.com.au", "s1").startswith(keys.subs_of_watcher(AOR))
+    assert not keys.presentity_sub("alice@example.com.au", "s1").startswith(keys.subs_of_presentity(AOR))
+    assert not keys.watcher_sub(AOR, "s1").startswith(keys.SUBS)
+    assert not keys.presentity_sub(AOR, "s1").startswith(keys.WATCHERS)

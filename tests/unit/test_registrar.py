@@ -387,6 +387,38 @@ if importlib.util.find_spec("hypothesis") is not None:
         assert not {binding_id(b) for b in outcome.upserts} & {binding_id(b) for b in outcome.removals}
 
 
+    _device = st.sampled_from(["", "urn:uuid:a", "urn:uuid:b"])
+
+    @hypothesis.given(
+        st.lists(st.tuples(_uri, _device, st.sampled_from(["", "1"]), st.sampled_from([0, 600])), max_size=6),
+        st.lists(st.tuples(_uri, _device, st.floats(NOW - 100, NOW + 100)), max_size=6),
+        st.integers(1, 4),
+    )
+    def test_outcome_with_devices_and_cap_is_consistent(
+        wanted: list[tuple[str, str, str, int]], held: list[tuple[str, str, float]], cap: int
+    ) -> None:
+        bindings = [replace(stored(uri, expires_at, call_id="old"), sip_instance=dev) for uri, dev, expires_at in held]
+        by_id = {binding_id(b): b for b in bindings}  # the store holds one binding per key
+        contacts = [
+            ContactSpec(uri, expires, sip_instance=dev, reg_id=reg_id if dev else "")
+            for uri, dev, reg_id, expires in wanted
+        ]
+        policy = RegistrarPolicy(max_bindings=cap)
+        live = sum(1 for b in by_id.values() if b.expires_at > NOW)
+        try:
+            outcome = apply_register(request(contacts), list(by_id.values()), policy, NOW)
+        except SipError as refused:
+            assert refused.status == 403
+            return
+        ids = [binding_id(b) for b in outcome.bindings]
+        assert len(ids) == len(set(ids))
+        assert len(ids) <= max(cap, live)
+        assert not {binding_id(b) for b in outcome.upserts} & {binding_id(b) for b in outcome.removals}
+        rewritten = {binding_id(b) for b in outcome.upserts}
+        for binding in by_id.values():  # each is kept, deleted, or overwritten under its key
+            assert binding in outcome.bindings or binding in outcome.removals or binding_id(binding) in rewritten
+
+
 def test_call_targets_are_live_contacts_best_q_first_then_freshest():
     from statestore.domain.registrar import call_targets
 
