@@ -6,6 +6,7 @@ created before Kamailio forks hangs in the children (KAMAILIO-NOTES, process mod
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -89,6 +90,18 @@ class Context:
 STORE_STATE_VAR = "$shv(blf_store)"
 # The instance lease id, granted by the lease keeper, written with every call leg.
 LEASE_VAR = "$shv(blf_lease)"
+
+
+# Live instances, name -> SIP host:port as JSON, kept fresh by the lease keeper.
+INSTANCES_VAR = "$shv(blf_instances)"
+
+
+def shared_instances() -> str:
+    return str(KSR.pv.get(INSTANCES_VAR) or "")
+
+
+def share_instances(instances: dict[str, str]) -> None:
+    KSR.pv.sets(INSTANCES_VAR, json.dumps(instances, sort_keys=True))
 
 
 def note_store_reached() -> None:

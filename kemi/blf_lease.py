@@ -11,7 +11,7 @@ import os
 import time
 
 import KSR  # type: ignore[import-not-found]
-from blf_context import Context, note_store_reached, share_lease_id
+from blf_context import Context, note_store_reached, share_instances, share_lease_id
 from blf_reconcile import repair
 
 from statestore.domain.errors import StoreUnavailable
@@ -35,6 +35,9 @@ class LeaseKeeper:
         try:
             if not self.lease_id or not self.ctx.store.refresh_lease(self.lease_id):
                 self._grant(ttl)
+            # Who is alive, for routing to the instance that holds a phone's flow.
+            found = self.ctx.store.instances()
+            share_instances({name: str(info.get("sip", "")) for name, info in found.items() if info.get("sip")})
             if self.ctx.store_down():
                 KSR.info("blf lease: etcd reachable again\n")
             note_store_reached()

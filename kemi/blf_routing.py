@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
-import time
+import json
 
 import KSR  # type: ignore[import-not-found]
-from blf_context import Context
+from blf_context import Context, shared_instances
 from blf_sip import list_header, pv
 
-from statestore.domain.errors import SipError, StoreUnavailable
+from statestore.domain.errors import SipError
 from statestore.domain.model import Subscription
 from statestore.domain.routing import (
     Address,
@@ -31,9 +31,8 @@ from statestore.domain.routing import (
     valid_flow_route,
 )
 
-INSTANCES_TTL_SECONDS = 5.0
+_instances_raw = ""
 _instances: dict[str, str] = {}
-_instances_read_at = -INSTANCES_TTL_SECONDS
 # Branches of the INVITE being relayed, by (Request-URI, destination): the branch route,
 # which tm runs inside t_relay in this same process, adds their Route and Record-Route.
 _pending: dict[tuple[str, str], Reach] = {}
@@ -41,18 +40,16 @@ _caller_flow = ""
 
 
 def live_instances(ctx: Context) -> dict[str, str]:
-    """Live instances (name -> SIP host:port), read from the store at most every 5 s per
-    process; the last answer is kept while the store is down."""
-    global _instances, _instances_read_at
-    now = time.monotonic()
-    if now - _instances_read_at >= INSTANCES_TTL_SECONDS and not ctx.store_down():
-        _instances_read_at = now
+    """Live instances (name -> SIP host:port), as the lease keeper last read them from the
+    store into shared memory: no store round trip on the request path."""
+    global _instances_raw, _instances
+    raw = shared_instances()
+    if raw != _instances_raw:
+        _instances_raw = raw
         try:
-            found = ctx.store.instances()
-        except StoreUnavailable:
-            ctx.mark_store_down()
-        else:
-            _instances = {name: str(info.get("sip", "")) for name, info in found.items() if info.get("sip")}
+            _instances = {str(name): str(sip) for name, sip in json.loads(raw or "{}").items()}
+        except (ValueError, AttributeError):
+            _instances = {}
     instances = dict(_instances)
     instances[ctx.settings.instance] = ctx.settings.sip
     return instances
