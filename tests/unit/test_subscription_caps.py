@@ -45,7 +45,9 @@ def sub(**overrides: Any) -> Subscription:
     return replace(base, **overrides)
 
 
-def entry(sub_id: str, presentity: str = ALICE, contact: str = "", received: str = "", event: str = "dialog") -> WatcherEntry:
+def entry(
+    sub_id: str, presentity: str = ALICE, contact: str = "", received: str = "", event: str = "dialog"
+) -> WatcherEntry:
     """An entry of another device by default: its own Contact and source."""
     return WatcherEntry(sub_id, presentity, event, contact or f"sip:bob@10.0.0.{len(sub_id) + 50}", received)
 
