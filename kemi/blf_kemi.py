@@ -60,6 +60,8 @@ def _logging(step: Callable[[Context], None]) -> int:
     """For callbacks that have no request to answer (replies, failures, timers)."""
     try:
         step(context())
+    except SipError as error:  # a hostile reply or request: one line, no traceback
+        KSR.notice(f"blf: callback refused {pv('$rm')} from {pv('$si')}: {error}\n")
     except Exception:  # noqa: BLE001 - a callback must never raise into Kamailio
         KSR.err(f"blf: callback failed: {traceback.format_exc()}\n")
     return 1

@@ -8,6 +8,7 @@ RFC 4235 §4.1), also across restarts and takeovers.
 from __future__ import annotations
 
 from blf_context import Context
+from blf_routing import watcher_reach
 from blf_sip import send_notify
 
 from statestore.domain import bodies
@@ -36,6 +37,7 @@ def send(ctx: Context, subscription: Subscription, state: PresentityState, now: 
         PACKAGES[subscription.event].content_type,
         body,
         contact(ctx, subscription.transport),
+        watcher_reach(ctx, subscription),
     )
 
 

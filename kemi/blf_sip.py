@@ -12,22 +12,35 @@ from statestore.domain.registrar import parse_contacts, split_header_list
 from statestore.domain.routing import Reach
 
 
+def _get(name: str) -> object:
+    """A pseudo-variable's value. Bytes that are not UTF-8, and NUL or other control
+    characters (which no SIP header may carry, RFC 3261 §25.1), make the request a 400:
+    nothing hostile gets past here into the routing logic or a KSR call."""
+    try:
+        value = KSR.pv.get(name)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SipError(400, "Bad Request - Invalid Characters") from exc
+    if isinstance(value, str) and any(ord(char) < 32 and char not in "\t\r\n" for char in value):
+        raise SipError(400, "Bad Request - Invalid Characters")
+    return value
+
+
 def pv(name: str) -> str:
-    value = KSR.pv.get(name)
+    value = _get(name)
     return "" if value is None else str(value)
 
 
 def header(name: str) -> str | None:
-    value = KSR.pv.get(f"$hdr({name})")
+    value = _get(f"$hdr({name})")
     return None if value is None else str(value)
 
 
 def headers(name: str) -> list[str]:
     """The value of every occurrence of a header, in order (see list_header to split them)."""
-    count = KSR.pv.get(f"$hdrc({name})") or 0
+    count = _get(f"$hdrc({name})") or 0
     values: list[str] = []
-    for index in range(int(count)):
-        value = KSR.pv.get(f"$(hdr({name})[{index}])")
+    for index in range(int(str(count))):
+        value = _get(f"$(hdr({name})[{index}])")
         if value is not None:
             values.append(str(value))
     return values
