@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 APT_PACKAGES := kamailio kamailio-python3-modules etcd-server etcd-client memcached sip-tester \
-	python3-venv python3-etcd3 python3-lxml python3-pymemcache
+	python3-venv python3-etcd3 python3-lxml python3-pymemcache baresip-core
 
 .PHONY: setup run test unit integration e2e lint bench clean
 

@@ -1,0 +1,139 @@
+"""A real softphone for the end-to-end tests: Debian's baresip, driven headless.
+
+baresip (package `baresip-core`) registers an account of the lab through one instance, over
+TCP or UDP, and answers every call by itself (`answermode=auto`). No sound card: its audio
+source and player are `aubridge` (what it would play is fed back as what it sends). No console either
+(no `stdio` module): it runs with stdin closed and quits by itself after `lifetime` seconds if
+a test leaves it behind.
+
+Its configuration and its log (SIP trace included, `-s -v`) are kept under
+`$BLF_VAR/phones/<user>/` (`config`, `accounts`, `baresip.log`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BARESIP = "baresip"
+MODULES = "/usr/lib/baresip/modules"
+
+
+def config_text(sip_port: int) -> str:
+    """baresip's `config`: SIP on 127.0.0.1:`sip_port` (UDP and TCP), no audio device, no console."""
+    return "\n".join([
+        "poll_method\t\tepoll",
+        # baresip finds no network interface with an address in a namespace with only `lo`: name it.
+        "net_interface\t\t127.0.0.1",
+        f"sip_listen\t\t127.0.0.1:{sip_port}",
+        "call_local_timeout\t120",
+        "call_max_calls\t\t4",
+        "audio_source\t\taubridge,nil",
+        "audio_player\t\taubridge,nil",
+        "audio_alert\t\taubridge,nil",
+        f"module_path\t\t{MODULES}",
+        "module\t\t\tg711.so",
+        "module\t\t\taubridge.so",
+        "module_tmp\t\taccount.so",
+        "module_app\t\tmenu.so",
+        "",
+    ])
+
+
+def account_line(
+    user: str, domain: str, password: str, proxy: tuple[str, int], transport: str = "tcp", regint: int = 60
+) -> str:
+    """One line of baresip's `accounts`: register through `proxy` on `transport`, answer at once."""
+    host, port = proxy
+    return (
+        f"<sip:{user}@{domain};transport={transport}>;auth_pass={password};"
+        f'outbound="sip:{host}:{port};transport={transport}";regint={regint};'
+        "answermode=auto;mwi=no;audio_codecs=PCMU,PCMA\n"
+    )
+
+
+@dataclass(frozen=True)
+class Traced:
+    """One SIP message in baresip's trace (`-s`): transport, source, destination, first line."""
+
+    transport: str
+    source: str
+    destination: str
+    first_line: str
+
+
+_TRACE = re.compile(r"^(TCP|UDP|TLS) (\S+) -> (\S+)\r?\n([^\r\n]*)", re.MULTILINE)
+
+
+class Baresip:
+    """One baresip process with its own configuration directory."""
+
+    def __init__(
+        self, directory: Path, user: str, domain: str, password: str, proxy: tuple[str, int],
+        sip_port: int, transport: str = "tcp", lifetime: int = 120,
+    ) -> None:
+        self.directory, self.user, self.domain, self.transport = directory, user, domain, transport
+        self.log = directory / "baresip.log"
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        (directory / "config").write_text(config_text(sip_port))
+        (directory / "accounts").write_text(account_line(user, domain, password, proxy, transport))
+        (directory / "contacts").write_text("")
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                [BARESIP, "-f", str(directory), "-s", "-v", "-t", str(lifetime)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "TERM": "dumb"},
+            )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, needle: str, timeout: float, after: int = 0) -> int:
+        """Wait until `needle` is in the log (past offset `after`); its offset. AssertionError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.text().find(needle, after)
+            if found >= 0:
+                return found
+            if self.process.poll() is not None:
+                raise AssertionError(f"baresip exited ({self.process.returncode}); log {self.log}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"baresip: no {needle!r} within {timeout}s; log {self.log}")
+            time.sleep(0.05)
+
+    def wait_registered(self, timeout: float = 10.0) -> None:
+        # e.g. "pat@example.com: {0/TCP/v4} 200 OK (blf-kamailio) [1 binding]"
+        self.wait_for(f"{self.user}@{self.domain}: {{0/{self.transport.upper()}/v4}} 200 OK", timeout)
+
+    def trace(self) -> list[Traced]:
+        return [Traced(*match.groups()) for match in _TRACE.finditer(self.text())]
+
+    def flow(self) -> str:
+        """The phone's own address of the flow it registered on (source of its first REGISTER)."""
+        for message in self.trace():
+            if message.first_line.startswith("REGISTER "):
+                return message.source
+        raise AssertionError(f"baresip sent no REGISTER; log {self.log}")
+
+    def received(self, method: str) -> list[Traced]:
+        return [m for m in self.trace() if m.first_line.startswith(method + " ")]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # unregisters, then exits
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def available() -> bool:
+    return shutil.which(BARESIP) is not None and os.path.isdir(MODULES)
