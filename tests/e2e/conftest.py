@@ -6,8 +6,10 @@ short subscription minimum so that expiry can be seen within a test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -111,7 +113,7 @@ class Sipp:
         log = open(self.tmp / f"{name}.out", "wb")  # noqa: SIM115 - sipp writes to it until it exits
         process = subprocess.Popen(
             ["timeout", "60", "sipp", *args, "-nostdin", "-trace_err", "-trace_msg"],
-            cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.processes.append(process)
         return process
@@ -144,7 +146,9 @@ class Sipp:
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
-                process.kill()
+                # The whole group: killing `timeout` alone would leave sipp running.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
 
 
