@@ -114,3 +114,39 @@ def test_call_ending_while_the_store_is_down_does_not_leave_the_lamp_lit(account
         assert up.returncode == 0, up.stderr
     cat.wait_lamp(boris_lamp, "idle", RECONCILE_SECONDS + 15)
     _wait_store_back(phones, catherine, alice[0])
+
+
+def _log_sizes() -> dict[Path, int]:
+    var = Path(os.environ["BLF_VAR"])
+    return {log: log.stat().st_size for log in var.glob("ks*/kamailio.log")}
+
+
+def _logged_since(sizes: dict[Path, int]) -> str:
+    text = ""
+    for log, size in sizes.items():
+        with open(log, "rb") as handle:
+            handle.seek(size)
+            text += handle.read().decode(errors="replace")
+    return text
+
+
+def test_a_notify_timing_out_during_a_store_outage_is_logged_in_one_line(account, phones):
+    """Finding 10: the NOTIFY failure callback must not read a store that is down (it
+    raised, logged a traceback and blocked its timer process for the store timeout)."""
+    boris, catherine = account("boris"), account("catherine")
+    cat = watcher(phones, catherine, "ks2")
+    cat.ua.drop_notifies = 1  # the first NOTIFY goes unanswered: tm times out on it after 4 s
+    sizes = _log_sizes()
+    cat.subscribe(boris[0])
+    os.kill(_etcd_pid(), signal.SIGKILL)
+    try:
+        deadline = time.monotonic() + 15
+        while "not recorded" not in _logged_since(sizes) and "Traceback" not in _logged_since(sizes):
+            assert time.monotonic() < deadline, "the NOTIFY timeout was not handled"
+            time.sleep(0.2)
+        logged = _logged_since(sizes)
+        assert "Traceback" not in logged, logged[logged.find("Traceback") - 200:][:3000]
+    finally:
+        up = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)
+        assert up.returncode == 0, up.stderr
+    _wait_store_back(phones, catherine, boris[0])
