@@ -70,6 +70,9 @@ def _logging(step: Callable[[Context], None]) -> int:
 def route(ctx: Context) -> None:
     if flooding(ctx):
         return  # dropped unanswered: an answer would only feed the flood
+    # Answer where the request came from (RFC 3581), whatever its Via says: phones behind
+    # NAT that do not ask for rport get their responses too.
+    KSR.force_rport()
     if KSR.maxfwd.process_maxfwd(10) < 0:
         raise SipError(483, "Too Many Hops")
     if KSR.sanity.sanity_check(17895, 7) < 0:

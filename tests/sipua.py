@@ -140,6 +140,7 @@ class UserAgent:
         # The address the phone says it sends from (top Via sent-by); a test may make it
         # differ from the socket's, as a phone behind NAT does.
         self.sent_by = f"{bind}:{self.port}"
+        self.rport = True  # ask for responses at the source port (RFC 3581), as most phones do
         self.responses: queue.Queue[Message] = queue.Queue()
         self.requests: queue.Queue[Message] = queue.Queue()
         self.notify_status = 200
@@ -269,7 +270,7 @@ class UserAgent:
         branch = "z9hG4bK" + uuid.uuid4().hex[:16]
         lines = [
             f"{method} {uri} SIP/2.0",
-            f"Via: SIP/2.0/{self.transport.upper()} {self.sent_by};branch={branch};rport",
+            f"Via: SIP/2.0/{self.transport.upper()} {self.sent_by};branch={branch}" + (";rport" if self.rport else ""),
             f"From: <{self.aor}>;tag={from_tag}",
             f"To: <{to}>" + (f";tag={to_tag}" if to_tag else ""),
             f"Call-ID: {call_id}",

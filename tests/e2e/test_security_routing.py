@@ -211,3 +211,12 @@ def test_a_watcher_behind_nat_gets_its_notifies_at_its_source_after_refreshing_e
     assert lamp.notifies[-1].message.source == KS["ks2"], "the NOTIFY follows the watcher's newest flow"
     assert _in_dialog(alice, answer, "BYE", f"sip:{boris[0]}@{DOMAIN}").status == 200
     cat.wait_lamp(lamp, "idle", 5)
+
+
+def test_a_phone_behind_nat_without_rport_gets_its_answers_at_its_source(account, phones):
+    """Its Via names an address where nothing listens and has no rport parameter."""
+    boris = account("boris")
+    ua = _nat_phone(phones, boris, "ks1")
+    ua.rport = False
+    response = ua.register(300, contact=f"<sip:{boris[0]}@{NAT_SENT_BY}>")
+    assert response.status == 200, response.first_line
