@@ -4,9 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 APT_PACKAGES := kamailio kamailio-python3-modules etcd-server etcd-client memcached sip-tester \
-	python3-venv python3-etcd3 python3-lxml python3-pymemcache baresip-core
+	python3-venv python3-etcd3 python3-lxml python3-pymemcache baresip-core \
+	kamailio-presence-modules python3-matplotlib
 
-.PHONY: setup run test unit integration e2e lint bench clean
+.PHONY: setup run test unit integration e2e lint bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -38,12 +39,17 @@ e2e: setup
 	$(PY) -m pytest -q tests/e2e
 
 lint: setup
-	$(VENV)/bin/ruff check statestore kemi tests
+	$(VENV)/bin/ruff check statestore kemi tests bench
 	$(VENV)/bin/mypy
 
+# Our lab and Kamailio's native presence side by side (docs/benchmarks.md), in a network
+# namespace of its own when run as root; results in bench/results/. About 1 hour.
 bench: setup
-	$(PY) -m tests.bench.notify_latency
-	$(PY) -m tests.bench.instance_death
+	bench/in_netns.sh $(PY) -m bench.run $(BENCH_ARGS)
+
+# The same code for a few seconds on a small workload (also run by `make test`).
+bench-quick: setup
+	bench/in_netns.sh $(PY) -m bench.run --quick
 
 clean:
 	-$(VENV)/bin/blfctl lab down

@@ -1,0 +1,578 @@
+"""`make bench`: our lab and Kamailio's native presence, side by side, same load client.
+
+Runs where it is started: `bench/in_netns.sh` puts it in a network namespace of its own
+(the lab takes its usual ports there: 5071/5072, etcd 2379/2381, memcached 11211; the
+native Kamailio takes 5080). For every repetition, workload and system (alternating which
+system goes first), it starts the system fresh, provisions the same accounts, registers the
+callees, subscribes W watchers to each of P presentities (timed: initial SUBSCRIBE rate;
+PSS before/after: memory per 10,000 subscriptions), then places calls at rising rates,
+each for --duration seconds, until a rate is not held (a missed NOTIFY or p99 >= 1 s).
+Per rate: NOTIFY latency p50/p99, missed NOTIFYs, CPU seconds per answered call of every
+process of the system under test (from /proc/PID/stat; ours: both instances, etcd and
+memcached), and for ours etcd's write counters per answered call.
+
+    python -m bench.run [--quick] [--reps 3] [--workloads 50x2,200x25,1000x100] [--duration 10]
+
+Results: bench/results/bench-<UTC stamp>.json (+ latest.json / quick.json), and with
+matplotlib a PNG of p99 against call rate (bench/results/p99-<stamp>.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import Call, Client, Phone, summarize
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOMAIN = "bench.example"
+NATIVE = ("127.0.0.1", 5080)
+KS1, KS2 = ("127.0.0.1", 5071), ("127.0.0.1", 5072)
+METRICS = "http://127.0.0.1:2381/metrics"
+HELD_P99_MS = 1000.0
+PRESENTITIES_PER_WATCHER = 250  # under the lab's cap of 300 subscriptions per watcher
+CALLERS = 20
+SUBSCRIBE_BUDGET_S = 600.0  # subscriptions not sent by then are reported as not accepted
+WORKLOADS: dict[str, list[float]] = {
+    "50x2": [5, 10, 20, 30, 40, 60, 80, 120, 160],
+    "200x25": [2, 5, 10, 20, 40],
+    "1000x100": [1, 2, 5],
+}
+QUICK = {"10x2": [2.0, 5.0]}
+
+
+def password(user: str) -> str:
+    return f"{user}-pw"
+
+
+def ha1(user: str) -> str:
+    return hashlib.md5(f"{user}:{DOMAIN}:{password(user)}".encode()).hexdigest()  # noqa: S324 - digest HA1
+
+
+# --- processes of a system under test --------------------------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def group_processes(leaders: list[int]) -> dict[int, tuple[str, float]]:
+    """pid -> (program, CPU seconds) of every process in the process groups led by `leaders`."""
+    wanted = set(leaders)
+    found: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1: text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        if int(fields[2]) in wanted:  # pgrp
+            found[int(entry)] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return found
+
+
+def cpu_by_program(leaders: list[int]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for name, seconds in group_processes(leaders).values():
+        totals[name] = totals.get(name, 0.0) + seconds
+    return totals
+
+
+def pss_kb(leaders: list[int]) -> int:
+    """Proportional set size of the groups: shared memory (Kamailio's shm) counted once."""
+    total = 0
+    for pid in group_processes(leaders):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as rollup:
+                match = re.search(r"^Pss:\s+(\d+) kB", rollup.read(), re.M)
+        except OSError:
+            continue
+        total += int(match.group(1)) if match else 0
+    return total
+
+
+def etcd_counters() -> dict[str, float]:
+    """etcd's own write counters: mvcc puts/deletes/txns and gRPC requests per method."""
+    try:
+        text = urllib.request.urlopen(METRICS, timeout=5).read().decode()  # noqa: S310 - loopback
+    except OSError:
+        return {}
+    counters: dict[str, float] = {}
+    for name in ("etcd_mvcc_put_total", "etcd_mvcc_delete_total", "etcd_debugging_mvcc_txn_total"):
+        match = re.search(rf"^{name} (\S+)$", text, re.M)
+        if match:
+            counters[name] = float(match.group(1))
+    for method, value in re.findall(
+            r'^grpc_server_handled_total\{[^}]*grpc_method="(\w+)"[^}]*\} (\S+)$', text, re.M):
+        counters[f"grpc_{method}"] = counters.get(f"grpc_{method}", 0.0) + float(value)
+    return counters
+
+
+def wait_udp(address: tuple[str, int], timeout: float = 20.0) -> None:
+    from statestore.lab import sip_options
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sip_options(*address) == 200:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing answers OPTIONS at {address}")
+
+
+# --- the two systems -------------------------------------------------------------------------
+
+
+class Native:
+    name = "native"
+
+    def __init__(self, var: Path) -> None:
+        self.dir = var / "native"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, users: list[str]) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        shutil.copy(ROOT / "bench" / "native" / "kamailio.cfg", self.dir / "kamailio.cfg")
+        lines = ["event_route[htable:mod-init] {"]
+        lines += [f'\t$sht(acc=>{user}) = "{ha1(user)}";' for user in users]
+        (self.dir / "accounts.cfg").write_text("\n".join([*lines, "}", ""]))
+        tables = self.dir / "db"
+        tables.mkdir()
+        for table in ("version", "pua"):
+            shutil.copy(Path("/usr/share/kamailio/dbtext/kamailio") / table, tables / table)
+        kamailio = shutil.which("kamailio") or "/usr/sbin/kamailio"
+        with open(self.dir / "kamailio.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [kamailio, "-f", str(self.dir / "kamailio.cfg"), "-Y", str(self.dir), "-m", "1024", "-DD", "-E",
+                 "-A", f'PUA_DB_URL="text://{tables}"'],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                cwd=str(self.dir),
+            )
+        wait_udp(NATIVE)
+
+    def leaders(self) -> list[int]:
+        return [self.process.pid] if self.process else []
+
+    def proxies(self) -> dict[str, tuple[str, int]]:
+        return {"caller": NATIVE, "callee": NATIVE, "watcher0": NATIVE, "watcher1": NATIVE}
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self.process = None
+
+
+class Ours:
+    """The lab (`blfctl lab up`, two instances) with its own BLF_VAR."""
+
+    name = "ours"
+
+    def __init__(self, var: Path) -> None:
+        self.var = var / "lab"
+        self.env = os.environ.copy()
+        self.env["BLF_VAR"] = str(self.var)
+        # Every phone of the bench sends from 127.0.0.1: the per-address flood limit (pike)
+        # would block the load itself. The native stack has no such limit.
+        self.env["BLF_PIKE_DENSITY"] = "10000000"
+
+    def blfctl(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "statestore.cli", *args], cwd=ROOT, env=self.env,
+                              capture_output=True, text=True, timeout=180)
+        if done.returncode != 0:
+            raise RuntimeError(f"blfctl {' '.join(args)} failed: {done.stdout}{done.stderr}")
+        return done.stdout
+
+    def start(self, users: list[str]) -> None:
+        from statestore.cli import new_account
+        from statestore.etcd_store import EtcdStore
+
+        self.stop()
+        shutil.rmtree(self.var, ignore_errors=True)
+        self.blfctl("lab", "up", "--instances", "2")
+        store = EtcdStore("127.0.0.1:2379", timeout=5.0)
+        try:
+            store.add_domain(DOMAIN)
+            for user in users:
+                store.put_account(new_account(user, DOMAIN, password(user)))
+        finally:
+            store.close()
+
+    def leaders(self) -> list[int]:
+        state = json.loads((self.var / "lab.json").read_text())
+        pids = [entry["pid"] for entry in state["instances"].values()]
+        pids += [state[part]["pid"] for part in ("etcd", "memcached") if state[part].get("pid")]
+        return pids
+
+    def proxies(self) -> dict[str, tuple[str, int]]:
+        # Calls cross instances (caller on ks1, callee on ks2); watchers on both.
+        return {"caller": KS1, "callee": KS2, "watcher0": KS1, "watcher1": KS2}
+
+    def stop(self) -> None:
+        if (self.var / "lab.json").exists():
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                self.blfctl("lab", "down")
+
+
+# --- one workload against one system ------------------------------------------------------------
+
+
+def accounts(presentities: int, watchers: int) -> tuple[list[str], list[list[str]], list[str]]:
+    """Callee users, watcher users per group of presentities, caller users."""
+    callees = [f"p{index:05d}" for index in range(presentities)]
+    groups = math.ceil(presentities / PRESENTITIES_PER_WATCHER)
+    watcher_groups = [[f"w{group:02d}x{index:04d}" for index in range(watchers)] for group in range(groups)]
+    callers = [f"caller{index:02d}" for index in range(CALLERS)]
+    return callees, watcher_groups, callers
+
+
+async def gather_limited(coroutines: list[Any], limit: int, deadline: float = math.inf) -> list[Any]:
+    """Run at most `limit` at once; those not started by `deadline` (monotonic) give False."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(coroutine: Any) -> Any:
+        async with semaphore:
+            if time.monotonic() > deadline:
+                coroutine.close()
+                return False
+            return await coroutine
+
+    return await asyncio.gather(*(one(c) for c in coroutines))
+
+
+async def drive(system: Native | Ours, presentities: int, watchers: int, rates: list[float],
+                duration: float, log: Any, subscribe_budget: float = SUBSCRIBE_BUDGET_S) -> dict[str, Any]:
+    callees, watcher_groups, callers = accounts(presentities, watchers)
+    proxies = system.proxies()
+    client = Client(DOMAIN, password)
+    result: dict[str, Any] = {"system": system.name, "presentities": presentities, "watchers": watchers,
+                              "rates": []}
+    try:
+        leaders = system.leaders()
+        pss_before = pss_kb(leaders)
+        callee_phones = [await client.phone(user, proxies["callee"]) for user in callees]
+        for phone in callee_phones:
+            phone.on_request = client.callee_request
+        caller_phones = [await client.phone(user, proxies["caller"]) for user in callers]
+        for phone in caller_phones:
+            phone.on_request = lambda p, m: p.send(p.response(m, 200, "OK"), m.source)
+        registered = await gather_limited([client.register(p) for p in callee_phones], 50)
+        result["registered"] = sum(registered)
+        subscriptions: list[Any] = []
+        watcher_id = 0
+        for group, users in enumerate(watcher_groups):
+            group_presentities = callees[group * PRESENTITIES_PER_WATCHER:(group + 1) * PRESENTITIES_PER_WATCHER]
+            for index, user in enumerate(users):
+                phone = await client.phone(user, proxies[f"watcher{index % 2}"])
+                phone.on_request = client.watcher_request(watcher_id)
+                for presentity in group_presentities:
+                    subscriptions.append((phone, watcher_id, presentity))
+                watcher_id += 1
+        # Interleave watchers so that no phone has a long queue of its own requests.
+        position = {user: index for index, user in enumerate(callees)}
+        subscriptions.sort(key=lambda item: (position[item[2]], item[1]))
+        started = time.monotonic()
+        done = await gather_limited([client.subscribe(p, w, s) for p, w, s in subscriptions], 100,
+                                    started + subscribe_budget)
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(min(5.0, 1.0 + len(subscriptions) / 5000))  # initial NOTIFYs
+        result["subscriptions"] = {"wanted": len(subscriptions), "accepted": sum(done),
+                                   "seconds": round(elapsed, 2),
+                                   "per_second": round(sum(done) / elapsed, 1) if elapsed else None,
+                                   "initial_notifies": client.initial_notifies}
+        pss_after = pss_kb(leaders)
+        result["pss_kb"] = {"before": pss_before, "after": pss_after}
+        result["pss_mb_per_10k_subs"] = (round((pss_after - pss_before) / 1024 / sum(done) * 10000, 2)
+                                         if sum(done) else None)
+        print(f"  {system.name} {presentities}x{watchers}: {sum(done)}/{len(subscriptions)} subscriptions in "
+              f"{elapsed:.1f}s, PSS +{(pss_after - pss_before) / 1024:.1f} MB", file=log, flush=True)
+        for rate in rates:
+            figures = await calls_at(client, system, caller_phones, callees, rate, duration)
+            result["rates"].append(figures)
+            print(f"  {system.name} {presentities}x{watchers} {rate}/s: p50 {figures['p50_ms']} ms, p99 "
+                  f"{figures['p99_ms']} ms, missed {figures['missed']}, failed {figures['failed_calls']}, "
+                  f"CPU {figures['cpu_ms_per_call']} ms/call, held={figures['held']}", file=log, flush=True)
+            if not figures["held"]:
+                break
+        held = [entry["rate"] for entry in result["rates"] if entry["held"]]
+        result["held_rate"] = max(held) if held else 0
+        result["client_errors"] = client.stats.errors
+    finally:
+        client.close()
+    return result
+
+
+async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], callees: list[str],
+                   rate: float, duration: float) -> dict[str, Any]:
+    leaders = system.leaders()
+    cpu_before, etcd_before = cpu_by_program(leaders), etcd_counters()
+    client_cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    calls: list[Call] = []
+    tasks: list[asyncio.Task[None]] = []
+    count = int(rate * duration)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for number in range(count):
+        delay = start + number / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        # Round robin over the callees: at high rates a callee has overlapping calls (its lamp
+        # shows several dialogs); each change is matched to its call by Call-ID.
+        call = Call(number, callees[number % len(callees)])
+        calls.append(call)
+        tasks.append(loop.create_task(client.call(callers[number % len(callers)], call)))
+    placing = loop.time() - start
+    await asyncio.gather(*tasks)
+    # Until every watcher saw every change, or MISS_AFTER after the last change.
+    last = max((max(c.t.values()) for c in calls if c.t), default=time.monotonic())
+    while time.monotonic() < last + 5.0:
+        if all(_complete(call, client) for call in calls if call.answered):
+            break
+        await asyncio.sleep(0.1)
+    cpu_after, etcd_after = cpu_by_program(leaders), etcd_counters()
+    client_cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    for call in calls:
+        call.done = True
+    answered = sum(1 for call in calls if call.answered)
+    figures = summarize(calls, client.watchers_of)
+    cpu = {name: round(cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0), 3) for name in cpu_after}
+    total_cpu = sum(cpu.values())
+    entry: dict[str, Any] = {
+        "rate": rate, "placed": len(calls), "answered": answered,
+        "achieved_rate": round((len(calls) - 1) / placing, 1) if placing > 0 else None,
+        "failed_calls": len(calls) - answered, "placing_seconds": round(placing, 2), **figures,
+        "cpu_seconds": cpu,
+        "cpu_ms_per_call": round(total_cpu / answered * 1000, 2) if answered else None,
+        "client_cpu_seconds": round(client_cpu_after.ru_utime + client_cpu_after.ru_stime
+                                    - client_cpu_before.ru_utime - client_cpu_before.ru_stime, 2),
+    }
+    if system.name == "ours" and etcd_before and answered:
+        entry["etcd_per_answered_call"] = {
+            name: round((etcd_after.get(name, 0.0) - etcd_before.get(name, 0.0)) / answered, 2)
+            for name in sorted(etcd_after) if etcd_after.get(name, 0.0) != etcd_before.get(name, 0.0)
+        }
+        writes = sum(etcd_after.get(f"grpc_{m}", 0.0) - etcd_before.get(f"grpc_{m}", 0.0)
+                     for m in ("Put", "DeleteRange", "Txn"))
+        entry["etcd_write_requests_per_call"] = round(writes / answered, 2)
+    entry["held"] = bool(answered) and figures["missed"] == 0 and entry["failed_calls"] == 0 \
+        and figures["p99_ms"] < HELD_P99_MS
+    # Forget these calls: later NOTIFYs are not matched against them any more.
+    for call in calls:
+        client.call_by_id.pop(call.call_id, None)
+    for presentity in client.calls_of:
+        client.calls_of[presentity] = []
+    return entry
+
+
+def _complete(call: Call, client: Client) -> bool:
+    watchers = client.watchers_of.get(call.presentity, set())
+    return all(len(call.seen.get(kind, {})) >= len(watchers) for kind in call.t)
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        match = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+        model = match.group(1) if match else ""
+    mem = ""
+    with contextlib.suppress(OSError):
+        match = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+        mem = f"{int(match.group(1)) // 1024} MB" if match else ""
+    kamailio = subprocess.run(["kamailio", "-v"], capture_output=True, text=True).stdout.splitlines()
+    etcd = subprocess.run(["etcd", "--version"], capture_output=True, text=True).stdout.splitlines()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return {"host": socket.gethostname(), "cpu": model, "cpus": os.cpu_count(), "memory": mem,
+            "kernel": platform.release(), "python": platform.python_version(),
+            "kamailio": kamailio[0] if kamailio else "", "etcd": etcd[0] if etcd else "",
+            "commit": commit, "tree_dirty": bool(dirty)}
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over repetitions, with min/max as the noise seen, per workload, system and rate."""
+    out: dict[str, Any] = {}
+    for run in runs:
+        key = f"{run['presentities']}x{run['watchers']}"
+        out.setdefault(key, {}).setdefault(run["system"], []).append(run)
+    summary: dict[str, Any] = {}
+    for workload, systems in out.items():
+        summary[workload] = {}
+        for name, reps in systems.items():
+            per_rate: dict[float, dict[str, list[float]]] = {}
+            for rep in reps:
+                for entry in rep["rates"]:
+                    slot = per_rate.setdefault(entry["rate"], {})
+                    for field in ("p50_ms", "p99_ms", "missed", "cpu_ms_per_call", "etcd_write_requests_per_call"):
+                        value = entry.get(field)
+                        if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+                            slot.setdefault(field, []).append(float(value))
+            summary[workload][name] = {
+                "reps": len(reps),
+                "held_rate": _spread([rep.get("held_rate", 0) for rep in reps]),
+                "subscribe_per_second": _spread([rep["subscriptions"]["per_second"] or 0 for rep in reps]),
+                "pss_mb_per_10k_subs": _spread([rep["pss_mb_per_10k_subs"] or 0 for rep in reps]),
+                "rates": {str(rate): {field: _spread(values) for field, values in fields.items()}
+                          for rate, fields in sorted(per_rate.items())},
+            }
+    return summary
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
+            "max": round(max(values), 2), "n": len(values)}
+
+
+def plot(summary: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    workloads = list(summary)
+    figure, axes = plt.subplots(1, len(workloads), figsize=(5 * len(workloads), 4), squeeze=False)
+    for axis, workload in zip(axes[0], workloads, strict=False):
+        for name, style in (("native", "o-"), ("ours", "s-")):
+            rates = summary[workload].get(name, {}).get("rates", {})
+            points = [(float(rate), fields["p99_ms"]) for rate, fields in rates.items() if fields.get("p99_ms")]
+            if not points:
+                continue
+            xs = [x for x, _ in points]
+            below = [p["median"] - p["min"] for _, p in points]
+            above = [p["max"] - p["median"] for _, p in points]
+            axis.errorbar(xs, [p["median"] for _, p in points], yerr=[below, above], fmt=style, capsize=3,
+                          label=name)
+        axis.axhline(HELD_P99_MS, color="grey", linestyle=":", linewidth=1)
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_title(f"{workload} (presentities x watchers)")
+        axis.set_xlabel("calls/s")
+        axis.set_ylabel("NOTIFY latency p99 (ms)")
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="a few seconds against a small workload")
+    parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--workloads", default=None, help="e.g. 50x2,200x25 (default: all three)")
+    parser.add_argument("--rates", default=None, help="override the rates, e.g. 5,10,20")
+    parser.add_argument("--duration", type=float, default=None, help="seconds of calls per rate")
+    parser.add_argument("--systems", default="native,ours")
+    parser.add_argument("--var", default=None, help="runtime files (default var/bench-PID)")
+    parser.add_argument("--out", default=None, help="JSON result path")
+    parser.add_argument("--subscribe-budget", type=float, default=SUBSCRIBE_BUDGET_S,
+                        help="seconds for the initial SUBSCRIBEs of one workload; later ones are not sent")
+    args = parser.parse_args(argv)
+    # A stopped bench stops what it started (the finally clauses below).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    plan = dict(QUICK) if args.quick else dict(WORKLOADS)
+    if args.workloads:
+        plan = {name: plan.get(name, WORKLOADS.get(name, [2.0, 5.0])) for name in args.workloads.split(",")}
+    if args.rates:
+        plan = {name: [float(r) for r in args.rates.split(",")] for name in plan}
+    reps = args.reps or (1 if args.quick else 3)
+    duration = args.duration or (2.0 if args.quick else 10.0)
+    var = Path(args.var or ROOT / "var" / f"bench-{os.getpid()}")
+    var.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else RESULTS / ("quick.json" if args.quick else f"bench-{stamp}.json")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    report: dict[str, Any] = {
+        "started": stamp, "machine": machine(), "quick": args.quick, "duration_per_rate_s": duration,
+        "reps": reps, "plan": plan, "netns": _netns(), "runs": [],
+    }
+    systems = {"native": Native(var), "ours": Ours(var)}
+    order = [name for name in args.systems.split(",") if name in systems]
+    began = time.monotonic()
+    try:
+        for rep in range(reps):
+            for workload, rates in plan.items():
+                presentities, watchers = (int(n) for n in workload.split("x"))
+                names = order if rep % 2 == 0 else order[::-1]
+                for name in names:
+                    system = systems[name]
+                    callees, groups, callers = accounts(presentities, watchers)
+                    print(f"rep {rep + 1}/{reps} {workload} {name}: starting", flush=True)
+                    try:
+                        system.start(callees + [u for g in groups for u in g] + callers)
+                        run = asyncio.run(drive(system, presentities, watchers, rates, duration, sys.stdout,
+                                                args.subscribe_budget))
+                    except Exception as exc:  # noqa: BLE001 - one failed run is reported, not fatal
+                        run = {"system": name, "presentities": presentities, "watchers": watchers, "rates": [],
+                               "error": f"{type(exc).__name__}: {exc}", "held_rate": 0,
+                               "subscriptions": {"per_second": None}, "pss_mb_per_10k_subs": None}
+                        print(f"  {name} {workload} failed: {run['error']}", flush=True)
+                    finally:
+                        system.stop()
+                    run["rep"] = rep
+                    report["runs"].append(run)
+                    report["summary"] = aggregate(report["runs"])
+                    report["elapsed_s"] = round(time.monotonic() - began, 1)
+                    out.write_text(json.dumps(report, indent=2))
+    finally:
+        for system in systems.values():
+            system.stop()
+        if not args.var:
+            shutil.rmtree(var, ignore_errors=True)
+    report["summary"] = aggregate(report["runs"])
+    png = out.with_suffix(".png")
+    report["plot"] = png.name if plot(report["summary"], png) else None
+    out.write_text(json.dumps(report, indent=2))
+    if not args.quick and not args.out:
+        shutil.copy(out, RESULTS / "latest.json")
+    print(json.dumps(report["summary"], indent=1))
+    print(f"results: {out}")
+    return 0
+
+
+def _netns() -> str:
+    try:
+        return os.path.basename(os.readlink("/proc/self/ns/net"))
+    except OSError:
+        return ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
