@@ -21,8 +21,17 @@ from statestore.domain.registrar import (
 from statestore.domain.routing import behind_nat
 from statestore.domain.subscription import parse_expires
 
+# Attempts at the guarded write when a REGISTER of the same account on another worker or
+# instance wrote between our read and our write; each one reads and decides again.
+WRITE_ATTEMPTS = 3
+
 
 def handle_register(ctx: Context) -> None:
+    # Statefully (RFC 3261 §17.2.2): tm keeps the answer and sends it again to every
+    # retransmission of the request while the transaction lives, before any digest or
+    # store work; a retransmission that comes later is recognised by the registrar.
+    if KSR.tm.t_newtran() < 0:
+        raise SipError(500, "Server Internal Error", {"Retry-After": "5"})
     realm = pv("$td").lower()
     require_domain(ctx, realm)
     account = authenticate(ctx, realm, store_required=True)
@@ -42,13 +51,18 @@ def handle_register(ctx: Context) -> None:
         received=f"{pv('$pr')}:{pv('$si')}:{pv('$sp')}",
         nat=_behind_nat(contacts),
     )
-    current = ctx.store.bindings_of(account)
-    outcome = apply_register(request, current, ctx.registrar, now)
-    ctx.store.apply_bindings(
-        [(binding_id(b), b, b.remaining(now)) for b in outcome.upserts],
-        [binding_id(b) for b in outcome.removals],
-        account,
-    )
+    for _ in range(WRITE_ATTEMPTS):
+        read = ctx.store.read_bindings(account)
+        outcome = apply_register(request, read.bindings, ctx.registrar, now)
+        if not outcome.writes or ctx.store.apply_bindings(
+            [(binding_id(b), b, b.remaining(now)) for b in outcome.upserts],
+            [binding_id(b) for b in outcome.removals],
+            account,
+            read,
+        ):
+            break
+    else:
+        raise SipError(500, "Server Internal Error", {"Retry-After": "1"})
     ctx.cache.put_bindings(account, list(outcome.bindings), now)
     for binding in outcome.bindings:
         KSR.hdr.append_to_reply(f"Contact: {contact_header_value(binding, now)}\r\n")

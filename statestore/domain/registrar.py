@@ -106,6 +106,10 @@ class RegisterOutcome:
     removals: tuple[Binding, ...]
     bindings: tuple[Binding, ...]
 
+    @property
+    def writes(self) -> bool:
+        return bool(self.upserts or self.removals)
+
 
 def _bad(detail: str) -> SipError:
     # 400 (RFC 3261 §21.4.1) with a reason phrase telling what was wrong.
@@ -332,6 +336,9 @@ def apply_register(
     gone: they take no part in the Call-ID/CSeq check and are listed in removals unless
     the request writes the same binding again. A request that would leave the account
     with more than `policy.max_bindings` live bindings (and more than it had) is refused.
+
+    A retransmission of the request that wrote the live bindings (its 200 was lost) is
+    answered again with the bindings as they are, and writes nothing (`_is_repeat`).
     """
     mine = [binding for binding in current if binding.account == request.account]
     live = {binding_id(b): b for b in mine if b.expires_at > now}
@@ -341,10 +348,35 @@ def apply_register(
         wanted = [_Wanted(key, b.contact, b.sip_instance, None) for key, b in live.items()]
     else:
         wanted = _wanted(request, request.contacts, policy, now)
+    if _is_repeat(request, wanted, live):
+        return RegisterOutcome((), (), tuple(live.values()))
     for item in wanted:
         for key in _replaced(item, live):
             _check_order(live[key], request)
     return _outcome(live, expired, wanted, policy)
+
+
+def _is_repeat(request: RegisterRequest, wanted: Sequence[_Wanted], live: dict[str, Binding]) -> bool:
+    """Whether `request` is a retransmission of the one that wrote the live bindings it
+    names: same Call-ID and CSeq (RFC 3261 §17.2.3 would match the branch; a registrar
+    that lost the transaction has only these), and every binding it asks for is stored
+    as it asks (same identity, contact and q). What it removed is gone already.
+
+    RFC 3261 §10.3 step 7 would abort a request whose CSeq is not higher; but a client
+    whose 200 was lost retransmits the very same request (§17.1.2.2), and answering that
+    with an error would make the phone believe it is unregistered.
+    """
+    asked = [item for item in wanted if item.binding is not None]
+    if not asked:
+        return False
+    for item in asked:
+        stored, binding = live.get(item.key), item.binding
+        assert binding is not None
+        if stored is None or (stored.call_id, stored.cseq) != (request.call_id, request.cseq):
+            return False
+        if normalise_uri(stored.contact) != normalise_uri(binding.contact) or stored.q != binding.q:
+            return False
+    return True
 
 
 def _check_star(request: RegisterRequest) -> None:

@@ -3,7 +3,9 @@ refreshed (issue 5: one account held 747 bindings and 782 leases)."""
 
 from __future__ import annotations
 
+import re
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -84,3 +86,73 @@ def test_many_removals_span_several_transactions(store: EtcdStore) -> None:
     store.apply_bindings([], [binding_id for binding_id, _, _ in many], BOB)
     assert store.bindings_of(BOB) == []
     assert leases(store) - before == set()
+
+
+# --- issue 6: no lease grant per refresh; the Call-ID/CSeq check and the write are atomic -------
+
+
+def lease_counters(store: EtcdStore) -> dict[str, float]:
+    """etcd's own lease counters (granted, revoked, renewed), from /metrics on its client URL."""
+    with urllib.request.urlopen(f"http://{store.endpoint}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.findall(r"^etcd_debugging_lease_(granted|revoked|renewed)_total (\S+)$", text, re.MULTILINE)
+    return {name: float(value) for name, value in found}
+
+
+def refresh(store: EtcdStore, contact: str, cseq: int, seconds: int = 600) -> bool:
+    read = store.read_bindings(BOB)
+    return store.apply_bindings([("b1", binding(contact, cseq), seconds)], [], BOB, read)
+
+
+def test_a_hundred_refreshes_with_the_same_expiry_grant_no_lease(store: EtcdStore) -> None:
+    assert refresh(store, "sip:bob@10.0.0.1", 1)
+    first = lease_of(store, "b1")
+    before, held = lease_counters(store), leases(store)
+    for cseq in range(2, 102):
+        assert refresh(store, "sip:bob@10.0.0.1", cseq)
+    after = lease_counters(store)
+    grants = after["granted"] - before["granted"]
+    assert (grants, after["revoked"] - before["revoked"]) == (0, 0), f"{grants} leases granted for 100 refreshes"
+    assert after["renewed"] - before["renewed"] == 100  # one keep-alive per refresh
+    assert lease_of(store, "b1") == first and leases(store) == held
+    assert [b.cseq for b in store.bindings_of(BOB)] == [101]
+
+
+def test_a_refresh_keeps_the_binding_alive_past_its_first_lease(store: EtcdStore) -> None:
+    # 1 s + 2 s grace: without the keep-alive, the key would be gone after 3 s.
+    assert refresh(store, "sip:bob@10.0.0.1", 1, seconds=1)
+    deadline = time.monotonic() + 4.5
+    cseq = 1
+    while time.monotonic() < deadline:
+        cseq += 1
+        assert refresh(store, "sip:bob@10.0.0.1", cseq, seconds=1)
+        time.sleep(0.5)
+    assert [b.cseq for b in store.bindings_of(BOB)] == [cseq]
+
+
+def test_a_changed_expiry_grants_one_lease_and_revokes_the_old(store: EtcdStore) -> None:
+    assert refresh(store, "sip:bob@10.0.0.1", 1, seconds=600)
+    old = lease_of(store, "b1")
+    before = lease_counters(store)
+    assert refresh(store, "sip:bob@10.0.0.1", 2, seconds=300)
+    after = lease_counters(store)
+    assert (after["granted"] - before["granted"], after["revoked"] - before["revoked"]) == (1, 1)
+    new = lease_of(store, "b1")
+    assert new != old and old not in leases(store)
+    info = store.client.get_lease_info(new)
+    assert int(info.grantedTTL) == 300 + 2
+
+
+def test_two_writes_from_the_same_read_cannot_both_pass(store: EtcdStore) -> None:
+    """Two REGISTERs racing on two instances: each checked Call-ID/CSeq on the same read."""
+    assert refresh(store, "sip:bob@10.0.0.1", 1)
+    read = store.read_bindings(BOB)
+    before = leases(store)
+    assert store.apply_bindings([("b1", binding("sip:bob@10.0.0.1", 2), 600)], [], BOB, read)
+    assert not store.apply_bindings([("b2", binding("sip:bob@10.0.0.9", 2), 600)], [], BOB, read)
+    assert [b.contact for b in store.bindings_of(BOB)] == ["sip:bob@10.0.0.1"]
+    assert leases(store) == before  # the loser's new lease was given back
+    # A key created since the read counts as a change too.
+    stale = store.read_bindings(BOB)
+    assert store.apply_bindings([("b3", binding("sip:bob@10.0.0.3", 1, "other"), 600)], [], BOB)
+    assert not store.apply_bindings([], ["b1"], BOB, stale)

@@ -229,7 +229,6 @@ def test_wildcard_obeys_cseq_order() -> None:
     ("call_id", "cseq", "ok"),
     [
         ("call-1", 6, True),  # same Call-ID, higher CSeq
-        ("call-1", 5, False),  # same Call-ID, same CSeq
         ("call-1", 4, False),  # same Call-ID, lower CSeq
         ("call-2", 1, True),  # another Call-ID: any CSeq
     ],
@@ -584,6 +583,40 @@ def test_instance_replacement_obeys_cseq_order() -> None:
     with pytest.raises(SipError) as caught:
         register(request([device("sip:boot2@10.0.0.1")], call_id="same", cseq=9), old)
     assert caught.value.reason == "Out of order CSeq"
+
+
+# --- retransmissions (issue 6, finding 6) ------------------------------------------------------
+
+
+def test_a_retransmission_is_answered_with_the_bindings_as_stored_and_writes_nothing() -> None:
+    mine, other = stored(cseq=5), stored(BOB, call_id="call-9", cseq=1)
+    outcome = register(request([ContactSpec(ALICE_UPPER, 600)], None, "call-1", 5), mine, other)
+    assert outcome == RegisterOutcome((), (), (mine, other))
+    assert not outcome.writes
+
+
+def test_a_retransmission_of_a_device_registration_is_recognised() -> None:
+    old = registered("sip:boot1@10.0.0.1", X, call_id="same", cseq=9)
+    outcome = register(request([device("sip:boot1@10.0.0.1")], call_id="same", cseq=9), old)
+    assert outcome == RegisterOutcome((), (), (old,))
+
+
+@pytest.mark.parametrize(
+    ("contacts", "reason"),
+    [
+        ([ContactSpec(ALICE, 0)], "a removal at the CSeq that wrote the binding"),
+        ([ContactSpec(ALICE, 600, q=0.5)], "another q"),
+        ([ContactSpec(ALICE, 600), ContactSpec(BOB, 600)], "a contact more"),
+    ],
+)
+def test_the_same_cseq_asking_for_something_else_is_out_of_order(contacts: list[ContactSpec], reason: str) -> None:
+    with pytest.raises(SipError) as caught:
+        register(request(contacts, None, "call-1", 5), stored(cseq=5))
+    assert caught.value.reason == "Out of order CSeq", reason
+
+
+def test_a_retransmitted_removal_finds_nothing_to_remove() -> None:
+    assert register(request([ContactSpec(ALICE, 0)], None, "call-1", 5)) == RegisterOutcome((), (), ())
 
 
 def test_wildcard_removes_device_bindings_too() -> None:
