@@ -113,6 +113,18 @@ def pss_kb(leaders: list[int]) -> int:
     return total
 
 
+def describe(sockets: dict[str, Path]) -> dict[int, str]:
+    """pid -> "instance: role" of Kamailio processes, from the RPC core.psx of each control socket."""
+    roles: dict[int, str] = {}
+    for name, path in sockets.items():
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            text = subprocess.run(["kamcmd", "-s", f"unix:{path}", "core.psx"], capture_output=True, text=True,
+                                  timeout=5).stdout
+            for pid, role in re.findall(r"PID: (\d+)\s+DSC: ([^\n]+)", text):
+                roles[int(pid)] = f"{name}: {role.strip()}"
+    return roles
+
+
 def etcd_counters() -> dict[str, float]:
     """etcd's own write counters: mvcc puts/deletes/txns and gRPC requests per method."""
     try:
@@ -175,6 +187,9 @@ class Native:
     def leaders(self) -> list[int]:
         return [self.process.pid] if self.process else []
 
+    def ctl_sockets(self) -> dict[str, Path]:
+        return {"native": self.dir / "kamailio_ctl"}
+
     def proxies(self) -> dict[str, tuple[str, int]]:
         return {"caller": NATIVE, "callee": NATIVE, "watcher0": NATIVE, "watcher1": NATIVE}
 
@@ -231,9 +246,20 @@ class Ours:
         pids += [state[part]["pid"] for part in ("etcd", "memcached") if state[part].get("pid")]
         return pids
 
+    def ctl_sockets(self) -> dict[str, Path]:
+        return {name: self.var / name / "run" / "kamailio_ctl" for name in ("ks1", "ks2")}
+
     def proxies(self) -> dict[str, tuple[str, int]]:
         # Calls cross instances (caller on ks1, callee on ks2); watchers on both.
         return {"caller": KS1, "callee": KS2, "watcher0": KS1, "watcher1": KS2}
+
+    def restart(self, name: str) -> float:
+        """SIGKILL one instance (its whole process group) and start it again: seconds until it
+        answers SIP and has announced itself."""
+        started = time.monotonic()
+        self.blfctl("lab", "kill", name)
+        self.blfctl("lab", "start", name)
+        return time.monotonic() - started
 
     def stop(self) -> None:
         if (self.var / "lab.json").exists():
@@ -268,7 +294,8 @@ async def gather_limited(coroutines: list[Any], limit: int, deadline: float = ma
 
 
 async def drive(system: Native | Ours, presentities: int, watchers: int, rates: list[float],
-                duration: float, log: Any, subscribe_budget: float = SUBSCRIBE_BUDGET_S) -> dict[str, Any]:
+                duration: float, log: Any, subscribe_budget: float = SUBSCRIBE_BUDGET_S,
+                restart_rate: float = 0.0) -> dict[str, Any]:
     callees, watcher_groups, callers = accounts(presentities, watchers)
     proxies = system.proxies()
     client = Client(DOMAIN, password)
@@ -321,6 +348,14 @@ async def drive(system: Native | Ours, presentities: int, watchers: int, rates: 
                   f"CPU {figures['cpu_ms_per_call']} ms/call, held={figures['held']}", file=log, flush=True)
             if not figures["held"]:
                 break
+        if restart_rate and isinstance(system, Ours):
+            # An instance killed and restarted with every subscription in place: how long until
+            # it answers, then calls at a low rate right away (missed NOTIFYs = not resynced).
+            seconds = await asyncio.to_thread(system.restart, "ks2")
+            figures = await calls_at(client, system, caller_phones, callees, restart_rate, duration)
+            result["restart"] = {"instance": "ks2", "seconds_to_answer": round(seconds, 2), "calls": figures}
+            print(f"  ours restart of ks2: answering after {seconds:.1f}s; then {restart_rate}/s: p99 "
+                  f"{figures['p99_ms']} ms, missed {figures['missed']}", file=log, flush=True)
         held = [entry["rate"] for entry in result["rates"] if entry["held"]]
         result["held_rate"] = max(held) if held else 0
         result["client_errors"] = client.stats.errors
@@ -332,7 +367,8 @@ async def drive(system: Native | Ours, presentities: int, watchers: int, rates: 
 async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], callees: list[str],
                    rate: float, duration: float) -> dict[str, Any]:
     leaders = system.leaders()
-    cpu_before, etcd_before = cpu_by_program(leaders), etcd_counters()
+    roles = describe(system.ctl_sockets())
+    procs_before, etcd_before = group_processes(leaders), etcd_counters()
     client_cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     calls: list[Call] = []
     tasks: list[asyncio.Task[None]] = []
@@ -356,19 +392,29 @@ async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], 
         if all(_complete(call, client) for call in calls if call.answered):
             break
         await asyncio.sleep(0.1)
-    cpu_after, etcd_after = cpu_by_program(leaders), etcd_counters()
+    procs_after, etcd_after = group_processes(leaders), etcd_counters()
+    wall = loop.time() - start
     client_cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     for call in calls:
         call.done = True
     answered = sum(1 for call in calls if call.answered)
     figures = summarize(calls, client.watchers_of)
-    cpu = {name: round(cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0), 3) for name in cpu_after}
+    cpu: dict[str, float] = {}
+    per_process: list[tuple[float, str]] = []
+    for pid, (program, seconds) in procs_after.items():
+        used = seconds - procs_before.get(pid, (program, 0.0))[1]
+        cpu[program] = round(cpu.get(program, 0.0) + used, 3)
+        per_process.append((used, roles.get(pid, f"{program} {pid}")))
     total_cpu = sum(cpu.values())
+    per_process.sort(reverse=True)
     entry: dict[str, Any] = {
         "rate": rate, "placed": len(calls), "answered": answered,
         "achieved_rate": round((len(calls) - 1) / placing, 1) if placing > 0 else None,
         "failed_calls": len(calls) - answered, "placing_seconds": round(placing, 2), **figures,
         "cpu_seconds": cpu,
+        # The busiest processes, in cores (CPU seconds / wall seconds of this step): one near 1.0
+        # is a serial bottleneck.
+        "busiest_processes": [{"process": role, "cores": round(used / wall, 2)} for used, role in per_process[:4]],
         "cpu_ms_per_call": round(total_cpu / answered * 1000, 2) if answered else None,
         "client_cpu_seconds": round(client_cpu_after.ru_utime + client_cpu_after.ru_stime
                                     - client_cpu_before.ru_utime - client_cpu_before.ru_stime, 2),
@@ -500,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", default="native,ours")
     parser.add_argument("--var", default=None, help="runtime files (default var/bench-PID)")
     parser.add_argument("--out", default=None, help="JSON result path")
+    parser.add_argument("--restart-rate", type=float, default=None,
+                        help="ours: after the rates, kill and restart ks2, then calls at this rate "
+                             "(default 2, 0 with --quick: none)")
     parser.add_argument("--subscribe-budget", type=float, default=SUBSCRIBE_BUDGET_S,
                         help="seconds for the initial SUBSCRIBEs of one workload; later ones are not sent")
     args = parser.parse_args(argv)
@@ -511,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rates:
         plan = {name: [float(r) for r in args.rates.split(",")] for name in plan}
     reps = args.reps or (1 if args.quick else 3)
+    if args.restart_rate is None:
+        args.restart_rate = 0.0 if args.quick else 2.0
     duration = args.duration or (2.0 if args.quick else 10.0)
     var = Path(args.var or ROOT / "var" / f"bench-{os.getpid()}")
     var.mkdir(parents=True, exist_ok=True)
@@ -538,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         system.start(callees + [u for g in groups for u in g] + callers)
                         run = asyncio.run(drive(system, presentities, watchers, rates, duration, sys.stdout,
-                                                args.subscribe_budget))
+                                                args.subscribe_budget, args.restart_rate))
                     except Exception as exc:  # noqa: BLE001 - one failed run is reported, not fatal
                         run = {"system": name, "presentities": presentities, "watchers": watchers, "rates": [],
                                "error": f"{type(exc).__name__}: {exc}", "held_rate": 0,

@@ -1,0 +1,91 @@
+"""The table of docs/benchmarks.md from a results JSON of bench/run.py (medians over repetitions,
+[min-max] the noise seen, ratio ours/native).
+
+    python -m bench.report bench/results/latest.json [--at 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _cell(spread: dict[str, float] | None, unit: str = "") -> str:
+    if not spread:
+        return "–"
+    if spread["min"] == spread["max"]:
+        return f"{spread['median']:g}{unit}"
+    return f"{spread['median']:g}{unit} [{spread['min']:g}–{spread['max']:g}]"
+
+
+def _ratio(ours: dict[str, float] | None, native: dict[str, float] | None) -> str:
+    if not ours or not native or not native["median"]:
+        return "–"
+    return f"{ours['median'] / native['median']:.2g}"
+
+
+def _at(system: dict[str, Any], rate: float, field: str) -> dict[str, float] | None:
+    entry = system.get("rates", {}).get(str(float(rate)))
+    return entry.get(field) if entry else None
+
+
+def table(report: dict[str, Any], reference_rates: dict[str, float]) -> str:
+    lines = ["| workload | figure | ours | native | ours/native |", "|---|---|---|---|---|"]
+    for workload, systems in report["summary"].items():
+        ours, native = systems.get("ours", {}), systems.get("native", {})
+        rate = reference_rates.get(workload, 10.0)
+        rows: list[tuple[str, dict[str, float] | None, dict[str, float] | None, str]] = [
+            ("held calls/s (no missed NOTIFY, p99 < 1 s)", ours.get("held_rate"), native.get("held_rate"), ""),
+            (f"NOTIFY p50 at {rate:g} calls/s", _at(ours, rate, "p50_ms"), _at(native, rate, "p50_ms"), " ms"),
+            (f"NOTIFY p99 at {rate:g} calls/s", _at(ours, rate, "p99_ms"), _at(native, rate, "p99_ms"), " ms"),
+            (f"missed NOTIFYs at {rate:g} calls/s", _at(ours, rate, "missed"), _at(native, rate, "missed"), ""),
+            (f"CPU per answered call at {rate:g} calls/s", _at(ours, rate, "cpu_ms_per_call"),
+             _at(native, rate, "cpu_ms_per_call"), " ms"),
+            ("initial SUBSCRIBE/s", ours.get("subscribe_per_second"), native.get("subscribe_per_second"), ""),
+            ("memory (PSS) per 10,000 subscriptions", ours.get("pss_mb_per_10k_subs"),
+             native.get("pss_mb_per_10k_subs"), " MB"),
+            (f"etcd write requests per answered call at {rate:g}/s", _at(ours, rate, "etcd_write_requests_per_call"),
+             None, ""),
+        ]
+        for label, mine, theirs, unit in rows:
+            lines.append(f"| {workload} | {label} | {_cell(mine, unit)} | {_cell(theirs, unit)} | "
+                         f"{_ratio(mine, theirs)} |")
+    return "\n".join(lines)
+
+
+def rates_table(report: dict[str, Any]) -> str:
+    """p50/p99 per rate, both systems: the data of the PNG."""
+    lines = ["| workload | calls/s | ours p50 / p99 (ms) | missed | native p50 / p99 (ms) | missed |",
+             "|---|---|---|---|---|---|"]
+    for workload, systems in report["summary"].items():
+        rates = sorted({float(r) for s in systems.values() for r in s.get("rates", {})})
+        for rate in rates:
+            cells = []
+            for name in ("ours", "native"):
+                entry = systems.get(name, {}).get("rates", {}).get(str(rate))
+                if not entry:
+                    cells += ["not run (a lower rate was not held)", "–"]
+                    continue
+                cells.append(f"{_cell(entry.get('p50_ms'))} / {_cell(entry.get('p99_ms'))}")
+                cells.append(_cell(entry.get("missed")))
+            lines.append(f"| {workload} | {rate:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--at", type=float, default=10.0, help="reference call rate of the table")
+    args = parser.parse_args(argv)
+    report = json.loads(args.results.read_text())
+    print(table(report, {workload: args.at for workload in report["summary"]}))
+    print()
+    print(rates_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
