@@ -100,6 +100,14 @@ def cpu_by_program(leaders: list[int]) -> dict[str, float]:
     return totals
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all processes), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
 def pss_kb(leaders: list[int]) -> int:
     """Proportional set size of the groups: shared memory (Kamailio's shm) counted once."""
     total = 0
@@ -369,6 +377,7 @@ async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], 
     leaders = system.leaders()
     roles = describe(system.ctl_sockets())
     procs_before, etcd_before = group_processes(leaders), etcd_counters()
+    busy_before = machine_busy_seconds()
     client_cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     calls: list[Call] = []
     tasks: list[asyncio.Task[None]] = []
@@ -393,6 +402,7 @@ async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], 
             break
         await asyncio.sleep(0.1)
     procs_after, etcd_after = group_processes(leaders), etcd_counters()
+    busy_after = machine_busy_seconds()
     wall = loop.time() - start
     client_cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     for call in calls:
@@ -407,6 +417,8 @@ async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], 
         per_process.append((used, roles.get(pid, f"{program} {pid}")))
     total_cpu = sum(cpu.values())
     per_process.sort(reverse=True)
+    client_cpu = (client_cpu_after.ru_utime + client_cpu_after.ru_stime
+                  - client_cpu_before.ru_utime - client_cpu_before.ru_stime)
     entry: dict[str, Any] = {
         "rate": rate, "placed": len(calls), "answered": answered,
         "achieved_rate": round((len(calls) - 1) / placing, 1) if placing > 0 else None,
@@ -416,8 +428,10 @@ async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], 
         # is a serial bottleneck.
         "busiest_processes": [{"process": role, "cores": round(used / wall, 2)} for used, role in per_process[:4]],
         "cpu_ms_per_call": round(total_cpu / answered * 1000, 2) if answered else None,
-        "client_cpu_seconds": round(client_cpu_after.ru_utime + client_cpu_after.ru_stime
-                                    - client_cpu_before.ru_utime - client_cpu_before.ru_stime, 2),
+        "client_cpu_seconds": round(client_cpu, 2),
+        # Noise: cores used meanwhile by everything else on the machine (other sessions' tests).
+        "others_cores": round(max(0.0, busy_after - busy_before - total_cpu - client_cpu) / wall, 2),
+        "seconds": round(wall, 1),
     }
     if system.name == "ours" and etcd_before and answered:
         entry["etcd_per_answered_call"] = {
@@ -480,7 +494,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
             for rep in reps:
                 for entry in rep["rates"]:
                     slot = per_rate.setdefault(entry["rate"], {})
-                    for field in ("p50_ms", "p99_ms", "missed", "cpu_ms_per_call", "etcd_write_requests_per_call"):
+                    for field in ("p50_ms", "p99_ms", "missed", "cpu_ms_per_call", "etcd_write_requests_per_call",
+                                  "others_cores"):
                         value = entry.get(field)
                         if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
                             slot.setdefault(field, []).append(float(value))
