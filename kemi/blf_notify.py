@@ -27,9 +27,14 @@ def load_state(ctx: Context, presentity: str) -> PresentityState:
     return bodies.presentity_state(ctx.store.legs_of(presentity), ctx.store.bindings_of(presentity))
 
 
-def send(ctx: Context, subscription: Subscription, state: PresentityState, now: float, reason: str | None) -> None:
-    """Send the NOTIFY that `subscription` (already advanced) describes."""
-    body = bodies.render(subscription.event, subscription.entity, subscription.version, state)
+def send(
+    ctx: Context, subscription: Subscription, state: PresentityState, now: float, reason: str | None,
+    template: bodies.Template | None = None,
+) -> None:
+    """Send the NOTIFY that `subscription` (already advanced) describes; `template`, the
+    presentity's body rendered once for all its watchers, when the caller has one."""
+    template = template if template is not None else bodies.Template(subscription.event, state)
+    body = template.fill(subscription.entity, subscription.version)
     send_notify(
         subscription,
         subscription_state(subscription, now, reason),
@@ -42,7 +47,8 @@ def send(ctx: Context, subscription: Subscription, state: PresentityState, now: 
 
 
 def notify_if_changed(
-    ctx: Context, subscription: Subscription, revision: int, state: PresentityState, now: float
+    ctx: Context, subscription: Subscription, revision: int, state: PresentityState, now: float,
+    template: bodies.Template | None = None,
 ) -> tuple[Subscription, int] | None:
     """NOTIFY when what the watcher sees changed; the advanced record, or None."""
     digest = bodies.digest(subscription.event, state)
@@ -52,7 +58,7 @@ def notify_if_changed(
     new_revision = ctx.store.update_subscription(advanced, revision)
     if new_revision is None:
         return None
-    send(ctx, advanced, state, now, None)
+    send(ctx, advanced, state, now, None, template)
     return advanced, new_revision
 
 

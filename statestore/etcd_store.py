@@ -22,6 +22,8 @@ from statestore.domain.model import Account, Binding, Leg, Subscription, Watcher
 from statestore.store import StoredBindings
 
 REGISTRATION_GRACE_SECONDS = 2
+# Keys per response of a snapshot: 1,000 subscriptions are about 0.6 MB.
+SNAPSHOT_PAGE = 1000
 # etcd's default --max-txn-ops: operations in one transaction.
 MAX_TXN_OPS = 128
 
@@ -391,12 +393,33 @@ class EtcdStore:
     def range(self, prefix: str) -> list[KeyValue]:
         return self.snapshot(prefix)[1]
 
-    def snapshot(self, prefix: str = keys.ROOT) -> tuple[int, list[KeyValue]]:
-        """All keys under prefix and the store revision they were read at."""
+    def snapshot(
+        self, prefix: str | Sequence[str] = keys.ROOT, page: int = SNAPSHOT_PAGE
+    ) -> tuple[int, list[KeyValue]]:
+        """All keys under the prefix (or prefixes) and the one store revision they were read
+        at, read `page` keys per response: no response grows with the cluster (gRPC refuses
+        answers over 4 MB). The pages after the first are read at the first one's revision;
+        if it is compacted meanwhile, that is StoreUnavailable and the caller reads again."""
+        prefixes = [prefix] if isinstance(prefix, str) else list(prefix)
+        revision = 0
+        items: list[KeyValue] = []
         with self._guard():
-            response = self.client.get_prefix_response(prefix)
-        items = [KeyValue(kv.key.decode(), kv.value, int(kv.mod_revision)) for kv in response.kvs]
-        return int(response.header.revision), items
+            for name in prefixes:
+                start, end = name.encode(), etcd3.utils.increment_last_byte(name.encode())
+                while True:
+                    response = self._range_page(start, end, page, revision)
+                    revision = revision or int(response.header.revision)
+                    items += [KeyValue(kv.key.decode(), kv.value, int(kv.mod_revision)) for kv in response.kvs]
+                    if not response.more or not response.kvs:
+                        break
+                    start = response.kvs[-1].key + b"\0"  # the next key after the last one read
+        return revision, items
+
+    def _range_page(self, start: bytes, end: bytes, limit: int, revision: int) -> Any:
+        # etcd3 0.12 has no paged range; the request is built here (as for _count_prefix).
+        request = etcd3.etcdrpc.RangeRequest(key=start, range_end=end, limit=limit, revision=revision)
+        client = self.client
+        return client.kvstub.Range(request, self.timeout, credentials=client.call_credentials, metadata=client.metadata)
 
     def watch(self, start_revision: int, callback: WatchCallback, prefix: str = keys.ROOT) -> int:
         """Deliver every change under prefix from start_revision on, from a client thread."""
@@ -411,6 +434,11 @@ class EtcdStore:
             return int(
                 self.client.add_watch_prefix_callback(prefix, deliver, start_revision=start_revision)
             )
+
+    def watch_prefixes(self, start_revision: int, callback: WatchCallback, prefixes: Sequence[str]) -> list[int]:
+        """`watch` on each prefix (one stream: etcd3 multiplexes them): only what the
+        caller reads travels, not every change of the cluster."""
+        return [self.watch(start_revision, callback, prefix) for prefix in prefixes]
 
     def cancel_watch(self, watch_id: int) -> None:
         with self._guard():

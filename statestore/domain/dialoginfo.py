@@ -67,7 +67,7 @@ def _dialog(parent: etree._Element, leg: Leg) -> None:
     _participant(node, "remote", leg.remote)
 
 
-def render_dialog_info(entity: str, version: int, legs: Sequence[Leg]) -> bytes:
+def render_dialog_info(entity: str, version: int | str, legs: Sequence[Leg]) -> bytes:
     """A full-state dialog-info document (RFC 4235 §4.1), UTF-8 encoded (§4).
 
     `version` is the per-subscription counter of §4.1 and `entity` the observed

@@ -18,10 +18,13 @@ from statestore.domain.registrar import normalise_uri
 
 @dataclass(frozen=True)
 class EventPackage:
-    """An event package the notifier serves (RFC 6665 §7)."""
+    """An event package the notifier serves (RFC 6665 §7). `inputs` are the kinds of
+    record its bodies are made of ("legs", "regs"): a change of any other kind does not
+    make its watchers due."""
 
     name: str
     content_type: str
+    inputs: frozenset[str] = frozenset({"legs"})
 
 
 DIALOG = EventPackage("dialog", dialoginfo.CONTENT_TYPE)
