@@ -1,7 +1,7 @@
 """The table of docs/benchmarks.md from a results JSON of bench/run.py (medians over repetitions,
 [min-max] the noise seen, ratio ours/native).
 
-    python -m bench.report bench/results/latest.json [--at 10]
+    python -m bench.report bench/results/latest.json [--at 50x2=10,200x25=5,1000x100=2]
 """
 
 from __future__ import annotations
@@ -27,9 +27,24 @@ def _ratio(ours: dict[str, float] | None, native: dict[str, float] | None) -> st
     return f"{ours['median'] / native['median']:.2g}"
 
 
+def _rate_entry(system: dict[str, Any], rate: float) -> dict[str, Any] | None:
+    for key, entry in system.get("rates", {}).items():
+        if float(key) == rate:
+            return dict(entry)
+    return None
+
+
 def _at(system: dict[str, Any], rate: float, field: str) -> dict[str, float] | None:
-    entry = system.get("rates", {}).get(str(float(rate)))
+    entry = _rate_entry(system, rate)
     return entry.get(field) if entry else None
+
+
+def _memory(workload: str, *systems: dict[str, Any]) -> list[dict[str, float] | None]:
+    """PSS per 10,000 subscriptions, only where there are enough subscriptions to tell."""
+    presentities, watchers = (int(n) for n in workload.split("x"))
+    if presentities * watchers < 5000:
+        return [None for _ in systems]
+    return [system.get("pss_mb_per_10k_subs") for system in systems]
 
 
 def table(report: dict[str, Any], reference_rates: dict[str, float]) -> str:
@@ -45,8 +60,7 @@ def table(report: dict[str, Any], reference_rates: dict[str, float]) -> str:
             (f"CPU per answered call at {rate:g} calls/s", _at(ours, rate, "cpu_ms_per_call"),
              _at(native, rate, "cpu_ms_per_call"), " ms"),
             ("initial SUBSCRIBE/s", ours.get("subscribe_per_second"), native.get("subscribe_per_second"), ""),
-            ("memory (PSS) per 10,000 subscriptions", ours.get("pss_mb_per_10k_subs"),
-             native.get("pss_mb_per_10k_subs"), " MB"),
+            ("memory (PSS) per 10,000 subscriptions", *_memory(workload, ours, native), " MB"),
             (f"etcd write requests per answered call at {rate:g}/s", _at(ours, rate, "etcd_write_requests_per_call"),
              None, ""),
         ]
@@ -65,11 +79,14 @@ def rates_table(report: dict[str, Any]) -> str:
         for rate in rates:
             cells = []
             for name in ("ours", "native"):
-                entry = systems.get(name, {}).get("rates", {}).get(str(rate))
+                entry = _rate_entry(systems.get(name, {}), rate)
                 if not entry:
                     cells += ["not run (a lower rate was not held)", "–"]
                     continue
-                cells.append(f"{_cell(entry.get('p50_ms'))} / {_cell(entry.get('p99_ms'))}")
+                reps = systems[name].get("reps", 0)
+                reached = (entry.get("p99_ms") or {}).get("n", 0)
+                note = f" ({reached} of {reps} reps reached it)" if reached < reps else ""
+                cells.append(f"{_cell(entry.get('p50_ms'))} / {_cell(entry.get('p99_ms'))}{note}")
                 cells.append(_cell(entry.get("missed")))
             lines.append(f"| {workload} | {rate:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -78,10 +95,15 @@ def rates_table(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("results", type=Path)
-    parser.add_argument("--at", type=float, default=10.0, help="reference call rate of the table")
+    parser.add_argument("--at", default="50x2=10,200x25=5,1000x100=2",
+                        help="reference call rate of the table per workload (WORKLOAD=RATE,...) or one rate")
     args = parser.parse_args(argv)
     report = json.loads(args.results.read_text())
-    print(table(report, {workload: args.at for workload in report["summary"]}))
+    if "=" in args.at:
+        at = {name: float(rate) for name, _, rate in (part.partition("=") for part in args.at.split(","))}
+    else:
+        at = {workload: float(args.at) for workload in report["summary"]}
+    print(table(report, at))
     print()
     print(rates_table(report))
     return 0
