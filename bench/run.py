@@ -55,7 +55,7 @@ CALLERS = 20
 SUBSCRIBE_BUDGET_S = 600.0  # subscriptions not sent by then are reported as not accepted
 WORKLOADS: dict[str, list[float]] = {
     "50x2": [5, 10, 20, 30, 40, 60, 80, 120, 160],
-    "200x25": [2, 5, 10, 20, 40],
+    "200x25": [2, 5, 10, 20, 40, 60, 80],
     "1000x100": [1, 2, 5],
 }
 QUICK = {"10x2": [2.0, 5.0]}
