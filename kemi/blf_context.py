@@ -42,7 +42,7 @@ class Settings:
     def from_env(cls) -> Settings:
         env = os.environ
         return cls(
-            instance=env.get("BLF_INSTANCE", "ks1"),
+            instance=instance_name(env.get("BLF_INSTANCE", "")),
             sip=env.get("BLF_SIP", "127.0.0.1:5071"),
             etcd=env.get("BLF_ETCD", "127.0.0.1:2379"),
             memcached=env.get("BLF_MEMCACHED", "127.0.0.1:11211"),
@@ -59,6 +59,16 @@ class Settings:
             nat_expires=int(env.get("BLF_NAT_EXPIRES", "60")),
             secret=env["BLF_AUTH_SECRET"],
         )
+
+
+def instance_name(value: str) -> str:
+    """BLF_INSTANCE, required: it names the instance's lease, its call legs and the
+    bindings it took. There is no default: two instances defaulting to one name would
+    each take the other's legs for their own (kamailio.cfg also refuses to start without it)."""
+    name = value.strip()
+    if not name or any(char in name for char in "/ \t"):
+        raise ValueError(f"BLF_INSTANCE must name this instance (ks1, ks2, ...), not {value!r}")
+    return name
 
 
 class Context:

@@ -24,7 +24,7 @@ for _path in (_HERE, _ROOT, _VENV_SITE):
 
 import KSR  # type: ignore[import-not-found]
 from blf_calls import handle_initial_invite, on_call_ended, on_invite_reply
-from blf_context import Context, context
+from blf_context import Context, Settings, context
 from blf_lease import LeaseKeeper
 from blf_notifier import Notifier
 from blf_notify_replies import on_notify_failure
@@ -194,4 +194,7 @@ class kamailio:
 
 
 def mod_init() -> kamailio:
+    # Settings are checked before Kamailio forks: a missing or bad one (BLF_INSTANCE,
+    # BLF_AUTH_SECRET, a number that is not one) aborts start-up here, with its reason.
+    Settings.from_env()
     return kamailio()

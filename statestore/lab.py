@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,7 @@ class Lab:
         directory = self.paths.instance_dir(name)
         run = directory / "run"
         run.mkdir(parents=True, exist_ok=True)
-        env = os.environ.copy()
+        env = kamailio_environment(os.environ)
         env.update(
             BLF_KEMI_SCRIPT=str(ROOT / "kemi" / "blf_kemi.py"),
             BLF_AUTH_SECRET=self.state["secret"],
@@ -208,6 +209,24 @@ class Lab:
         entry = self.state["instances"][name]
         port = instance_port(name)
         _wait_for(name, lambda: sip_options(HOST, port) == 200 and _instance_announced(name), entry["pid"])
+
+
+# Where Debian's python3 lives: Kamailio's embedded Python (libpython3.11) derives its prefix
+# from the first `python3` on PATH, so these go first (KAMAILIO-NOTES).
+SYSTEM_PYTHON_DIRS = ("/usr/bin", "/bin")
+# Settings of another Python that the embedded one would take for its own.
+FOREIGN_PYTHON_VARIABLES = ("PYTHONHOME", "PYTHONEXECUTABLE")
+
+
+def kamailio_environment(caller: Mapping[str, str]) -> dict[str, str]:
+    """The environment an instance starts with: the caller's, with a PATH that finds
+    /usr/bin/python3 first and without another Python's home. A program running under a
+    pyenv or conda Python passes that Python's bin/ first on PATH; the embedded
+    interpreter then took its prefix, lost Debian's dist-packages and died at start-up."""
+    env = {name: value for name, value in caller.items() if name not in FOREIGN_PYTHON_VARIABLES}
+    rest = [part for part in caller.get("PATH", "").split(os.pathsep) if part and part not in SYSTEM_PYTHON_DIRS]
+    env["PATH"] = os.pathsep.join([*SYSTEM_PYTHON_DIRS, *rest])
+    return env
 
 
 def _require_free(what: str, address: str, kind: socket.SocketKind) -> None:

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from statestore.lab import LabError, _require_free, alive, instance_port
+from statestore.lab import LabError, _require_free, alive, instance_port, kamailio_environment
 
 
 @pytest.mark.parametrize(("name", "port"), [("ks1", 5071), ("ks2", 5072), ("ks12", 5082)])
@@ -35,3 +35,14 @@ def test_a_port_someone_holds_is_refused_with_a_clear_error(kind):
 def test_a_pid_that_is_not_a_lab_program_is_not_alive():
     assert not alive(os.getpid())  # this is python, not kamailio/etcd/memcached
     assert not alive(None) and not alive(0)
+
+
+def test_instances_find_debian_python_first_whoever_starts_them():
+    """A caller under pyenv or conda puts its Python's bin/ first and may set PYTHONHOME
+    (issue 6, finding 7): the embedded interpreter would take that prefix for its own."""
+    caller = {"PATH": "/root/.pyenv/versions/3.11.7/bin:/usr/local/bin:/usr/bin:/bin", "PYTHONHOME": "/opt/conda",
+              "BLF_ETCD": "127.0.0.1:2379"}
+    env = kamailio_environment(caller)
+    assert env["PATH"] == "/usr/bin:/bin:/root/.pyenv/versions/3.11.7/bin:/usr/local/bin"
+    assert "PYTHONHOME" not in env and env["BLF_ETCD"] == "127.0.0.1:2379"
+    assert kamailio_environment({})["PATH"] == "/usr/bin:/bin"
