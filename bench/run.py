@@ -52,6 +52,7 @@ METRICS = "http://127.0.0.1:2381/metrics"
 HELD_P99_MS = 1000.0
 PRESENTITIES_PER_WATCHER = 250  # under the lab's cap of 300 subscriptions per watcher
 CALLERS = 20
+SUBSCRIBE_WINDOW = 100  # initial SUBSCRIBEs in flight at once
 SUBSCRIBE_BUDGET_S = 600.0  # subscriptions not sent by then are reported as not accepted
 WORKLOADS: dict[str, list[float]] = {
     "50x2": [5, 10, 20, 30, 40, 60, 80, 120, 160],
@@ -303,7 +304,7 @@ async def gather_limited(coroutines: list[Any], limit: int, deadline: float = ma
 
 async def drive(system: Native | Ours, presentities: int, watchers: int, rates: list[float],
                 duration: float, log: Any, subscribe_budget: float = SUBSCRIBE_BUDGET_S,
-                restart_rate: float = 0.0) -> dict[str, Any]:
+                restart_rate: float = 0.0, subscribe_window: int = SUBSCRIBE_WINDOW) -> dict[str, Any]:
     callees, watcher_groups, callers = accounts(presentities, watchers)
     proxies = system.proxies()
     client = Client(DOMAIN, password)
@@ -334,14 +335,16 @@ async def drive(system: Native | Ours, presentities: int, watchers: int, rates: 
         position = {user: index for index, user in enumerate(callees)}
         subscriptions.sort(key=lambda item: (position[item[2]], item[1]))
         started = time.monotonic()
-        done = await gather_limited([client.subscribe(p, w, s) for p, w, s in subscriptions], 100,
+        done = await gather_limited([client.subscribe(p, w, s) for p, w, s in subscriptions], subscribe_window,
                                     started + subscribe_budget)
         elapsed = time.monotonic() - started
         await asyncio.sleep(min(5.0, 1.0 + len(subscriptions) / 5000))  # initial NOTIFYs
         result["subscriptions"] = {"wanted": len(subscriptions), "accepted": sum(done),
                                    "seconds": round(elapsed, 2),
                                    "per_second": round(sum(done) / elapsed, 1) if elapsed else None,
-                                   "initial_notifies": client.initial_notifies}
+                                   "initial_notifies": client.initial_notifies,
+                                   "retransmissions": client.stats.retransmissions,
+                                   "errors": dict(client.stats.errors)}
         pss_after = pss_kb(leaders)
         result["pss_kb"] = {"before": pss_before, "after": pss_after}
         result["pss_mb_per_10k_subs"] = (round((pss_after - pss_before) / 1024 / sum(done) * 10000, 2)
@@ -561,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", default="native,ours")
     parser.add_argument("--var", default=None, help="runtime files (default var/bench-PID)")
     parser.add_argument("--out", default=None, help="JSON result path")
+    parser.add_argument("--subscribe-window", type=int, default=SUBSCRIBE_WINDOW,
+                        help="initial SUBSCRIBEs in flight at once (answers slower than T1 = 500 ms are retransmitted)")
     parser.add_argument("--restart-rate", type=float, default=None,
                         help="ours: after the rates, kill and restart ks2, then calls at this rate "
                              "(default 2, 0 with --quick: none)")
@@ -587,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     report: dict[str, Any] = {
         "started": stamp, "machine": machine(), "quick": args.quick, "duration_per_rate_s": duration,
-        "reps": reps, "plan": plan, "netns": _netns(), "runs": [],
+        "reps": reps, "plan": plan, "netns": _netns(), "subscribe_window": args.subscribe_window,
+        "restart_rate": args.restart_rate, "runs": [],
     }
     systems = {"native": Native(var), "ours": Ours(var)}
     order = [name for name in args.systems.split(",") if name in systems]
@@ -604,7 +610,8 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         system.start(callees + [u for g in groups for u in g] + callers)
                         run = asyncio.run(drive(system, presentities, watchers, rates, duration, sys.stdout,
-                                                args.subscribe_budget, args.restart_rate))
+                                                args.subscribe_budget, args.restart_rate,
+                                                args.subscribe_window))
                     except Exception as exc:  # noqa: BLE001 - one failed run is reported, not fatal
                         run = {"system": name, "presentities": presentities, "watchers": watchers, "rates": [],
                                "error": f"{type(exc).__name__}: {exc}", "held_rate": 0,
