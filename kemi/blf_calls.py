@@ -1,7 +1,10 @@
 """INVITE routing and first-party call tracking (issue 2, "Calls").
 
 Routing never depends on the store being up: contacts and credentials fall back to the
-cache and a leg that cannot be written is skipped, never a reason to fail the call.
+cache, and the call's legs are not written here at all. Each change of a call (INVITE,
+18x, 2xx, failure, BYE) is handed to the instance's leg writer through a queue in
+shared memory (mqueue) and the SIP worker carries on: a slow or stopped store never
+delays a 100, 180 or 200 (kemi/blf_legs.py writes them).
 """
 
 from __future__ import annotations
@@ -12,16 +15,26 @@ from dataclasses import asdict
 
 import KSR  # type: ignore[import-not-found]
 from blf_auth import authenticate, lookup_account
-from blf_context import Context, shared_lease_id
+from blf_context import Context
 from blf_routing import plan_branches, relay
 from blf_sip import pv, request_aor, uri_of
 
+from statestore import codec
 from statestore.domain.errors import SipError, StoreUnavailable
-from statestore.domain.legs import CallParties, advance, initial_legs, state_for_response
-from statestore.domain.model import Binding, LegState
+from statestore.domain.legs import (
+    CallParties,
+    Ending,
+    LegChange,
+    ending_of_bye,
+    ending_of_failure,
+    state_for_response,
+)
+from statestore.domain.model import Binding, LegState, TerminationEvent
 from statestore.domain.registrar import call_targets
 
 PARTIES_VAR = "$dlg_var(blf)"
+# The queue from the SIP workers to the leg writer (kamailio.cfg, mqueue).
+LEG_QUEUE = "blf_legs"
 
 
 def handle_initial_invite(ctx: Context) -> None:
@@ -40,12 +53,12 @@ def handle_initial_invite(ctx: Context) -> None:
     )
     KSR.dialog.dlg_manage()
     KSR.pv.sets(PARTIES_VAR, json.dumps(asdict(parties)))
-    track(ctx, parties, LegState.TRYING)
+    report(parties, LegChange(LegState.TRYING))
     KSR.tm.t_on_reply("ksr_invite_reply")
     KSR.tm.t_on_failure("ksr_invite_failure")
     if not relay(ctx):
         # The failure route does not run for a relay that failed at once: end the legs here.
-        on_call_ended(ctx)
+        report(parties, LegChange(LegState.TERMINATED, ending=Ending(TerminationEvent.ERROR)))
 
 
 def _targets(ctx: Context, callee: str) -> list[Binding]:
@@ -74,30 +87,26 @@ def current_parties() -> CallParties | None:
 def on_invite_reply(ctx: Context) -> None:
     parties = current_parties()
     state = state_for_response(int(pv("$rs") or 0), pv("$tt"))
+    # Failures end the call in the failure route, which knows the winning response.
     if parties is not None and state is not None and state is not LegState.TERMINATED:
-        track(ctx, parties, state, pv("$tt"), uri_of(pv("$ct")))
+        report(parties, LegChange(state, pv("$tt"), uri_of(pv("$ct"))))
 
 
 def on_call_ended(ctx: Context) -> None:
+    """A BYE of the call, or the INVITE's failure route (RFC 4235 §3.7.1 event, code)."""
     parties = current_parties()
-    if parties is not None:
-        track(ctx, parties, LegState.TERMINATED)
-
-
-def track(ctx: Context, parties: CallParties, state: LegState, to_tag: str = "", target: str = "") -> None:
-    """Write both legs of the call in their new state, ordered by this instance's clock."""
-    lease = shared_lease_id()
-    # A call that ends is always tried, even while the store is flagged down: a missed end
-    # would leave a lamp lit until the next reconciliation.
-    if not lease or (ctx.store_down() and state is not LegState.TERMINATED):
+    if parties is None:
         return
-    version = time.time_ns()
-    legs = initial_legs(parties, ctx.settings.instance, version)
-    try:
-        if state is LegState.TRYING:
-            ctx.store.create_legs(legs, lease)
-        else:
-            ctx.store.update_legs(advance(legs, state, version, to_tag, target), lease)
-    except StoreUnavailable as exc:
-        ctx.mark_store_down()
-        KSR.warn(f"blf: call legs of {parties.call_id} not written: {exc}\n")
+    if pv("$rm") == "BYE":
+        ending = ending_of_bye(sent_by_caller=pv("$ft") == parties.from_tag)
+    else:
+        ending = ending_of_failure(
+            int(pv("$T_reply_code") or 0), KSR.tm.t_is_canceled() > 0, KSR.tm.t_branch_timeout() > 0
+        )
+    report(parties, LegChange(LegState.TERMINATED, ending=ending))
+
+
+def report(parties: CallParties, change: LegChange) -> None:
+    """Hand a change of the call to the leg writer; never waits on the store."""
+    if KSR.mqueue.mq_add(LEG_QUEUE, parties.call_id, codec.encode_change(parties, change)) < 0:
+        KSR.warn(f"blf: change of call {parties.call_id} to {change.state} not queued\n")

@@ -26,6 +26,7 @@ import KSR  # type: ignore[import-not-found]
 from blf_calls import handle_initial_invite, on_call_ended, on_invite_reply
 from blf_context import Context, Settings, context
 from blf_lease import LeaseKeeper
+from blf_legs import LegWriter
 from blf_notifier import Notifier
 from blf_notify_replies import on_notify_failure
 from blf_register import handle_register
@@ -150,6 +151,7 @@ class kamailio:
     def __init__(self) -> None:
         self.notifier: Notifier | None = None
         self.lease: LeaseKeeper | None = None
+        self.legs: LegWriter | None = None
 
     def child_init(self, rank: int) -> int:
         if rank > 0:
@@ -191,6 +193,11 @@ class kamailio:
         if self.lease is None:
             self.lease = LeaseKeeper(context())
         return _logging(lambda ctx: self.lease.tick() if self.lease else None)
+
+    def ksr_legs_tick(self, msg: object, evname: str = "") -> int:
+        if self.legs is None:
+            self.legs = LegWriter(context())
+        return _logging(lambda ctx: self.legs.tick() if self.legs else None)
 
 
 def mod_init() -> kamailio:

@@ -1,8 +1,9 @@
 """The instance lease: one per instance, kept alive here, shared with the SIP workers.
 
-Every call leg and the instance's own key hang on it; if the instance dies the lease
+Every live call leg and the instance's own key hang on it; if the instance dies the lease
 expires after its TTL and etcd deletes them, so no lamp stays lit (issue 2, item 4).
-The lease id reaches the other processes through a shared variable (blf_context).
+The lease id reaches the other processes through a shared variable (blf_context); the
+leg writer (blf_legs) writes the legs and reconciles them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import time
 
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context, note_store_reached, share_instances, share_lease_id
-from blf_reconcile import repair
 
 from statestore.domain.errors import StoreUnavailable
 
@@ -24,7 +24,6 @@ class LeaseKeeper:
         self.ctx = ctx
         self.lease_id = 0
         self.next_refresh = 0.0
-        self.next_reconcile = time.monotonic() + ctx.settings.reconcile_seconds
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -47,9 +46,6 @@ class LeaseKeeper:
             self.ctx.mark_store_down()
             interval = PROBE_SECONDS  # look again soon: the workers wait for this news
         self.next_refresh = now + interval
-        if self.lease_id and now >= self.next_reconcile:
-            self.next_reconcile = now + self.ctx.settings.reconcile_seconds
-            repair(self.ctx, self.lease_id)
 
     def _grant(self, ttl: int) -> None:
         if self.lease_id:
@@ -58,6 +54,6 @@ class LeaseKeeper:
         info = {"sip": self.ctx.settings.sip, "pid": os.getppid(), "started": time.time()}
         self.ctx.store.announce_instance(self.ctx.settings.instance, info, lease_id)
         self.lease_id = lease_id
+        # The leg writer sees the new id and writes the legs of live calls back at once.
         share_lease_id(lease_id)
-        self.next_reconcile = 0.0  # a new lease: put the legs of live calls back at once
         KSR.info(f"blf lease: instance {self.ctx.settings.instance} holds lease {lease_id:x} ttl {ttl}s\n")

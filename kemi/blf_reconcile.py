@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import KSR  # type: ignore[import-not-found]
-from blf_context import Context
 
-from statestore.domain.errors import StoreUnavailable
 from statestore.domain.legs import CallParties
 from statestore.domain.model import LegState
-from statestore.domain.reconcile import LiveDialog, reconcile
+from statestore.domain.reconcile import LiveDialog
 
 # dialog module states (dlg_hash.h): 1 unconfirmed, 2 early, 3 confirmed without ACK,
 # 4 confirmed, 5 deleted.
 DIALOG_STATES = {1: LegState.TRYING, 2: LegState.EARLY, 3: LegState.CONFIRMED, 4: LegState.CONFIRMED}
-GRACE_NS = 5_000_000_000
 
 
 def live_dialogs() -> list[LiveDialog]:
@@ -47,23 +43,3 @@ def _parties(variables: Any) -> CallParties | None:
         if isinstance(entry, dict) and entry.get("blf"):
             return CallParties(**json.loads(entry["blf"]))
     return None
-
-
-def repair(ctx: Context, lease_id: int) -> None:
-    """Bring the store's legs of this instance in line with its live dialogs."""
-    version = time.time_ns()
-    try:
-        # The store first, the dialogs second: a call that ends between the two reads is
-        # then seen stored and not live (ended, correctly), never live and not stored
-        # (which would write back the legs of a call that just ended).
-        stored = ctx.store.all_legs()
-        plan = reconcile(live_dialogs(), stored, ctx.settings.instance, version, GRACE_NS)
-        for legs in plan.create:
-            ctx.store.create_legs(legs, lease_id)
-        for leg in plan.terminate:
-            ctx.store.update_legs([leg], lease_id)
-    except StoreUnavailable as exc:
-        KSR.warn(f"blf reconcile: store unavailable: {exc}\n")
-        return
-    if plan.create or plan.terminate:
-        KSR.info(f"blf reconcile: restored {len(plan.create)} calls, ended {len(plan.terminate)} stale legs\n")

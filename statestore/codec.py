@@ -1,18 +1,19 @@
 """JSON values of the store.
 
-Leg values start with their version as a fixed-width string (`{"v":"000…123",…}`), so
-that etcd can order two values of one leg by comparing bytes inside a transaction: a
-leg is written only if the stored value sorts lower (RFC 4235 ordering, see issue 2).
+Leg values start with their order (`{"v":"2.0000000001",…}`: the state's rank in the
+RFC 4235 §3.7.1 FSM, then the call's write counter; `legs.order_of`), so that etcd can
+order two values of one leg by comparing bytes inside a transaction: a leg is written
+only if the stored value sorts lower. No clock is involved (issue 6, finding 4).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
-from statestore.domain.model import Binding, Leg, Subscription
-
-VERSION_WIDTH = 20
+from statestore.domain.legs import CallParties, Ending, LegChange, order_of
+from statestore.domain.model import Binding, Leg, LegState, Subscription, TerminationEvent
 
 
 def encode(data: dict[str, Any]) -> bytes:
@@ -28,7 +29,7 @@ def decode(raw: bytes | str) -> dict[str, Any]:
 
 
 def encode_leg(leg: Leg) -> bytes:
-    head = f'{{"v":"{leg.version:0{VERSION_WIDTH}d}",'
+    head = f'{{"v":"{order_of(leg)}",'
     body = json.dumps(leg.to_dict(), separators=(",", ":"), sort_keys=True)
     return (head + body[1:]).encode()
 
@@ -53,3 +54,31 @@ def encode_subscription(subscription: Subscription) -> bytes:
 
 def decode_subscription(raw: bytes | str) -> Subscription:
     return Subscription.from_dict(decode(raw))
+
+
+def encode_change(parties: CallParties, change: LegChange) -> str:
+    """A change of a call as a SIP worker hands it to the leg writer (ASCII JSON: it
+    travels through Kamailio's shared memory as a C string)."""
+    ending = change.ending
+    return json.dumps(
+        {
+            "parties": asdict(parties),
+            "state": change.state.value,
+            "to_tag": change.to_tag,
+            "callee_target": change.callee_target,
+            "event": ending.event.value if ending and ending.event else None,
+            "code": ending.code if ending else 0,
+            "ended": ending is not None,
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_change(raw: str) -> tuple[CallParties, LegChange]:
+    data = decode(raw)
+    ending = Ending(TerminationEvent(data["event"]) if data.get("event") else None, int(data.get("code") or 0))
+    change = LegChange(
+        LegState(data["state"]), str(data.get("to_tag", "")), str(data.get("callee_target", "")),
+        ending if data.get("ended") else None,
+    )
+    return CallParties(**data["parties"]), change

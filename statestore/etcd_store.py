@@ -18,6 +18,7 @@ import grpc  # type: ignore[import-untyped]
 
 from statestore import codec, keys
 from statestore.domain.errors import StoreUnavailable
+from statestore.domain.legbook import WriteOutcome
 from statestore.domain.model import Account, Binding, Leg, Subscription, WatcherEntry
 from statestore.store import StoredBindings
 
@@ -167,38 +168,54 @@ class EtcdStore:
 
     # --- call legs --------------------------------------------------------------------------
 
-    def create_legs(self, legs: Sequence[Leg], lease_id: int) -> bool:
-        """Write the first state of a call's legs; nothing is written if any already exists."""
-        tx = self.client.transactions
-        key_of = [keys.leg(leg.account, leg.instance, leg.leg_id) for leg in legs]
-        with self._guard():
-            ok, _ = self.client.transaction(
-                compare=[tx.version(k) == 0 for k in key_of],
-                success=[tx.put(k, codec.encode_leg(leg), lease=lease_id) for k, leg in zip(key_of, legs, strict=True)],
-                failure=[],
-            )
-        return bool(ok)
+    def write_legs(self, legs: Sequence[Leg], lease_id: int, create: bool) -> WriteOutcome:
+        """Write the legs of one call in one transaction: one write request.
 
-    def update_legs(self, legs: Sequence[Leg], lease_id: int) -> bool:
-        """Move existing legs to a newer state; an older version, or a leg gone, is ignored.
-
-        A terminated leg is deleted: nothing can relight it, since updates never create.
+        `create` writes them only if none exists; otherwise each is written only if the
+        stored value sorts lower (a later state, or a later write of the same state:
+        codec, legs.order_of), and never created. Legs go under `lease_id`: the instance
+        lease while the call lives, a short-lived shared lease once it ended, so that
+        the terminated legs leave the store without another request.
         """
         tx = self.client.transactions
-        compare, success = [], []
-        for leg in legs:
-            key, value = keys.leg(leg.account, leg.instance, leg.leg_id), codec.encode_leg(leg)
-            compare.append(tx.value(key) < value)
-            if leg.state.value == "terminated":
-                success.append(tx.delete(key))
-            else:
-                success.append(tx.put(key, value, lease=lease_id))
+        key_of = [keys.leg(leg.account, leg.instance, leg.leg_id) for leg in legs]
+        values = [codec.encode_leg(leg) for leg in legs]
+        if create:
+            compare = [tx.version(key) == 0 for key in key_of]
+            failure: list[Any] = []
+        else:
+            compare = [tx.value(key) < value for key, value in zip(key_of, values, strict=True)]
+            failure = [tx.get(key) for key in key_of]
+        success = [tx.put(key, value, lease=lease_id) for key, value in zip(key_of, values, strict=True)]
         with self._guard():
-            ok, _ = self.client.transaction(compare=compare, success=success, failure=[])
-        return bool(ok)
+            ok, responses = self.client.transaction(compare=compare, success=success, failure=failure)
+        if ok:
+            return WriteOutcome.WRITTEN
+        if create:
+            return WriteOutcome.EXISTS
+        # The failure branch read the keys: a missing one was never created or has gone
+        # with its lease; otherwise the store holds a later state already.
+        return WriteOutcome.MISSING if any(not response for response in responses) else WriteOutcome.STALE
 
-    def all_legs(self) -> list[Leg]:
-        return [codec.decode_leg(kv.value) for kv in self.range(keys.LEGS)]
+    def legs_on(self, lease_id: int) -> dict[str, str]:
+        """The legs attached to a lease, leg id -> key: an instance's own legs, without
+        reading any other's (etcd's LeaseTimeToLive with keys; no values are read)."""
+        with self._guard():
+            response = self.client.get_lease_info(lease_id)
+        found = {}
+        for raw in response.keys:
+            key = raw.decode()
+            parsed = keys.parse(key)
+            if parsed is not None and parsed.kind == "legs":
+                found[key.rpartition("/")[2]] = key
+        return found
+
+    def delete_legs(self, leg_keys: Sequence[str]) -> None:
+        tx = self.client.transactions
+        with self._guard():
+            for start in range(0, len(leg_keys), MAX_TXN_OPS):
+                batch = leg_keys[start : start + MAX_TXN_OPS]
+                self.client.transaction(compare=[], success=[tx.delete(key) for key in batch], failure=[])
 
     def legs_of(self, aor: str) -> list[Leg]:
         return [codec.decode_leg(kv.value) for kv in self.range(keys.legs_of(aor))]

@@ -24,13 +24,14 @@ _NS = f"{{{NAMESPACE}}}"
 
 
 def _visible(legs: Sequence[Leg]) -> list[Leg]:
-    """Non-terminated legs sorted by (call_id, leg_id).
+    """Every leg the store holds, sorted by (call_id, leg_id).
 
-    A full-state document replaces the subscriber's whole table (RFC 4235 §4.3),
-    so leaving a terminated dialog out makes the lamp show it as gone.
+    A terminated leg stays in the store for a few seconds after its call ends (under a
+    short-lived lease): while it does, the document shows it as `terminated` with its
+    event and code (RFC 4235 §3.7.1, so phones can show a missed or rejected call);
+    once it is gone, the full-state document no longer lists it (§4.3).
     """
-    active = (leg for leg in legs if leg.state is not LegState.TERMINATED)
-    return sorted(active, key=lambda leg: (leg.call_id, leg.leg_id))
+    return sorted(legs, key=lambda leg: (leg.call_id, leg.leg_id))
 
 
 def _participant(parent: etree._Element, tag: str, party: Party) -> None:
@@ -61,8 +62,14 @@ def _dialog(parent: etree._Element, leg: Leg) -> None:
         node.set("remote-tag", leg.remote_tag)
     # §4.1.1: whether the observed user sent or received the creating INVITE.
     node.set("direction", leg.direction.value)
-    # §4.1.2: one of the states of the dialog FSM of §3.7.1.
-    etree.SubElement(node, _NS + "state").text = leg.state.value
+    # §4.1.2: one of the states of the dialog FSM of §3.7.1; a terminated one says why.
+    state = etree.SubElement(node, _NS + "state")
+    state.text = leg.state.value
+    if leg.state is LegState.TERMINATED:
+        if leg.event is not None:
+            state.set("event", leg.event.value)
+        if leg.code:
+            state.set("code", str(leg.code))
     _participant(node, "local", leg.local)
     _participant(node, "remote", leg.remote)
 
@@ -100,6 +107,8 @@ def body_digest(legs: Sequence[Leg]) -> str:
             leg.remote_tag,
             leg.direction.value,
             leg.state.value,
+            leg.event.value if leg.event else "",
+            leg.code,
             _party_key(leg.local),
             _party_key(leg.remote),
         )

@@ -21,6 +21,18 @@ class LegState(enum.StrEnum):
     TERMINATED = "terminated"
 
 
+class TerminationEvent(enum.StrEnum):
+    """Why a dialog ended: the `event` attribute of <state> (RFC 4235 §3.7.1, §4.1.2)."""
+
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    REPLACED = "replaced"
+    LOCAL_BYE = "local-bye"
+    REMOTE_BYE = "remote-bye"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
 class Direction(enum.StrEnum):
     """RFC 4235 §4.1.2: initiator sent the INVITE, recipient received it."""
 
@@ -50,8 +62,10 @@ class Party:
 class Leg:
     """One account's side of one call, as written by the instance serving the call.
 
-    `version` is assigned by the serving instance; a leg with a lower version never
-    replaces a stored leg with a higher one.
+    Stored legs are ordered by their state (RFC 4235 §3.7.1 never goes back), then by
+    `version`, a counter of the call's writes kept by the serving instance (not a clock):
+    see `statestore.domain.legs.order_of`. A terminated leg says why (`event`, and the
+    final response `code` when there was one, 0 otherwise).
     """
 
     account: str
@@ -65,11 +79,19 @@ class Leg:
     remote_tag: str
     local: Party
     remote: Party
+    event: TerminationEvent | None = None
+    code: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["state"] = self.state.value
         data["direction"] = self.direction.value
+        if self.event is None:
+            del data["event"]
+        else:
+            data["event"] = self.event.value
+        if not self.code:
+            del data["code"]
         return data
 
     @classmethod
@@ -84,12 +106,27 @@ class Leg:
             call_id=data["call_id"],
             local_tag=data.get("local_tag", ""),
             remote_tag=data.get("remote_tag", ""),
-            local=Party(**data["local"]),
-            remote=Party(**data["remote"]),
+            local=_party(data["local"]),
+            remote=_party(data["remote"]),
+            event=_event(data.get("event")),
+            code=int(data.get("code") or 0),
         )
 
     def moved_to(self, state: LegState, version: int, remote_tag: str = "") -> Leg:
         return replace(self, state=state, version=version, remote_tag=remote_tag or self.remote_tag)
+
+
+def _party(data: dict[str, Any]) -> Party:
+    # A field written by a newer instance (rolling upgrade) is ignored.
+    return Party(str(data.get("identity", "")), str(data.get("display", "")), str(data.get("target", "")))
+
+
+def _event(value: Any) -> TerminationEvent | None:
+    """An event this version does not know is shown as none rather than refused."""
+    try:
+        return TerminationEvent(value) if value else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)

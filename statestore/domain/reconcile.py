@@ -1,17 +1,20 @@
 """Repairing the store from the dialogs an instance really has.
 
 The dialog module is the instance's own truth about its calls. A leg write can be lost
-(the store was down when a call ended, or the instance lease expired and took the legs
-with it); comparing that truth with the stored legs now and then makes sure no lamp
-stays lit for a call that ended, and no live call stays dark.
+(a change dropped on the way to the writer, the instance lease expired while the store
+was unreachable and took the legs with it, a BYE never seen); comparing that truth with
+the leg writer's book and with the legs the store holds on this instance's lease (and
+only those: no read of the cluster's legs) now and then makes sure no lamp stays lit
+for a call that ended, and no live call stays dark.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from statestore.domain.legs import CallParties, advance, initial_legs
+from statestore.domain.legbook import LegBook
+from statestore.domain.legs import CallParties, LegChange, initial_legs, settle
 from statestore.domain.model import Leg, LegState
 
 
@@ -24,42 +27,41 @@ class LiveDialog:
     to_tag: str = ""
     callee_target: str = ""
 
-
-@dataclass(frozen=True)
-class Repair:
-    create: tuple[tuple[Leg, Leg], ...]
-    terminate: tuple[Leg, ...]
+    @property
+    def change(self) -> LegChange:
+        return LegChange(self.state, self.to_tag, self.callee_target)
 
 
-def expected_legs(dialog: LiveDialog, instance: str, version: int) -> tuple[Leg, Leg]:
-    legs = initial_legs(dialog.parties, instance, version)
-    if dialog.state is LegState.TRYING:
-        return legs
-    return advance(legs, dialog.state, version, dialog.to_tag, dialog.callee_target)
+def expected_legs(dialog: LiveDialog, instance: str) -> tuple[Leg, Leg]:
+    return settle(initial_legs(dialog.parties, instance), [dialog.change])
 
 
 def reconcile(
-    live: Sequence[LiveDialog], stored: Sequence[Leg], instance: str, version: int, grace: int
-) -> Repair:
-    """Legs to create for live dialogs missing from the store, and stored legs to end.
+    book: LegBook, live: Sequence[LiveDialog], stored: Collection[str], now: float, grace: float
+) -> list[str]:
+    """Bring the book in line with the live dialogs and the leg ids stored on this
+    instance's lease; the stored leg ids no call of the book knows, to delete.
 
-    `version` is now on the instance's version clock; legs younger than `grace` are left
-    alone, so a call being set up while the dialog list was read is not touched.
+    A live call missing from the store is written again (in its current state, which
+    the dialog may also move forward); a call of the book without a live dialog ends.
+    Calls that changed within `grace` seconds are left alone: the dialog list and the
+    store may not show them yet.
     """
-    mine = [leg for leg in stored if leg.instance == instance]
-    stored_ids = {leg.leg_id for leg in mine}
-    create: list[tuple[Leg, Leg]] = []
-    expected_ids: set[str] = set()
+    live_calls = set()
     for dialog in live:
         if dialog.state is LegState.TERMINATED:
             continue
-        legs = expected_legs(dialog, instance, version)
-        expected_ids.update(leg.leg_id for leg in legs)
-        if not stored_ids.intersection(leg.leg_id for leg in legs):
-            create.append(legs)
-    stale = tuple(
-        leg.moved_to(LegState.TERMINATED, version)
-        for leg in mine
-        if leg.leg_id not in expected_ids and leg.version < version - grace
-    )
-    return Repair(tuple(create), stale)
+        live_calls.add(dialog.parties.key)
+        record = book.calls.get(dialog.parties.key)
+        if record is None:
+            book.restore(dialog.parties, expected_legs(dialog, book.instance), now)
+            continue
+        if now - record.changed_at < grace:
+            continue
+        book.take(dialog.parties, dialog.change, now)
+        if record.stored is not None and not {leg.leg_id for leg in record.stored} <= set(stored):
+            book.restore(dialog.parties, record.legs, now)
+    for record in list(book.live()):
+        if record.parties.key not in live_calls and now - record.changed_at >= grace:
+            book.take(record.parties, LegChange(LegState.TERMINATED), now)
+    return sorted(set(stored) - book.leg_ids())

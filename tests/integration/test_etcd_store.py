@@ -14,6 +14,7 @@ import pytest
 
 from statestore import keys
 from statestore.domain.errors import StoreUnavailable
+from statestore.domain.legbook import WriteOutcome
 from statestore.domain.legs import CallParties, advance, initial_legs
 from statestore.domain.model import Binding, Leg, LegState, Subscription
 from statestore.etcd_store import REGISTRATION_GRACE_SECONDS, EtcdStore, WatchEvent
@@ -177,11 +178,11 @@ def assert_mirrors_equal(actual: Mirror, expected: Mirror) -> None:
 # --- call legs --------------------------------------------------------------------------------
 
 
-def test_create_legs_writes_both_legs_under_the_lease(store: EtcdStore) -> None:
+def test_create_writes_both_legs_under_the_lease(store: EtcdStore) -> None:
     legs = call()
     lease = store.grant_lease(LONG_TTL)
 
-    assert store.create_legs(legs, lease) is True
+    assert store.write_legs(legs, lease, create=True) is WriteOutcome.WRITTEN
 
     assert stored(store, legs) == ([legs[0]], [legs[1]])
     for leg in legs:
@@ -193,81 +194,102 @@ def test_create_legs_writes_both_legs_under_the_lease(store: EtcdStore) -> None:
 def test_second_create_of_the_same_legs_is_refused_and_changes_nothing(store: EtcdStore) -> None:
     legs = call()
     lease = store.grant_lease(LONG_TTL)
-    assert store.create_legs(legs, lease) is True
+    assert store.write_legs(legs, lease, create=True) is WriteOutcome.WRITTEN
 
-    assert store.create_legs(moved(legs, LegState.CONFIRMED, 5), lease) is False
+    assert store.write_legs(moved(legs, LegState.CONFIRMED, 5), lease, create=True) is WriteOutcome.EXISTS
     assert stored(store, legs) == ([legs[0]], [legs[1]])
 
 
-def test_create_legs_is_all_or_nothing_when_one_leg_exists(store: EtcdStore) -> None:
+def test_create_is_all_or_nothing_when_one_leg_exists(store: EtcdStore) -> None:
     legs = call()
     lease = store.grant_lease(LONG_TTL)
-    assert store.create_legs(legs[:1], lease) is True
+    assert store.write_legs(legs[:1], lease, create=True) is WriteOutcome.WRITTEN
 
-    assert store.create_legs(legs, lease) is False
+    assert store.write_legs(legs, lease, create=True) is WriteOutcome.EXISTS
     assert stored(store, legs) == ([legs[0]], [])
 
 
-def test_update_legs_with_a_higher_version_wins(store: EtcdStore) -> None:
+def test_a_later_state_wins(store: EtcdStore) -> None:
     legs = call()
     lease = store.grant_lease(LONG_TTL)
-    store.create_legs(legs, lease)
+    store.write_legs(legs, lease, create=True)
 
     early = moved(legs, LegState.EARLY, 2)
-    assert store.update_legs(early, lease) is True
+    assert store.write_legs(early, lease, create=False) is WriteOutcome.WRITTEN
     assert stored(store, legs) == ([early[0]], [early[1]])
 
     confirmed = moved(early, LegState.CONFIRMED, 3)
-    assert store.update_legs(confirmed, lease) is True
+    assert store.write_legs(confirmed, lease, create=False) is WriteOutcome.WRITTEN
     assert stored(store, legs) == ([confirmed[0]], [confirmed[1]])
 
 
-def test_update_legs_with_a_lower_or_equal_version_is_ignored(store: EtcdStore) -> None:
+def test_an_earlier_state_loses_whatever_its_counter_or_clock(store: EtcdStore) -> None:
+    # Issue 6, finding 4: the 180 processed after the 200 (and written with a later
+    # timestamp, or a larger counter) left the legs `early` for the rest of the call.
     legs = call()
     lease = store.grant_lease(LONG_TTL)
-    store.create_legs(legs, lease)
+    store.write_legs(legs, lease, create=True)
     confirmed = moved(legs, LegState.CONFIRMED, 3)
-    store.update_legs(confirmed, lease)
+    store.write_legs(confirmed, lease, create=False)
 
-    assert store.update_legs(moved(legs, LegState.EARLY, 2), lease) is False
-    assert store.update_legs(moved(legs, LegState.PROCEEDING, 3), lease) is False
+    for state, version in [(LegState.EARLY, 4), (LegState.EARLY, 2), (LegState.PROCEEDING, 10**9)]:
+        assert store.write_legs(moved(legs, state, version), lease, create=False) is WriteOutcome.STALE
+    assert store.write_legs(confirmed, lease, create=False) is WriteOutcome.STALE, "a retried write is harmless"
     assert stored(store, legs) == ([confirmed[0]], [confirmed[1]])
 
 
-def test_versions_order_numerically_not_by_digit_count(store: EtcdStore) -> None:
+def test_write_counters_order_numerically_within_a_state(store: EtcdStore) -> None:
     legs = call()
     lease = store.grant_lease(LONG_TTL)
-    store.create_legs(moved(legs, LegState.TRYING, 9), lease)
+    store.write_legs(moved(legs, LegState.EARLY, 9), lease, create=True)
 
     ten = moved(legs, LegState.EARLY, 10)
-    assert store.update_legs(ten, lease) is True
-    assert store.update_legs(moved(legs, LegState.PROCEEDING, 9), lease) is False
+    assert store.write_legs(ten, lease, create=False) is WriteOutcome.WRITTEN
+    assert store.write_legs(moved(legs, LegState.EARLY, 9), lease, create=False) is WriteOutcome.STALE
     assert stored(store, legs) == ([ten[0]], [ten[1]])
 
 
-def test_terminated_deletes_both_legs(store: EtcdStore) -> None:
+def test_terminated_legs_stay_under_their_short_lease_then_go_without_a_request(store: EtcdStore) -> None:
     legs = call()
     lease = store.grant_lease(LONG_TTL)
-    store.create_legs(legs, lease)
+    store.write_legs(legs, lease, create=True)
+    ending_lease = store.grant_lease(2)
+    ended = moved(legs, LegState.TERMINATED, 4)
 
-    assert store.update_legs(moved(legs, LegState.TERMINATED, 4), lease) is True
+    with watching(store) as (_, collector):
+        assert store.write_legs(ended, ending_lease, create=False) is WriteOutcome.WRITTEN
+        assert stored(store, legs) == ([ended[0]], [ended[1]])
+        assert store.legs_on(lease) == {}, "no longer the instance's live legs"
+        collector.wait_for_deletes(leg_keys(legs), timeout=15, what="terminated legs to expire")
     assert stored(store, legs) == ([], [])
-    assert store.range(keys.LEGS) == []
 
 
-def test_an_early_arriving_after_terminated_must_not_relight(store: EtcdStore) -> None:
+def test_nothing_relights_an_ended_call(store: EtcdStore) -> None:
     legs = call()
     lease = store.grant_lease(LONG_TTL)
-    store.create_legs(legs, lease)
-    store.update_legs(moved(legs, LegState.TERMINATED, 4), lease)
+    store.write_legs(legs, lease, create=True)
+    store.write_legs(moved(legs, LegState.TERMINATED, 4), lease, create=False)
 
-    # A late provisional response (lower version), then anything newer: updates never create.
-    for state, version in [
-        (LegState.EARLY, 2), (LegState.CONFIRMED, 3), (LegState.EARLY, 5),
-        (LegState.CONFIRMED, 6), (LegState.TERMINATED, 7),
-    ]:
-        assert store.update_legs(moved(legs, state, version), lease) is False, (state, version)
-        assert stored(store, legs) == ([], []), (state, version)
+    for state, version in [(LegState.EARLY, 2), (LegState.CONFIRMED, 3), (LegState.CONFIRMED, 6)]:
+        assert store.write_legs(moved(legs, state, version), lease, create=False) is WriteOutcome.STALE
+    store.delete_legs(sorted(leg_keys(legs)))
+    # Gone (as its lease ends): an update never creates; the writer is told.
+    assert store.write_legs(moved(legs, LegState.CONFIRMED, 7), lease, create=False) is WriteOutcome.MISSING
+    assert stored(store, legs) == ([], [])
+
+
+def test_legs_on_a_lease_are_the_instance_legs_and_only_those(store: EtcdStore) -> None:
+    mine, theirs = store.grant_lease(LONG_TTL), store.grant_lease(LONG_TTL)
+    first, second = call(instance="ks1"), call(CAROL, ALICE, instance="ks1")
+    other = call(instance="ks2")
+    store.write_legs(first, mine, create=True)
+    store.write_legs(second, mine, create=True)
+    store.write_legs(other, theirs, create=True)
+    store.announce_instance("ks1", {"sip": "x"}, mine)
+
+    assert store.legs_on(mine) == {
+        leg.leg_id: keys.leg(leg.account, leg.instance, leg.leg_id) for leg in (*first, *second)
+    }
 
 
 def test_legs_of_returns_every_leg_of_that_account_and_only_its_own(store: EtcdStore) -> None:
@@ -276,7 +298,7 @@ def test_legs_of_returns_every_leg_of_that_account_and_only_its_own(store: EtcdS
     second = call(CAROL, ALICE, instance="ks2")
     lookalike = call("alice@example.com.evil", "bob@example.comx", instance="ks1")
     for legs in (first, second, lookalike):
-        assert store.create_legs(legs, lease) is True
+        assert store.write_legs(legs, lease, create=True) is WriteOutcome.WRITTEN
 
     assert by_key(store.legs_of(ALICE)) == by_key([first[0], second[1]])
     assert by_key(store.legs_of(BOB)) == by_key([first[1]])
@@ -291,7 +313,7 @@ def test_legs_disappear_when_their_lease_is_not_refreshed(store: EtcdStore) -> N
     legs = call()
     with watching(store) as (_, collector):
         lease = store.grant_lease(1)  # etcd rounds this up to its minimum TTL (2 s by default)
-        store.create_legs(legs, lease)
+        store.write_legs(legs, lease, create=True)
         assert stored(store, legs) == ([legs[0]], [legs[1]])
 
         collector.wait_for_deletes(leg_keys(legs), timeout=15, what="legs to expire")
@@ -303,7 +325,7 @@ def test_refresh_lease_keeps_legs_alive_past_the_ttl(store: EtcdStore) -> None:
     legs = call()
     ttl = 2
     lease = store.grant_lease(ttl)
-    store.create_legs(legs, lease)
+    store.write_legs(legs, lease, create=True)
 
     with watching(store) as (_, collector):  # from after the legs were written: nothing may change
         until = time.monotonic() + ttl + 1.5
@@ -320,7 +342,7 @@ def test_refresh_lease_on_an_expired_lease_returns_false(store: EtcdStore) -> No
     legs = call()
     with watching(store) as (_, collector):
         lease = store.grant_lease(1)
-        store.create_legs(legs, lease)
+        store.write_legs(legs, lease, create=True)
         collector.wait_for_deletes(leg_keys(legs), timeout=15, what="lease to expire")
     assert stored(store, legs) == ([], [])
 
@@ -461,7 +483,7 @@ def test_watch_from_a_snapshot_delivers_later_puts_and_deletes_and_a_mirror_foll
 ) -> None:
     lease = store.grant_lease(LONG_TTL)
     before = call(ALICE, BOB)
-    store.create_legs(before, lease)
+    store.write_legs(before, lease, create=True)
     old_sub = subscription(presentity=BOB)
     old_revision = store.create_subscription(old_sub)
     assert old_revision is not None
@@ -472,9 +494,9 @@ def test_watch_from_a_snapshot_delivers_later_puts_and_deletes_and_a_mirror_foll
     try:
         store.announce_instance("ks1", {"name": "ks1"}, lease)
         after = call(CAROL, ALICE)
-        store.create_legs(after, lease)
-        store.update_legs(moved(after, LegState.CONFIRMED, 3), lease)
-        store.update_legs(moved(before, LegState.TERMINATED, 2), lease)
+        store.write_legs(after, lease, create=True)
+        store.write_legs(moved(after, LegState.CONFIRMED, 3), lease, create=False)
+        store.delete_legs(sorted(leg_keys(before)))
         store.apply_bindings([("b1", binding(aor=CAROL), LONG_TTL)], [], CAROL)
         new_sub = subscription(presentity=CAROL)
         new_revision = store.create_subscription(new_sub)
@@ -518,7 +540,7 @@ def test_watch_delivers_lease_expiry_as_deletes_and_a_mirror_follows(store: Etcd
         short_lease = store.grant_lease(1)
         store.announce_instance("ks2", {"name": "ks2"}, short_lease)
         legs = call(ALICE, BOB, instance="ks2")
-        store.create_legs(legs, short_lease)
+        store.write_legs(legs, short_lease, create=True)
         store.apply_bindings(
             [("gone", binding(aor=BOB, seconds=1), 1), ("kept", binding(aor=BOB, contact="sip:b@k"), LONG_TTL)],
             [], BOB,
@@ -557,7 +579,7 @@ def unreachable() -> Iterator[EtcdStore]:
     "operation",
     [
         pytest.param(lambda s: s.get_account(ALICE), id="get_account"),
-        pytest.param(lambda s: s.create_legs(call(), 1), id="create_legs"),
+        pytest.param(lambda s: s.write_legs(call(), 1, create=True), id="write_legs"),
         pytest.param(lambda s: s.snapshot(), id="snapshot"),
     ],
 )

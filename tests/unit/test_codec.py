@@ -10,25 +10,27 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statestore.codec import (
-    VERSION_WIDTH,
     decode,
     decode_binding,
+    decode_change,
     decode_leg,
     decode_subscription,
     encode,
     encode_binding,
+    encode_change,
     encode_leg,
     encode_subscription,
 )
-from statestore.domain.model import Binding, Direction, Leg, LegState, Party, Subscription
+from statestore.domain.legs import RANK, SEQUENCE_WIDTH, CallParties, Ending, LegChange, order_of
+from statestore.domain.model import Binding, Direction, Leg, LegState, Party, Subscription, TerminationEvent
 
-MAX_VERSION = 10**VERSION_WIDTH - 1  # the widest version the fixed-width prefix holds
+MAX_VERSION = 10**SEQUENCE_WIDTH - 1  # the widest write counter the fixed-width prefix holds
 
 LEG = Leg(
     account="alice@example.com",
     instance="node-a",
     leg_id="0123456789abcdef",
-    version=1_700_000_000_123_456_789,
+    version=3,
     state=LegState.EARLY,
     direction=Direction.RECIPIENT,
     call_id="call-1@10.0.0.1",
@@ -95,17 +97,28 @@ def test_leg_round_trip() -> None:
     assert decode_leg(encode_leg(LEG)) == LEG
 
 
-def test_leg_value_starts_with_its_fixed_width_version() -> None:
+def test_leg_value_starts_with_its_state_rank_and_write_counter() -> None:
     raw = encode_leg(replace(LEG, version=42))
-    assert raw.startswith(b'{"v":"00000000000000000042",')
-    assert json.loads(raw)["v"] == "0" * (VERSION_WIDTH - 2) + "42"
+    assert raw.startswith(b'{"v":"2.0000000042",')
     assert json.loads(raw)["version"] == 42
 
 
 def test_leg_value_is_plain_json_of_the_leg() -> None:
     data = json.loads(encode_leg(LEG))
-    assert data.pop("v") == f"{LEG.version:0{VERSION_WIDTH}d}"
+    assert data.pop("v") == order_of(LEG)
     assert data == LEG.to_dict()
+
+
+def test_terminated_leg_round_trips_with_its_event_and_code() -> None:
+    ended = replace(LEG, state=LegState.TERMINATED, event=TerminationEvent.REJECTED, code=486)
+    assert decode_leg(encode_leg(ended)) == ended
+    assert json.loads(encode_leg(ended))["event"] == "rejected"
+
+
+def test_leg_from_a_newer_version_with_unknown_fields_and_event_is_read() -> None:
+    data = json.loads(encode_leg(LEG))
+    data.update(flavour="new", event="transferred", local={**data["local"], "extra": 1})
+    assert decode_leg(json.dumps(data)) == LEG
 
 
 party_strategy = st.builds(Party, st.text(max_size=8), st.text(max_size=8), st.text(max_size=8))
@@ -122,6 +135,8 @@ leg_strategy = st.builds(
     remote_tag=st.text(max_size=6),
     local=party_strategy,
     remote=party_strategy,
+    event=st.none() | st.sampled_from(TerminationEvent),
+    code=st.integers(min_value=0, max_value=699),
 )
 
 
@@ -132,32 +147,35 @@ def test_any_leg_round_trips(leg: Leg) -> None:
 
 @given(
     leg=leg_strategy,
-    versions=st.lists(st.integers(min_value=0, max_value=MAX_VERSION), min_size=2, max_size=2, unique=True),
-    later_state=st.sampled_from(LegState),
+    versions=st.lists(st.integers(min_value=0, max_value=MAX_VERSION), min_size=2, max_size=2),
+    states=st.lists(st.sampled_from(LegState), min_size=2, max_size=2),
     later_tag=st.text(max_size=6),
 )
-def test_a_newer_version_of_a_leg_sorts_higher_bytewise(
-    leg: Leg, versions: list[int], later_state: LegState, later_tag: str
+def test_a_later_state_or_write_of_a_leg_sorts_higher_bytewise(
+    leg: Leg, versions: list[int], states: list[LegState], later_tag: str
 ) -> None:
-    # etcd's transaction compares the stored value with the new one as bytes (update_legs).
-    older, newer = sorted(versions)
-    old = replace(leg, version=older)
-    new = replace(leg, version=newer, state=later_state, remote_tag=later_tag)
-    assert encode_leg(old) < encode_leg(new)
+    # etcd's transaction compares the stored value with the new one as bytes (write_legs):
+    # the state's rank decides, whatever the counters; the counter breaks ties.
+    old = replace(leg, version=versions[0], state=states[0])
+    new = replace(leg, version=versions[1], state=states[1], remote_tag=later_tag)
+    if (RANK[states[0]], versions[0]) < (RANK[states[1]], versions[1]):
+        assert encode_leg(old) < encode_leg(new)
+    elif (RANK[states[0]], versions[0]) > (RANK[states[1]], versions[1]):
+        assert encode_leg(old) > encode_leg(new)
 
 
 @pytest.mark.parametrize(
     ("older", "newer"),
     [
-        (0, 1),
-        (9, 10),
-        (99, 100),
-        (1_699_999_999_999_999_999, 1_700_000_000_000_000_000),
-        (MAX_VERSION - 1, MAX_VERSION),
+        (replace(LEG, version=9), replace(LEG, version=10)),
+        (replace(LEG, version=MAX_VERSION - 1), replace(LEG, version=MAX_VERSION)),
+        (replace(LEG, version=99, state=LegState.EARLY), replace(LEG, version=0, state=LegState.CONFIRMED)),
+        (replace(LEG, version=9, state=LegState.CONFIRMED), replace(LEG, version=1, state=LegState.TERMINATED)),
     ],
+    ids=["counter-digits", "widest-counter", "confirmed-beats-early", "terminated-beats-all"],
 )
-def test_version_ordering_across_digit_counts(older: int, newer: int) -> None:
-    assert encode_leg(replace(LEG, version=older)) < encode_leg(replace(LEG, version=newer))
+def test_leg_ordering(older: Leg, newer: Leg) -> None:
+    assert encode_leg(older) < encode_leg(newer)
 
 
 # --- bindings and subscriptions ---------------------------------------------------------------
@@ -200,3 +218,22 @@ def test_any_subscription_round_trips(
         SUBSCRIPTION, route_set=route_set, expires_at=expires_at, cseq=cseq, version=version, last_digest=last_digest
     )
     assert decode_subscription(encode_subscription(sub)) == sub
+
+
+# --- changes handed to the leg writer ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        LegChange(LegState.TRYING),
+        LegChange(LegState.EARLY, "tt", "sip:b@h"),
+        LegChange(LegState.TERMINATED, ending=Ending(TerminationEvent.REJECTED, 486)),
+        LegChange(LegState.TERMINATED, ending=Ending(None)),
+    ],
+)
+def test_a_change_round_trips_as_ascii(change: LegChange) -> None:
+    parties = CallParties("c@h", "ft", "alice@example.com", "bob@example.com", "Al\u00efce", "", "sip:a@h")
+    raw = encode_change(parties, change)
+    assert raw.isascii()
+    assert decode_change(raw) == (parties, change)

@@ -10,7 +10,7 @@ import pytest
 from lxml import etree
 
 from statestore.domain.dialoginfo import CONTENT_TYPE, body_digest, render_dialog_info
-from statestore.domain.model import Direction, Leg, LegState, Party
+from statestore.domain.model import Direction, Leg, LegState, Party, TerminationEvent
 from tests.schema import DIALOG_INFO_NS, schemas_dir, validate_dialog_info
 
 NS = f"{{{DIALOG_INFO_NS}}}"
@@ -185,18 +185,32 @@ def test_every_active_state_and_direction_renders_valid(
     assert dialog.get("direction") == direction.value
 
 
-def test_terminated_legs_are_omitted() -> None:
+def test_terminated_legs_are_shown_terminated_with_their_event_and_code() -> None:
+    # RFC 4235 §3.7.1: a phone can show a missed or rejected call; the store keeps a
+    # terminated leg only a few seconds, then the full state no longer lists it.
     legs = [
-        make_leg(leg_id="a", state=LegState.TERMINATED),
+        make_leg(leg_id="a", state=LegState.TERMINATED, event=TerminationEvent.REJECTED, code=486),
         make_leg(leg_id="b", state=LegState.CONFIRMED),
-        make_leg(leg_id="c", call_id="call-0", state=LegState.TERMINATED),
+        make_leg(leg_id="c", call_id="call-0", state=LegState.TERMINATED, event=TerminationEvent.REMOTE_BYE),
     ]
-    assert [d.get("id") for d in dialogs(render(legs))] == ["b"]
+    found = {d.get("id"): d.find(f"{NS}state") for d in dialogs(render(legs))}
+    assert {key: (node.text, node.get("event"), node.get("code")) for key, node in found.items()} == {
+        "a": ("terminated", "rejected", "486"),
+        "b": ("confirmed", None, None),
+        "c": ("terminated", "remote-bye", None),
+    }
 
 
-def test_only_terminated_legs_give_an_empty_full_state() -> None:
-    legs = [make_leg(leg_id=str(i), state=LegState.TERMINATED) for i in range(3)]
-    assert dialogs(render(legs)) == []
+@pytest.mark.parametrize("event", [None, *TerminationEvent])
+@pytest.mark.parametrize("code", [0, 200, 404, 486, 487, 603])
+def test_every_termination_renders_valid(event: TerminationEvent | None, code: int) -> None:
+    (dialog,) = dialogs(render([make_leg(state=LegState.TERMINATED, event=event, code=code)]))
+    assert dialog.find(f"{NS}state").get("event") == (event.value if event else None)
+
+
+def test_event_and_code_of_a_leg_not_terminated_are_not_shown() -> None:
+    (dialog,) = dialogs(render([make_leg(state=LegState.CONFIRMED, event=TerminationEvent.ERROR, code=500)]))
+    assert dialog.find(f"{NS}state").attrib == {}
 
 
 def test_dialogs_are_sorted_by_call_id_then_leg_id() -> None:
@@ -247,14 +261,19 @@ def test_digest_changes_with_visible_content(change: dict[str, Any]) -> None:
     assert body_digest([leg]) != body_digest([replace(leg, **change)])
 
 
-def test_digest_ignores_versions_order_and_terminated_legs() -> None:
+def test_digest_ignores_versions_and_order() -> None:
     one = make_leg(leg_id="a", version=1)
     two = make_leg(leg_id="b", version=5, state=LegState.CONFIRMED)
-    gone = make_leg(leg_id="c", state=LegState.TERMINATED)
     digest = body_digest([one, two])
-    assert body_digest([two, gone, one]) == digest
+    assert body_digest([two, one]) == digest
     assert body_digest([replace(one, version=99, instance="node-b"), two]) == digest
-    assert body_digest([]) == body_digest([gone])
+
+
+def test_digest_tells_a_terminated_leg_from_none_and_its_event_and_code() -> None:
+    gone = make_leg(leg_id="c", state=LegState.TERMINATED)
+    rejected = replace(gone, event=TerminationEvent.REJECTED, code=486)
+    variants: list[list[Leg]] = [[], [gone], [rejected], [replace(rejected, code=603)]]
+    assert len({body_digest(legs) for legs in variants}) == 4
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("rfc4235-*.xml")), ids=lambda path: path.name)

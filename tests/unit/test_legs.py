@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statestore.domain.legs import CallParties, advance, initial_legs, leg_id, sip_uri, state_for_response
-from statestore.domain.model import Direction, Leg, LegState, Party
+from statestore.domain.legs import (
+    RANK,
+    TRANSITIONS,
+    CallParties,
+    Ending,
+    LegChange,
+    advance,
+    apply_change,
+    can_move,
+    ending_of_bye,
+    ending_of_failure,
+    initial_legs,
+    leg_id,
+    order_of,
+    settle,
+    sip_uri,
+    state_for_response,
+)
+from statestore.domain.model import Direction, Leg, LegState, Party, TerminationEvent
 
 PARTIES = CallParties(
     call_id="call-1@10.0.0.1",
@@ -183,3 +202,129 @@ def test_leg_id_is_16_hex_digits() -> None:
 )
 def test_leg_id_differs_per_dialog(other_call: str, other_tag: str) -> None:
     assert leg_id("call-1", "ftag", Direction.INITIATOR) != leg_id(other_call, other_tag, Direction.INITIATOR)
+
+
+# --- the transition table (RFC 4235 §3.7.1, issue 6 finding 4) --------------------------------
+
+T, P, E, C, X = (LegState.TRYING, LegState.PROCEEDING, LegState.EARLY, LegState.CONFIRMED, LegState.TERMINATED)
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "allowed"),
+    [
+        (T, P, True), (T, E, True), (T, C, True), (T, X, True), (T, T, False),
+        (P, E, True), (P, C, True), (P, X, True), (P, T, False), (P, P, False),
+        (E, C, True), (E, X, True), (E, P, False), (E, T, False), (E, E, False),
+        (C, X, True), (C, E, False), (C, P, False), (C, T, False), (C, C, False),
+        (X, T, False), (X, P, False), (X, E, False), (X, C, False), (X, X, False),
+    ],
+)
+def test_transition_table(current: LegState, new: LegState, allowed: bool) -> None:
+    assert can_move(current, new) is allowed
+    assert (new in TRANSITIONS[current]) is allowed
+
+
+def test_every_transition_goes_forward_in_the_stored_order() -> None:
+    for current, targets in TRANSITIONS.items():
+        assert all(RANK[target] > RANK[current] for target in targets)
+    assert TRANSITIONS[LegState.TERMINATED] == frozenset()
+
+
+RINGING_A = LegChange(E, "tag-a", "sip:bob@10.0.0.2")
+RINGING_B = LegChange(E, "tag-b", "sip:bob@10.0.0.3")
+ANSWERED_B = LegChange(C, "tag-b", BOB_TARGET)
+HUNG_UP = LegChange(X, ending=ending_of_bye(sent_by_caller=True))
+
+
+def test_a_180_processed_after_the_200_changes_nothing() -> None:
+    answered = apply_change(legs_of(version=0), ANSWERED_B)
+    assert answered is not None
+    assert apply_change(answered, RINGING_A) is None
+    assert settle(legs_of(version=0), [ANSWERED_B, RINGING_A]) == answered
+
+
+def test_nothing_follows_the_end() -> None:
+    ended = settle(legs_of(version=0), [RINGING_A, ANSWERED_B, HUNG_UP])
+    for late in (RINGING_A, ANSWERED_B, LegChange(X, ending=Ending(TerminationEvent.ERROR))):
+        assert apply_change(ended, late) is None
+
+
+def test_each_write_counts_one_up() -> None:
+    assert [leg.version for leg in settle(legs_of(version=0), [RINGING_A, ANSWERED_B, HUNG_UP])] == [3, 3]
+
+
+def test_a_bye_is_local_for_the_side_that_sent_it_and_remote_for_the_other() -> None:
+    by_caller = settle(legs_of(version=0), [ANSWERED_B, HUNG_UP])
+    assert [(leg.event, leg.code) for leg in by_caller] == [
+        (TerminationEvent.LOCAL_BYE, 0), (TerminationEvent.REMOTE_BYE, 0),
+    ]
+    by_callee = settle(legs_of(version=0), [ANSWERED_B, LegChange(X, ending=ending_of_bye(sent_by_caller=False))])
+    assert [leg.event for leg in by_callee] == [TerminationEvent.REMOTE_BYE, TerminationEvent.LOCAL_BYE]
+
+
+def test_a_rejected_call_carries_the_code_on_both_legs() -> None:
+    busy = LegChange(X, "tag-a", ending=ending_of_failure(486, False, False))
+    rejected = settle(legs_of(version=0), [RINGING_A, busy])
+    assert [(leg.state, leg.event, leg.code) for leg in rejected] == [(X, TerminationEvent.REJECTED, 486)] * 2
+
+
+@pytest.mark.parametrize(
+    ("code", "cancelled", "timed_out", "expected"),
+    [
+        (486, False, False, Ending(TerminationEvent.REJECTED, 486)),
+        (603, False, False, Ending(TerminationEvent.REJECTED, 603)),
+        (404, False, False, Ending(TerminationEvent.REJECTED, 404)),
+        (487, True, False, Ending(TerminationEvent.CANCELLED, 487)),
+        (0, True, False, Ending(TerminationEvent.CANCELLED, 487)),
+        (408, False, True, Ending(TerminationEvent.TIMEOUT, 408)),
+        (0, False, True, Ending(TerminationEvent.TIMEOUT, 0)),
+        (0, False, False, Ending(TerminationEvent.ERROR, 0)),
+    ],
+)
+def test_ending_of_failure(code: int, cancelled: bool, timed_out: bool, expected: Ending) -> None:
+    assert ending_of_failure(code, cancelled, timed_out) == expected
+
+
+PROVISIONAL = [LegChange(P), RINGING_A, RINGING_B, LegChange(E, "tag-a")]
+FINAL = [
+    ANSWERED_B,
+    LegChange(X, "tag-a", ending=ending_of_failure(486, False, False)),
+    LegChange(X, ending=ending_of_failure(487, True, False)),
+]
+
+
+@given(
+    provisional=st.lists(st.sampled_from(PROVISIONAL), max_size=4),
+    final=st.sampled_from(FINAL),
+    bye=st.booleans(),
+    order=st.randoms(use_true_random=False),
+)
+def test_any_order_of_replies_ends_in_the_same_state(
+    provisional: list[LegChange], final: LegChange, bye: bool, order: Any
+) -> None:
+    # Several 18x from forked branches and one final answer, processed in any order (two
+    # workers, reordered UDP), maybe a BYE (which only ever follows the 200 it ends): the
+    # legs end as if the replies came in order.
+    replies = [*provisional, final]
+    shuffled = list(replies)
+    order.shuffle(shuffled)
+    after = [HUNG_UP] if bye and final.state is C else []
+    in_order, shuffled = [*replies, *after], [*shuffled, *after]
+    expected = settle(legs_of(version=0), in_order)
+    result = settle(legs_of(version=0), shuffled)
+    assert [leg.state for leg in result] == [leg.state for leg in expected]
+    assert [(leg.event, leg.code) for leg in result] == [(leg.event, leg.code) for leg in expected]
+    if final.state is C:  # the answering branch is the dialog, whatever rang before
+        tags = [(leg.local_tag, leg.remote_tag) for leg in expected]
+        assert [(leg.local_tag, leg.remote_tag) for leg in result] == tags
+
+
+@given(changes=st.lists(st.sampled_from([*PROVISIONAL, *FINAL, HUNG_UP]), max_size=8))
+def test_a_state_never_goes_back(changes: list[LegChange]) -> None:
+    legs = legs_of(version=0)
+    for change in changes:
+        moved = apply_change(legs, change)
+        if moved is not None:
+            assert RANK[moved[0].state] > RANK[legs[0].state]
+            assert order_of(moved[0]) > order_of(legs[0]) and order_of(moved[1]) > order_of(legs[1])
+            legs = moved

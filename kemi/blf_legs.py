@@ -1,0 +1,118 @@
+"""The leg writer: one rtimer process per instance that owns every leg write.
+
+SIP workers queue each change of a call in shared memory (mqueue `blf_legs`,
+blf_calls.report) and never touch the store for calls. Each tick here drains the
+queue, folds the changes into the calls' legs (LegBook, the transition table) and
+writes what is due: one transaction per call and flush, the INVITE held briefly so
+that its first 18x joins it. A call that ends is written `terminated`, with its event
+and code, under a short-lived lease shared by every call ending in the same second:
+watchers see the end once, then the legs leave the store without another request.
+It also reconciles the instance's legs with its live dialogs (blf_reconcile).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import KSR  # type: ignore[import-not-found]
+from blf_calls import LEG_QUEUE
+from blf_context import Context, shared_lease_id
+from blf_reconcile import live_dialogs
+
+from statestore import codec
+from statestore.domain.errors import StoreUnavailable
+from statestore.domain.legbook import LegBook, LegWrite, WriteOutcome
+from statestore.domain.reconcile import reconcile
+
+# A new call is written once its first 18x is in, or after this long (ms).
+HOLD_SECONDS = float(os.environ.get("BLF_LEG_HOLD_MS", "50")) / 1000.0
+# Terminated legs live under a lease of this TTL, granted at most once per rotation:
+# they stay in the store between ENDED_TTL - ENDED_ROTATE and ENDED_TTL seconds.
+ENDED_TTL = 3
+ENDED_ROTATE_SECONDS = 1.0
+RETRY_SECONDS = 0.5
+# Calls younger than this are left alone by reconciliation: the dialog list and the
+# store may not show them yet.
+GRACE_SECONDS = 5.0
+
+
+class LegWriter:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.book = LegBook(ctx.settings.instance, HOLD_SECONDS)
+        self.lease_id = 0
+        self.ended_lease = 0
+        self.ended_granted = 0.0
+        self.next_try = 0.0
+        self.next_reconcile = time.monotonic() + ctx.settings.reconcile_seconds
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        self._drain(now)
+        self._follow_lease(now)
+        if not self.lease_id or now < self.next_try:
+            return
+        try:
+            for write in self.book.due(now):
+                self._write(write, now)
+            if now >= self.next_reconcile:
+                self._reconcile(now)
+        except StoreUnavailable as exc:
+            if not self.ctx.store_down():
+                KSR.warn(f"blf legs: store unavailable, retrying every {RETRY_SECONDS}s: {exc}\n")
+            self.ctx.mark_store_down()
+            self.next_try = now + RETRY_SECONDS
+        self.book.forget_ended(now)
+
+    def _drain(self, now: float) -> None:
+        while KSR.mqueue.mq_fetch(LEG_QUEUE) == 1:
+            raw = KSR.pv.get(f"$mqv({LEG_QUEUE})")
+            try:
+                parties, change = codec.decode_change(raw)
+            except (ValueError, KeyError, TypeError) as exc:
+                KSR.err(f"blf legs: unreadable change {raw!r}: {exc}\n")
+                continue
+            self.book.take(parties, change, now)
+
+    def _follow_lease(self, now: float) -> None:
+        """The lease keeper grants the instance lease; a new one means the legs on the
+        old one are gone (it expired): every live call is written again, at once."""
+        lease_id = shared_lease_id()
+        if lease_id == self.lease_id:
+            return
+        if self.lease_id:
+            self.book.lease_lost()
+        self.lease_id = lease_id
+        self.next_reconcile = now
+
+    def _write(self, write: LegWrite, now: float) -> None:
+        lease = self._ended_lease(now) if write.ended else self.lease_id
+        outcome = self.ctx.store.write_legs(write.legs, lease, write.create)
+        if outcome is WriteOutcome.EXISTS:  # reconciliation or a retry got there first
+            outcome = self.ctx.store.write_legs(write.legs, lease, create=False)
+        if outcome is WriteOutcome.MISSING:
+            self.book.missing(write)  # created again on the next tick
+        elif outcome is not WriteOutcome.EXISTS:
+            self.book.written(write)
+
+    def _ended_lease(self, now: float) -> int:
+        if not self.ended_lease or now - self.ended_granted >= ENDED_ROTATE_SECONDS:
+            self.ended_lease = self.ctx.store.grant_lease(ENDED_TTL)
+            self.ended_granted = now
+        return self.ended_lease
+
+    def _reconcile(self, now: float) -> None:
+        self.next_reconcile = now + self.ctx.settings.reconcile_seconds
+        # The store first, the dialogs second: a call that ends between the two reads is
+        # then seen stored and not live (ended, correctly), never live and not stored.
+        on_lease = self.ctx.store.legs_on(self.lease_id)
+        before = {key: (record.legs, record.stored) for key, record in self.book.calls.items()}
+        unknown = reconcile(self.book, live_dialogs(), list(on_lease), now, GRACE_SECONDS)
+        if unknown:
+            self.ctx.store.delete_legs([on_lease[leg_id] for leg_id in unknown])
+        changed = sum(
+            1 for key, record in self.book.calls.items() if before.get(key) != (record.legs, record.stored)
+        )
+        if changed or unknown:
+            KSR.info(f"blf reconcile: {changed} calls to write again or end, {len(unknown)} unknown legs deleted\n")
