@@ -32,6 +32,8 @@ HOLD_SECONDS = float(os.environ.get("BLF_LEG_HOLD_MS", "50")) / 1000.0
 ENDED_TTL = 3
 ENDED_ROTATE_SECONDS = 1.0
 RETRY_SECONDS = 0.5
+# How often ended calls are let go of (LegBook.forget_ended looks at every call).
+FORGET_SECONDS = 1.0
 # Calls younger than this are left alone by reconciliation: the dialog list and the
 # store may not show them yet.
 GRACE_SECONDS = 5.0
@@ -45,6 +47,7 @@ class LegWriter:
         self.ended_lease = 0
         self.ended_granted = 0.0
         self.next_try = 0.0
+        self.next_forget = 0.0
         self.next_reconcile = time.monotonic() + ctx.settings.reconcile_seconds
 
     def tick(self) -> None:
@@ -54,8 +57,9 @@ class LegWriter:
         if not self.lease_id or now < self.next_try:
             return
         try:
-            for write in self.book.due(now):
-                self._write(write, now)
+            if self.book.pending:
+                for write in self.book.due(now):
+                    self._write(write, now)
             if now >= self.next_reconcile:
                 self._reconcile(now)
         except StoreUnavailable as exc:
@@ -63,7 +67,9 @@ class LegWriter:
                 KSR.warn(f"blf legs: store unavailable, retrying every {RETRY_SECONDS}s: {exc}\n")
             self.ctx.mark_store_down()
             self.next_try = now + RETRY_SECONDS
-        self.book.forget_ended(now)
+        if now >= self.next_forget:
+            self.next_forget = now + FORGET_SECONDS
+            self.book.forget_ended(now)
 
     def _drain(self, now: float) -> None:
         while KSR.mqueue.mq_fetch(LEG_QUEUE) == 1:

@@ -59,6 +59,9 @@ class LegBook:
         self.instance = instance
         self.hold = hold
         self.calls: dict[str, CallRecord] = {}
+        # Calls whose legs differ from what the store holds: each tick looks at these
+        # only, not at every call in progress.
+        self.pending: set[str] = set()
 
     def take(self, parties: CallParties, change: LegChange, now: float) -> bool:
         """Fold one change of a call in; False when the transition table refuses it."""
@@ -66,12 +69,14 @@ class LegBook:
         if record is None:
             record = CallRecord(parties, initial_legs(parties, self.instance), None, now, now)
             self.calls[parties.key] = record
+            self.pending.add(parties.key)
             if change.state is LegState.TRYING:
                 return True
         moved = apply_change(record.legs, change)
         if moved is None:
             return False
         record.legs, record.changed_at = moved, now
+        self.pending.add(parties.key)
         return True
 
     def restore(self, parties: CallParties, legs: tuple[Leg, Leg], now: float) -> None:
@@ -81,13 +86,16 @@ class LegBook:
             self.calls[parties.key] = CallRecord(parties, legs, None, now, now)
         else:
             record.stored = None
+        self.pending.add(parties.key)
 
     def due(self, now: float) -> list[LegWrite]:
         """Writes to make now: every call whose legs differ from what the store holds,
         except a new call still in `trying` within its hold."""
         writes = []
-        for key, record in self.calls.items():
+        for key in sorted(self.pending):
+            record = self.calls[key]
             if record.legs == record.stored:
+                self.pending.discard(key)
                 continue
             new = record.stored is None and record.legs[0].state is LegState.TRYING
             if new and now - record.first_seen < self.hold:
@@ -97,7 +105,8 @@ class LegBook:
 
     def next_due(self) -> float | None:
         """When the earliest held call falls due (None: nothing held)."""
-        held = [r.first_seen + self.hold for r in self.calls.values() if r.stored is None and r.legs != r.stored]
+        records = (self.calls[key] for key in self.pending)
+        held = [r.first_seen + self.hold for r in records if r.stored is None]
         return min(held) if held else None
 
     def written(self, write: LegWrite) -> None:
@@ -106,18 +115,22 @@ class LegBook:
         record = self.calls.get(write.call)
         if record is not None:
             record.stored = write.legs
+            if record.legs == record.stored:
+                self.pending.discard(write.call)
 
     def missing(self, write: LegWrite) -> None:
         """The store lost the call's legs (its lease expired): create them again."""
         record = self.calls.get(write.call)
         if record is not None:
             record.stored = None
+            self.pending.add(write.call)
 
     def lease_lost(self) -> None:
         """Every leg on the old instance lease is gone: calls not ended are written again."""
-        for record in self.calls.values():
+        for key, record in self.calls.items():
             if record.legs[0].state is not LegState.TERMINATED:
                 record.stored = None
+                self.pending.add(key)
 
     def forget_ended(self, now: float) -> None:
         done = [
@@ -127,6 +140,7 @@ class LegBook:
         ]
         for key in done:
             del self.calls[key]
+            self.pending.discard(key)
 
     def live(self) -> Iterator[CallRecord]:
         """Calls not ended."""

@@ -164,10 +164,14 @@ def store_changes(before: dict[str, bytes], after: dict[str, bytes], valid_users
         if key in after or valid(key, value):
             continue
         try:
-            expires_at = float(json.loads(value).get("expires_at", 0))
+            record = json.loads(value)
+            expires_at = float(record.get("expires_at", 0))
         except (ValueError, AttributeError):
-            expires_at = 0.0
-        if not 0 < expires_at <= time.time() + 2:
+            record, expires_at = {}, 0.0
+        # A terminated call leg leaves with its short lease a few seconds after its call
+        # ended (issue 6): an earlier test's call may end that way during the fuzz.
+        ended_leg = key.startswith("/blf/legs/") and isinstance(record, dict) and record.get("state") == "terminated"
+        if not ended_leg and not 0 < expires_at <= time.time() + 2:
             problems.append(f"removed: {key} = {value[:300]!r}")
     return problems
 

@@ -112,3 +112,15 @@ def test_ended_calls_are_forgotten_only_once_written_and_old() -> None:
     assert PARTIES.key in book.calls, "ended too recently"
     book.forget_ended(ENDED_MEMORY_SECONDS + 1)
     assert book.calls == {}
+
+
+def test_only_calls_with_something_to_write_are_pending() -> None:
+    book = LegBook("ks1", HOLD)
+    book.take(PARTIES, ANSWERED, 0.0)
+    assert book.pending == {PARTIES.key}
+    flush(book, 0.0)
+    assert book.pending == set()
+    assert book.take(PARTIES, RINGING, 0.1) is False
+    assert book.pending == set(), "a refused change leaves nothing to write"
+    book.lease_lost()
+    assert book.pending == {PARTIES.key}
