@@ -16,6 +16,7 @@ from statestore.cache import Cache
 from statestore.domain.registrar import RegistrarPolicy
 from statestore.domain.subscription import SubscriptionPolicy
 from statestore.etcd_store import EtcdStore
+from statestore.store import StateStore
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,53 @@ def instance_name(value: str) -> str:
     return name
 
 
+class StoreHandle:
+    """One store and what this instance holds of it, shared by the instance's processes
+    through $shv variables named after the store's zone: whether it was last found down,
+    and the instance lease granted on it (every call leg written there carries it).
+
+    Today there is one store, the default zone "" (variables blf_store and blf_lease).
+    A zone of its own (a later issue) needs its two variables declared in kamailio.cfg
+    (modparam("pv", "shvset", ...)): a $shv created after the fork is not shared.
+    """
+
+    def __init__(self, zone: str, store: StateStore) -> None:
+        self.zone = zone
+        self.store = store
+        suffix = f"_{zone}" if zone else ""
+        self.state_var = f"$shv(blf_store{suffix})"
+        self.lease_var = f"$shv(blf_lease{suffix})"
+
+    def down(self) -> bool:
+        """Whether this instance last found the store unreachable."""
+        return KSR.pv.get(self.state_var) == "down"
+
+    def mark_down(self) -> None:
+        """Every process of the instance now answers without waiting on this store, until
+        the lease keeper, which probes twice a second while it is down, reaches it again."""
+        KSR.pv.sets(self.state_var, "down")
+        self.store.close()
+
+    def mark_reached(self) -> None:
+        KSR.pv.sets(self.state_var, "up")
+
+    def lease_id(self) -> int:
+        raw = KSR.pv.get(self.lease_var)
+        return int(raw) if raw else 0
+
+    def share_lease_id(self, lease_id: int) -> None:
+        KSR.pv.sets(self.lease_var, str(lease_id))
+
+
+DEFAULT_ZONE = ""
+
+
 class Context:
     def __init__(self) -> None:
         self.settings = Settings.from_env()
-        self.store = EtcdStore(self.settings.etcd, timeout=self.settings.store_timeout)
+        store = EtcdStore(self.settings.etcd, timeout=self.settings.store_timeout)
+        # One store per zone; the flag and the lease live with each (statestore/store.py).
+        self.stores = {DEFAULT_ZONE: StoreHandle(DEFAULT_ZONE, store)}
         self.cache = Cache(self.settings.memcached)
         self.registrar = RegistrarPolicy(
             max_bindings=self.settings.max_bindings, nat_expires=self.settings.nat_expires
@@ -86,20 +130,21 @@ class Context:
             max_subs_per_presentity=self.settings.max_subs_per_presentity,
         )
 
+    @property
+    def home(self) -> StoreHandle:
+        """The store of the default zone (the only one today)."""
+        return self.stores[DEFAULT_ZONE]
+
+    @property
+    def store(self) -> StateStore:
+        return self.home.store
+
     def store_down(self) -> bool:
-        """Whether this instance last found etcd unreachable (shared by its processes)."""
-        return KSR.pv.get(STORE_STATE_VAR) == "down"
+        """Whether this instance last found the default store unreachable (shared by its processes)."""
+        return self.home.down()
 
     def mark_store_down(self) -> None:
-        """Every process of the instance now answers without waiting on etcd, until the
-        lease keeper, which probes twice a second while it is down, reaches it again."""
-        KSR.pv.sets(STORE_STATE_VAR, "down")
-        self.store.close()
-
-
-STORE_STATE_VAR = "$shv(blf_store)"
-# The instance lease id, granted by the lease keeper, written with every call leg.
-LEASE_VAR = "$shv(blf_lease)"
+        self.home.mark_down()
 
 
 # Live instances, name -> SIP host:port as JSON, kept fresh by the lease keeper.
@@ -115,16 +160,15 @@ def share_instances(instances: dict[str, str]) -> None:
 
 
 def note_store_reached() -> None:
-    KSR.pv.sets(STORE_STATE_VAR, "up")
+    context().home.mark_reached()
 
 
 def shared_lease_id() -> int:
-    raw = KSR.pv.get(LEASE_VAR)
-    return int(raw) if raw else 0
+    return context().home.lease_id()
 
 
 def share_lease_id(lease_id: int) -> None:
-    KSR.pv.sets(LEASE_VAR, str(lease_id))
+    context().home.share_lease_id(lease_id)
 
 
 _context: Context | None = None

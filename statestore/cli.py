@@ -16,6 +16,7 @@ from statestore.domain.lamp import lamp_state
 from statestore.domain.model import Account
 from statestore.etcd_store import EtcdStore
 from statestore.lab import Lab, LabError
+from statestore.store import StateStore
 
 DEMO_DOMAIN = "example.com"
 DEMO_ACCOUNTS = {"alice": "alice-secret", "boris": "boris-secret", "catherine": "catherine-secret"}
@@ -59,10 +60,10 @@ def cmd_account_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def show(store: EtcdStore, aor: str, now: float) -> dict[str, Any]:
+def show(store: StateStore, aor: str, now: float) -> dict[str, Any]:
     legs = store.legs_of(aor)
     bindings = store.bindings_of(aor)
-    subscriptions = [s for s in store.subscriptions() if s.presentity == aor]
+    subscriptions = store.subscriptions_to(aor)
     return {
         "account": aor,
         "state": lamp_state(legs, bindings, now).value,

@@ -1,7 +1,9 @@
 """The StateStore on etcd: the only module that imports the etcd client.
 
-Every failure to reach etcd surfaces as `StoreUnavailable`; callers decide whether that
-means a 503 (SUBSCRIBE, REGISTER) or carrying on without BLF (calls).
+A failure to reach etcd surfaces as `StoreUnavailable`; callers decide whether that
+means a 503 (SUBSCRIBE, REGISTER) or carrying on without BLF (calls). Every other error
+(a request etcd refuses, a record we cannot read) is a bug and propagates as it is: the
+one boundary that answers requests logs it with its traceback (`unavailability`).
 """
 
 from __future__ import annotations
@@ -86,6 +88,34 @@ def _quiet_closed_watchers(previous: Any = threading.excepthook) -> None:
 _quiet_closed_watchers()
 
 
+# gRPC status codes that mean etcd cannot answer now (down, unreachable, too slow). Any
+# other (INVALID_ARGUMENT, RESOURCE_EXHAUSTED for a response over 4 MB, INTERNAL...) says
+# the request or its handling is wrong, and retrying it, here or on another instance,
+# cannot help.
+UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def unavailability(exc: BaseException) -> bool:
+    """Whether an error of the etcd client means etcd is unavailable (not a bug).
+
+    A read at a revision etcd has compacted meanwhile (a paged snapshot, a watch) counts
+    too: that state cannot be read any more, the caller reads again (never a request's).
+    """
+    if isinstance(exc, etcd3.exceptions.ConnectionFailedError | etcd3.exceptions.ConnectionTimeoutError):
+        return True  # etcd3's names for UNAVAILABLE and DEADLINE_EXCEEDED
+    if isinstance(exc, etcd3.exceptions.RevisionCompactedError):
+        return True
+    if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)):
+        if exc.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in str(exc.details()):
+            return True
+        return exc.code() in UNAVAILABLE_CODES
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    # The channel was closed under the call: another thread of this process found etcd
+    # unreachable and closed it (Context.mark_store_down).
+    return isinstance(exc, ValueError) and "closed channel" in str(exc)
+
+
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     host, _, port = endpoint.rpartition(":")
     return host or "127.0.0.1", int(port or 2379)
@@ -117,7 +147,9 @@ class EtcdStore:
             yield
         except StoreUnavailable:
             raise
-        except Exception as exc:  # grpc and etcd3 errors of every kind mean the same here
+        except Exception as exc:
+            if not unavailability(exc):
+                raise  # a bug, not an outage: no 503 for it, its traceback in the log
             raise StoreUnavailable(f"etcd at {self.endpoint}: {type(exc).__name__}: {exc}") from exc
 
     # --- provisioning -------------------------------------------------------------------
@@ -301,6 +333,24 @@ class EtcdStore:
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise
+
+    # --- one account's subscriptions (blfctl show) --------------------------------------------
+
+    def subscriptions_to(self, presentity: str) -> list[Subscription]:
+        """The subscriptions to one presentity, found through its index entries
+        (/blf/watched/<presentity>/) and read by id, in transactions of at most
+        MAX_TXN_OPS reads: never the whole /blf/subs/ prefix."""
+        tx = self.client.transactions
+        with self._guard():
+            index = self.client.get_prefix_response(keys.subs_of_presentity(presentity), keys_only=True)
+            sub_ids = [kv.key.decode().rpartition("/")[2] for kv in index.kvs]
+            found: list[Subscription] = []
+            for start in range(0, len(sub_ids), MAX_TXN_OPS):
+                reads = [tx.get(keys.sub(sub_id)) for sub_id in sub_ids[start : start + MAX_TXN_OPS]]
+                _, responses = self.client.transaction(compare=[], success=reads, failure=[])
+                # A subscription deleted since its index entry was read is simply not there.
+                found += [codec.decode_subscription(value) for response in responses for value, _ in response]
+        return found
 
     # --- subscriptions ----------------------------------------------------------------------
     #

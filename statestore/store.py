@@ -1,14 +1,26 @@
-"""The StateStore seam: what the instance needs of a store, whatever holds it.
+"""The StateStore seam: what an instance needs of a store, whatever holds it.
 
-`EtcdStore` is today's only implementation; a later issue may give each domain zone a
-store of its own. Types shared by every implementation live here, next to the seam.
+`EtcdStore` is today's only implementation (mypy checks that it satisfies `StateStore`,
+at the bottom of this module). A later issue may give each domain zone a store of its
+own and one instance several zones: the instance holds, per store, its "store down" flag
+and its lease (kemi/blf_context.py `StoreHandle`), never one for the whole process.
+
+Errors: a store that cannot be reached raises `StoreUnavailable` (a 503 where a request
+waits on it); any other error is a bug and keeps its own type and traceback.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
-from statestore.domain.model import Binding
+from statestore.domain.model import Account, Binding, Leg, Subscription, WatcherEntry
+
+if TYPE_CHECKING:
+    # Value types the adapter defines today; they move here with a second adapter.
+    from statestore.domain.legbook import WriteOutcome
+    from statestore.etcd_store import Census, EtcdStore, KeyValue, WatchCallback
 
 
 @dataclass(frozen=True)
@@ -19,3 +31,68 @@ class StoredBindings:
     bindings: list[Binding]
     revision: int
     leases: dict[str, int] = field(default_factory=dict)
+
+
+class StateStore(Protocol):
+    """Every operation an instance, the notifier and blfctl use. Writes that guard against
+    a concurrent writer return a falsy value (False, None) when they lost, and write nothing."""
+
+    def close(self) -> None: ...
+
+    # provisioning
+    def add_domain(self, name: str) -> None: ...
+    def domain_exists(self, name: str) -> bool: ...
+    def domains(self) -> list[str]: ...
+    def put_account(self, account: Account) -> None: ...
+    def get_account(self, aor: str) -> Account | None: ...
+
+    # leases and instances
+    def grant_lease(self, ttl: int) -> int: ...
+    def refresh_lease(self, lease_id: int) -> bool: ...
+    def revoke_lease(self, lease_id: int) -> None: ...
+    def announce_instance(self, name: str, info: dict[str, Any], lease_id: int) -> None: ...
+    def instances(self) -> dict[str, dict[str, Any]]: ...
+
+    # call legs
+    def write_legs(self, legs: Sequence[Leg], lease_id: int, create: bool) -> WriteOutcome: ...
+    def legs_on(self, lease_id: int) -> dict[str, str]: ...
+    def delete_legs(self, leg_keys: Sequence[str]) -> None: ...
+    def legs_of(self, aor: str) -> list[Leg]: ...
+
+    # registrations
+    def bindings_of(self, aor: str) -> list[Binding]: ...
+    def read_bindings(self, aor: str) -> StoredBindings: ...
+    def apply_bindings(
+        self,
+        upserts: Sequence[tuple[str, Binding, int]],
+        removals: Sequence[str],
+        aor: str,
+        read: StoredBindings | None = None,
+    ) -> bool: ...
+
+    # subscriptions
+    def subscriptions_to(self, presentity: str) -> list[Subscription]: ...
+    def get_subscription(self, sub_id: str) -> tuple[Subscription, int] | None: ...
+    def census(self, watcher: str, presentity: str) -> Census: ...
+    def create_subscription(
+        self,
+        subscription: Subscription,
+        replaced: Sequence[WatcherEntry] = (),
+        counted: Census | None = None,
+        guard_presentity: bool = False,
+    ) -> int | None: ...
+    def update_subscription(
+        self, subscription: Subscription, mod_revision: int, reindex: bool = False
+    ) -> int | None: ...
+    def delete_subscription(self, subscription: Subscription, mod_revision: int | None = None) -> bool: ...
+
+    # reading and watching (the notifier's mirror)
+    def snapshot(self, prefix: str | Sequence[str] = ..., page: int = ...) -> tuple[int, list[KeyValue]]: ...
+    def watch_prefixes(self, start_revision: int, callback: WatchCallback, prefixes: Sequence[str]) -> list[int]: ...
+    def cancel_watch(self, watch_id: int) -> None: ...
+
+
+if TYPE_CHECKING:
+
+    def _etcd_store_is_a_state_store(store: EtcdStore) -> StateStore:
+        return store  # mypy --strict fails here when EtcdStore drifts from the seam

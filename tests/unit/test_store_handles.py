@@ -1,0 +1,51 @@
+"""The seam for zones: the "store down" flag and the instance lease are held per store
+(kemi/blf_context.py StoreHandle), in $shv variables named after the store's zone."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+KEMI = str(Path(__file__).resolve().parents[2] / "kemi")
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.fixture
+def handles(monkeypatch: pytest.MonkeyPatch) -> Any:
+    shared: dict[str, str] = {}
+    ksr = types.ModuleType("KSR")
+    ksr.pv = types.SimpleNamespace(get=shared.get, sets=shared.__setitem__)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "KSR", ksr)
+    monkeypatch.syspath_prepend(KEMI)
+    monkeypatch.delitem(sys.modules, "blf_context", raising=False)
+    import blf_context  # type: ignore[import-not-found]
+
+    monkeypatch.setitem(sys.modules, "blf_context", blf_context)  # gone again after the test
+    return blf_context, shared
+
+
+def test_each_store_has_its_own_down_flag_and_lease(handles: Any) -> None:
+    blf_context, shared = handles
+    home, eu = FakeStore(), FakeStore()
+    default, zone = blf_context.StoreHandle("", home), blf_context.StoreHandle("eu", eu)
+    assert (default.state_var, default.lease_var) == ("$shv(blf_store)", "$shv(blf_lease)")  # kamailio.cfg's
+    zone.mark_down()
+    assert zone.down() and not default.down()
+    assert (eu.closed, home.closed) == (1, 0)
+    default.share_lease_id(7)
+    zone.share_lease_id(9)
+    assert (default.lease_id(), zone.lease_id()) == (7, 9)
+    zone.mark_reached()
+    assert not zone.down()
+    assert shared == {"$shv(blf_store_eu)": "up", "$shv(blf_lease)": "7", "$shv(blf_lease_eu)": "9"}
