@@ -25,8 +25,10 @@ from statestore.domain.errors import StoreUnavailable
 from statestore.domain.legbook import LegBook, LegWrite, WriteOutcome
 from statestore.domain.reconcile import reconcile
 
-# A new call is written once its first 18x is in, or after this long (ms).
-HOLD_SECONDS = float(os.environ.get("BLF_LEG_HOLD_MS", "50")) / 1000.0
+# A new call is written once its first 18x is in, or after this long (ms): so that an
+# answered call is three writes also when the callee is slow to ring. Nothing rings
+# before the 18x, so only a `trying` dialog can be shown that much later.
+HOLD_SECONDS = float(os.environ.get("BLF_LEG_HOLD_MS", "250")) / 1000.0
 # Terminated legs live under a lease of this TTL, granted at most once per rotation:
 # they stay in the store between ENDED_TTL - ENDED_ROTATE and ENDED_TTL seconds.
 ENDED_TTL = 3
