@@ -35,7 +35,11 @@ class StoredBindings:
 
 class StateStore(Protocol):
     """Every operation an instance, the notifier and blfctl use. Writes that guard against
-    a concurrent writer return a falsy value (False, None) when they lost, and write nothing."""
+    a concurrent writer return a falsy value (False, None) when they lost, and write nothing.
+
+    Left out on purpose: EtcdStore's whole-prefix reads (`range`, `subscriptions`, for tests
+    and tools: their answers grow with the cluster), `watch` (one prefix; `watch_prefixes`
+    is the seam) and its etcd `client`."""
 
     def close(self) -> None: ...
 
