@@ -159,6 +159,19 @@ def share_instances(instances: dict[str, str]) -> None:
     KSR.pv.sets(INSTANCES_VAR, json.dumps(instances, sort_keys=True))
 
 
+# The notifier's ownership epoch, for the SIP workers that create subscriptions.
+EPOCH_VAR = "$shv(blf_epoch)"
+
+
+def shared_epoch() -> int:
+    raw = KSR.pv.get(EPOCH_VAR)
+    return int(raw) if raw else 0
+
+
+def share_epoch(epoch: int) -> None:
+    KSR.pv.sets(EPOCH_VAR, str(epoch))
+
+
 def note_store_reached() -> None:
     context().home.mark_reached()
 

@@ -13,7 +13,7 @@ import traceback
 
 import blf_notify
 import KSR  # type: ignore[import-not-found]
-from blf_context import Context
+from blf_context import Context, share_epoch
 
 from statestore.domain.errors import StoreUnavailable
 from statestore.etcd_store import WatchEvent
@@ -22,6 +22,8 @@ from statestore.mirror import Due, Mirror
 # A NOTIFY deferred by a store outage is tried again this much later.
 RETRY_SECONDS = 1.0
 RESYNC_BACKOFF_SECONDS = 1.0
+# NOTIFYs sent per tick at most (about 0.1 s of work).
+NOTIFY_BUDGET = 500
 
 
 class Notifier:
@@ -34,20 +36,50 @@ class Notifier:
         # Presentities whose NOTIFYs were deferred, and when to try them again.
         self.deferred: set[str] = set()
         self.next_retry = 0.0
+        self.next_bump = 0.0
 
     def tick(self) -> None:
         now = time.monotonic()
+        if not self._epoch_ready(now):
+            return  # nothing is numbered before the epoch is ours
         if not self.synced and now >= self.next_sync:
             self._resync()
         dirty = self._drain()
         if self.deferred and now >= self.next_retry:
             dirty |= self.deferred
             self.deferred = set()
+        if not self._epoch_ready(now):
+            self.deferred |= dirty  # an instance went away: take its subscriptions over later
+            return
         if self.synced:
-            # Expiries come from the mirror's heap: a call costs nothing when none is due.
-            for due in self.mirror.due(self.ctx.settings.instance, dirty, time.time()):
+            # Expiries and retries come from the mirror's heaps: a tick costs nothing when
+            # none is due.
+            dues = self.mirror.due(self.ctx.settings.instance, dirty, time.time())
+            for due in dues[:NOTIFY_BUDGET]:
                 self._act(due)
+            # After a restart or a takeover every subscription taken is due: a tick sends a
+            # share and leaves the rest for the next ones, so that watch events go on being read.
+            self.mirror.forced |= {due.subscription.sub_id for due in dues[NOTIFY_BUDGET:]}
         self._log_notes()
+
+    def _epoch_ready(self, now: float) -> bool:
+        """Whether NOTIFYs can be numbered: a new ownership epoch (one compare-and-swap) is
+        taken at start, and before numbering the NOTIFYs of subscriptions taken over, so
+        that they number above every earlier sender's."""
+        if self.mirror.epoch and not self.mirror.bump_wanted:
+            return True
+        if now < self.next_bump:
+            return False
+        try:
+            epoch = self.ctx.store.next_epoch()
+        except StoreUnavailable as exc:
+            self.next_bump = now + RETRY_SECONDS
+            KSR.warn(f"blf notifier: cannot take a new epoch, store unavailable: {exc}\n")
+            return False
+        self.mirror.epoch, self.mirror.bump_wanted = epoch, False
+        share_epoch(epoch)
+        KSR.info(f"blf notifier: instance {self.ctx.settings.instance} numbers NOTIFYs at epoch {epoch}\n")
+        return True
 
     def _log_notes(self) -> None:
         for note in self.mirror.notes:
@@ -98,8 +130,9 @@ class Notifier:
             self.ctx.store.close()
             return set()
         dirty: set[str] = set()
+        now = time.time()
         for event in item:
-            dirty |= self.mirror.apply(event.key, event.value, event.revision)
+            dirty |= self.mirror.apply(event.key, event.value, event.revision, now)
         return dirty
 
     def _act(self, due: Due) -> None:
@@ -113,13 +146,21 @@ class Notifier:
             KSR.err(f"blf notifier: NOTIFY for {due.subscription.sub_id} failed: {traceback.format_exc()}\n")
 
     def _send(self, due: Due) -> None:
+        """Send what `due` asks for; the record is written only to remove it (expiry)."""
         now = time.time()
+        subscription = due.subscription
         if due.expired:
-            final = blf_notify.end(self.ctx, due.subscription, due.revision, due.state)
+            if not self.ctx.store.delete_subscription(subscription, due.revision):
+                return  # refreshed (or removed) meanwhile: its watch event tells us which
+            final = self.mirror.numbered(due)
+            self.mirror.forget(subscription.sub_id)
             if final is not None:
-                self.mirror.forget(due.subscription.sub_id)
                 blf_notify.send(self.ctx, final, due.state, now, "timeout", due.body)
             return
-        sent = blf_notify.notify_if_changed(self.ctx, due.subscription, due.revision, due.state, now, due.body)
-        if sent is not None:
-            self.mirror.remember(*sent)
+        numbered = self.mirror.numbered(due)
+        if numbered is not None:
+            blf_notify.send(self.ctx, numbered, due.state, now, None, due.body)
+        elif not self.mirror.bump_wanted:
+            # CSeq would pass 2**31-1: the subscription ends; the phone subscribes again.
+            self.ctx.store.delete_subscription(subscription, due.revision)
+            KSR.notice(f"blf notifier: subscription {subscription.sub_id} used up its CSeq space, removed\n")

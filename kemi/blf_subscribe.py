@@ -1,6 +1,11 @@
 """SUBSCRIBE (RFC 6665 §4.2.1): create, refresh, unsubscribe, fetch.
 
-The subscription lives in the store; the 200 is sent before the first NOTIFY. Every
+The subscription lives in the store. A SIP worker writes it (create, refresh,
+unsubscribe) and answers 200; a new subscription's first NOTIFY (number 0 at this
+instance's epoch) is sent here after the 200 (§4.2.1.1), and a fetch's only one. Every
+later NOTIFY (state change, refresh, final) is sent by the notifier of the instance
+responsible for it, which sees the write through its watch and numbers NOTIFYs without a
+write (blf_notify). Every
 SUBSCRIBE is authenticated as its watcher, the in-dialog ones too (refresh, target
 refresh, unsubscribe): knowing a dialog's Call-ID and tags gives nothing. A new
 subscription is admitted within the caps of SubscriptionPolicy and replaces the older
@@ -10,11 +15,12 @@ subscriptions of the same device.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import blf_notify
 import KSR  # type: ignore[import-not-found]
 from blf_auth import authenticate, lookup_account, require_domain
-from blf_context import Context
+from blf_context import Context, shared_epoch
 from blf_sip import header, list_header, pv, reply, request_aor, request_domain, uri_of
 
 from statestore.domain import bodies
@@ -26,11 +32,11 @@ from statestore.domain.subscription import (
     admit,
     check_accept,
     check_watcher,
+    ended,
     event_id,
     event_package,
     granted_expires,
     may_watch,
-    next_notify,
     parse_expires,
     refreshed,
     reindexed,
@@ -101,15 +107,30 @@ def handle_initial_subscribe(ctx: Context) -> None:
         route_set=tuple(list_header("Record-Route")), expires_at=now + expires,
         owner=ctx.settings.instance, event_id=event_id(header("Event")), transport=_transport(),
         received=reach.received, flow_instance=reach.flow_instance, nat=reach.nat,
+        cseq=1, version=0, epoch=_epoch(ctx),
     )
+    if expires == 0:
+        # A fetch stores nothing (§4.4.3): its one NOTIFY, CSeq 1 and version 0, is ours.
+        state = blf_notify.load_state(ctx, presentity)
+        reply(200, "OK", {"Expires": "0"}, blf_notify.contact(ctx, subscription.transport))
+        blf_notify.send(ctx, subscription, state, now, "timeout")
+        return
+    # The first NOTIFY is sent here, after the 200; the notifier numbers on from the
+    # record (digest of what it showed included). A retransmitted SUBSCRIBE finds the
+    # subscription its first copy created (and NOTIFYed): the same 200 again.
     state = blf_notify.load_state(ctx, presentity)
-    first = next_notify(subscription, bodies.digest(event, state))
-    # A fetch (Expires: 0) stores nothing; a retransmitted SUBSCRIBE finds its subscription
-    # created by the first copy, which has sent the NOTIFY already.
-    fresh = expires == 0 or _create(ctx, first)
+    first = replace(subscription, last_digest=bodies.digest(event, state))
+    fresh = _create(ctx, first)
     reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx, first.transport))
     if fresh:
-        blf_notify.send(ctx, first, state, now, None if expires else "timeout")
+        blf_notify.send(ctx, first, state, now, None)
+
+
+def _epoch(ctx: Context) -> int:
+    """The epoch the first NOTIFY of a new subscription is numbered at: the one this
+    instance's notifier took. 0 before it has one: the notifier then numbers the
+    subscription's next NOTIFYs at its own epoch, above this one (a forward jump)."""
+    return shared_epoch()
 
 
 def _create(ctx: Context, subscription: Subscription) -> bool:
@@ -166,21 +187,17 @@ def handle_in_dialog_subscribe(ctx: Context) -> None:
 
 
 def _refresh(ctx: Context, subscription: Subscription, revision: int, expires: int, reach: Reach) -> bool:
-    """Refresh or end the subscription (§4.2.1.2, §4.2.1.4); False if it changed under us."""
+    """Refresh or end the subscription (§4.2.1.2, §4.2.1.4); False if it changed under us.
+    Its notifier sends the NOTIFY that follows (the final one after an unsubscribe)."""
     now = time.time()
-    state = blf_notify.load_state(ctx, subscription.presentity)
     if expires == 0:
-        final = blf_notify.end(ctx, subscription, revision, state)
-        if final is None:
+        if ctx.store.update_subscription(ended(subscription, now), revision) is None:
             return False
         reply(200, "OK", {"Expires": "0"}, blf_notify.contact(ctx, subscription.transport))
-        blf_notify.send(ctx, final, state, now, "timeout")
         return True
     renewed = refreshed(subscription, expires, now, uri_of(pv("$ct")), reach)
-    advanced = next_notify(renewed, bodies.digest(subscription.event, state))
-    if ctx.store.update_subscription(advanced, revision, reindexed(subscription, advanced)) is None:
+    if ctx.store.update_subscription(renewed, revision, reindexed(subscription, renewed)) is None:
         return False
     reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx, subscription.transport))
-    blf_notify.send(ctx, advanced, state, now, None)
     KSR.dbg(f"blf: refreshed {subscription.sub_id} for {expires}s\n")
     return True

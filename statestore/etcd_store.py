@@ -27,6 +27,8 @@ from statestore.store import StoredBindings
 REGISTRATION_GRACE_SECONDS = 2
 # Keys per response of a snapshot: 1,000 subscriptions are about 0.6 MB.
 SNAPSHOT_PAGE = 1000
+# Compare-and-swap attempts for a new epoch (each failure is another notifier's success).
+EPOCH_ATTEMPTS = 20
 # etcd's default --max-txn-ops: operations in one transaction.
 MAX_TXN_OPS = 128
 
@@ -451,6 +453,22 @@ class EtcdStore:
             tx.delete(keys.watcher_sub(watcher, sub_id)),
             tx.delete(keys.presentity_sub(presentity, sub_id)),
         ]
+
+    def next_epoch(self) -> int:
+        """A new ownership epoch, above every one handed out before: one compare-and-swap
+        (retried when another notifier took one at the same moment)."""
+        tx = self.client.transactions
+        with self._guard():
+            for _ in range(EPOCH_ATTEMPTS):
+                value, meta = self.client.get(keys.EPOCH)
+                current = int(value) if value else 0
+                unchanged = tx.version(keys.EPOCH) == 0 if value is None else tx.mod(keys.EPOCH) == meta.mod_revision
+                ok, _ = self.client.transaction(
+                    compare=[unchanged], success=[tx.put(keys.EPOCH, str(current + 1))], failure=[]
+                )
+                if ok:
+                    return current + 1
+        raise StoreUnavailable(f"etcd at {self.endpoint}: epoch contended {EPOCH_ATTEMPTS} times")
 
     def subscriptions(self) -> list[Subscription]:
         return [codec.decode_subscription(kv.value) for kv in self.range(keys.SUBS)]

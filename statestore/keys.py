@@ -8,6 +8,7 @@
     /blf/subs/<sub_id>                          subscription (survives its instance)
     /blf/watchers/<watcher>/<sub_id>            index: a subscription of that watcher
     /blf/watched/<presentity>/<sub_id>          index: a subscription to that presentity
+    /blf/epoch                                  ownership epoch counter of the notifiers
 
 The two index keys of a subscription are written and deleted in the same transaction as
 the subscription itself, so that caps are counted without reading every subscription.
@@ -26,6 +27,9 @@ REGS = ROOT + "regs/"
 SUBS = ROOT + "subs/"
 WATCHERS = ROOT + "watchers/"
 WATCHED = ROOT + "watched/"
+# Bumped by compare-and-swap when a notifier starts or takes subscriptions over; NOTIFY
+# CSeqs are numbered from it (statestore.domain.subscription.notify_numbers).
+EPOCH = ROOT + "epoch"
 
 
 def domain(name: str) -> str:

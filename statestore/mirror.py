@@ -23,7 +23,14 @@ from statestore import codec, keys
 from statestore.domain import bodies
 from statestore.domain.bodies import PresentityState
 from statestore.domain.model import Binding, Leg, Subscription
-from statestore.domain.subscription import PACKAGES, is_expired, responsible_instance
+from statestore.domain.subscription import (
+    EPOCH_STRIDE,
+    PACKAGES,
+    is_expired,
+    numbered,
+    responsible_instance,
+    retry_delay,
+)
 
 T = TypeVar("T")
 # How long after an expiry that another instance should have acted on (or a removal of
@@ -45,6 +52,17 @@ class Due:
     state: PresentityState
     expired: bool
     body: bodies.Template | None = None
+    digest: str = ""
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What this notifier sent for one subscription: `count` NOTIFYs at `epoch`, the
+    last showing a state of `digest`. Memory of this process only (never written)."""
+
+    epoch: int
+    count: int
+    digest: str
 
 
 class Mirror:
@@ -63,6 +81,16 @@ class Mirror:
         self.unreadable: Counter[str] = Counter()
         # One line per new kind of skipped record, for the adapter to log once.
         self.notes: list[str] = []
+        # The notifier's own memory, kept across a reload (load): the epoch it numbers new
+        # NOTIFYs at, what it sent per subscription, what must be sent whatever the state
+        # (new subscription, refresh, retry after a timeout) and when retries are due.
+        self.epoch = 0
+        self.sent: dict[str, Sent] = {}
+        self.forced: set[str] = set()
+        self._retries: list[tuple[float, str, int]] = []
+        # An instance went away: subscriptions may move here; the notifier bumps the epoch
+        # before it numbers any NOTIFY of theirs.
+        self.bump_wanted = False
 
     @staticmethod
     def prefixes() -> tuple[str, ...]:
@@ -72,22 +100,35 @@ class Mirror:
         return (keys.INSTANCES, keys.SUBS, keys.LEGS) + ((keys.REGS,) if reads_regs else ())
 
     def load(self, items: Iterable[tuple[str, bytes, int]]) -> None:
+        """Replace the copy of the store with a snapshot; what was sent stays known (so
+        numbering goes on), for the subscriptions still there."""
+        memory = (self.epoch, self.sent, self.forced, self._retries, self.bump_wanted)
+        before = self.instances
         self.__init__()  # type: ignore[misc]
         for key, value, revision in items:
             self.apply(key, value, revision)
+        self.epoch, sent, forced, retries, bump_wanted = memory
+        self.bump_wanted = bump_wanted or bool(before - self.instances)  # one went away unseen
+        self.sent = {sub_id: entry for sub_id, entry in sent.items() if sub_id in self.subs}
+        # A subscription first seen in a snapshot is due anyway (nothing sent for it yet).
+        self.forced = {sub_id for sub_id in forced if sub_id in self.subs}
+        self._retries = [entry for entry in retries if entry[1] in self.subs]
+        heapq.heapify(self._retries)
 
-    def apply(self, key: str, value: bytes | None, revision: int) -> set[str]:
-        """Take one change in; the presentities whose NOTIFYs may differ."""
+    def apply(self, key: str, value: bytes | None, revision: int, now: float = 0.0) -> set[str]:
+        """Take one change in (at time `now`); the presentities whose NOTIFYs may differ."""
         parsed = keys.parse(key)
         if parsed is None:
             return set()
         try:
-            return self._apply(parsed, key, value, revision)
+            return self._apply(parsed, key, value, revision, now)
         except UNREADABLE as exc:
             self._unreadable(parsed.kind, key, exc)
             return self._drop(parsed, key)
 
-    def _apply(self, parsed: keys.ParsedKey, key: str, value: bytes | None, revision: int) -> set[str]:
+    def _apply(
+        self, parsed: keys.ParsedKey, key: str, value: bytes | None, revision: int, now: float = 0.0
+    ) -> set[str]:
         if parsed.kind == "legs":
             _put(self.legs, parsed.account, key, None if value is None else codec.decode_leg(value))
             return self._dirty_by(parsed.account, "legs")
@@ -96,7 +137,7 @@ class Mirror:
             _put(self.bindings, parsed.account, key, binding)
             return self._dirty_by(parsed.account, "regs")
         if parsed.kind == "subs":
-            return self._apply_sub(parsed.name, value, revision)
+            return self._apply_sub(parsed.name, value, revision, now)
         if parsed.kind == "instances":
             return self._apply_instance(parsed.name, value is not None)
         return set()
@@ -124,9 +165,9 @@ class Mirror:
 
     # --- subscriptions ----------------------------------------------------------------------
 
-    def _apply_sub(self, sub_id: str, value: bytes | None, revision: int) -> set[str]:
+    def _apply_sub(self, sub_id: str, value: bytes | None, revision: int, now: float) -> set[str]:
         if value is None:
-            return self._remove_sub(sub_id)
+            return self._remove_sub(sub_id)  # removed without a final NOTIFY (see blf_subscribe)
         current = self.subs.get(sub_id)
         if current is not None and current[1] >= revision:
             return set()  # our own write, already remembered
@@ -137,7 +178,19 @@ class Mirror:
             self.unknown_packages[subscription.event] += 1
             return self._remove_sub(sub_id)
         self._index(subscription, revision)
+        self._plan(current[0] if current is not None else None, subscription, now)
         return {subscription.presentity}
+
+    def _plan(self, before: Subscription | None, after: Subscription, now: float) -> None:
+        """A written record asks for a NOTIFY: a new subscription its first, a refresh
+        one (RFC 6665 §4.2.1.2), a timeout counted by the failure route a retry later."""
+        if before is None and self._sent_of(after) is not None:
+            return  # created by a SIP worker of ours, which sent its first NOTIFY
+        if before is None or after.expires_at != before.expires_at:
+            self.forced.add(after.sub_id)
+        elif after.notify_timeouts > before.notify_timeouts:
+            when = now + retry_delay(after.notify_timeouts)
+            heapq.heappush(self._retries, (when, after.sub_id, after.notify_timeouts))
 
     def _index(self, subscription: Subscription, revision: int) -> None:
         current = self.subs.get(subscription.sub_id)
@@ -159,6 +212,8 @@ class Mirror:
 
     def _remove_sub(self, sub_id: str) -> set[str]:
         old = self.subs.pop(sub_id, None)
+        self.sent.pop(sub_id, None)
+        self.forced.discard(sub_id)
         if old is None:
             return set()
         self._unindex(old[0])
@@ -170,6 +225,7 @@ class Mirror:
         if alive == (name in self.instances):
             return set()
         (self.instances.add if alive else self.instances.discard)(name)
+        self.bump_wanted = self.bump_wanted or not alive
         owners = {name} | {owner for owner in self.by_owner if owner not in self.instances}
         return {self.subs[sub_id][0].presentity for owner in owners for sub_id in self.by_owner.get(owner, ())}
 
@@ -180,6 +236,24 @@ class Mirror:
         current = self.subs.get(subscription.sub_id)
         if current is None or current[1] < revision:
             self._index(subscription, revision)
+
+    def numbered(self, due: Due) -> Subscription | None:
+        """The subscription as its next NOTIFY carries it, counted as sent; None when it
+        cannot be numbered now: its epoch's numbers are used up (then `bump_wanted`, and it
+        stays due) or CSeq would pass 2**31-1 (then it must end)."""
+        subscription = due.subscription
+        sent = self._sent_of(subscription)
+        if sent is None or sent.count >= EPOCH_STRIDE:
+            epoch = max(self.epoch, subscription.epoch)
+            if sent is not None and epoch <= sent.epoch:
+                self.bump_wanted = True
+                self.forced.add(subscription.sub_id)
+                return None
+            sent = Sent(epoch, 0, "")
+        result = numbered(subscription, sent.epoch, sent.count)
+        if result is not None:
+            self.sent[subscription.sub_id] = Sent(sent.epoch, sent.count + 1, due.digest)
+        return result
 
     # --- what to send -----------------------------------------------------------------------
 
@@ -196,12 +270,17 @@ class Mirror:
         if not live:
             return []
         found: dict[str, Due] = {}
-        for sub_id in self._expired(me, live, now):
-            subscription, revision = self.subs[sub_id]
-            found[sub_id] = Due(subscription, revision, self.state_of(subscription.presentity), expired=True)
-        for presentity in dirty:
-            ids = [sub_id for sub_id in self.by_presentity.get(presentity, ()) if sub_id not in found]
-            mine = [self.subs[sub_id] for sub_id in ids if responsible_instance(self.subs[sub_id][0], live) == me]
+        expired = set(self._expired(me, live, now))
+        forced, self.forced = (self.forced | self._retries_due(now)) & self.subs.keys(), set()
+        presentities = set(dirty) | {self.subs[sub_id][0].presentity for sub_id in forced | expired}
+        for presentity in presentities:
+            ids = self.by_presentity.get(presentity, set())
+            mine = []
+            for sub_id in ids:
+                if responsible_instance(self.subs[sub_id][0], live) == me:
+                    mine.append(self.subs[sub_id])
+                else:
+                    self.sent.pop(sub_id, None)  # another sends: start afresh if it comes back
             if not mine:
                 continue
             state = self.state_of(presentity)
@@ -212,10 +291,33 @@ class Mirror:
                         bodies.digest(subscription.event, state), bodies.Template(subscription.event, state)
                     )
                 digest, body = plans[subscription.event]
-                if is_expired(subscription, now) or digest != subscription.last_digest:
-                    expired = is_expired(subscription, now)
-                    found[subscription.sub_id] = Due(subscription, revision, state, expired, body)
+                sub_id = subscription.sub_id
+                gone = sub_id in expired or is_expired(subscription, now)
+                sent = self._sent_of(subscription)
+                if gone or sub_id in forced or sent is None or sent.digest != digest:
+                    found[sub_id] = Due(subscription, revision, state, gone, body, digest)
         return list(found.values())
+
+    def _sent_of(self, subscription: Subscription) -> Sent | None:
+        """What this notifier sent for the subscription. A record numbered at this
+        notifier's own epoch was created by a SIP worker of this instance, which answered
+        200 and then sent NOTIFY number 0 showing `last_digest` (RFC 6665 §4.2.1.1: the 200
+        first); epochs are never handed out twice, so no other process numbered at it."""
+        sent = self.sent.get(subscription.sub_id)
+        if sent is None and self.epoch and subscription.epoch == self.epoch:
+            sent = self.sent[subscription.sub_id] = Sent(self.epoch, 1, subscription.last_digest)
+        return sent
+
+    def _retries_due(self, now: float) -> set[str]:
+        """Subscriptions whose NOTIFY timed out and whose retry is due (the count in the
+        record still the one the retry was planned for: a refresh resets it)."""
+        due: set[str] = set()
+        while self._retries and self._retries[0][0] <= now:
+            _, sub_id, timeouts = heapq.heappop(self._retries)
+            current = self.subs.get(sub_id)
+            if current is not None and current[0].notify_timeouts == timeouts:
+                due.add(sub_id)
+        return due
 
     def _expired(self, me: str, live: list[str], now: float) -> list[str]:
         """Ids of subscriptions past their expiry that `me` is responsible for. Each is

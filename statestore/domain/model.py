@@ -195,6 +195,9 @@ class Subscription:
     route_set: tuple[str, ...]
     expires_at: float
     owner: str
+    # CSeq and dialog-info version of the first NOTIFY at ownership epoch `epoch`
+    # (subscription.notify_numbers). Records written before epochs hold the last ones
+    # sent, at epoch 0: any epoch since numbers above them.
     cseq: int = 0
     version: int = -1
     last_digest: str = ""
@@ -205,6 +208,7 @@ class Subscription:
     received: str = ""
     flow_instance: str = ""
     nat: bool = False
+    epoch: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -227,9 +227,48 @@ def _over(count: int, cap: int) -> bool:
     return cap > 0 and count > cap
 
 
-def next_notify(subscription: Subscription, digest: str) -> Subscription:
-    """The record after one more NOTIFY: CSeq and body version both move by one (RFC 4235 §4.1)."""
-    return replace(subscription, cseq=subscription.cseq + 1, version=subscription.version + 1, last_digest=digest)
+# NOTIFY sequencing without a store write per NOTIFY. The record holds the CSeq and
+# dialog-info version of its first NOTIFY at an ownership epoch (`cseq`, `version`,
+# `epoch`); the one notifier that sends for it counts its NOTIFYs in memory. An epoch is
+# a cluster-wide counter bumped by compare-and-swap when a notifier starts and when it
+# takes subscriptions over, so a later sender always numbers above an earlier one:
+#     CSeq = cseq + (E - epoch) * EPOCH_STRIDE + n,  version = the same offset from `version`
+# for the n-th NOTIFY (from 0) a notifier sends at its epoch E. One sender steps by one
+# (RFC 4235 §4.1); a new one jumps forward with a full document, which §4.1 allows.
+EPOCH_STRIDE = 1 << 16
+MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: CSeq numbers stay below 2**31
+
+
+def notify_numbers(subscription: Subscription, epoch: int, sent: int) -> tuple[int, int] | None:
+    """(CSeq, version) of the NOTIFY after `sent` others at `epoch`; None past 2**31-1:
+    the subscription must end (its watcher subscribes again)."""
+    offset = (epoch - subscription.epoch) * EPOCH_STRIDE + sent
+    cseq = subscription.cseq + offset
+    if offset < 0 or sent >= EPOCH_STRIDE or cseq > MAX_CSEQ:
+        return None
+    return cseq, subscription.version + offset
+
+
+def numbered(subscription: Subscription, epoch: int, sent: int) -> Subscription | None:
+    """The subscription as its next NOTIFY carries it (CSeq and version filled in)."""
+    numbers = notify_numbers(subscription, epoch, sent)
+    return None if numbers is None else replace(subscription, cseq=numbers[0], version=numbers[1])
+
+
+def ended(subscription: Subscription, now: float) -> Subscription:
+    """The record of an unsubscribe (Expires: 0, §4.2.1.4): due now; its notifier sends
+    the final NOTIFY and removes it, as for an expiry."""
+    return replace(subscription, expires_at=now)
+
+
+# After the n-th NOTIFY of a subscription timed out (counted in its record by the
+# failure route), its notifier sends the current state again this many seconds later;
+# at SubscriptionPolicy.max_notify_timeouts the subscription is removed instead.
+NOTIFY_RETRY_SECONDS = (2.0, 4.0, 8.0)
+
+
+def retry_delay(notify_timeouts: int) -> float:
+    return NOTIFY_RETRY_SECONDS[min(max(notify_timeouts, 1), len(NOTIFY_RETRY_SECONDS)) - 1]
 
 
 def is_expired(subscription: Subscription, now: float) -> bool:

@@ -148,6 +148,19 @@ def store_snapshot() -> dict[str, bytes]:
         store.close()
 
 
+def drop_leftover_subscriptions(valid_users: list[str]) -> None:
+    """Remove the subscriptions of earlier tests' phones, which are closed: their notifier
+    sends a NOTIFY that timed out again and removes the subscription at the third timeout
+    (issue 6, finding 7), which may fall during the fuzz and is not the fuzz's doing."""
+    store = EtcdStore("127.0.0.1:2379", timeout=5.0)
+    try:
+        for subscription in store.subscriptions():
+            if not any(user in subscription.watcher for user in valid_users):
+                store.delete_subscription(subscription)
+    finally:
+        store.close()
+
+
 def store_changes(before: dict[str, bytes], after: dict[str, bytes], valid_users: list[str]) -> list[str]:
     """Keys the fuzz could have created, changed or removed: anything not explained by the valid traffic
     (keys of the valid accounts, with no fuzz identity in them) or by expiry."""
@@ -282,6 +295,7 @@ def test_fuzz_10000_hostile_messages_over_udp_and_tcp_leave_instances_store_and_
     caller_lamp = watching.subscribe(caller[0])
 
     sink = Sink(SINK)
+    drop_leftover_subscriptions(valid_users)
     before_store = store_snapshot()
     before_pids = {name: processes(name) for name in KS}
     logs = Logs()

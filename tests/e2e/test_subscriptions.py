@@ -180,6 +180,27 @@ def test_a_watcher_missing_notifies_keeps_its_subscription(account, phones, sipp
     cat.wait(sub, lambda s: len(s.notifies) >= seen + 2 and s.lamp == "idle", 10)
 
 
+def test_a_notify_that_timed_out_is_sent_again_with_the_current_state_within_seconds(account, phones):
+    """Issue 6, finding 7: not left until the next change or refresh (up to an hour)."""
+    boris, catherine = account("boris"), account("catherine")
+    cat = watcher(phones, catherine, "ks1")
+    sub = cat.subscribe(boris[0], expires=600)
+    cat.ua.drop_notifies = 1  # the refresh's NOTIFY goes unanswered (retransmissions too)
+    assert cat.refresh(sub, 600).status == 200
+    cat.wait(sub, lambda s: len(s.notifies) >= 2, 5)
+    missed = sub.notifies[-1]
+    # Kamailio gives up on it after its 4 s fr_timer; 2 s later the state is sent again,
+    # as a new NOTIFY (next CSeq and version), which the phone answers.
+    cat.wait(sub, lambda s: len(s.notifies) >= 3, 10)
+    retry = sub.notifies[-1]
+    assert (retry.cseq, retry.version) == (missed.cseq + 1, missed.version + 1)
+    assert 5.5 <= retry.at - missed.at <= 9, retry.at - missed.at
+    assert retry.lamp == missed.lamp and retry.state_header.startswith("active;expires=")
+    assert _notify_timeouts(f"{boris[0]}@{DOMAIN}", f"{catherine[0]}@{DOMAIN}", 5) == 1
+    cat.pump(3)
+    assert len(sub.notifies) == 3, "answered: no further retry"
+
+
 def test_refresh_and_unsubscribe_work_through_any_instance(account, phones):
     alice, catherine = account("alice"), account("catherine")
     cat = watcher(phones, catherine, "ks1")
@@ -193,7 +214,9 @@ def test_refresh_and_unsubscribe_work_through_any_instance(account, phones):
     notify = other.wait_request("NOTIFY", 5)
     assert notify.header("call-id") == sub.call_id
     assert int(notify.header("cseq").split()[0]) > sub.notifies[-1].cseq
-    assert "5072" in notify.header("contact"), "ks2 answered the refresh and sent its NOTIFY"
+    # ks2 answered the refresh; every NOTIFY of a subscription comes from one notifier,
+    # its owner's (issue 6: no store write per NOTIFY), here ks1's.
+    assert refreshed.source[1] == 5072 and "5071" in notify.header("contact")
 
 
 def test_notify_follows_the_record_route_set_of_the_subscribe(account, phones):

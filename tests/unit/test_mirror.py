@@ -9,8 +9,8 @@ import pytest
 from statestore import codec, keys
 from statestore.domain import bodies
 from statestore.domain.model import Binding, Direction, Leg, LegState, Party, Subscription
-from statestore.domain.subscription import PACKAGES, EventPackage
-from statestore.mirror import EXPIRY_RECHECK_SECONDS, Due, Mirror
+from statestore.domain.subscription import EPOCH_STRIDE, PACKAGES, EventPackage
+from statestore.mirror import EXPIRY_RECHECK_SECONDS, Due, Mirror, Sent
 
 NOW = 1_000_000.0
 ALICE = "alice@example.com"
@@ -210,32 +210,44 @@ def live(*names: str) -> list[tuple[str, bytes, int]]:
     return [(keys.instance(name), info(), 1) for name in names]
 
 
+def told(mirror: Mirror, sub: Subscription, *legs: Leg) -> None:
+    """This notifier has sent `sub` a NOTIFY showing these legs."""
+    mirror.sent[sub.sub_id] = Sent(1, 1, bodies.digest(sub.event, bodies.presentity_state(legs, [])))
+
+
+def digest_of(*legs: Leg) -> str:
+    return bodies.digest("dialog", bodies.presentity_state(legs, []))
+
+
 def test_due_when_the_body_changed() -> None:
-    mirror = mirror_with(*live("node-a"), sub_item(seen(SUB), 5), (LEG_KEY, codec.encode_leg(LEG), 6))
+    mirror = mirror_with(*live("node-a"), sub_item(SUB, 5), (LEG_KEY, codec.encode_leg(LEG), 6))
+    told(mirror, SUB)
     assert plain(mirror.due("node-a", {ALICE}, NOW)) == [
-        Due(seen(SUB), 5, bodies.presentity_state([LEG], []), expired=False)
+        Due(SUB, 5, bodies.presentity_state([LEG], []), expired=False, digest=digest_of(LEG))
     ]
 
 
 def test_nothing_due_when_the_digest_is_the_last_one_sent() -> None:
-    mirror = mirror_with(*live("node-a"), sub_item(seen(SUB, LEG), 5), (LEG_KEY, codec.encode_leg(LEG), 6))
+    mirror = mirror_with(*live("node-a"), sub_item(SUB, 5), (LEG_KEY, codec.encode_leg(LEG), 6))
+    told(mirror, SUB, LEG)
     assert mirror.due("node-a", {ALICE}, NOW) == []
 
 
-def test_a_registration_alone_does_not_change_a_dialog_body() -> None:
-    mirror = mirror_with(*live("node-a"), sub_item(seen(SUB), 5), (REG_KEY, codec.encode_binding(BINDING), 6))
-    assert mirror.due("node-a", {ALICE}, NOW) == []
+def test_a_subscription_nothing_was_sent_for_is_due_when_looked_at() -> None:
+    """After a restart or a takeover: the watcher gets the full state (RFC 4235 §4.1)."""
+    mirror = mirror_with(*live("node-a"), sub_item(SUB, 5))
+    assert [due.subscription for due in mirror.due("node-a", {ALICE}, NOW)] == [SUB]
 
 
 def test_due_only_for_dirty_presentities() -> None:
     carol_sub = replace(SUB, sub_id="sub-2", presentity=CAROL)
     mirror = mirror_with(*live("node-a"), sub_item(SUB, 5), sub_item(carol_sub, 6))
-    # Neither has been notified of the empty state (last_digest ""), but only Carol is dirty.
+    # Nothing has been sent to either, but only Carol is dirty.
     assert [due.subscription for due in mirror.due("node-a", {CAROL}, NOW)] == [carol_sub]
     assert mirror.due("node-a", set(), NOW) == []
 
 
-def test_due_for_every_presentity_when_all_are_dirty() -> None:
+def test_due_for_every_dirty_presentity() -> None:
     carol_sub = replace(SUB, sub_id="sub-2", presentity=CAROL)
     mirror = mirror_with(*live("node-a"), sub_item(SUB, 5), sub_item(carol_sub, 6))
     assert {due.subscription.sub_id for due in mirror.due("node-a", {ALICE, CAROL}, NOW)} == {"sub-1", "sub-2"}
@@ -259,19 +271,156 @@ def test_nothing_is_due_without_live_instances() -> None:
 
 
 def test_expired_subscriptions_are_flagged_even_without_a_change() -> None:
-    expired = seen(replace(SUB, expires_at=NOW))
+    expired = replace(SUB, expires_at=NOW)
     mirror = mirror_with(*live("node-a"), sub_item(expired, 5))
-    assert plain(mirror.due("node-a", {ALICE}, NOW)) == [Due(expired, 5, EMPTY, expired=True)]
+    told(mirror, expired)
+    assert plain(mirror.due("node-a", {ALICE}, NOW)) == [Due(expired, 5, EMPTY, expired=True, digest=digest_of())]
 
 
-def test_due_uses_the_remembered_revision() -> None:
-    mirror = mirror_with(*live("node-a"), sub_item(seen(SUB), 5))
-    mirror.apply(LEG_KEY, codec.encode_leg(LEG), 6)
-    notified = replace(seen(SUB, LEG), cseq=2, version=1)
-    mirror.remember(notified, 7)
+# --- what a written record asks for (issue 6, findings 1 and 7) ---------------------------------
+
+
+def watched(*items: tuple[str, bytes, int]) -> Mirror:
+    """A mirror of node-a that has sent SUB its NOTIFY of the empty state, at SUB's epoch."""
+    mirror = mirror_with(*live("node-a"), sub_item(SUB, 5), *items)
+    mirror.epoch = SUB.epoch
+    for due in mirror.due("node-a", {ALICE}, NOW):
+        mirror.numbered(due)
     assert mirror.due("node-a", {ALICE}, NOW) == []
-    mirror.apply(LEG_KEY, None, 8)
-    assert plain(mirror.due("node-a", {ALICE}, NOW)) == [Due(notified, 7, EMPTY, expired=False)]
+    return mirror
+
+
+def test_a_new_subscription_is_due_at_once_whatever_it_was_sent() -> None:
+    mirror = watched()
+    mirror.apply(*sub_item(replace(SUB, sub_id="sub-2"), 6), now=NOW)
+    assert [due.subscription.sub_id for due in mirror.due("node-a", set(), NOW)] == ["sub-2"]
+
+
+def test_a_refresh_is_due_at_once_with_the_same_state() -> None:
+    mirror = watched()
+    mirror.apply(*sub_item(replace(SUB, expires_at=NOW + 600), 6), now=NOW)
+    assert [due.expired for due in mirror.due("node-a", set(), NOW)] == [False]
+    assert mirror.due("node-a", {ALICE}, NOW) == []
+
+
+def test_an_unsubscribe_is_due_as_an_expiry() -> None:
+    mirror = watched()
+    mirror.apply(*sub_item(replace(SUB, expires_at=NOW), 6), now=NOW)
+    assert [due.expired for due in mirror.due("node-a", set(), NOW)] == [True]
+
+
+def test_a_removed_subscription_is_never_due() -> None:
+    mirror = watched()
+    mirror.apply(*sub_item(replace(SUB, expires_at=NOW + 600), 6), now=NOW)
+    mirror.apply(SUB_KEY, None, 7, now=NOW)
+    assert mirror.due("node-a", {ALICE}, NOW + 4000) == []
+    assert mirror.sent == {}
+
+
+def test_a_timed_out_notify_is_retried_after_2_then_4_seconds_without_a_write() -> None:
+    mirror = watched()
+    mirror.apply(*sub_item(replace(SUB, notify_timeouts=1), 6), now=NOW)
+    assert mirror.due("node-a", set(), NOW + 1.9) == []
+    [retry] = mirror.due("node-a", set(), NOW + 2)
+    assert mirror.numbered(retry) == replace(SUB, notify_timeouts=1, cseq=2, version=1)
+    mirror.apply(*sub_item(replace(SUB, notify_timeouts=2), 7), now=NOW + 6)
+    assert mirror.due("node-a", set(), NOW + 9.9) == []
+    assert len(mirror.due("node-a", set(), NOW + 10)) == 1
+    assert mirror.due("node-a", set(), NOW + 60) == []
+
+
+def test_a_retry_is_dropped_when_a_refresh_resets_the_count() -> None:
+    mirror = watched()
+    mirror.apply(*sub_item(replace(SUB, notify_timeouts=1), 6), now=NOW)
+    mirror.apply(*sub_item(replace(SUB, expires_at=NOW + 900), 7), now=NOW + 1)
+    assert len(mirror.due("node-a", set(), NOW + 1)) == 1  # the refresh's NOTIFY
+    assert mirror.due("node-a", set(), NOW + 5) == []
+
+
+# --- numbering --------------------------------------------------------------------------------
+
+
+def numbers(mirror: Mirror, now: float = NOW) -> list[tuple[int, int]]:
+    result = []
+    for due in mirror.due("node-a", {ALICE}, now):
+        sent = mirror.numbered(due)
+        assert sent is not None
+        result.append((sent.cseq, sent.version))
+    return result
+
+
+def test_one_sender_numbers_by_one_from_the_records_first_notify() -> None:
+    mirror = Mirror()
+    mirror.epoch = 3  # our SIP worker created it at our epoch and sent NOTIFY 0
+    mirror.load([*live("node-a"), sub_item(replace(SUB, epoch=3, last_digest=digest_of()), 5)])
+    assert numbers(mirror) == []
+    for n in range(1, 4):
+        mirror.apply(LEG_KEY, codec.encode_leg(replace(LEG, version=n, state=list(LegState)[n])), 5 + n)
+        assert numbers(mirror) == [(1 + n, n)]
+
+
+def test_a_subscription_our_worker_created_and_notified_goes_on_from_number_1() -> None:
+    """The SIP worker answered 200 and sent NOTIFY 0 itself (the 200 first, RFC 6665
+    §4.2.1.1), with the epoch our notifier shares; the record says what it showed."""
+    mirror = watched()
+    mirror.epoch = 3
+    created = replace(SUB, sub_id="sub-2", epoch=3, last_digest=digest_of())
+    mirror.apply(*sub_item(created, 6), now=NOW)
+    assert [due.subscription.sub_id for due in mirror.due("node-a", {ALICE}, NOW)] == []
+    mirror.apply(LEG_KEY, codec.encode_leg(LEG), 7)
+    assert [(due.subscription.sub_id, mirror.numbered(due).cseq) for due in mirror.due("node-a", {ALICE}, NOW)
+            if due.subscription.sub_id == "sub-2"] == [("sub-2", 2)]
+
+
+def test_a_subscription_our_worker_created_is_due_if_the_state_moved_meanwhile() -> None:
+    mirror = watched()
+    mirror.epoch = 3
+    mirror.apply(LEG_KEY, codec.encode_leg(LEG), 6)
+    mirror.due("node-a", {ALICE}, NOW)
+    mirror.apply(*sub_item(replace(SUB, sub_id="sub-2", epoch=3, last_digest=digest_of()), 7), now=NOW)
+    assert "sub-2" in {due.subscription.sub_id for due in mirror.due("node-a", {ALICE}, NOW)}
+
+
+def test_a_subscription_created_at_another_epoch_is_due_at_once_numbered_at_ours() -> None:
+    mirror = watched()
+    mirror.epoch = 3
+    mirror.apply(*sub_item(replace(SUB, sub_id="sub-2", epoch=2, last_digest=digest_of()), 6), now=NOW)
+    [due] = mirror.due("node-a", set(), NOW)
+    sent = mirror.numbered(due)
+    assert sent is not None and (sent.cseq, sent.version) == (1 + EPOCH_STRIDE, EPOCH_STRIDE)
+
+
+def test_a_taken_over_subscription_jumps_forward_and_then_steps_by_one() -> None:
+    mirror = mirror_with(*live("node-a", "node-b"), sub_item(replace(SUB, owner="node-b", epoch=3), 5))
+    mirror.epoch = 2
+    assert mirror.due("node-a", {ALICE}, NOW) == []
+    mirror.apply(keys.instance("node-b"), None, 6)
+    assert mirror.bump_wanted
+    mirror.epoch, mirror.bump_wanted = 4, False  # the notifier's compare-and-swap
+    assert numbers(mirror) == [(1 + EPOCH_STRIDE, EPOCH_STRIDE)]
+    mirror.apply(LEG_KEY, codec.encode_leg(LEG), 7)
+    assert numbers(mirror) == [(2 + EPOCH_STRIDE, 1 + EPOCH_STRIDE)]
+
+
+def test_numbering_goes_on_across_a_reload() -> None:
+    mirror = watched()
+    mirror.load([*live("node-a"), sub_item(SUB, 5), (LEG_KEY, codec.encode_leg(LEG), 6)])
+    assert numbers(mirror) == [(2, 1)]
+
+
+def test_an_instance_gone_while_not_watching_asks_for_a_new_epoch() -> None:
+    mirror = watched(*live("node-b"))
+    mirror.load([*live("node-a"), sub_item(SUB, 5)])
+    assert mirror.bump_wanted
+
+
+def test_a_used_up_epoch_asks_for_a_new_one_and_keeps_the_notify_due() -> None:
+    mirror = watched()
+    mirror.sent["sub-1"] = Sent(0, EPOCH_STRIDE, "x")
+    [due] = mirror.due("node-a", {ALICE}, NOW)
+    assert mirror.numbered(due) is None and mirror.bump_wanted
+    mirror.epoch, mirror.bump_wanted = 1, False
+    assert numbers(mirror) == [(1 + EPOCH_STRIDE, EPOCH_STRIDE)]
 
 
 # --- event package inputs ---------------------------------------------------------------------
@@ -301,12 +450,12 @@ def test_the_index_follows_puts_moves_and_deletes() -> None:
 
 
 def test_due_looks_only_at_the_watchers_of_dirty_presentities() -> None:
-    mirror = mirror_with(*live("node-a"), sub_item(seen(SUB), 5))
     others = [replace(SUB, sub_id=f"other-{n}", presentity=f"u{n}@example.com") for n in range(50)]
-    for n, other in enumerate(others):
-        mirror.apply(*sub_item(other, 10 + n))
+    items = [sub_item(other, 10 + n) for n, other in enumerate(others)]
+    mirror = mirror_with(*live("node-a"), sub_item(SUB, 5), *items)
+    told(mirror, SUB)
     mirror.apply(LEG_KEY, codec.encode_leg(LEG), 100)
-    # The other presentities were never notified (last_digest ""), but only Alice is dirty.
+    # Nothing was sent to the other presentities' watchers, but only Alice is dirty.
     assert [due.subscription.sub_id for due in mirror.due("node-a", {ALICE}, NOW)] == ["sub-1"]
 
 
@@ -323,6 +472,7 @@ def test_expiry_comes_from_the_heap_without_any_dirty_presentity() -> None:
 def test_a_refresh_moves_the_expiry() -> None:
     mirror = mirror_with(*live("node-a"), sub_item(replace(seen(SUB), expires_at=NOW + 10), 5))
     mirror.apply(*sub_item(replace(seen(SUB), expires_at=NOW + 100), 6))
+    assert [d.expired for d in mirror.due("node-a", set(), NOW)] == [False]  # the refresh's NOTIFY
     assert mirror.due("node-a", set(), NOW + 50) == []
     assert [d.expired for d in mirror.due("node-a", set(), NOW + 100)] == [True]
 

@@ -14,18 +14,23 @@ from statestore.domain.errors import SipError
 from statestore.domain.model import Subscription
 from statestore.domain.subscription import (
     DIALOG,
+    EPOCH_STRIDE,
+    MAX_CSEQ,
     TERMINATING_NOTIFY_CODES,
     SubscriptionPolicy,
     check_accept,
+    ended,
     ends_subscription,
     event_package,
     granted_expires,
     is_expired,
     may_watch,
-    next_notify,
+    notify_numbers,
+    numbered,
     parse_expires,
     refreshed,
     responsible_instance,
+    retry_delay,
     subscription_id,
     subscription_state,
 )
@@ -192,28 +197,67 @@ def test_is_expired(expires_at: float, expected: bool) -> None:
     assert is_expired(subscription(expires_at=expires_at), NOW) is expected
 
 
-# --- next_notify ------------------------------------------------------------------------------
+# --- NOTIFY numbering without a store write (issue 6, finding 1) ----------------------------------
 
 
-def test_first_notify_has_cseq_1_and_version_0() -> None:
-    assert next_notify(subscription(), "d1") == subscription(cseq=1, version=0, last_digest="d1")
+def test_the_first_notify_of_a_new_record_has_cseq_1_and_version_0() -> None:
+    assert notify_numbers(subscription(cseq=1, version=0, epoch=7), 7, 0) == (1, 0)
 
 
-def test_next_notify_moves_cseq_and_version_by_one() -> None:
-    current = subscription(cseq=4, version=2, last_digest="d1")
-    assert next_notify(current, "d2") == subscription(cseq=5, version=3, last_digest="d2")
+def test_one_sender_steps_by_one() -> None:
+    record = subscription(cseq=1, version=0, epoch=7)
+    assert [notify_numbers(record, 7, n) for n in range(4)] == [(1, 0), (2, 1), (3, 2), (4, 3)]
 
 
-@given(st.lists(st.text(alphabet="0123456789abcdef", max_size=4), max_size=30))
-def test_cseq_and_version_strictly_increase(digests: list[str]) -> None:
-    current = subscription()
-    for digest in digests:
-        advanced = next_notify(current, digest)
-        assert advanced.cseq > current.cseq
-        assert advanced.version > current.version
-        assert advanced.last_digest == digest
-        current = advanced
-    assert (current.cseq, current.version) == (len(digests), len(digests) - 1)
+def test_a_later_epoch_numbers_above_everything_an_earlier_one_could_send() -> None:
+    record = subscription(cseq=1, version=0, epoch=7)
+    last_of_epoch_7 = notify_numbers(record, 7, EPOCH_STRIDE - 1)
+    first_of_epoch_8 = notify_numbers(record, 8, 0)
+    assert last_of_epoch_7 is not None and first_of_epoch_8 is not None
+    assert first_of_epoch_8 > last_of_epoch_7
+    assert notify_numbers(record, 7, EPOCH_STRIDE) is None  # used up: a new epoch is needed
+
+
+def test_a_record_from_before_epochs_numbers_above_its_last_notify() -> None:
+    stored = {k: v for k, v in subscription(cseq=41, version=40).to_dict().items() if k != "epoch"}
+    legacy = Subscription.from_dict(stored)
+    numbers = notify_numbers(legacy, 1, 0)
+    assert numbers is not None and numbers > (41, 40)
+
+
+def test_numbers_past_2_to_the_31_end_the_subscription() -> None:
+    record = subscription(cseq=1, version=0, epoch=1)
+    epochs = (MAX_CSEQ - 1) // EPOCH_STRIDE
+    assert notify_numbers(record, 1 + epochs, 0) is not None
+    assert notify_numbers(record, 2 + epochs, 0) is None
+    assert notify_numbers(record, 0, 0) is None  # an epoch before the record's: never numbered
+
+
+@given(st.lists(st.tuples(st.integers(1, 3), st.integers(1, 50)), min_size=1, max_size=20))
+def test_cseq_and_version_strictly_increase_over_senders_and_epochs(steps: list[tuple[int, int]]) -> None:
+    """Each step: a sender `gap` epochs later (a takeover, a restart) sends `count` NOTIFYs."""
+    record = subscription(cseq=1, version=0, epoch=3)
+    epoch, last = 3 - steps[0][0], (0, -1)
+    for gap, count in steps:
+        epoch += gap
+        for n in range(count):
+            numbers = notify_numbers(record, epoch, n)
+            assert numbers is not None and numbers > last
+            assert numbers[0] - numbers[1] == 1  # version = CSeq - 1 for a new record
+            last = numbers
+
+
+def test_a_numbered_subscription_carries_its_numbers() -> None:
+    assert numbered(subscription(cseq=1, version=0, epoch=2), 2, 3) == subscription(cseq=4, version=3, epoch=2)
+
+
+def test_an_unsubscribe_makes_the_record_due_now() -> None:
+    assert ended(subscription(), NOW) == subscription(expires_at=NOW)
+
+
+@pytest.mark.parametrize(("timeouts", "delay"), [(1, 2.0), (2, 4.0), (3, 8.0), (9, 8.0)])
+def test_retry_delays_after_notify_timeouts(timeouts: int, delay: float) -> None:
+    assert retry_delay(timeouts) == delay
 
 
 # --- ends_subscription ------------------------------------------------------------------------
