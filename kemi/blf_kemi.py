@@ -98,10 +98,19 @@ def route(ctx: Context) -> None:
     route_initial(ctx, method)
 
 
+def stateful() -> None:
+    """Answer through a transaction (RFC 3261 §17.2.2): tm sends the same answer again to
+    every retransmission, which never reaches the script again. Without it a retransmitted
+    SUBSCRIBE would be processed twice and its reused nonce count refused as a replay."""
+    if KSR.tm.t_newtran() < 0:
+        raise SipError(500, "Server Internal Error", {"Retry-After": "5"})
+
+
 def route_initial(ctx: Context, method: str) -> None:
     if method == "REGISTER":
         handle_register(ctx)
     elif method == "SUBSCRIBE":
+        stateful()
         handle_initial_subscribe(ctx)
     elif method == "INVITE":
         handle_initial_invite(ctx)
@@ -120,6 +129,9 @@ def route_in_dialog(ctx: Context, method: str) -> None:
     checked = in_dialog_routes(ctx, method)
     if checked is None:
         if method == "SUBSCRIBE":
+            if KSR.tm.t_check_trans() == 0:
+                return  # a retransmission the transaction layer has answered
+            stateful()
             handle_in_dialog_subscribe(ctx)
             return
         raise SipError(481, "Call/Transaction Does Not Exist")

@@ -97,7 +97,7 @@ def handle_initial_subscribe(ctx: Context) -> None:
     if not watcher_contact:
         raise SipError(400, "Bad Request - Missing Contact")
     now = time.time()
-    local_tag = pv("$ltt(s)")
+    local_tag = pv("$ltt(t)")  # the To tag tm answers with (SUBSCRIBE is stateful)
     reach = _reach(ctx, watcher_contact)
     subscription = Subscription(
         sub_id=subscription_id(pv("$ci"), pv("$ft"), local_tag),
