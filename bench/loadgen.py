@@ -18,7 +18,6 @@ answers a fresh challenge when a request is refused with one.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import re
 import time
@@ -26,6 +25,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from tests.sipua import challenge_params, digest_credentials, response_bytes
 
 T1 = 0.5
 MISS_AFTER = 5.0
@@ -38,7 +39,6 @@ _COMPACT = {b"i": b"call-id", b"f": b"from", b"t": b"to", b"m": b"contact", b"v"
 _DIALOG = re.compile(rb"<(?:\w+:)?dialog\s([^>]*)>(.*?)</(?:\w+:)?dialog>", re.S)
 _CALL_ID_ATTR = re.compile(rb'call-id="([^"]*)"')
 _STATE = re.compile(rb"<(?:\w+:)?state[^>]*>\s*([A-Za-z]+)\s*<")
-_PARAM = re.compile(r'([\w-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
 class Msg:
@@ -96,26 +96,6 @@ def dialog_states(body: bytes) -> dict[str, str]:
         if call and state:
             states[call.group(1).decode()] = state.group(1).decode().lower()
     return states
-
-
-def credentials(challenge: dict[str, str], method: str, uri: str, user: str, password: str, nc: int) -> str:
-    realm, nonce = challenge["realm"], challenge["nonce"]
-
-    def md5(text: str) -> str:
-        return hashlib.md5(text.encode()).hexdigest()  # noqa: S324 - SIP digest is MD5 here
-
-    ha1, ha2 = md5(f"{user}:{realm}:{password}"), md5(f"{method}:{uri}")
-    cnonce, count = uuid.uuid4().hex[:12], f"{nc:08x}"
-    response = md5(f"{ha1}:{nonce}:{count}:{cnonce}:auth:{ha2}")
-    value = (f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", algorithm=MD5, '
-             f'qop=auth, nc={count}, cnonce="{cnonce}", response="{response}"')
-    if "opaque" in challenge:
-        value += f', opaque="{challenge["opaque"]}"'
-    return value
-
-
-def parse_challenge(value: str) -> dict[str, str]:
-    return {name.lower(): quoted if quoted or not bare else bare for name, quoted, bare in _PARAM.findall(value)}
 
 
 @dataclass
@@ -215,21 +195,12 @@ class Phone(asyncio.DatagramProtocol):
         return "\r\n".join(lines).encode() + body
 
     def response(self, request: Msg, status: int, reason: str, to_tag: str = "", dialog: bool = False) -> bytes:
-        lines = [f"SIP/2.0 {status} {reason}"]
-        for name in ("via", "from", "to", "call-id", "cseq", *(("record-route",) if dialog else ())):
-            for value in request.all(name):
-                if name == "to" and "tag=" not in value:
-                    value += f";tag={to_tag or uuid.uuid4().hex[:8]}"
-                lines.append(f"{name.title()}: {value}")
-        if dialog:
-            lines.append(f"Contact: {self.contact}")
-        lines += ["Content-Length: 0", "", ""]
-        return "\r\n".join(lines).encode()
+        return response_bytes(request, status, reason, self.contact, to_tag, dialog)
 
     def _auth_line(self, method: str, uri: str, header: str) -> str:
         assert self.challenge is not None
         self.nc += 1
-        return f"{header}: {credentials(self.challenge, method, uri, self.user, self.password, self.nc)}"
+        return f"{header}: {digest_credentials(self.challenge, method, uri, self.user, self.password, self.nc)}"
 
     # --- transactions ------------------------------------------------------------------
 
@@ -282,7 +253,7 @@ class Phone(asyncio.DatagramProtocol):
             values = [v for v in answer.all(name) if "md5" in v.lower() or "algorithm" not in v.lower()]
             if not values:
                 return answer, call_id, from_tag, cseq
-            self.challenge, self.nc = parse_challenge(values[0]), 0
+            self.challenge, self.nc = challenge_params(values[0]), 0
             if attempt:
                 self.client.stats.error(f"{method} re-challenged")
         return answer, call_id, from_tag, cseq

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 COMPACT = {"i": "call-id", "f": "from", "t": "to", "m": "contact", "v": "via", "l": "content-length",
            "c": "content-type", "o": "event", "k": "supported", "e": "content-encoding"}
@@ -118,6 +119,27 @@ def digest_credentials(
     return f'Digest {fields}, response="{response}"'
 
 
+class HasHeaders(Protocol):
+    def all(self, name: str) -> list[str]: ...
+
+
+def response_bytes(
+    request: HasHeaders, status: int, reason: str, contact: str, to_tag: str = "", dialog: bool = False
+) -> bytes:
+    """A response to `request` (RFC 3261 §8.2.6); one that sets up a dialog copies the
+    Record-Route and has a Contact (§12.1.1). The tests' phones and the benchmark's share it."""
+    lines = [f"SIP/2.0 {status} {reason}"]
+    for name in ("via", "from", "to", "call-id", "cseq", *(("record-route",) if dialog else ())):
+        for value in request.all(name):
+            if name == "to" and "tag=" not in value:
+                value += f";tag={to_tag or uuid.uuid4().hex[:8]}"
+            lines.append(f"{name.title()}: {value}")
+    if dialog:
+        lines.append(f"Contact: {contact}")
+    lines += ["Content-Length: 0", "", ""]
+    return "\r\n".join(lines).encode()
+
+
 class UserAgent:
     """One phone: an account, a UDP port, and a proxy it sends everything to."""
 
@@ -209,18 +231,8 @@ class UserAgent:
         return False
 
     def response_to(self, request: Message, status: int, reason: str = "OK", to_tag: str = "") -> bytes:
-        lines = [f"SIP/2.0 {status} {reason}"]
-        # RFC 3261 §12.1.1: a response that sets up a dialog copies Record-Route and has a Contact.
         dialog = request.method in ("INVITE", "SUBSCRIBE") and 100 < status < 300
-        for name in ("via", "from", "to", "call-id", "cseq", *(("record-route",) if dialog else ())):
-            for value in request.all(name):
-                if name == "to" and "tag=" not in value:
-                    value += f";tag={to_tag or uuid.uuid4().hex[:8]}"
-                lines.append(f"{name.title()}: {value}")
-        if dialog:
-            lines.append(f"Contact: {self.contact}")
-        lines += ["Content-Length: 0", "", ""]
-        return "\r\n".join(lines).encode()
+        return response_bytes(request, status, reason, self.contact, to_tag, dialog)
 
     def next_cseq(self) -> int:
         self._cseq += 1
