@@ -107,11 +107,9 @@ def stateful() -> None:
 
 
 def route_initial(ctx: Context, method: str) -> None:
-    if method == "REGISTER":
-        handle_register(ctx)
-    elif method == "SUBSCRIBE":
-        stateful()
-        handle_initial_subscribe(ctx)
+    if method in ("REGISTER", "SUBSCRIBE"):
+        stateful()  # both answered here, both challenged: retransmissions must not be re-processed
+        (handle_register if method == "REGISTER" else handle_initial_subscribe)(ctx)
     elif method == "INVITE":
         handle_initial_invite(ctx)
     elif method == "OPTIONS":

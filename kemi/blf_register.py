@@ -27,11 +27,9 @@ WRITE_ATTEMPTS = 3
 
 
 def handle_register(ctx: Context) -> None:
-    # Statefully (RFC 3261 §17.2.2): tm keeps the answer and sends it again to every
-    # retransmission of the request while the transaction lives, before any digest or
-    # store work; a retransmission that comes later is recognised by the registrar.
-    if KSR.tm.t_newtran() < 0:
-        raise SipError(500, "Server Internal Error", {"Retry-After": "5"})
+    # Answered through a transaction (blf_kemi.stateful): tm sends the answer again to
+    # every retransmission while the transaction lives; one that comes later is recognised
+    # by the registrar.
     realm = pv("$td").lower()
     require_domain(ctx, realm)
     account = authenticate(ctx, realm, store_required=True)
