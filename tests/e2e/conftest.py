@@ -7,19 +7,22 @@ short subscription minimum so that expiry can be seen within a test.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.blf_watch import Watcher
+from tests.e2e.blf_watch import Subscription, Watcher
 from tests.sipua import UserAgent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,3 +167,46 @@ def register_contact(ua: UserAgent, port: int, expires: int = 300, transport: st
     param = "" if transport == "udp" else f";transport={transport}"
     response = ua.register(expires, contact=f"<sip:{ua.user}@127.0.0.1:{port}{param}>")
     assert response.status == 200, response.first_line
+
+
+def watched_callee(
+    phones: list[UserAgent], callee: tuple[str, str], watcher_creds: tuple[str, str],
+    callee_at: str = "ks2", watcher_at: str = "ks1",
+) -> tuple[int, Watcher, Subscription]:
+    """`callee` registered (through `callee_at`) on a free port for a sipp callee, and a watcher
+    (through `watcher_at`) subscribed to it: the port, the watcher, its subscription."""
+    port = free_port()
+    register_contact(phone(phones, callee, callee_at), port)
+    cat = watcher(phones, watcher_creds, watcher_at)
+    return port, cat, cat.subscribe(callee[0])
+
+
+def etcd_pid() -> int:
+    state = json.loads((Path(os.environ["BLF_VAR"]) / "lab.json").read_text())
+    return int(state["etcd"]["pid"])
+
+
+def log_sizes(instances: str = "ks*") -> dict[Path, int]:
+    """The instances' logs (kamailio.log under $BLF_VAR/<instance>/) and how long each is now."""
+    var = Path(os.environ["BLF_VAR"])
+    return {log: log.stat().st_size for log in var.glob(f"{instances}/kamailio.log")}
+
+
+def logged_since(sizes: dict[Path, int]) -> str:
+    """What the logs of `sizes` got since then."""
+    text = ""
+    for log, size in sizes.items():
+        with open(log, "rb") as handle:
+            handle.seek(size)
+            text += handle.read().decode(errors="replace")
+    return text
+
+
+def wait_logged(sizes: dict[Path, int], pattern: str, timeout: float) -> re.Match[str]:
+    """Wait until a line matching `pattern` is logged past `sizes`; the first match.
+    AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while (found := re.search(pattern, logged_since(sizes))) is None:
+        assert time.monotonic() < deadline, f"nothing matching {pattern!r} logged within {timeout}s"
+        time.sleep(0.02)
+    return found

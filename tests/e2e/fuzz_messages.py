@@ -644,13 +644,15 @@ class Sender:
 
 
 def replay_one(sent: Sent, settle: float = 0.3) -> None:
-    """Send one recorded message again, from the same address, and let it be handled."""
+    """Send one recorded message again, from the same address, and let it be handled: wait
+    up to `settle` seconds for the server's answer on that socket (many get none)."""
     if sent.transport == "UDP":
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind((sent.source[0], 0))
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # socket.timeout included
                 sock.sendto(sent.data, sent.destination)
-            time.sleep(settle)
+                sock.settimeout(settle)
+                sock.recvfrom(65535)
         return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((sent.source[0], 0))
@@ -658,7 +660,8 @@ def replay_one(sent: Sent, settle: float = 0.3) -> None:
         try:
             sock.connect(sent.destination)
             sock.sendall(sent.data)
-            time.sleep(settle)
+            sock.settimeout(settle)
+            sock.recv(65535)  # an answer, the server closing, or the timeout
         except OSError:
             pass
 

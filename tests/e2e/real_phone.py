@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,12 +86,29 @@ class Baresip:
         (directory / "config").write_text(config_text(sip_port))
         (directory / "accounts").write_text(account_line(user, domain, password, proxy, transport))
         (directory / "contacts").write_text("")
-        with open(self.log, "wb") as out:
-            self.process = subprocess.Popen(
-                [BARESIP, "-f", str(directory), "-s", "-v", "-t", str(lifetime)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "TERM": "dumb"},
-            )
+        self.log.write_bytes(b"")
+        # Its output comes through a pipe: a thread copies it to the log and wakes wait_for.
+        self.logged = threading.Condition()
+        self.ended = False
+        self.process = subprocess.Popen(
+            [BARESIP, "-f", str(directory), "-s", "-v", "-t", str(lifetime)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "TERM": "dumb"},
+        )
+        self.reader = threading.Thread(target=self._copy_output, name=f"baresip-{user}", daemon=True)
+        self.reader.start()
+
+    def _copy_output(self) -> None:
+        assert self.process.stdout is not None
+        with self.process.stdout as output, open(self.log, "ab") as out:
+            while chunk := output.read1(65536):
+                out.write(chunk)
+                out.flush()
+                with self.logged:
+                    self.logged.notify_all()
+        with self.logged:
+            self.ended = True
+            self.logged.notify_all()
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -98,15 +116,18 @@ class Baresip:
     def wait_for(self, needle: str, timeout: float, after: int = 0) -> int:
         """Wait until `needle` is in the log (past offset `after`); its offset. AssertionError on timeout."""
         deadline = time.monotonic() + timeout
-        while True:
-            found = self.text().find(needle, after)
-            if found >= 0:
-                return found
-            if self.process.poll() is not None:
-                raise AssertionError(f"baresip exited ({self.process.returncode}); log {self.log}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"baresip: no {needle!r} within {timeout}s; log {self.log}")
-            time.sleep(0.05)
+        with self.logged:
+            while True:
+                found = self.text().find(needle, after)
+                if found >= 0:
+                    return found
+                if self.ended:
+                    self.process.wait(timeout=5)
+                    raise AssertionError(f"baresip exited ({self.process.returncode}); log {self.log}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"baresip: no {needle!r} within {timeout}s; log {self.log}")
+                self.logged.wait(left)
 
     def wait_registered(self, timeout: float = 10.0) -> None:
         # e.g. "pat@example.com: {0/TCP/v4} 200 OK (blf-kamailio) [1 binding]"
@@ -133,6 +154,7 @@ class Baresip:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
+        self.reader.join(timeout=5)  # the log is whole
 
 
 def available() -> bool:

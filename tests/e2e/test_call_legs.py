@@ -16,15 +16,25 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from lxml import etree
 
 from statestore import keys
 from statestore.etcd_store import EtcdStore, WatchEvent
-from tests.e2e.conftest import DOMAIN, free_port, phone, register_contact, watcher
-from tests.e2e.test_resilience import _etcd_pid
+from tests.e2e.blf_watch import Subscription, Watcher
+from tests.e2e.conftest import (
+    DOMAIN,
+    etcd_pid,
+    free_port,
+    log_sizes,
+    phone,
+    register_contact,
+    wait_logged,
+    watched_callee,
+    watcher,
+)
 from tests.sipua import Message, UserAgent
 
 NS = {"d": "urn:ietf:params:xml:ns:dialog-info"}
@@ -34,6 +44,11 @@ SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\
 # leaves room for a busy 2-core machine); the old code waited for its leg write, up to
 # the store timeout (0.5 s), on a stopped etcd.
 PROMPT = 0.4
+# What an instance logs when it finds the store down (kemi/blf_legs.py, the leg writer; the
+# lease keeper, kemi/blf_lease.py, if its own request failed first: after that the flag is
+# shared and nothing else logs it), and when its lease keeper reaches the store again.
+STORE_LOST = r"blf (legs|lease): store unavailable"
+STORE_BACK_LAST = rf"(?s)blf lease: etcd reachable again(?!.*{STORE_LOST})"
 
 
 class Recorder(queue.Queue[Message]):
@@ -42,10 +57,26 @@ class Recorder(queue.Queue[Message]):
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[Message] = []
+        self.recorded = threading.Condition()
 
     def put(self, item: Message, block: bool = True, timeout: float | None = None) -> None:
-        self.seen.append(item)
+        with self.recorded:
+            self.seen.append(item)
+            self.recorded.notify_all()
         super().put(item, block, timeout)
+
+    def wait_seen(self, match: Callable[[Message], bool], timeout: float) -> Message | None:
+        """The first response seen that `match`es, waiting up to `timeout` seconds for it."""
+        deadline = time.monotonic() + timeout
+        with self.recorded:
+            while True:
+                for message in self.seen:
+                    if match(message):
+                        return message
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.recorded.wait(left)
 
 
 class Call:
@@ -81,13 +112,12 @@ class Call:
         return sent
 
     def seen_by_caller(self, status: int, timeout: float = 5.0) -> Message:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for message in self.recorder.seen:
-                if message.header("call-id") == self.call_id and message.status == status:
-                    return message
-            time.sleep(0.005)
-        raise TimeoutError(f"the caller got no {status}")
+        found = self.recorder.wait_seen(
+            lambda message: message.header("call-id") == self.call_id and message.status == status, timeout
+        )
+        if found is None:
+            raise TimeoutError(f"the caller got no {status}")
+        return found
 
     def answered(self) -> Message:
         self._thread.join(15)
@@ -116,7 +146,7 @@ class Call:
 @contextmanager
 def etcd_stopped() -> Iterator[None]:
     """The lab's etcd frozen (SIGSTOP): every request to it hangs, as on a stalled disk."""
-    pid = _etcd_pid()
+    pid = etcd_pid()
     os.kill(pid, signal.SIGSTOP)
     try:
         yield
@@ -141,14 +171,19 @@ def dialog_states(message: Message) -> list[tuple[str | None, str | None, str | 
     ]
 
 
-def test_a_180_processed_after_the_200_does_not_turn_the_lamp_back_to_ringing(account, phones):
-    """Issue 6, finding 4: the late 180 was written with a later timestamp and won."""
+def watched_call(account, phones) -> tuple[Call, Watcher, Subscription]:
+    """A call, not placed yet, from Alice through ks1 to Boris (a test UA registered through
+    ks1), whose lamp Catherine watches through ks2: the call, the watcher, Boris's lamp."""
     alice, boris, catherine = account("alice"), account("boris"), account("catherine")
     callee = phone(phones, boris, "ks1")
     assert callee.register(300).status == 200
     cat = watcher(phones, catherine, "ks2")
-    boris_lamp = cat.subscribe(boris[0])
-    call = Call(phone(phones, alice, "ks1"), callee, boris[0])
+    return Call(phone(phones, alice, "ks1"), callee, boris[0]), cat, cat.subscribe(boris[0])
+
+
+def test_a_180_processed_after_the_200_does_not_turn_the_lamp_back_to_ringing(account, phones):
+    """Issue 6, finding 4: the late 180 was written with a later timestamp and won."""
+    call, cat, boris_lamp = watched_call(account, phones)
 
     call.place()
     call.reply(200, "OK")
@@ -164,30 +199,29 @@ def test_a_180_processed_after_the_200_does_not_turn_the_lamp_back_to_ringing(ac
 
 
 def test_a_stopped_store_delays_no_reply_of_a_call_and_the_lamps_catch_up(account, phones):
-    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
-    callee = phone(phones, boris, "ks1")
-    assert callee.register(300).status == 200
-    cat = watcher(phones, catherine, "ks2")
-    boris_lamp = cat.subscribe(boris[0])
-    call = Call(phone(phones, alice, "ks1"), callee, boris[0])
+    call, cat, boris_lamp = watched_call(account, phones)
     call.place()
 
+    log = log_sizes("ks1")
     with etcd_stopped():
         sent = call.reply(180, "Ringing")
         ringing = call.seen_by_caller(180, 3).received_at - sent
         sent = call.reply(200, "OK")
         answered = call.answered().received_at - sent
-        time.sleep(0.6)  # the leg writer has met the stopped store by now
+        wait_logged(log, STORE_LOST, 5)  # the leg writer has met the stopped store
     print(f"etcd stopped: 180 relayed in {ringing * 1000:.1f} ms, 200 in {answered * 1000:.1f} ms")
     assert ringing < PROMPT, f"the 180 took {ringing * 1000:.0f} ms through the instance"
     assert answered < PROMPT, f"the 200 took {answered * 1000:.0f} ms through the instance"
     cat.wait_lamp(boris_lamp, "busy", 10)
+    # Only the first failure after ks1 found the store again is logged: wait for that news.
+    wait_logged(log, STORE_BACK_LAST, 10)
 
+    log = log_sizes("ks1")
     with etcd_stopped():
         started = time.monotonic()
         bye = call.hang_up()
         hung_up = time.monotonic() - started
-        time.sleep(0.6)
+        wait_logged(log, STORE_LOST, 5)  # the leg writer has met the stopped store with the end
     assert bye.status == 200
     print(f"etcd stopped: BYE answered in {hung_up * 1000:.1f} ms")
     assert hung_up < PROMPT, f"the BYE took {hung_up * 1000:.0f} ms to be answered"
@@ -199,10 +233,7 @@ def test_a_stopped_store_delays_no_reply_of_a_call_and_the_lamps_catch_up(accoun
 
 def test_a_rejected_call_is_shown_once_as_rejected_486_then_leaves_without_a_write(account, phones, sipp):
     alice, boris, catherine = account("alice"), account("boris"), account("catherine")
-    port = free_port()
-    register_contact(phone(phones, boris, "ks2"), port)
-    cat = watcher(phones, catherine, "ks2")
-    boris_lamp = cat.subscribe(boris[0])
+    port, cat, boris_lamp = watched_callee(phones, boris, catherine, callee_at="ks2", watcher_at="ks2")
 
     sipp.callee(port, ring_ms=300, busy=True)
     sipp.call("ks1", alice, boris[0])

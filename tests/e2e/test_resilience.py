@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
-from pathlib import Path
 
 from tests.e2e.conftest import (
     LEASE_TTL,
     RECONCILE_SECONDS,
     blfctl,
+    etcd_pid,
     free_port,
+    log_sizes,
+    logged_since,
     phone,
     register_contact,
+    wait_logged,
+    watched_callee,
     watcher,
 )
 
 
 def test_subscription_survives_its_instance_dying_and_restarting(account, phones, sipp):
     alice, boris, catherine = account("alice"), account("boris"), account("catherine")
-    port = free_port()
-    register_contact(phone(phones, boris, "ks2"), port)
-    cat = watcher(phones, catherine, "ks1")
-    boris_lamp = cat.subscribe(boris[0])
+    port, cat, boris_lamp = watched_callee(phones, boris, catherine, callee_at="ks2", watcher_at="ks1")
     try:
         blfctl("lab", "kill", "ks1")
         sipp.callee(port, ring_ms=LEASE_TTL * 1000 + 2000)
@@ -58,11 +58,6 @@ def _wait_store_back(phones, creds, presentity: str, timeout: float = 15.0) -> N
                 break
 
 
-def _etcd_pid() -> int:
-    state = json.loads((Path(os.environ["BLF_VAR"]) / "lab.json").read_text())
-    return int(state["etcd"]["pid"])
-
-
 def test_store_outage_gives_503_with_retry_after_and_calls_still_go_through(account, phones, sipp):
     alice, boris, catherine = account("alice"), account("boris"), account("catherine")
     dmitri = account("dmitri")  # provisioned, but never seen by an instance
@@ -73,7 +68,7 @@ def test_store_outage_gives_503_with_retry_after_and_calls_still_go_through(acco
     cat = watcher(phones, catherine, "ks2")
     boris_lamp = cat.subscribe(boris[0])
 
-    os.kill(_etcd_pid(), signal.SIGKILL)
+    os.kill(etcd_pid(), signal.SIGKILL)
     try:
         response = cat.ua.request("SUBSCRIBE", f"sip:{alice[0]}@example.com", {"Event": "dialog", "Expires": "60"})
         assert response.status == 503 and response.header("retry-after")
@@ -99,14 +94,11 @@ def test_store_outage_gives_503_with_retry_after_and_calls_still_go_through(acco
 
 def test_call_ending_while_the_store_is_down_does_not_leave_the_lamp_lit(account, phones, sipp):
     alice, boris, catherine = account("alice"), account("boris"), account("catherine")
-    port = free_port()
-    register_contact(phone(phones, boris, "ks1"), port)
-    cat = watcher(phones, catherine, "ks2")
-    boris_lamp = cat.subscribe(boris[0])
+    port, cat, boris_lamp = watched_callee(phones, boris, catherine, callee_at="ks1", watcher_at="ks2")
     sipp.callee(port, ring_ms=200)
     call = sipp.call("ks1", alice, boris[0], hold_ms=2500)
     cat.wait_lamp(boris_lamp, "busy", 5)
-    os.kill(_etcd_pid(), signal.SIGKILL)
+    os.kill(etcd_pid(), signal.SIGKILL)
     try:
         assert call.wait(timeout=30) == 0, "the call ends normally with the store down"
     finally:
@@ -116,35 +108,18 @@ def test_call_ending_while_the_store_is_down_does_not_leave_the_lamp_lit(account
     _wait_store_back(phones, catherine, alice[0])
 
 
-def _log_sizes() -> dict[Path, int]:
-    var = Path(os.environ["BLF_VAR"])
-    return {log: log.stat().st_size for log in var.glob("ks*/kamailio.log")}
-
-
-def _logged_since(sizes: dict[Path, int]) -> str:
-    text = ""
-    for log, size in sizes.items():
-        with open(log, "rb") as handle:
-            handle.seek(size)
-            text += handle.read().decode(errors="replace")
-    return text
-
-
 def test_a_notify_timing_out_during_a_store_outage_is_logged_in_one_line(account, phones):
     """Finding 10: the NOTIFY failure callback must not read a store that is down (it
     raised, logged a traceback and blocked its timer process for the store timeout)."""
     boris, catherine = account("boris"), account("catherine")
     cat = watcher(phones, catherine, "ks2")
     cat.ua.drop_notifies = 1  # the first NOTIFY goes unanswered: tm times out on it after 4 s
-    sizes = _log_sizes()
+    sizes = log_sizes()
     cat.subscribe(boris[0])
-    os.kill(_etcd_pid(), signal.SIGKILL)
+    os.kill(etcd_pid(), signal.SIGKILL)
     try:
-        deadline = time.monotonic() + 15
-        while "not recorded" not in _logged_since(sizes) and "Traceback" not in _logged_since(sizes):
-            assert time.monotonic() < deadline, "the NOTIFY timeout was not handled"
-            time.sleep(0.2)
-        logged = _logged_since(sizes)
+        wait_logged(sizes, "not recorded|Traceback", 15)  # the NOTIFY timeout was handled
+        logged = logged_since(sizes)
         assert "Traceback" not in logged, logged[logged.find("Traceback") - 200:][:3000]
     finally:
         up = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)

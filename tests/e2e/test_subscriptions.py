@@ -7,7 +7,16 @@ import socket
 import time
 import uuid
 
-from tests.e2e.conftest import DOMAIN, SUB_MIN_EXPIRES, blfctl, free_port, phone, register_contact, watcher
+from tests.e2e.conftest import (
+    DOMAIN,
+    SUB_MIN_EXPIRES,
+    blfctl,
+    free_port,
+    phone,
+    register_contact,
+    watched_callee,
+    watcher,
+)
 from tests.schema import validate_dialog_info
 from tests.sipua import Message, UserAgent
 
@@ -123,10 +132,7 @@ def test_subscription_to_unknown_account_or_domain_gets_404(account, phones):
 
 def test_watcher_answering_481_loses_the_subscription(account, phones, sipp):
     alice, boris, catherine = account("alice"), account("boris"), account("catherine")
-    port = free_port()
-    register_contact(phone(phones, boris, "ks2"), port)
-    cat = watcher(phones, catherine, "ks1")
-    sub = cat.subscribe(boris[0])
+    port, cat, sub = watched_callee(phones, boris, catherine, callee_at="ks2", watcher_at="ks1")
     cat.ua.notify_status = 481
     sipp.callee(port, ring_ms=200)
     sipp.call("ks1", alice, boris[0], hold_ms=500)
