@@ -6,15 +6,18 @@ short subscription minimum so that expiry can be seen within a test.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -184,6 +187,62 @@ def watched_callee(
 def etcd_pid() -> int:
     state = json.loads((Path(os.environ["BLF_VAR"]) / "lab.json").read_text())
     return int(state["etcd"]["pid"])
+
+
+def etcdctl(*args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+    """etcdctl (v3 API) against the lab's etcd."""
+    return subprocess.run(
+        ["etcdctl", "--endpoints=127.0.0.1:2379", *args], env={**os.environ, "ETCDCTL_API": "3"},
+        capture_output=True, text=True, check=False, timeout=timeout,
+    )
+
+
+def store_revision() -> int:
+    """etcd's current revision (every write transaction raises it by one)."""
+    done = etcdctl("get", "/blf/epoch", "-w", "json")
+    assert done.returncode == 0, done.stderr
+    return int(json.loads(done.stdout)["header"]["revision"])
+
+
+def store_writes_since(revision: int, until: int, timeout: float = 10) -> list[tuple[str, str]]:
+    """Every write etcd made under /blf/ after `revision` up to `until` included, as
+    (PUT or DELETE, key), replayed from etcd's history by a watch that starts in the past.
+    (etcd never splits one revision's events over two watch responses.)"""
+    writes: list[tuple[str, str]] = []
+    if until <= revision:
+        return writes
+    lines: queue.Queue[str | None] = queue.Queue()
+    watch = subprocess.Popen(
+        ["etcdctl", "--endpoints=127.0.0.1:2379", "watch", "--prefix", "/blf/", f"--rev={revision + 1}",
+         "-w", "json"],
+        env={**os.environ, "ETCDCTL_API": "3"}, stdout=subprocess.PIPE, text=True,
+    )
+
+    def pump() -> None:
+        assert watch.stdout is not None
+        for line in watch.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    newest = revision
+    try:
+        while newest < until:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            assert line is not None, "etcdctl watch ended early"
+            for event in json.loads(line).get("Events") or []:
+                kv = event["kv"]
+                newest = max(newest, int(kv.get("mod_revision", 0)))
+                if newest <= until:
+                    writes.append(("DELETE" if event.get("type") == 1 else "PUT", base64.b64decode(kv["key"]).decode()))
+    except queue.Empty:
+        # `until` itself may be a write outside /blf/: everything up to it has been seen.
+        pass
+    finally:
+        watch.kill()
+        watch.wait()
+    return writes
 
 
 def log_sizes(instances: str = "ks*") -> dict[Path, int]:

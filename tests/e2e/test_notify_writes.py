@@ -7,50 +7,61 @@ compare-and-swap of each subscription (which cost one write per watcher per chan
 
 from __future__ import annotations
 
-import re
 import time
-import urllib.request
 
-from tests.e2e.conftest import free_port, phone, register_contact, watcher
+from tests.e2e.conftest import (
+    DOMAIN,
+    free_port,
+    phone,
+    register_contact,
+    store_revision,
+    store_writes_since,
+    watcher,
+)
 
-METRICS = "http://127.0.0.1:2381/metrics"
-WRITES = re.compile(r"^etcd_mvcc_(put|delete)_total (\S+)$", re.MULTILINE)
 WATCHERS = 8
 
 
-def etcd_writes() -> int:
-    """Keys put or deleted by etcd so far (in transactions too)."""
-    with urllib.request.urlopen(METRICS, timeout=5) as response:  # noqa: S310 - the lab's loopback
-        text = response.read().decode()
-    return sum(int(float(value)) for _, value in WRITES.findall(text))
-
-
-def writes_of_one_call(phones, sipp, caller, callee, lamps) -> int:
-    """etcd writes from the call's start until every watcher saw it ring and end."""
+def writes_of_one_call(phones, sipp, caller, callee, lamps) -> list[str]:
+    """The keys etcd wrote (put or deleted) from the call's start until every watcher saw
+    it ring and end, each once per write, read back from etcd's own history."""
     port = free_port()
     register_contact(phone(phones, callee, "ks2"), port)
     time.sleep(0.5)  # let the registration's NOTIFY-free writes settle
     seen = [len(sub.notifies) for _, sub in lamps]
-    before = etcd_writes()
+    before = store_revision()
     sipp.callee(port, ring_ms=300, busy=True)
     sipp.call("ks1", caller, callee[0])
     for (cat, sub), count in zip(lamps, seen, strict=True):
         cat.wait(sub, lambda s, n=count: len(s.notifies) >= n + 2 and s.lamp == "idle", 10)
-    return etcd_writes() - before
+    return [key for _, key in store_writes_since(before, until=store_revision())]
+
+
+def of_the_call(keys: list[str], *accounts: str) -> list[str]:
+    """The writes that belong to the call: its legs and any subscription (the rest of the
+    lab, other tests' phones expiring for instance, writes too, unrelated)."""
+    legs = tuple(f"/blf/legs/{aor}/" for aor in accounts)
+    return [key for key in keys if key.startswith((*legs, "/blf/subs/", "/blf/watchers/", "/blf/watched/"))]
 
 
 def test_notifies_write_nothing_to_the_store_whatever_the_number_of_watchers(account, phones, sipp):
-    alice, boris, carol = account("alice"), account("boris"), account("carol")
+    # Two callers: the first call's terminated legs expire (a delete each) 3 s later, maybe
+    # inside the second call's window.
+    alice, boris, carol, dave = account("alice"), account("boris"), account("carol"), account("dave")
     one = watcher(phones, account("w0"), "ks1")
     alone = [(one, one.subscribe(boris[0]))]
     many = []
     for n in range(WATCHERS):
         cat = watcher(phones, account(f"w{n + 1}"), "ks1" if n % 2 else "ks2")
         many.append((cat, cat.subscribe(carol[0])))
-    with_one = writes_of_one_call(phones, sipp, alice, boris, alone)
-    with_many = writes_of_one_call(phones, sipp, alice, carol, many)
-    # Before: 4 + 4W writes (a compare-and-swap per NOTIFY): 36 more for 8 more watchers.
-    assert with_many - with_one <= 2, (with_one, with_many)
-    print(f"etcd writes per call: {with_one} with 1 watcher, {with_many} with {WATCHERS}")
+    everything_one = writes_of_one_call(phones, sipp, alice, boris, alone)
+    everything_many = writes_of_one_call(phones, sipp, dave, carol, many)
+    with_one = of_the_call(everything_one, *(f"{user}@{DOMAIN}" for user, _ in (alice, boris)))
+    with_many = of_the_call(everything_many, *(f"{user}@{DOMAIN}" for user, _ in (dave, carol)))
+    # Before: a compare-and-swap of the subscription per NOTIFY (4 + 4W writes).
+    assert not [key for key in with_one + with_many if not key.startswith("/blf/legs/")], (with_one, with_many)
+    assert with_one, everything_one  # the call's legs are written: the count can see writes
+    assert len(with_many) <= len(with_one) + 2, (with_one, with_many)
+    print(f"etcd writes per call: {len(with_one)} with 1 watcher, {len(with_many)} with {WATCHERS}")
     for _, sub in many:
         assert sub.lamps[-3:] == ["idle", "early", "idle"], sub.lamps
