@@ -37,6 +37,8 @@ class Notifier:
         self.deferred: set[str] = set()
         self.next_retry = 0.0
         self.next_bump = 0.0
+        # NOTIFYs tm could not send (counted, and logged once per tick).
+        self.unsendable = 0
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -82,6 +84,11 @@ class Notifier:
         return True
 
     def _log_notes(self) -> None:
+        if self.unsendable:
+            KSR.warn(
+                f"blf notifier: tm could not send {self.unsendable} NOTIFYs, retried in {RETRY_SECONDS}s\n"
+            )
+            self.unsendable = 0
         for note in self.mirror.notes:
             KSR.warn(f"blf notifier: {note}\n")
         self.mirror.notes.clear()
@@ -159,7 +166,14 @@ class Notifier:
             return
         numbered = self.mirror.numbered(due)
         if numbered is not None:
-            blf_notify.send(self.ctx, numbered, due.state, now, None, due.body)
+            if not blf_notify.send(self.ctx, numbered, due.state, now, None, due.body):
+                # Not sent at all (tm refused it): the same numbers, with the state current
+                # (the presentity is looked at again), go out on a later tick, as for a
+                # NOTIFY deferred by a store outage.
+                self.mirror.unsent(subscription.sub_id)
+                self.deferred.add(subscription.presentity)
+                self.next_retry = time.monotonic() + RETRY_SECONDS
+                self.unsendable += 1
         elif not self.mirror.bump_wanted:
             # CSeq would pass 2**31-1: the subscription ends; the phone subscribes again.
             self.ctx.store.delete_subscription(subscription, due.revision)

@@ -32,12 +32,13 @@ def load_state(ctx: Context, presentity: str) -> PresentityState:
 def send(
     ctx: Context, subscription: Subscription, state: PresentityState, now: float, reason: str | None,
     template: bodies.Template | None = None,
-) -> None:
+) -> bool:
     """Send the NOTIFY that `subscription` (numbered: its CSeq and version) describes; `template`, the
-    presentity's body rendered once for all its watchers, when the caller has one."""
+    presentity's body rendered once for all its watchers, when the caller has one. False when
+    tm could not send it at all (no transaction: out of shared memory, no socket)."""
     template = template if template is not None else bodies.Template(subscription.event, state)
     body = template.fill(subscription.entity, subscription.version)
-    send_notify(
+    return send_notify(
         subscription,
         subscription_state(subscription, now, reason),
         event_header(subscription),
@@ -45,4 +46,4 @@ def send(
         body,
         contact(ctx, subscription.transport),
         watcher_reach(ctx, subscription),
-    )
+    ) >= 0

@@ -122,8 +122,9 @@ def handle_initial_subscribe(ctx: Context) -> None:
     first = replace(subscription, last_digest=bodies.digest(event, state))
     fresh = _create(ctx, first)
     reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx, first.transport))
-    if fresh:
-        blf_notify.send(ctx, first, state, now, None)
+    if fresh and not blf_notify.send(ctx, first, state, now, None):
+        # Rare (tm out of shared memory): the lamp shows from the next change or refresh.
+        KSR.warn(f"blf: first NOTIFY of {first.sub_id} could not be sent\n")
 
 
 def _epoch(ctx: Context) -> int:

@@ -202,6 +202,7 @@ class Lab:
         command = [
             _binary("kamailio"), "-f", str(ROOT / "kamailio" / "kamailio.cfg"), "-Y", str(run),
             "-l", f"udp:{HOST}:{port}", "-l", f"tcp:{HOST}:{port}", "-DD", "-E",
+            "-m", shm_megabytes(os.environ),
         ]
         return _spawn(command, directory / "kamailio.log", env)
 
@@ -238,6 +239,16 @@ def _require_free(what: str, address: str, kind: socket.SocketKind) -> None:
             probe.bind((host, int(port)))
         except OSError as exc:
             raise LabError(f"cannot start {what}: {address} is in use by another process ({exc.strerror})") from exc
+
+
+def shm_megabytes(env: Mapping[str, str]) -> str:
+    """Kamailio's shared memory in MB (`kamailio -m`), BLF_SHM_MB or 256. Every NOTIFY is a
+    tm transaction kept until 5 s after its answer: Kamailio's default of 64 MB ran out at
+    about 1,500 NOTIFYs/s in the benchmark (`could not allocate shared memory`)."""
+    value = env.get("BLF_SHM_MB", "256")
+    if not value.isdigit() or int(value) < 64:
+        raise SystemExit(f"BLF_SHM_MB must be a number of megabytes, at least 64 (got {value!r})")
+    return value
 
 
 def _binary(name: str) -> str:

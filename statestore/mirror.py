@@ -255,6 +255,14 @@ class Mirror:
             self.sent[subscription.sub_id] = Sent(sent.epoch, sent.count + 1, due.digest)
         return result
 
+    def unsent(self, sub_id: str) -> None:
+        """The NOTIFY just numbered for `sub_id` could not be sent (tm refused it, out of
+        shared memory for one): its numbers are taken back, so that the watcher still sees
+        CSeq and version step by one, and the subscription is due again at its next look."""
+        sent = self.sent.get(sub_id)
+        if sent is not None and sent.count > 0:
+            self.sent[sub_id] = Sent(sent.epoch, sent.count - 1, "")
+
     # --- what to send -----------------------------------------------------------------------
 
     def state_of(self, presentity: str) -> PresentityState:

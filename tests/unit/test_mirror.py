@@ -563,3 +563,24 @@ def test_bad_leg_and_registration_records_are_skipped_in_a_snapshot() -> None:
     )
     assert list(mirror.legs[ALICE]) == [keys.leg(ALICE, "node-a", "leg-2")]
     assert mirror.unreadable == {"legs": 1, "regs": 1}
+
+
+def test_a_notify_tm_could_not_send_is_due_again_with_the_same_numbers() -> None:
+    mirror = Mirror()
+    mirror.epoch = 3
+    mirror.load([*live("node-a"), sub_item(replace(SUB, epoch=3, last_digest=digest_of()), 5)])
+    mirror.apply(LEG_KEY, codec.encode_leg(LEG), 6)
+    [due] = mirror.due("node-a", {ALICE}, NOW)
+    lost = mirror.numbered(due)
+    assert lost is not None
+    mirror.unsent(lost.sub_id)
+    # Nothing changed since, yet it is due again (the presentity looked at once more), with the
+    # numbers of the NOTIFY that never left: the watcher sees CSeq and version step by one.
+    assert numbers(mirror) == [(lost.cseq, lost.version)]
+    assert numbers(mirror) == []
+
+
+def test_taking_back_a_number_nothing_was_sent_for_is_harmless() -> None:
+    mirror = watched()
+    mirror.unsent("sub-unknown")
+    assert "sub-unknown" not in mirror.sent
