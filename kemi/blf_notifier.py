@@ -159,14 +159,14 @@ class Notifier:
         if due.expired:
             if not self.ctx.store.delete_subscription(subscription, due.revision):
                 return  # refreshed (or removed) meanwhile: its watch event tells us which
-            final = self.mirror.numbered(due)
+            final = self.mirror.numbers(due)
             self.mirror.forget(subscription.sub_id)
             if final is not None:
-                blf_notify.send(self.ctx, final, due.state, now, "timeout", due.body)
+                blf_notify.send_numbered(self.ctx, subscription, *final, due.state, now, "timeout", due.body)
             return
-        numbered = self.mirror.numbered(due)
-        if numbered is not None:
-            if not blf_notify.send(self.ctx, numbered, due.state, now, None, due.body):
+        numbers = self.mirror.numbers(due)
+        if numbers is not None:
+            if not blf_notify.send_numbered(self.ctx, subscription, *numbers, due.state, now, None, due.body):
                 # Not sent at all (tm refused it): the same numbers, with the state current
                 # (the presentity is looked at again), go out on a later tick, as for a
                 # NOTIFY deferred by a store outage.

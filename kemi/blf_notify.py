@@ -9,9 +9,9 @@ restarts and takeovers.
 
 from __future__ import annotations
 
-from blf_context import Context
+from blf_context import Context, shared_instances
 from blf_routing import watcher_reach
-from blf_sip import send_notify
+from blf_sip import NotifyDialog, notify_dialog, send_notify
 
 from statestore.domain import bodies
 from statestore.domain.bodies import PresentityState
@@ -33,17 +33,46 @@ def send(
     ctx: Context, subscription: Subscription, state: PresentityState, now: float, reason: str | None,
     template: bodies.Template | None = None,
 ) -> bool:
-    """Send the NOTIFY that `subscription` (numbered: its CSeq and version) describes; `template`, the
-    presentity's body rendered once for all its watchers, when the caller has one. False when
-    tm could not send it at all (no transaction: out of shared memory, no socket)."""
+    """Send the NOTIFY that `subscription` (numbered: its CSeq and version) describes (a SIP
+    worker: the first NOTIFY of a subscription, a fetch's only one). False when tm could
+    not send it at all (no transaction: out of shared memory, no socket)."""
+    return send_numbered(ctx, subscription, subscription.cseq, subscription.version, state, now, reason, template,
+                         cache=False)
+
+
+# The notifier's NotifyDialogs, by subscription id: (the record and the live instances
+# they were built from, the dialog). A new record or another set of live instances builds
+# it again. Bounded: emptied when full (only the subscriptions of presentities that change
+# come back).
+_dialogs: dict[str, tuple[Subscription, str, NotifyDialog]] = {}
+DIALOG_CACHE = 20_000
+
+
+def send_numbered(
+    ctx: Context, subscription: Subscription, cseq: int, version: int, state: PresentityState, now: float,
+    reason: str | None, template: bodies.Template | None = None, cache: bool = True,
+) -> bool:
+    """Send the NOTIFY of the stored record `subscription` numbered `cseq` and `version`;
+    `template`, the presentity's body rendered once for all its watchers, when the caller
+    has one. False when tm could not send it at all."""
     template = template if template is not None else bodies.Template(subscription.event, state)
-    body = template.fill(subscription.entity, subscription.version)
+    body = template.fill(subscription.entity, version)
     return send_notify(
-        subscription,
-        subscription_state(subscription, now, reason),
-        event_header(subscription),
-        PACKAGES[subscription.event].content_type,
-        body,
-        contact(ctx, subscription.transport),
-        watcher_reach(ctx, subscription),
+        _dialog(ctx, subscription, cache), cseq, subscription_state(subscription, now, reason), body
     ) >= 0
+
+
+def _dialog(ctx: Context, subscription: Subscription, cache: bool) -> NotifyDialog:
+    instances = shared_instances()
+    cached = _dialogs.get(subscription.sub_id) if cache else None
+    if cached is not None and cached[0] is subscription and cached[1] == instances:
+        return cached[2]
+    dialog = notify_dialog(
+        subscription, event_header(subscription), PACKAGES[subscription.event].content_type,
+        contact(ctx, subscription.transport), watcher_reach(ctx, subscription),
+    )
+    if cache:
+        if len(_dialogs) >= DIALOG_CACHE:
+            _dialogs.clear()
+        _dialogs[subscription.sub_id] = (subscription, instances, dialog)
+    return dialog

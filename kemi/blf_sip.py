@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import KSR  # type: ignore[import-not-found]
 
@@ -79,36 +80,45 @@ def request_aor() -> str:
     return aor_of(pv("$rU"), request_domain())
 
 
-def send_notify(
-    subscription: Subscription, state_header: str, event: str, content_type: str, body: bytes, contact: str,
-    reach: Reach | None = None,
-) -> int:
-    """Send one in-dialog NOTIFY through tm (RFC 6665 §4.2.2); CSeq is the record's.
+@dataclass(frozen=True)
+class NotifyDialog:
+    """What every NOTIFY of one subscription record shares: its Request-URI, next hop and
+    the headers before CSeq. Built once per record (blf_notify caches it), so a NOTIFY
+    costs only its CSeq, Subscription-State and body."""
 
-    With `reach`, to the watcher's flow (a flow route on top when another instance holds
-    it); otherwise along the subscription's route set, loose routing."""
+    ruri: str
+    nexthop: str
+    head: str
+
+
+def notify_dialog(
+    subscription: Subscription, event: str, content_type: str, contact: str, reach: Reach | None = None
+) -> NotifyDialog:
+    """RFC 6665 §4.2.2 in-dialog NOTIFY. With `reach`, to the watcher's flow (a flow route
+    on top when another instance holds it); otherwise along the subscription's route set,
+    loose routing: the first route is the next hop, all of them go in Route headers."""
     routes = [reach.route] if reach is not None and reach.route else list(subscription.route_set)
     lines = [
         f"From: <{subscription.local_uri}>;tag={subscription.local_tag}",
         f"To: <{subscription.remote_uri}>;tag={subscription.remote_tag}",
         f"Call-ID: {subscription.call_id}",
-        f"CSeq: {subscription.cseq} NOTIFY",
         f"Contact: {contact}",
         *(f"Route: {route}" for route in routes),
         "Max-Forwards: 70",
         f"Event: {event}",
-        f"Subscription-State: {state_header}",
         f"Content-Type: {content_type}",
     ]
-    # Loose routing: the first route is the next hop, all of them go in Route headers.
     nexthop = uri_of(subscription.route_set[0]) if subscription.route_set else ""
     if reach is not None:
         nexthop = reach.dst
-    return int(
-        KSR.tm.t_uac_send(
-            "NOTIFY", subscription.watcher_contact, nexthop, "", "\r\n".join(lines) + "\r\n", body.decode()
-        )
-    )
+    return NotifyDialog(subscription.watcher_contact, nexthop, "\r\n".join(lines) + "\r\n")
+
+
+def send_notify(dialog: NotifyDialog, cseq: int, state_header: str, body: bytes) -> int:
+    """Send one NOTIFY of `dialog` through tm (a transaction of its own); tm's result,
+    negative when it could not send it at all."""
+    headers = f"{dialog.head}CSeq: {cseq} NOTIFY\r\nSubscription-State: {state_header}\r\n"
+    return int(KSR.tm.t_uac_send("NOTIFY", dialog.ruri, dialog.nexthop, "", headers, body.decode()))
 
 
 def uri_of(contact: str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from statestore import codec, keys
@@ -27,7 +27,7 @@ from statestore.domain.subscription import (
     EPOCH_STRIDE,
     PACKAGES,
     is_expired,
-    numbered,
+    notify_numbers,
     responsible_instance,
     retry_delay,
 )
@@ -237,8 +237,8 @@ class Mirror:
         if current is None or current[1] < revision:
             self._index(subscription, revision)
 
-    def numbered(self, due: Due) -> Subscription | None:
-        """The subscription as its next NOTIFY carries it, counted as sent; None when it
+    def numbers(self, due: Due) -> tuple[int, int] | None:
+        """CSeq and version of the subscription's next NOTIFY, counted as sent; None when it
         cannot be numbered now: its epoch's numbers are used up (then `bump_wanted`, and it
         stays due) or CSeq would pass 2**31-1 (then it must end)."""
         subscription = due.subscription
@@ -250,10 +250,15 @@ class Mirror:
                 self.forced.add(subscription.sub_id)
                 return None
             sent = Sent(epoch, 0, "")
-        result = numbered(subscription, sent.epoch, sent.count)
+        result = notify_numbers(subscription, sent.epoch, sent.count)
         if result is not None:
             self.sent[subscription.sub_id] = Sent(sent.epoch, sent.count + 1, due.digest)
         return result
+
+    def numbered(self, due: Due) -> Subscription | None:
+        """The subscription as its next NOTIFY carries it (numbers() in its CSeq and version)."""
+        result = self.numbers(due)
+        return None if result is None else replace(due.subscription, cseq=result[0], version=result[1])
 
     def unsent(self, sub_id: str) -> None:
         """The NOTIFY just numbered for `sub_id` could not be sent (tm refused it, out of
