@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
 
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context
@@ -38,6 +39,9 @@ _DOMAIN_CACHE_ENTRIES = 4096
 _NC_TABLE = "blf_nc"
 # The nonce count outlives its nonce by this much in the htable (so a replay finds it).
 _NC_MARGIN_SECONDS = 60
+
+# Reads an account by AOR (None: no such account); raises StoreUnavailable.
+AccountReader = Callable[[str], Account | None]
 
 _domains: dict[str, tuple[bool, float]] = {}
 _policy: digest.DigestPolicy | None = None
@@ -116,9 +120,14 @@ def policy(ctx: Context) -> digest.DigestPolicy:
     return _policy
 
 
-def authenticate(ctx: Context, realm: str, store_required: bool) -> str | None:
+def authenticate(
+    ctx: Context, realm: str, store_required: bool, read_account: AccountReader | None = None
+) -> str | None:
     """The authenticated account (user@realm), or None after sending a challenge:
-    401 WWW-Authenticate for REGISTER, 407 Proxy-Authenticate for every other method."""
+    401 WWW-Authenticate for REGISTER, 407 Proxy-Authenticate for every other method.
+
+    `read_account` replaces `lookup_account` for a caller that reads the account together
+    with what it needs next (an initial SUBSCRIBE: one store round trip for both)."""
     rules = policy(ctx)
     method = pv("$rm")
     name = "Authorization" if method == "REGISTER" else "Proxy-Authorization"
@@ -141,7 +150,8 @@ def authenticate(ctx: Context, realm: str, store_required: bool) -> str | None:
     if not digest.nonce_count_accepted(credentials.nonce_count, _highest_nc(credentials.nonce)):
         KSR.info(f"blf: nonce count {credentials.nc} reused by {credentials.username} from {pv('$si')}\n")
         return _challenge(rules, realm, stale=True)
-    account = lookup_account(ctx, f"{credentials.username}@{realm}", store_required)
+    aor = f"{credentials.username}@{realm}"
+    account = read_account(aor) if read_account is not None else lookup_account(ctx, aor, store_required)
     algorithm = digest.canonical_algorithm(credentials.algorithm) or "MD5"
     if account is not None and not account.ha1_for(algorithm):
         # An account provisioned before SHA-256: offer what it can answer.

@@ -19,15 +19,16 @@ from dataclasses import replace
 
 import blf_notify
 import KSR  # type: ignore[import-not-found]
-from blf_auth import authenticate, lookup_account, require_domain
+from blf_auth import authenticate, require_domain
 from blf_context import Context, shared_epoch
 from blf_sip import header, list_header, pv, reply, request_aor, request_domain, uri_of
 
 from statestore.domain import bodies
-from statestore.domain.errors import SipError, store_unavailable_error
-from statestore.domain.model import Subscription
+from statestore.domain.errors import SipError, StoreUnavailable, store_unavailable_error
+from statestore.domain.model import Account, Subscription
 from statestore.domain.routing import behind_nat
 from statestore.domain.subscription import (
+    PACKAGES,
     Reach,
     admit,
     check_accept,
@@ -42,6 +43,7 @@ from statestore.domain.subscription import (
     reindexed,
     subscription_id,
 )
+from statestore.store import Census, SubscribeRead
 
 # How often a refresh retries its compare-and-swap against a concurrent notifier.
 CAS_ATTEMPTS = 3
@@ -85,11 +87,20 @@ def _reach(ctx: Context, contact: str) -> Reach:
 def handle_initial_subscribe(ctx: Context) -> None:
     event, expires = _checked_expires(ctx)
     require_domain(ctx, request_domain())
-    watcher = authenticate(ctx, pv("$fd").lower(), store_required=True)
+    presentity = request_aor()
+    # The store is read once, when authenticate needs the watcher's account: that one
+    # read transaction brings everything else this SUBSCRIBE needs (_read).
+    reads: list[SubscribeRead] = []
+
+    def read_account(watcher: str) -> Account | None:
+        reads.append(_read(ctx, watcher, presentity, event))
+        return reads[-1].watcher_account
+
+    watcher = authenticate(ctx, pv("$fd").lower(), store_required=True, read_account=read_account)
     if watcher is None:
         return
-    presentity = request_aor()
-    if lookup_account(ctx, presentity, store_required=True) is None:
+    read = reads[-1]
+    if read.presentity_account is None:
         raise SipError(404, "Not Found")
     if not may_watch(watcher, presentity):
         raise SipError(403, "Forbidden")
@@ -109,22 +120,40 @@ def handle_initial_subscribe(ctx: Context) -> None:
         received=reach.received, flow_instance=reach.flow_instance, nat=reach.nat,
         cseq=1, version=0, epoch=_epoch(ctx),
     )
+    state = bodies.presentity_state(read.legs, read.bindings)
     if expires == 0:
         # A fetch stores nothing (§4.4.3): its one NOTIFY, CSeq 1 and version 0, is ours.
-        state = blf_notify.load_state(ctx, presentity)
         reply(200, "OK", {"Expires": "0"}, blf_notify.contact(ctx, subscription.transport))
         blf_notify.send(ctx, subscription, state, now, "timeout")
         return
     # The first NOTIFY is sent here, after the 200; the notifier numbers on from the
     # record (digest of what it showed included). A retransmitted SUBSCRIBE finds the
     # subscription its first copy created (and NOTIFYed): the same 200 again.
-    state = blf_notify.load_state(ctx, presentity)
     first = replace(subscription, last_digest=bodies.digest(event, state))
-    fresh = _create(ctx, first)
+    counted = read.census if read.watcher_account is not None and read.watcher_account.aor == watcher else None
+    fresh = _create(ctx, first, counted)
     reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx, first.transport))
     if fresh and not blf_notify.send(ctx, first, state, now, None):
         # Rare (tm out of shared memory): the lamp shows from the next change or refresh.
         KSR.warn(f"blf: first NOTIFY of {first.sub_id} could not be sent\n")
+
+
+def _read(ctx: Context, watcher: str, presentity: str, event: str) -> SubscribeRead:
+    """The one store read of an initial SUBSCRIBE (one round trip, one revision): the
+    watcher's and the presentity's accounts, the presentity's state (bindings only for
+    a package whose bodies show them) and the census its create is guarded by. Both
+    accounts go to the cache, as lookup_account does, for calls while the store is down."""
+    if ctx.store_down():
+        raise StoreUnavailable("store marked down")
+    try:
+        read = ctx.store.initial_subscribe_read(watcher, presentity, "regs" in PACKAGES[event].inputs)
+    except StoreUnavailable:
+        ctx.mark_store_down()
+        raise
+    for account in (read.watcher_account, read.presentity_account):
+        if account is not None:
+            ctx.cache.put_account(account)
+    return read
 
 
 def _epoch(ctx: Context) -> int:
@@ -134,7 +163,7 @@ def _epoch(ctx: Context) -> int:
     return shared_epoch()
 
 
-def _create(ctx: Context, subscription: Subscription) -> bool:
+def _create(ctx: Context, subscription: Subscription, counted: Census | None = None) -> bool:
     """Store a new subscription within the caps (403 over one), replacing its device's
     older ones; False when it is stored already (a retransmission of its SUBSCRIBE).
 
@@ -143,9 +172,12 @@ def _create(ctx: Context, subscription: Subscription) -> bool:
     to a Contact the new SUBSCRIBE's sender chose, once per SUBSCRIBE (reflection), or with
     reason=deactivated make a device that keeps both dialogs subscribe again at once
     (RFC 6665 §4.1.3), ping-pong. A refresh of the old dialog gets 481 (§4.1.2.2).
+
+    `counted` is the census read with the SUBSCRIBE's state; every later attempt counts anew.
     """
     for _ in range(CREATE_ATTEMPTS):
-        census = ctx.store.census(subscription.watcher, subscription.presentity)
+        census = counted if counted is not None else ctx.store.census(subscription.watcher, subscription.presentity)
+        counted = None
         admission = admit(subscription, census.entries, census.presentity_count, ctx.subscriptions)
         created = ctx.store.create_subscription(subscription, admission.replaced, census, admission.guard_presentity)
         if created is not None:

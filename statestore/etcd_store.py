@@ -22,7 +22,7 @@ from statestore import codec, keys
 from statestore.domain.errors import StoreUnavailable
 from statestore.domain.legbook import WriteOutcome
 from statestore.domain.model import Account, Binding, Leg, Subscription, WatcherEntry
-from statestore.store import StoredBindings
+from statestore.store import Census, StoredBindings, SubscribeRead
 
 REGISTRATION_GRACE_SECONDS = 2
 # Keys per response of a snapshot: 1,000 subscriptions are about 0.6 MB.
@@ -368,21 +368,54 @@ class EtcdStore:
         return codec.decode_subscription(value), int(meta.mod_revision)
 
     def census(self, watcher: str, presentity: str) -> Census:
-        """The watcher's subscriptions and the presentity's count, from the index."""
-        with self._guard():
-            mine = self.client.get_prefix_response(keys.subs_of_watcher(watcher))
-            theirs = self._count_prefix(keys.subs_of_presentity(presentity))
-        entries = [_watcher_entry(kv.key.decode(), kv.value) for kv in mine.kvs]
-        return Census(entries, int(mine.header.revision), int(theirs.count), int(theirs.header.revision))
+        """The watcher's subscriptions and the presentity's count, from the index, at one
+        revision (one read transaction, one round trip)."""
+        revision, (mine, theirs) = self._read(_census_reads(watcher, presentity))
+        return _census(mine, theirs, revision, presentity)
 
-    def _count_prefix(self, prefix: str) -> Any:
-        # etcd3 0.12 drops count_only; the range request is built here instead.
-        key = prefix.encode()
-        request = etcd3.etcdrpc.RangeRequest(key=key, range_end=etcd3.utils.increment_last_byte(key), count_only=True)
-        client = self.client
-        return client.kvstub.Range(
-            request, self.timeout, credentials=client.call_credentials, metadata=client.metadata
+    def initial_subscribe_read(self, watcher: str, presentity: str, with_bindings: bool) -> SubscribeRead:
+        """Everything an initial SUBSCRIBE reads, in one read transaction (one round trip,
+        one revision): both accounts, the presentity's legs (and its bindings when the
+        package's bodies show them), and the census its create is guarded by."""
+        reads = [
+            _key_read(keys.account(watcher)),
+            _key_read(keys.account(presentity)),
+            _prefix_read(keys.legs_of(presentity), limit=SNAPSHOT_PAGE),
+            *_census_reads(watcher, presentity),
+        ]
+        if with_bindings:
+            reads.append(_prefix_read(keys.regs_of(presentity), limit=SNAPSHOT_PAGE))
+        revision, responses = self._read(reads)
+        watcher_account, presentity_account, legs, mine, theirs = responses[:5]
+        if legs.more:
+            leg_values = [kv.value for kv in self.range(keys.legs_of(presentity))]  # rare: page through them
+        else:
+            leg_values = [kv.value for kv in legs.kvs]
+        bindings: list[Binding] = []
+        if with_bindings:
+            found = responses[5].kvs if not responses[5].more else self.range(keys.regs_of(presentity))
+            bindings = [codec.decode_binding(kv.value) for kv in found]
+        return SubscribeRead(
+            watcher_account=_account(watcher_account),
+            presentity_account=_account(presentity_account),
+            legs=[codec.decode_leg(value) for value in leg_values],
+            bindings=bindings,
+            census=_census(mine, theirs, revision, presentity),
         )
+
+    def _read(self, reads: Sequence[Any]) -> tuple[int, list[Any]]:
+        """Range requests in one transaction without compares: one round trip, every
+        answer at the same store revision. etcd3 0.12 cannot put count_only or limit in
+        a transaction's reads, so the request is built here (as for _range_page)."""
+        request = etcd3.etcdrpc.TxnRequest(
+            compare=[], success=[etcd3.etcdrpc.RequestOp(request_range=read) for read in reads], failure=[]
+        )
+        client = self.client
+        with self._guard():
+            response = client.kvstub.Txn(
+                request, self.timeout, credentials=client.call_credentials, metadata=client.metadata
+            )
+        return int(response.header.revision), [answer.response_range for answer in response.responses]
 
     def create_subscription(
         self,
@@ -501,7 +534,7 @@ class EtcdStore:
         return revision, items
 
     def _range_page(self, start: bytes, end: bytes, limit: int, revision: int) -> Any:
-        # etcd3 0.12 has no paged range; the request is built here (as for _count_prefix).
+        # etcd3 0.12 has no paged range; the request is built here (as for _read).
         request = etcd3.etcdrpc.RangeRequest(key=start, range_end=end, limit=limit, revision=revision)
         client = self.client
         return client.kvstub.Range(request, self.timeout, credentials=client.call_credentials, metadata=client.metadata)
@@ -530,15 +563,35 @@ class EtcdStore:
             self.client.cancel_watch(watch_id)
 
 
-@dataclass(frozen=True)
-class Census:
-    """A watcher's subscriptions and its presentity's count, with the revisions they were
-    read at: a create guarded by them fails if either changed since."""
+def _key_read(key: str) -> Any:
+    return etcd3.etcdrpc.RangeRequest(key=key.encode())
 
-    entries: list[WatcherEntry]
-    watcher_revision: int
-    presentity_count: int
-    presentity_revision: int
+
+def _prefix_read(prefix: str, limit: int = 0, count_only: bool = False) -> Any:
+    key = prefix.encode()
+    return etcd3.etcdrpc.RangeRequest(
+        key=key, range_end=etcd3.utils.increment_last_byte(key), limit=limit, count_only=count_only
+    )
+
+
+def _census_reads(watcher: str, presentity: str) -> list[Any]:
+    """The watcher's index entries, and how many index entries the presentity has."""
+    return [
+        _prefix_read(keys.subs_of_watcher(watcher)),
+        _prefix_read(keys.subs_of_presentity(presentity), count_only=True),
+    ]
+
+
+def _census(mine: Any, theirs: Any, revision: int, presentity: str) -> Census:
+    # Only entries that mention the presentity are decoded (_watcher_entry); the others
+    # only count. The presentity is escaped as codec.encode escapes it (ensure_ascii).
+    mention = json.dumps(presentity).encode()
+    entries = [_watcher_entry(kv.key.decode(), kv.value, mention) for kv in mine.kvs]
+    return Census(entries, revision, int(theirs.count), revision)
+
+
+def _account(answer: Any) -> Account | None:
+    return Account.from_dict(codec.decode(answer.kvs[0].value)) if answer.kvs else None
 
 
 def _range(target: Any, prefix: str) -> Any:
@@ -546,8 +599,14 @@ def _range(target: Any, prefix: str) -> Any:
     return target(prefix, etcd3.utils.increment_last_byte(prefix.encode()))
 
 
-def _watcher_entry(key: str, value: bytes) -> WatcherEntry:
+def _watcher_entry(key: str, value: bytes, mention: bytes | None = None) -> WatcherEntry:
+    """The index entry; with `mention` (a presentity as a JSON string), an entry whose
+    value does not contain it is not decoded: it concerns another presentity, so it
+    only counts for the watcher's cap (a watcher has up to 300; decoding them all was
+    a tenth of an initial SUBSCRIBE's CPU)."""
     sub_id = key.rpartition("/")[2]
+    if mention is not None and mention not in value:
+        return WatcherEntry(sub_id, "", "", "")
     try:
         return WatcherEntry.from_dict(sub_id, codec.decode(value))
     except ValueError:

@@ -20,7 +20,7 @@ from statestore.domain.model import Account, Binding, Leg, Subscription, Watcher
 if TYPE_CHECKING:
     # Value types the adapter defines today; they move here with a second adapter.
     from statestore.domain.legbook import WriteOutcome
-    from statestore.etcd_store import Census, EtcdStore, KeyValue, WatchCallback
+    from statestore.etcd_store import EtcdStore, KeyValue, WatchCallback
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,29 @@ class StoredBindings:
     bindings: list[Binding]
     revision: int
     leases: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Census:
+    """A watcher's subscriptions and its presentity's count, with the revisions they were
+    read at: a create guarded by them fails if either changed since. Only the entries of
+    that presentity are complete; the others carry their id alone (enough to count)."""
+
+    entries: list[WatcherEntry]
+    watcher_revision: int
+    presentity_count: int
+    presentity_revision: int
+
+
+@dataclass(frozen=True)
+class SubscribeRead:
+    """What an initial SUBSCRIBE reads of the store, all at the census's revision."""
+
+    watcher_account: Account | None
+    presentity_account: Account | None
+    legs: list[Leg]
+    bindings: list[Binding]
+    census: Census
 
 
 class StateStore(Protocol):
@@ -78,6 +101,7 @@ class StateStore(Protocol):
     def subscriptions_to(self, presentity: str) -> list[Subscription]: ...
     def get_subscription(self, sub_id: str) -> tuple[Subscription, int] | None: ...
     def census(self, watcher: str, presentity: str) -> Census: ...
+    def initial_subscribe_read(self, watcher: str, presentity: str, with_bindings: bool) -> SubscribeRead: ...
     def create_subscription(
         self,
         subscription: Subscription,
