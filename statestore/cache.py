@@ -8,6 +8,7 @@ own expiry. Every error is swallowed: a cache miss is the worst outcome.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
@@ -15,6 +16,12 @@ from pymemcache.client.base import Client  # type: ignore[import-untyped]
 from statestore.domain.model import Account, Binding
 
 ACCOUNT_TTL = 3600
+# An account this process put unchanged less than this long ago is not put again: an
+# initial SUBSCRIBE reads two accounts, and a phone subscribing to a 200-key BLF field
+# would otherwise write the same two values hundreds of times. A memcached that lost them
+# (restarted) has them again within this time.
+ACCOUNT_REPUT_SECONDS = 300.0
+_REMEMBERED_ACCOUNTS = 10000
 
 
 class Cache:
@@ -23,6 +30,7 @@ class Cache:
         self._server = (host or "127.0.0.1", int(port or 11211))
         self._timeout = timeout
         self._client: Any = None
+        self._accounts_put: dict[str, tuple[Account, float]] = {}
 
     @property
     def client(self) -> Any:
@@ -38,14 +46,25 @@ class Cache:
             return None
         return None if raw is None else json.loads(raw)
 
-    def _set(self, key: str, value: Any, ttl: int) -> None:
+    def _set(self, key: str, value: Any, ttl: int) -> bool:
         try:
             self.client.set(key, json.dumps(value), expire=max(1, ttl), noreply=True)
         except Exception:  # noqa: BLE001 - every memcached failure is swallowed (see above)
             self._client = None
+            return False
+        return True
 
-    def put_account(self, account: Account) -> None:
-        self._set(f"blf:acct:{account.aor}", account.to_dict(), ACCOUNT_TTL)
+    def put_account(self, account: Account, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        put = self._accounts_put.get(account.aor)
+        if put is not None and put[0] == account and now - put[1] < ACCOUNT_REPUT_SECONDS:
+            return
+        if len(self._accounts_put) >= _REMEMBERED_ACCOUNTS:
+            self._accounts_put.clear()
+        if self._set(f"blf:acct:{account.aor}", account.to_dict(), ACCOUNT_TTL):
+            self._accounts_put[account.aor] = (account, now)
+        else:
+            self._accounts_put.clear()  # memcached failed: it may have lost what we put
 
     def get_account(self, aor: str) -> Account | None:
         data = self._get(f"blf:acct:{aor}")
