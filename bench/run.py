@@ -434,7 +434,7 @@ async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], 
         "cpu_seconds": cpu,
         # The busiest processes, in cores (CPU seconds / wall seconds of this step): one near 1.0
         # is a serial bottleneck.
-        "busiest_processes": [{"process": role, "cores": round(used / wall, 2)} for used, role in per_process[:4]],
+        "busiest_processes": [{"process": role, "cores": round(used / wall, 2)} for used, role in per_process[:12]],
         "cpu_ms_per_call": round(total_cpu / answered * 1000, 2) if answered else None,
         "client_cpu_seconds": round(client_cpu, 2),
         # Noise: cores used meanwhile by everything else on the machine (other sessions' tests).
