@@ -22,8 +22,18 @@ from statestore.mirror import Due, Mirror
 # A NOTIFY deferred by a store outage is tried again this much later.
 RETRY_SECONDS = 1.0
 RESYNC_BACKOFF_SECONDS = 1.0
+# A resync that fails for another reason than an unreachable store is a bug (a record this
+# version cannot load, for one): logged once with its traceback, then tried again after
+# 2, 4, ... seconds, at most this long, not on every tick.
+RESYNC_BUG_BACKOFF_MAX_SECONDS = 60.0
 # NOTIFYs sent per tick at most (about 0.1 s of work).
 NOTIFY_BUDGET = 500
+
+
+def resync_backoff(failures: int) -> float:
+    """Seconds before the next resync after `failures` failed ones in a row (a bug, not an
+    outage): 2, 4, 8, ... up to RESYNC_BUG_BACKOFF_MAX_SECONDS."""
+    return min(RESYNC_BUG_BACKOFF_MAX_SECONDS, 2.0 ** min(failures, 16))
 
 
 class Notifier:
@@ -37,6 +47,7 @@ class Notifier:
         self.deferred: set[str] = set()
         self.next_retry = 0.0
         self.next_bump = 0.0
+        self.resync_failures = 0
         # NOTIFYs tm could not send (counted, and logged once per tick).
         self.unsendable = 0
 
@@ -109,6 +120,14 @@ class Notifier:
             self.next_sync = time.monotonic() + RESYNC_BACKOFF_SECONDS
             KSR.warn(f"blf notifier: store unavailable, retrying: {exc}\n")
             return
+        except Exception:  # noqa: BLE001 - a bug: said once per attempt, with a growing pause
+            self.ctx.store.close()
+            self.resync_failures += 1
+            pause = resync_backoff(self.resync_failures)
+            self.next_sync = time.monotonic() + pause
+            KSR.err(f"blf notifier: resync failed (a bug), next try in {pause:.0f}s: {traceback.format_exc()}\n")
+            return
+        self.resync_failures = 0
         self.synced = True
         # What changed while we were not watching: every presentity is looked at once.
         self.deferred = set(self.mirror.by_presentity)

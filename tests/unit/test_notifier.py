@@ -1,0 +1,180 @@
+"""The notifier process (kemi/blf_notifier.py) against a fake KSR and an in-memory store:
+what it sends through tm, and what it does when tm or the store refuse."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from statestore import codec, keys
+from statestore.domain.model import Direction, Leg, LegState, Party, Subscription
+from statestore.domain.subscription import SubscriptionPolicy
+from statestore.etcd_store import KeyValue, WatchEvent
+from tests.fakeksr import FakeKSR, install
+
+ALICE = "alice@example.com"
+NOW = time.time()
+SUB = Subscription(
+    sub_id="sub-1", event="dialog", presentity=ALICE, entity=f"sip:{ALICE}",
+    watcher="bob@example.com", watcher_contact="sip:bob@192.0.2.20:5060", call_id="sub-call",
+    local_tag="lt", remote_tag="rt", local_uri=f"sip:{ALICE}", remote_uri="sip:bob@example.com",
+    route_set=(), expires_at=NOW + 600, owner="ks1", cseq=1, version=0, epoch=1,
+    received="udp:192.0.2.20:5060", flow_instance="ks1",
+)
+LEG = Leg(
+    account=ALICE, instance="ks1", leg_id="leg-1", version=1, state=LegState.EARLY,
+    direction=Direction.RECIPIENT, call_id="call-1", local_tag="", remote_tag="ftag",
+    local=Party(f"sip:{ALICE}"), remote=Party("sip:carol@example.com"),
+)
+
+
+class MemoryStore:
+    """What the notifier asks of the store, in memory."""
+
+    def __init__(self, items: list[tuple[str, bytes]]) -> None:
+        self.items = [KeyValue(key, value, revision) for revision, (key, value) in enumerate(items, start=2)]
+        self.epoch = 1
+        self.watch: Callable[[list[WatchEvent] | Exception], None] | None = None
+        self.snapshot_error: Exception | None = None
+        self.snapshots = 0
+
+    def next_epoch(self) -> int:
+        self.epoch += 1
+        return self.epoch
+
+    def snapshot(self, prefixes: Any) -> tuple[int, list[KeyValue]]:
+        self.snapshots += 1
+        if self.snapshot_error is not None:
+            raise self.snapshot_error
+        return len(self.items) + 1, list(self.items)
+
+    def watch_prefixes(self, revision: int, callback: Any, prefixes: Any) -> list[int]:
+        self.watch = callback
+        return [1]
+
+    def delete_subscription(self, subscription: Subscription, revision: int | None = None) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class Settings:
+    instance = "ks1"
+    sip = "192.0.2.1:5060"
+    secret = "s3cret"
+    notifier_wait = 0.0
+
+
+class Ctx:
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.settings = Settings()
+        self.subscriptions = SubscriptionPolicy()
+
+    def store_down(self) -> bool:
+        return False
+
+    def mark_store_down(self) -> None:
+        pass
+
+
+@pytest.fixture
+def ksr() -> Iterator[FakeKSR]:
+    yield install()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The notifier's monotonic clock, moved by the test."""
+    now = [1000.0]
+    import blf_notifier
+
+    monkeypatch.setattr(blf_notifier.time, "monotonic", lambda: now[0])
+    return now
+
+
+def lab(ksr: FakeKSR, *legs: Leg) -> tuple[Any, MemoryStore]:
+    import blf_notifier
+
+    ksr.pvs["$shv(blf_instances)"] = '{"ks1": "192.0.2.1:5060"}'
+    store = MemoryStore([
+        (keys.instance("ks1"), codec.encode({"sip": "192.0.2.1:5060"})),
+        (keys.sub(SUB.sub_id), codec.encode_subscription(SUB)),
+        *((keys.leg(leg.account, leg.instance, leg.leg_id), codec.encode_leg(leg)) for leg in legs),
+    ])
+    return blf_notifier.Notifier(Ctx(store)), store  # type: ignore[arg-type]
+
+
+def cseqs(ksr: FakeKSR) -> list[int]:
+    """The CSeq of every NOTIFY sent through tm, in order."""
+    found = []
+    for method, _ruri, _nexthop, _socket, headers, _body in ksr.calls_of("tm.t_uac_send"):
+        assert method == "NOTIFY"
+        match = re.search(r"^CSeq: (\d+) NOTIFY\r$", headers, re.MULTILINE)
+        assert match, headers
+        found.append(int(match.group(1)))
+    return found
+
+
+def test_a_notify_tm_refuses_goes_out_a_second_later_with_the_same_cseq(ksr: FakeKSR, clock: list[float]) -> None:
+    notifier, store = lab(ksr)
+    notifier.tick()  # the first tick takes an epoch, syncs and NOTIFYs what it took over
+    sent = cseqs(ksr)
+    assert len(sent) == 1
+    ksr.calls.clear()
+    ksr.answers["tm.t_uac_send"] = -1  # e.g. tm out of shared memory
+    assert store.watch is not None
+    store.watch([WatchEvent(keys.leg(ALICE, "ks1", "leg-1"), codec.encode_leg(LEG), 50)])
+    notifier.tick()
+    refused = cseqs(ksr)
+    assert refused == [sent[0] + 1]
+    assert "could not send 1 NOTIFYs" in ksr.logged("warn")
+    ksr.calls.clear()
+    ksr.answers.pop("tm.t_uac_send")
+    clock[0] += 0.5
+    notifier.tick()
+    assert cseqs(ksr) == []  # not before its second
+    clock[0] += 0.6
+    notifier.tick()
+    assert cseqs(ksr) == refused  # the same number: the watcher sees CSeq step by one
+
+
+def test_a_resync_that_fails_on_a_bug_backs_off_instead_of_retrying_every_tick(
+    ksr: FakeKSR, clock: list[float]
+) -> None:
+    notifier, store = lab(ksr)
+    store.snapshot_error = ValueError("a record this version cannot load")
+    for _ in range(100):  # a tick a millisecond, for 0.1 s
+        notifier.tick()
+        clock[0] += 0.001
+    assert store.snapshots == 1
+    assert ksr.logged("err").count("resync failed (a bug)") == 1
+    clock[0] += 2.0
+    notifier.tick()
+    assert store.snapshots == 2  # then after 4 s, 8 s, ... at most a minute
+    store.snapshot_error = None
+    clock[0] += 4.0
+    notifier.tick()
+    assert store.snapshots == 3 and notifier.synced
+
+
+def test_the_notify_headers_follow_a_new_record_of_the_subscription(ksr: FakeKSR, clock: list[float]) -> None:
+    notifier, store = lab(ksr)
+    notifier.tick()
+    ksr.calls.clear()
+    # A refresh from elsewhere (a target refresh, RFC 6665 §4.1.2.1): due, to its new Contact.
+    moved = replace(
+        SUB, watcher_contact="sip:bob@192.0.2.30:5062", received="udp:192.0.2.30:5062", expires_at=NOW + 900
+    )
+    assert store.watch is not None
+    store.watch([WatchEvent(keys.sub(SUB.sub_id), codec.encode_subscription(moved), 60)])
+    notifier.tick()
+    [(method, ruri, _nexthop, _socket, headers, _body)] = ksr.calls_of("tm.t_uac_send")
+    assert ruri == "sip:bob@192.0.2.30:5062"
+    assert "Subscription-State: active;expires=" in headers
