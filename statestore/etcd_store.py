@@ -376,7 +376,14 @@ class EtcdStore:
     def initial_subscribe_read(self, watcher: str, presentity: str, with_bindings: bool) -> SubscribeRead:
         """Everything an initial SUBSCRIBE reads, in one read transaction (one round trip,
         one revision): both accounts, the presentity's legs (and its bindings when the
-        package's bodies show them), and the census its create is guarded by."""
+        package's bodies show them), and the census its create is guarded by.
+
+        Serializable: etcd answers from what it has applied, without first confirming
+        through raft that it is current (a linearizable read waits for that, behind the
+        pending writes' fsync: most of the time of this read under a burst of creates).
+        A read a few writes behind is safe here: the create compares the index against
+        this read's revision and fails if anything changed since (caps hold), and the
+        notifier compares the state shown (last_digest) with its own."""
         reads = [
             _key_read(keys.account(watcher)),
             _key_read(keys.account(presentity)),
@@ -385,7 +392,7 @@ class EtcdStore:
         ]
         if with_bindings:
             reads.append(_prefix_read(keys.regs_of(presentity), limit=SNAPSHOT_PAGE))
-        revision, responses = self._read(reads)
+        revision, responses = self._read(reads, serializable=True)
         watcher_account, presentity_account, legs, mine, theirs = responses[:5]
         if legs.more:
             leg_values = [kv.value for kv in self.range(keys.legs_of(presentity))]  # rare: page through them
@@ -403,10 +410,14 @@ class EtcdStore:
             census=_census(mine, theirs, revision, presentity),
         )
 
-    def _read(self, reads: Sequence[Any]) -> tuple[int, list[Any]]:
+    def _read(self, reads: Sequence[Any], serializable: bool = False) -> tuple[int, list[Any]]:
         """Range requests in one transaction without compares: one round trip, every
         answer at the same store revision. etcd3 0.12 cannot put count_only or limit in
-        a transaction's reads, so the request is built here (as for _range_page)."""
+        a transaction's reads, so the request is built here (as for _range_page). etcd
+        serves the transaction without a linearizable wait only if every read in it is
+        `serializable`."""
+        for read in reads:
+            read.serializable = serializable
         request = etcd3.etcdrpc.TxnRequest(
             compare=[], success=[etcd3.etcdrpc.RequestOp(request_range=read) for read in reads], failure=[]
         )
