@@ -133,7 +133,8 @@ def authenticate(
     name = "Authorization" if method == "REGISTER" else "Proxy-Authorization"
     found = _credentials(name, realm)
     if found is None:
-        return _challenge(rules, realm, stale=False)
+        _challenge(rules, realm, stale=False)
+        return None
     index, credentials = found
     # The auth user must be the From user (To user for REGISTER): nobody places calls,
     # subscribes or registers as someone else with their own password.
@@ -141,26 +142,32 @@ def authenticate(
         raise SipError(403, "Forbidden - Authentication User Mismatch")
     problem = digest.problem(credentials, rules.algorithms, pv("$ou"))
     if problem is digest.Problem.ALGORITHM:
-        return _challenge(rules, realm, stale=False)
+        _challenge(rules, realm, stale=False)
+        return None
     if problem is not None:
         raise SipError(400, f"Bad Request - {problem.value}")
     status = digest.check_nonce(rules, credentials.nonce, time.time())
     if status is not digest.NonceStatus.VALID:
-        return _challenge(rules, realm, stale=status is digest.NonceStatus.STALE)
+        _challenge(rules, realm, stale=status is digest.NonceStatus.STALE)
+        return None
     if not digest.nonce_count_accepted(credentials.nonce_count, _highest_nc(credentials.nonce)):
         KSR.info(f"blf: nonce count {credentials.nc} reused by {credentials.username} from {pv('$si')}\n")
-        return _challenge(rules, realm, stale=True)
+        _challenge(rules, realm, stale=True)
+        return None
     aor = f"{credentials.username}@{realm}"
     account = read_account(aor) if read_account is not None else lookup_account(ctx, aor, store_required)
     algorithm = digest.canonical_algorithm(credentials.algorithm) or "MD5"
     if account is not None and not account.ha1_for(algorithm):
         # An account provisioned before SHA-256: offer what it can answer.
         usable = tuple(a for a in rules.algorithms if account.ha1_for(a))
-        return _challenge(rules, realm, stale=False, algorithms=usable or rules.algorithms)
+        _challenge(rules, realm, stale=False, algorithms=usable or rules.algorithms)
+        return None
     if account is None or not digest.response_matches(credentials, account.ha1_for(algorithm), method):
-        return _challenge(rules, realm, stale=False)
+        _challenge(rules, realm, stale=False)
+        return None
     if not _advance_nc(rules, credentials):
-        return _challenge(rules, realm, stale=True)  # the same nc won a race in another process
+        _challenge(rules, realm, stale=True)  # the same nc won a race in another process
+        return None
     _consume(name, index)
     return account.aor
 

@@ -91,7 +91,7 @@ class StoreHandle:
 
     def down(self) -> bool:
         """Whether this instance last found the store unreachable."""
-        return KSR.pv.get(self.state_var) == "down"
+        return str(KSR.pv.get(self.state_var)) == "down"
 
     def mark_down(self) -> None:
         """Every process of the instance now answers without waiting on this store, until

@@ -91,7 +91,7 @@ def _routes() -> list[RouteEntry]:
 
 
 def _mine(entry: RouteEntry) -> bool:
-    return KSR.is_myself(entry.uri) > 0
+    return int(KSR.is_myself(entry.uri)) > 0
 
 
 def _send_to(flow: Address) -> None:
