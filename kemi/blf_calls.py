@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import asdict
 
+import blf_wakeup
 import KSR  # type: ignore[import-not-found]
 from blf_auth import authenticate, lookup_account
 from blf_context import Context
@@ -110,3 +111,5 @@ def report(parties: CallParties, change: LegChange) -> None:
     """Hand a change of the call to the leg writer; never waits on the store."""
     if KSR.mqueue.mq_add(LEG_QUEUE, parties.call_id, codec.encode_change(parties, change)) < 0:
         KSR.warn(f"blf: change of call {parties.call_id} to {change.state} not queued\n")
+        return
+    blf_wakeup.wake()

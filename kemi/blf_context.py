@@ -55,7 +55,7 @@ class Settings:
             max_subs_per_pair=int(env.get("BLF_MAX_SUBS_PER_PAIR", "4")),
             max_subs_per_presentity=int(env.get("BLF_MAX_SUBS_PER_PRESENTITY", "500")),
             reconcile_seconds=float(env.get("BLF_RECONCILE_SECONDS", "10")),
-            notifier_wait=float(env.get("BLF_NOTIFIER_WAIT_MS", "5")) / 1000.0,
+            notifier_wait=float(env.get("BLF_NOTIFIER_WAIT_MS", "50")) / 1000.0,
             max_bindings=int(env.get("BLF_MAX_BINDINGS", "10")),
             nat_expires=int(env.get("BLF_NAT_EXPIRES", "60")),
             secret=env["BLF_AUTH_SECRET"],

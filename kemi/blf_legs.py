@@ -19,6 +19,7 @@ import KSR  # type: ignore[import-not-found]
 from blf_calls import LEG_QUEUE
 from blf_context import Context, shared_lease_id
 from blf_reconcile import live_dialogs
+from blf_wakeup import Wakeup
 
 from statestore import codec
 from statestore.domain.errors import StoreUnavailable
@@ -39,6 +40,8 @@ FORGET_SECONDS = 1.0
 # Calls younger than this are left alone by reconciliation: the dialog list and the
 # store may not show them yet.
 GRACE_SECONDS = 5.0
+# With no call held, the writer sleeps until a SIP worker wakes it (blf_wakeup), or this long.
+IDLE_WAIT_SECONDS = 0.05
 
 
 class LegWriter:
@@ -51,8 +54,17 @@ class LegWriter:
         self.next_try = 0.0
         self.next_forget = 0.0
         self.next_reconcile = time.monotonic() + ctx.settings.reconcile_seconds
+        self.wakeup: Wakeup | None = None
+        try:
+            self.wakeup = Wakeup(ctx.settings.instance)
+        except OSError as exc:  # another process holds the name: poll every tick instead
+            KSR.warn(f"blf legs: no wake-up socket ({exc}), polling the queue\n")
 
     def tick(self) -> None:
+        if self.wakeup is not None:
+            # Held calls are written on time by the rtimer's 2 ms beat; otherwise nothing
+            # happens before a SIP worker queues a change.
+            self.wakeup.wait(0.0 if self.book.pending else IDLE_WAIT_SECONDS)
         now = time.monotonic()
         self._drain(now)
         self._follow_lease(now)
