@@ -10,6 +10,8 @@ from __future__ import annotations
 import queue
 import time
 import traceback
+from collections import deque
+from collections.abc import Iterable
 
 import blf_notify
 import KSR  # type: ignore[import-not-found]
@@ -28,6 +30,12 @@ RESYNC_BACKOFF_SECONDS = 1.0
 RESYNC_BUG_BACKOFF_MAX_SECONDS = 60.0
 # NOTIFYs sent per tick at most (about 0.1 s of work).
 NOTIFY_BUDGET = 500
+# A bulk of presentities to look at (all of them after a resync, an instance's after its
+# death) waits in a backlog, looked at this many at a time within each tick's budget, after
+# the tick's live changes: calls placed meanwhile are NOTIFYed first, and a tick never
+# computes more than it can send.
+BULK_PRESENTITIES = 256
+BACKLOG_CHUNK = 32
 
 
 def resync_backoff(failures: int) -> float:
@@ -50,6 +58,9 @@ class Notifier:
         self.resync_failures = 0
         # NOTIFYs tm could not send (counted, and logged once per tick).
         self.unsendable = 0
+        # Presentities to look at after the live changes, oldest first (see BULK_PRESENTITIES).
+        self.backlog: deque[str] = deque()
+        self.in_backlog: set[str] = set()
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -65,15 +76,36 @@ class Notifier:
             self.deferred |= dirty  # an instance went away: take its subscriptions over later
             return
         if self.synced:
-            # Expiries and retries come from the mirror's heaps: a tick costs nothing when
-            # none is due.
-            dues = self.mirror.due(self.ctx.settings.instance, dirty, time.time())
-            for due in dues[:NOTIFY_BUDGET]:
-                self._act(due)
-            # After a restart or a takeover every subscription taken is due: a tick sends a
-            # share and leaves the rest for the next ones, so that watch events go on being read.
-            self.mirror.forced |= {due.subscription.sub_id for due in dues[NOTIFY_BUDGET:]}
+            self._notify(dirty, time.time())
         self._log_notes()
+
+    def _notify(self, dirty: set[str], now: float) -> None:
+        """NOTIFY what is due: the live changes first, then the backlog, NOTIFY_BUDGET at most.
+        Expiries and retries come from the mirror's heaps: a tick costs nothing when none is due."""
+        me = self.ctx.settings.instance
+        if len(dirty) > BULK_PRESENTITIES:
+            self._to_backlog(dirty)
+            dirty = set()
+        dues = self.mirror.due(me, dirty, now)
+        for due in dues[:NOTIFY_BUDGET]:
+            self._act(due)
+        self._to_backlog(due.subscription.presentity for due in dues[NOTIFY_BUDGET:])
+        budget = NOTIFY_BUDGET - len(dues)
+        while budget > 0 and self.backlog:
+            chunk: set[str] = set()
+            while self.backlog and len(chunk) < BACKLOG_CHUNK:
+                presentity = self.backlog.popleft()
+                self.in_backlog.discard(presentity)
+                chunk.add(presentity)
+            for due in self.mirror.due(me, chunk, now):
+                self._act(due)
+                budget -= 1
+
+    def _to_backlog(self, presentities: Iterable[str]) -> None:
+        for presentity in presentities:
+            if presentity not in self.in_backlog:
+                self.in_backlog.add(presentity)
+                self.backlog.append(presentity)
 
     def _epoch_ready(self, now: float) -> bool:
         """Whether NOTIFYs can be numbered: a new ownership epoch (one compare-and-swap) is
@@ -129,9 +161,11 @@ class Notifier:
             return
         self.resync_failures = 0
         self.synced = True
-        # What changed while we were not watching: every presentity is looked at once.
-        self.deferred = set(self.mirror.by_presentity)
-        self.next_retry = 0.0
+        # What changed while we were not watching: every presentity is looked at once,
+        # from the backlog, after the live changes of each tick.
+        self.backlog.clear()
+        self.in_backlog.clear()
+        self._to_backlog(sorted(self.mirror.by_presentity))
         KSR.info(f"blf notifier: synced at revision {revision}, {len(items)} keys\n")
 
     def _drain(self) -> set[str]:

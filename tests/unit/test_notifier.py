@@ -178,3 +178,32 @@ def test_the_notify_headers_follow_a_new_record_of_the_subscription(ksr: FakeKSR
     [(method, ruri, _nexthop, _socket, headers, _body)] = ksr.calls_of("tm.t_uac_send")
     assert ruri == "sip:bob@192.0.2.30:5062"
     assert "Subscription-State: active;expires=" in headers
+
+
+def test_after_a_resync_live_changes_go_before_the_backlog_of_every_watcher(
+    ksr: FakeKSR, clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restarted instance NOTIFYs every subscription it holds (it cannot know what its
+    previous run sent), a tick's budget at a time; a call placed meanwhile is not queued
+    behind them."""
+    import blf_notifier
+
+    monkeypatch.setattr(blf_notifier, "NOTIFY_BUDGET", 10)
+    monkeypatch.setattr(blf_notifier, "BACKLOG_CHUNK", 4)
+    notifier, store = lab(ksr)
+    many = [replace(SUB, sub_id=f"sub-{n:03}", presentity=f"p{n:03}@example.com") for n in range(100)]
+    store.items += [KeyValue(keys.sub(sub.sub_id), codec.encode_subscription(sub), 10 + n) for n, sub in enumerate(many)]
+    notifier.tick()
+    first = len(ksr.calls_of("tm.t_uac_send"))
+    assert 0 < first <= 10 + 4  # a budget's worth (and the rest of a chunk), not all 101
+    ksr.calls.clear()
+    last = many[-1]
+    leg = replace(LEG, account=last.presentity)
+    assert store.watch is not None
+    store.watch([WatchEvent(keys.leg(last.presentity, "ks1", "leg-1"), codec.encode_leg(leg), 500)])
+    notifier.tick()
+    [first_sent, *_] = ksr.calls_of("tm.t_uac_send")
+    assert first_sent[1] == last.watcher_contact and "call-1" in first_sent[5]  # the live call, first
+    for _ in range(20):
+        notifier.tick()
+    assert not notifier.backlog  # and the backlog drains, a budget per tick
