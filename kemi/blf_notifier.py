@@ -144,6 +144,7 @@ class Notifier:
         # before the snapshot, its error) goes to the old queue, which nobody reads.
         self.events = queue.Queue()
         try:
+            started = time.monotonic()
             revision, items = self.ctx.store.snapshot(Mirror.prefixes())
             self.mirror.load((kv.key, kv.value, kv.mod_revision) for kv in items)
             self.ctx.store.watch_prefixes(revision + 1, self.events.put, Mirror.prefixes())
@@ -162,11 +163,15 @@ class Notifier:
         self.resync_failures = 0
         self.synced = True
         # What changed while we were not watching: every presentity is looked at once,
-        # from the backlog, after the live changes of each tick.
+        # from the backlog, after the live changes of each tick; those on a call first
+        # (their lamps are the ones that moved while we were away, most likely).
         self.backlog.clear()
         self.in_backlog.clear()
-        self._to_backlog(sorted(self.mirror.by_presentity))
-        KSR.info(f"blf notifier: synced at revision {revision}, {len(items)} keys\n")
+        self._to_backlog(sorted(self.mirror.by_presentity, key=lambda p: (p not in self.mirror.legs, p)))
+        KSR.info(
+            f"blf notifier: synced at revision {revision}, {len(items)} keys in {time.monotonic() - started:.1f}s, "
+            f"{len(self.backlog)} presentities to look at\n"
+        )
 
     def _drain(self) -> set[str]:
         dirty: set[str] = set()

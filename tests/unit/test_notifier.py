@@ -111,6 +111,13 @@ def lab(ksr: FakeKSR, *legs: Leg) -> tuple[Any, MemoryStore]:
     return blf_notifier.Notifier(Ctx(store)), store  # type: ignore[arg-type]
 
 
+def hundred_watched(store: MemoryStore) -> list[Subscription]:
+    """100 more presentities in the store, each watched once (p000 ... p099)."""
+    many = [replace(SUB, sub_id=f"sub-{n:03}", presentity=f"p{n:03}@example.com") for n in range(100)]
+    store.items += [KeyValue(keys.sub(s.sub_id), codec.encode_subscription(s), 10 + n) for n, s in enumerate(many)]
+    return many
+
+
 def cseqs(ksr: FakeKSR) -> list[int]:
     """The CSeq of every NOTIFY sent through tm, in order."""
     found = []
@@ -191,8 +198,7 @@ def test_after_a_resync_live_changes_go_before_the_backlog_of_every_watcher(
     monkeypatch.setattr(blf_notifier, "NOTIFY_BUDGET", 10)
     monkeypatch.setattr(blf_notifier, "BACKLOG_CHUNK", 4)
     notifier, store = lab(ksr)
-    many = [replace(SUB, sub_id=f"sub-{n:03}", presentity=f"p{n:03}@example.com") for n in range(100)]
-    store.items += [KeyValue(keys.sub(sub.sub_id), codec.encode_subscription(sub), 10 + n) for n, sub in enumerate(many)]
+    many = hundred_watched(store)
     notifier.tick()
     first = len(ksr.calls_of("tm.t_uac_send"))
     assert 0 < first <= 10 + 4  # a budget's worth (and the rest of a chunk), not all 101
@@ -207,3 +213,19 @@ def test_after_a_resync_live_changes_go_before_the_backlog_of_every_watcher(
     for _ in range(20):
         notifier.tick()
     assert not notifier.backlog  # and the backlog drains, a budget per tick
+
+
+def test_after_a_resync_presentities_on_a_call_are_looked_at_first(
+    ksr: FakeKSR, clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import blf_notifier
+
+    monkeypatch.setattr(blf_notifier, "NOTIFY_BUDGET", 10)
+    monkeypatch.setattr(blf_notifier, "BACKLOG_CHUNK", 4)
+    notifier, store = lab(ksr)
+    many = hundred_watched(store)
+    on_call = many[-1]  # last in name order; its call began while the notifier was away
+    leg = replace(LEG, account=on_call.presentity)
+    store.items.append(KeyValue(keys.leg(on_call.presentity, "ks1", "leg-1"), codec.encode_leg(leg), 400))
+    notifier.tick()
+    assert any("call-1" in body for *_, body in ksr.calls_of("tm.t_uac_send"))
