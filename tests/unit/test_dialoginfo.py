@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
 from statestore.domain.dialoginfo import CONTENT_TYPE, body_digest, render_dialog_info
@@ -305,3 +307,73 @@ def test_validator_rejects_broken_bodies(old: bytes, new: bytes) -> None:
     assert old in body
     with pytest.raises(AssertionError):
         validate_dialog_info(body.replace(old, new))
+
+
+# --- the text renderer gives the bytes lxml gave ---------------------------------------------
+# The renderer builds the document as text (it runs once per presentity change in the
+# notifier); this is the lxml tree it replaced, kept as the reference.
+
+
+def _lxml_participant(parent: etree._Element, tag: str, party: Party) -> None:
+    node = etree.SubElement(parent, NS + tag)
+    if party.identity:
+        identity = etree.SubElement(node, NS + "identity")
+        identity.text = party.identity
+        if party.display:
+            identity.set("display", party.display)
+    if party.target:
+        etree.SubElement(node, NS + "target", uri=party.target)
+
+
+def lxml_reference(entity: str, version: int | str, legs: list[Leg]) -> bytes:
+    root = etree.Element(NS + "dialog-info", nsmap={None: DIALOG_INFO_NS})
+    root.set("version", str(version))
+    root.set("state", "full")
+    root.set("entity", entity)
+    for leg in sorted(legs, key=lambda leg: (leg.call_id, leg.leg_id)):
+        node = etree.SubElement(root, NS + "dialog", id=leg.leg_id)
+        node.set("call-id", leg.call_id)
+        if leg.local_tag:
+            node.set("local-tag", leg.local_tag)
+        if leg.remote_tag:
+            node.set("remote-tag", leg.remote_tag)
+        node.set("direction", leg.direction.value)
+        state = etree.SubElement(node, NS + "state")
+        state.text = leg.state.value
+        if leg.state is LegState.TERMINATED:
+            if leg.event is not None:
+                state.set("event", leg.event.value)
+            if leg.code:
+                state.set("code", str(leg.code))
+        _lxml_participant(node, "local", leg.local)
+        _lxml_participant(node, "remote", leg.remote)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+# XML-compatible text, with the characters that need escaping over-represented.
+_xml_text = st.text(
+    alphabet=st.one_of(
+        st.sampled_from('&<>"\'\t\n\r; =@:+ë漢'), st.characters(min_codepoint=0x20, max_codepoint=0xD7FF)
+    ),
+    max_size=12,
+)
+_parties = st.builds(Party, identity=_xml_text, display=_xml_text, target=_xml_text)
+_legs = st.builds(
+    make_leg,
+    leg_id=_xml_text.filter(bool), call_id=_xml_text.filter(bool), local_tag=_xml_text, remote_tag=_xml_text,
+    state=st.sampled_from(list(LegState)), direction=st.sampled_from(list(Direction)),
+    event=st.one_of(st.none(), st.sampled_from(list(TerminationEvent))), code=st.integers(0, 699),
+    local=_parties, remote=_parties,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(entity=_xml_text, version=st.integers(0, 2**32), legs=st.lists(_legs, max_size=4))
+def test_the_text_renderer_gives_the_bytes_of_the_lxml_tree(entity: str, version: int, legs: list[Leg]) -> None:
+    assert render_dialog_info(entity, version, legs) == lxml_reference(entity, version, legs)
+
+
+def test_a_character_xml_cannot_carry_becomes_a_replacement_character() -> None:
+    body = render_dialog_info(ENTITY, 0, [make_leg(remote=Party(identity="sip:x@example.org", display="a\x01b"))])
+    validate_dialog_info(body)
+    assert "a\ufffdb".encode() in body
