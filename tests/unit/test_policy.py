@@ -97,7 +97,7 @@ def test_domain_rules_normalise_names_and_include_the_domain_itself() -> None:
     rules = DomainRules("Acme.Example", may_call=frozenset({"BETA.example"}), accept_from=frozenset({"Gamma.example"}))
     assert rules.name == "acme.example"
     assert rules.may_call == {"acme.example", "beta.example"}
-    assert rules.accept_from == {"acme.example", "gamma.example"}
+    assert rules.accept_from == frozenset({"acme.example", "gamma.example"})
     assert DomainRules("delta.example").may_call == {"delta.example"}
     assert DomainRules("delta.example").accept_from is None
 
