@@ -19,6 +19,7 @@ import etcd3  # type: ignore[import-untyped]
 import grpc  # type: ignore[import-untyped]
 
 from statestore import codec, keys
+from statestore.domain.directory import MAX_ALIASES, AccountEntry, DirectoryError, DomainRules, Found, merged_record
 from statestore.domain.errors import StoreUnavailable
 from statestore.domain.legbook import WriteOutcome
 from statestore.domain.model import Account, Binding, Leg, Subscription, WatcherEntry
@@ -31,6 +32,11 @@ SNAPSHOT_PAGE = 1000
 EPOCH_ATTEMPTS = 20
 # etcd's default --max-txn-ops: operations in one transaction.
 MAX_TXN_OPS = 128
+# Optimistic directory writes retried when a concurrent writer changed what they read.
+DIRECTORY_ATTEMPTS = 10
+# Operations of an account removal besides its subscriptions: the account, up to
+# MAX_ALIASES aliases, four prefixes.
+ACCOUNT_REMOVAL_OPS = 1 + MAX_ALIASES + 4
 
 # gRPC backs off reconnecting exponentially (to minutes), and shares that back-off between
 # channels to the same target: after an etcd outage a fresh client would still fail for
@@ -156,9 +162,18 @@ class EtcdStore:
 
     # --- provisioning -------------------------------------------------------------------
 
-    def add_domain(self, name: str) -> None:
+    def add_domain(self, name: str, rules: DomainRules | None = None) -> None:
+        """Provision a domain. Without `rules` a new domain gets the defaults (it may call
+        itself only, accepts calls from all) and an existing one keeps its rules; with
+        them, they are the domain's."""
+        tx = self.client.transactions
+        key = keys.domain(name)
         with self._guard():
-            self.client.put(keys.domain(name), codec.encode({"domain": name}))
+            if rules is None:
+                value = codec.encode(DomainRules(name).to_dict())
+                self.client.transaction(compare=[tx.version(key) == 0], success=[tx.put(key, value)], failure=[])
+            else:
+                self.client.put(key, codec.encode(rules.to_dict()))
 
     def domain_exists(self, name: str) -> bool:
         with self._guard():
@@ -176,6 +191,189 @@ class EtcdStore:
         with self._guard():
             value, _ = self.client.get(keys.account(aor))
         return None if value is None else Account.from_dict(codec.decode(value))
+
+    # --- the directory: accounts, aliases, domain rules (issue 7) ---------------------------
+    #
+    # An account's value lists its aliases; each alias is a key of its own naming the
+    # account. Both are written in one transaction that compares every key it read, so
+    # that an alias never has two owners and never outlives or escapes its account.
+
+    def domain_rules(self, name: str) -> DomainRules | None:
+        with self._guard():
+            value, _ = self.client.get(keys.domain(name))
+        return None if value is None else DomainRules.from_dict(codec.decode(value))
+
+    def set_domain_rules(self, rules: DomainRules) -> bool:
+        """Replace the rules of a provisioned domain; False (nothing written) if there is none."""
+        tx = self.client.transactions
+        key = keys.domain(rules.domain)
+        with self._guard():
+            ok, _ = self.client.transaction(
+                compare=[tx.version(key) > 0], success=[tx.put(key, codec.encode(rules.to_dict()))], failure=[]
+            )
+        return bool(ok)
+
+    def resolve_alias(self, domain: str, alias: str) -> str | None:
+        """The AOR of the account `alias` reaches in `domain`, or None."""
+        with self._guard():
+            value, _ = self.client.get(keys.alias(domain, alias))
+        return None if value is None else bytes(value).decode()
+
+    def add_account(self, account: Account, aliases: Sequence[str] = ()) -> None:
+        """Create or update an account (its HA1s) and add aliases to it, all or nothing:
+        NameTaken if any alias (or its user) belongs to another account."""
+        refused = self.write_accounts([AccountEntry(account.aor, account.to_dict(), tuple(dict.fromkeys(aliases)))])
+        if refused:
+            raise refused[0]
+
+    def add_aliases(self, aor: str, aliases: Sequence[str]) -> None:
+        """Add aliases to an existing account, all or nothing (UnknownAccount, NameTaken)."""
+        refused = self.write_accounts([AccountEntry(aor, None, tuple(dict.fromkeys(aliases)))])
+        if refused:
+            raise refused[0]
+
+    def write_accounts(self, entries: Sequence[AccountEntry]) -> list[DirectoryError]:
+        """Write accounts with their aliases in as few transactions as fit MAX_TXN_OPS
+        (bulk import). Each entry is written whole or not at all; the refusals are
+        returned, the others written."""
+        refused: list[DirectoryError] = []
+        batch: list[AccountEntry] = []
+        touched: set[str] = set()
+        for entry in entries:
+            entry_keys = _entry_keys(entry)
+            # etcd refuses a transaction writing one key twice: an entry touching what the
+            # batch writes goes into the next one (and is checked against it).
+            if batch and (len(touched) + len(entry_keys) > MAX_TXN_OPS or touched.intersection(entry_keys)):
+                refused += self._write_batch(batch)
+                batch, touched = [], set()
+            batch.append(entry)
+            touched.update(entry_keys)
+        if batch:
+            refused += self._write_batch(batch)
+        return refused
+
+    def _write_batch(self, batch: Sequence[AccountEntry]) -> list[DirectoryError]:
+        tx = self.client.transactions
+        for _ in range(DIRECTORY_ATTEMPTS):
+            reads = [key for entry in batch for key in _entry_keys(entry)]
+            _, responses = self._read([_key_read(key) for key in reads])
+            stored = {key: (answer.kvs[0].value, int(answer.kvs[0].mod_revision)) if answer.kvs else None
+                      for key, answer in zip(reads, responses, strict=True)}
+            refused: list[DirectoryError] = []
+            compare: list[Any] = []
+            success: list[Any] = []
+            for entry in batch:
+                try:
+                    record = merged_record(entry, _found(entry, stored))
+                except DirectoryError as exc:
+                    refused.append(exc)
+                    continue
+                for key in _entry_keys(entry):
+                    held = stored[key]
+                    compare.append(tx.version(key) == 0 if held is None else tx.mod(key) == held[1])
+                success.append(tx.put(keys.account(entry.aor), codec.encode(record)))
+                success += [tx.put(keys.alias(entry.domain, name), entry.aor) for name in entry.aliases]
+            if not success:
+                return refused
+            with self._guard():
+                ok, _ = self.client.transaction(compare=compare, success=success, failure=[])
+            if ok:
+                return refused
+        raise StoreUnavailable(f"etcd at {self.endpoint}: directory write contended {DIRECTORY_ATTEMPTS} times")
+
+    def remove_alias(self, domain: str, alias: str) -> str | None:
+        """Remove an alias from its account (one transaction); the AOR it reached, or None."""
+        tx = self.client.transactions
+        alias_key = keys.alias(domain, alias)
+        for _ in range(DIRECTORY_ATTEMPTS):
+            with self._guard():
+                value, alias_meta = self.client.get(alias_key)
+                if value is None:
+                    return None
+                owner = bytes(value).decode()
+                account_key = keys.account(owner)
+                record, account_meta = self.client.get(account_key)
+                compare = [tx.mod(alias_key) == alias_meta.mod_revision]
+                success = [tx.delete(alias_key)]
+                if record is not None:
+                    data = codec.decode(record)
+                    data["aliases"] = [name for name in data.get("aliases", []) if name != alias]
+                    compare.append(tx.mod(account_key) == account_meta.mod_revision)
+                    success.append(tx.put(account_key, codec.encode(data)))
+                ok, _ = self.client.transaction(compare=compare, success=success, failure=[])
+            if ok:
+                return owner
+        raise StoreUnavailable(f"etcd at {self.endpoint}: alias removal contended {DIRECTORY_ATTEMPTS} times")
+
+    def remove_account(self, aor: str) -> bool:
+        """Remove an account with its aliases, legs, registrations and the subscriptions it
+        is watcher or presentity of (records and both index entries: the notifier forgets
+        a subscription whose record is gone). One transaction, guarded by the account and
+        both index prefixes as read; an account in more subscriptions than one transaction
+        holds has them deleted first, a batch at a time. False if there is no account."""
+        tx = self.client.transactions
+        for _ in range(DIRECTORY_ATTEMPTS):
+            revision, (account, mine, theirs) = self._read(
+                [_key_read(keys.account(aor)), _prefix_read(keys.subs_of_watcher(aor)),
+                 _prefix_read(keys.subs_of_presentity(aor), keys_only=True)]
+            )
+            if not account.kvs:
+                return False
+            all_keys = self._subscription_keys(mine.kvs, theirs.kvs)
+            own = (keys.subs_of_watcher(aor), keys.subs_of_presentity(aor))
+            subscription_keys = [key for key in all_keys if not key.startswith(own)]  # own: prefix deletes
+            if len(subscription_keys) + ACCOUNT_REMOVAL_OPS > MAX_TXN_OPS:
+                self._delete_in_batches(all_keys)
+                continue
+            record = codec.decode(account.kvs[0].value)
+            domain = aor.rpartition("@")[2]
+            compare = [
+                tx.mod(keys.account(aor)) == int(account.kvs[0].mod_revision),
+                _range(tx.mod, keys.subs_of_watcher(aor)) < revision + 1,
+                _range(tx.mod, keys.subs_of_presentity(aor)) < revision + 1,
+            ]
+            success = [tx.delete(keys.account(aor))]
+            success += [tx.delete(keys.alias(domain, str(name))) for name in record.get("aliases", [])]
+            success += [_prefix_delete(tx, prefix) for prefix in (
+                keys.legs_of(aor), keys.regs_of(aor), keys.subs_of_watcher(aor), keys.subs_of_presentity(aor),
+            )]
+            success += [tx.delete(key) for key in subscription_keys]
+            with self._guard():
+                ok, _ = self.client.transaction(compare=compare, success=success, failure=[])
+            if ok:
+                return True
+        raise StoreUnavailable(f"etcd at {self.endpoint}: account removal contended {DIRECTORY_ATTEMPTS} times")
+
+    def _subscription_keys(self, mine: Sequence[Any], theirs: Sequence[Any]) -> list[str]:
+        """Every key of the account's subscriptions, each subscription's together: the
+        index entry read, the record, and the other index entry (the presentity's of each
+        it watches; the watcher's of each watching it, read from the record: the
+        presentity's entry is empty)."""
+        found: dict[str, None] = {}
+        for kv in mine:
+            entry = _watcher_entry(kv.key.decode(), kv.value)
+            found[kv.key.decode()] = None
+            found[keys.sub(entry.sub_id)] = None
+            if entry.presentity:
+                found[keys.presentity_sub(entry.presentity, entry.sub_id)] = None
+        sub_ids = [kv.key.decode().rpartition("/")[2] for kv in theirs]
+        for start in range(0, len(sub_ids), MAX_TXN_OPS):
+            batch = sub_ids[start : start + MAX_TXN_OPS]
+            _, responses = self._read([_key_read(keys.sub(sub_id)) for sub_id in batch])
+            for kv, sub_id, answer in zip(theirs[start : start + MAX_TXN_OPS], batch, responses, strict=True):
+                found[kv.key.decode()] = None
+                found[keys.sub(sub_id)] = None
+                if answer.kvs:
+                    watcher = codec.decode_subscription(answer.kvs[0].value).watcher
+                    found[keys.watcher_sub(watcher, sub_id)] = None
+        return list(found)
+
+    def _delete_in_batches(self, key_list: Sequence[str]) -> None:
+        tx = self.client.transactions
+        with self._guard():
+            for start in range(0, len(key_list), MAX_TXN_OPS):
+                batch = key_list[start : start + MAX_TXN_OPS]
+                self.client.transaction(compare=[], success=[tx.delete(key) for key in batch], failure=[])
 
     # --- leases and instances -------------------------------------------------------------
 
@@ -578,10 +776,41 @@ def _key_read(key: str) -> Any:
     return etcd3.etcdrpc.RangeRequest(key=key.encode())
 
 
-def _prefix_read(prefix: str, limit: int = 0, count_only: bool = False) -> Any:
+def _prefix_read(prefix: str, limit: int = 0, count_only: bool = False, keys_only: bool = False) -> Any:
     key = prefix.encode()
     return etcd3.etcdrpc.RangeRequest(
-        key=key, range_end=etcd3.utils.increment_last_byte(key), limit=limit, count_only=count_only
+        key=key, range_end=etcd3.utils.increment_last_byte(key), limit=limit, count_only=count_only,
+        keys_only=keys_only,
+    )
+
+
+def _prefix_delete(tx: Any, prefix: str) -> Any:
+    return tx.delete(prefix, range_end=etcd3.utils.increment_last_byte(prefix.encode()))
+
+
+def _entry_keys(entry: AccountEntry) -> list[str]:
+    """Every key an account write reads and compares: the account, its user as an alias,
+    and per alias the alias key and the account of that name."""
+    found = [keys.account(entry.aor), keys.alias(entry.domain, entry.user)]
+    for name in entry.aliases:
+        found += [keys.alias(entry.domain, name), keys.account(f"{name}@{entry.domain}")]
+    return found
+
+
+def _found(entry: AccountEntry, stored: dict[str, tuple[bytes, int] | None]) -> Found:
+    def owner(key: str) -> str | None:
+        held = stored[key]
+        return None if held is None else bytes(held[0]).decode()
+
+    record = stored[keys.account(entry.aor)]
+    return Found(
+        record=None if record is None else codec.decode(record[0]),
+        user_alias_owner=owner(keys.alias(entry.domain, entry.user)),
+        alias_owners={name: str(owner(keys.alias(entry.domain, name)))
+                      for name in entry.aliases if stored[keys.alias(entry.domain, name)] is not None},
+        accounts_named=frozenset(
+            name for name in entry.aliases if stored[keys.account(f"{name}@{entry.domain}")] is not None
+        ),
     )
 
 

@@ -1,7 +1,8 @@
 """The etcd key layout, written once.
 
-    /blf/domains/<domain>                       provisioned domain
-    /blf/accounts/<user>@<domain>               account (HA1)
+    /blf/domains/<domain>                       provisioned domain and its rules (could-call)
+    /blf/accounts/<user>@<domain>               account (HA1s, its aliases)
+    /blf/aliases/<domain>/<alias>               alias of an account in that domain -> its AOR
     /blf/instances/<name>                       live instance, under its lease
     /blf/legs/<account>/<instance>/<leg_id>     call leg, under the serving instance's lease
     /blf/regs/<account>/<binding_id>            registered contact, under a lease of its expiry
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 ROOT = "/blf/"
 DOMAINS = ROOT + "domains/"
 ACCOUNTS = ROOT + "accounts/"
+ALIASES = ROOT + "aliases/"
 INSTANCES = ROOT + "instances/"
 LEGS = ROOT + "legs/"
 REGS = ROOT + "regs/"
@@ -38,6 +40,14 @@ def domain(name: str) -> str:
 
 def account(aor: str) -> str:
     return ACCOUNTS + aor
+
+
+def aliases_in(domain_name: str) -> str:
+    return f"{ALIASES}{domain_name}/"
+
+
+def alias(domain_name: str, alias_name: str) -> str:
+    return f"{ALIASES}{domain_name}/{alias_name}"
 
 
 def instance(name: str) -> str:
@@ -82,7 +92,8 @@ def presentity_sub(presentity: str, sub_id: str) -> str:
 
 @dataclass(frozen=True)
 class ParsedKey:
-    """What a key under ROOT names: its kind and the account it belongs to, if any."""
+    """What a key under ROOT names: its kind and the account it belongs to, if any (for
+    an alias: the alias, and its domain in `account`)."""
 
     kind: str
     name: str
@@ -96,6 +107,9 @@ def parse(key: str) -> ParsedKey | None:
     if kind in ("legs", "regs"):
         aor, _, name = rest.partition("/")
         return ParsedKey(kind, name, aor)
+    if kind == "aliases":
+        domain_name, _, alias_name = rest.partition("/")  # a domain has no "/", an alias neither
+        return ParsedKey(kind, alias_name, domain_name)
     if kind in ("watchers", "watched"):
         aor, _, sub_id = rest.rpartition("/")  # the sub id is one segment; the aor is the rest
         return ParsedKey(kind, sub_id, aor)
