@@ -8,9 +8,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-from statestore.domain import digest
+from statestore.domain import digest, directory
+from statestore.domain.directory import AccountEntry, DirectoryError, NameTaken, UnknownAccount
 from statestore.domain.errors import StoreUnavailable
 from statestore.domain.lamp import lamp_state
 from statestore.domain.model import Account
@@ -39,24 +41,94 @@ def _store(args: argparse.Namespace) -> EtcdStore:
     return EtcdStore(args.etcd, timeout=2.0)
 
 
+class Refused(Exception):
+    """A command the directory refuses after reading the store (exit code 1)."""
+
+
 def cmd_domain_add(args: argparse.Namespace) -> int:
-    _store(args).add_domain(args.domain.lower())
-    print(f"domain {args.domain.lower()} added")
+    store = _store(args)
+    if args.may_call is None and args.accept_from is None:
+        name = directory.domain(args.domain)
+        store.add_domain(name)  # an existing domain keeps its rules
+    else:
+        rules = directory.domain_rules(args.domain, args.may_call or (), args.accept_from)
+        name = rules.domain
+        store.add_domain(name, rules)
+    print(f"domain {name} added")
     return 0
 
 
-def cmd_account_add(args: argparse.Namespace) -> int:
-    user, sep, domain = args.account.partition("@")
-    domain = domain.lower()
-    if not sep or not user or not domain:
-        print("account must be USER@DOMAIN", file=sys.stderr)
-        return 2
-    store = _store(args)
+def cmd_domain_set(args: argparse.Namespace) -> int:
+    rules = directory.domain_rules(args.domain, args.may_call, args.accept_from)
+    if not _store(args).set_domain_rules(rules):
+        raise Refused(f"no domain {rules.domain}")
+    print(f"domain {rules.domain}: may call {', '.join((rules.domain, *rules.may_call))}; accepts from "
+          f"{'every domain' if rules.accept_from is None else ', '.join((rules.domain, *rules.accept_from))}")
+    return 0
+
+
+def _ensure_domain(store: StateStore, domain: str) -> None:
     if not store.domain_exists(domain):
         store.add_domain(domain)
         print(f"domain {domain} added")
-    store.put_account(new_account(user, domain, args.password))
-    print(f"account {user}@{domain} added")
+
+
+def cmd_account_add(args: argparse.Namespace) -> int:
+    user, domain = directory.aor(args.account)
+    aliases = directory.aliases(args.alias or (), user)
+    store = _store(args)
+    _ensure_domain(store, domain)
+    store.add_account(new_account(user, domain, args.password), aliases)
+    print(f"account {user}@{domain} added" + (f" with aliases {', '.join(aliases)}" if aliases else ""))
+    return 0
+
+
+def cmd_account_remove(args: argparse.Namespace) -> int:
+    user, domain = directory.aor(args.account)
+    if not _store(args).remove_account(f"{user}@{domain}"):
+        raise Refused(f"no account {user}@{domain}")
+    print(f"account {user}@{domain} removed")
+    return 0
+
+
+def cmd_account_import(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    try:
+        with open(args.file, encoding="utf-8") as source:
+            entries = directory.import_entries(source)
+    except OSError as exc:
+        print(f"blfctl: {exc}", file=sys.stderr)
+        return 2
+    store = _store(args)
+    for domain in sorted({entry.domain for entry in entries}):
+        _ensure_domain(store, domain)
+    accounts = [
+        AccountEntry(entry.aor, new_account(entry.user, entry.domain, entry.password).to_dict(), entry.aliases)
+        for entry in entries
+    ]
+    refused = store.write_accounts(accounts)
+    for error in refused:
+        print(f"blfctl: {error}", file=sys.stderr)
+    aliases = sum(len(entry.aliases) for entry in entries)
+    print(f"imported {len(entries) - len(refused)} of {len(entries)} accounts ({aliases} aliases listed) "
+          f"in {time.monotonic() - started:.2f} s")
+    return 1 if refused else 0
+
+
+def cmd_alias_add(args: argparse.Namespace) -> int:
+    user, domain = directory.aor(args.account)
+    aliases = directory.aliases(args.aliases, user)
+    _store(args).add_aliases(f"{user}@{domain}", aliases)
+    print(f"account {user}@{domain}: aliases {', '.join(aliases)} added")
+    return 0
+
+
+def cmd_alias_remove(args: argparse.Namespace) -> int:
+    alias, domain = directory.alias_address(args.alias)
+    owner = _store(args).remove_alias(domain, alias)
+    if owner is None:
+        raise Refused(f"no alias {alias}@{domain}")
+    print(f"alias {alias}@{domain} removed from {owner}")
     return 0
 
 
@@ -199,12 +271,31 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("kill", "start"):
         lab.add_parser(name, help=f"{name} one instance").add_argument("name")
 
-    domain = sub.add_parser("domain").add_subparsers(dest="domain_command", required=True)
-    domain.add_parser("add").add_argument("domain")
-    account = sub.add_parser("account").add_subparsers(dest="account_command", required=True)
-    account_add = account.add_parser("add")
+    domain = sub.add_parser("domain", help="domains and their could-call rules").add_subparsers(
+        dest="subcommand", required=True
+    )
+    domain_add = domain.add_parser("add", help="provision a domain (an existing one keeps its rules without flags)")
+    domain_set = domain.add_parser("set", help="replace a domain's rules")
+    for parser_, required in ((domain_add, False), (domain_set, True)):
+        parser_.add_argument("domain")
+        parser_.add_argument("--may-call", nargs="*", metavar="OTHER", required=required,
+                             help="other domains its accounts may call (it may always call itself)")
+        parser_.add_argument("--accept-from", nargs="*", metavar="OTHER",
+                             help="the only other domains it accepts calls from (default: every domain)")
+    account = sub.add_parser("account", help="accounts").add_subparsers(dest="subcommand", required=True)
+    account_add = account.add_parser("add", help="create an account, or set its password, and add aliases")
     account_add.add_argument("account", help="USER@DOMAIN")
     account_add.add_argument("--password", required=True)
+    account_add.add_argument("--alias", action="extend", nargs="+", metavar="ALIAS", help="an alias in its domain")
+    account.add_parser("remove", help="remove an account, its aliases, legs, registrations and subscriptions"
+                       ).add_argument("account", help="USER@DOMAIN")
+    account.add_parser("import", help="accounts from CSV (user@domain,password,alias1;alias2) or JSON lines"
+                       ).add_argument("file")
+    alias = sub.add_parser("alias", help="aliases of accounts").add_subparsers(dest="subcommand", required=True)
+    alias_add = alias.add_parser("add", help="add aliases to an account")
+    alias_add.add_argument("account", help="USER@DOMAIN")
+    alias_add.add_argument("aliases", nargs="+", metavar="ALIAS")
+    alias.add_parser("remove", help="remove an alias").add_argument("alias", help="ALIAS@DOMAIN")
     show_parser = sub.add_parser("show", help="integrated state, legs and subscriptions of an account")
     show_parser.add_argument("account")
     show_parser.add_argument("--json", action="store_true")
@@ -214,13 +305,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"lab": cmd_lab, "domain": cmd_domain_add, "account": cmd_account_add, "show": cmd_show, "run": cmd_run}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "lab": cmd_lab, "show": cmd_show, "run": cmd_run,
+    "domain add": cmd_domain_add, "domain set": cmd_domain_set,
+    "account add": cmd_account_add, "account remove": cmd_account_remove, "account import": cmd_account_import,
+    "alias add": cmd_alias_add, "alias remove": cmd_alias_remove,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    command = f"{args.command} {args.subcommand}" if getattr(args, "subcommand", None) else args.command
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[command](args)
+    except DirectoryError as exc:
+        # Bad names are refused before anything is written (2); what the store refuses
+        # (an alias taken, an unknown account) is 1.
+        print(f"blfctl: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, NameTaken | UnknownAccount) else 2
+    except Refused as exc:
+        print(f"blfctl: {exc}", file=sys.stderr)
+        return 1
     except StoreUnavailable as exc:
         print(f"blfctl: etcd unreachable: {exc}", file=sys.stderr)
         return 3
