@@ -219,7 +219,7 @@ def _print_status(status: dict[str, Any]) -> None:
 def provision_demo(store: EtcdStore) -> None:
     store.add_domain(DEMO_DOMAIN)
     for user, password in DEMO_ACCOUNTS.items():
-        store.put_account(new_account(user, DEMO_DOMAIN, password))
+        store.add_account(new_account(user, DEMO_DOMAIN, password))  # keeps aliases added meanwhile
 
 
 def cmd_run(args: argparse.Namespace) -> int:
