@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,9 +12,10 @@ import pytest
 from statestore import keys
 from statestore.domain.errors import SipError
 from statestore.domain.legs import CallParties, initial_legs
-from statestore.domain.model import Account, Binding, Subscription, WatcherEntry
+from statestore.domain.model import Account, Binding, WatcherEntry
 from statestore.domain.subscription import TOO_MANY_FOR_WATCHER, SubscriptionPolicy, admit
 from statestore.etcd_store import EtcdStore
+from tests.factories import subscription
 
 pytestmark = [
     pytest.mark.integration,
@@ -33,18 +33,6 @@ OTHER = "carol@example.com"
 def account(aor: str) -> Account:
     user, _, domain = aor.partition("@")
     return Account(user=user, domain=domain, ha1="0" * 32)
-
-
-def subscription(presentity: str = PRESENTITY, watcher: str = WATCHER, **changes: Any) -> Subscription:
-    sub_id = uuid.uuid4().hex[:24]
-    base = Subscription(
-        sub_id=sub_id, event="dialog", presentity=presentity, entity=f"sip:{presentity}", watcher=watcher,
-        watcher_contact=f"sip:{sub_id}@127.0.0.1:5090", call_id=f"{sub_id}@itest", local_tag="lt",
-        remote_tag="rt", local_uri=f"sip:{presentity}", remote_uri=f"sip:{watcher}", route_set=(),
-        expires_at=time.time() + 3600, owner="ks1", received=f"udp:127.0.0.1:{1024 + int(sub_id[:4], 16)}",
-        flow_instance="ks1",
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def ringing_call(store: EtcdStore, callee: str = PRESENTITY) -> None:

@@ -4,30 +4,17 @@ same transaction, on every path; counted for the caps; guarding creates under co
 from __future__ import annotations
 
 import random
-import time
-import uuid
 from dataclasses import replace
 
 from statestore import keys
 from statestore.domain.model import Subscription, WatcherEntry
 from statestore.etcd_store import EtcdStore
+from tests.factories import subscription
 
 BOB = "bob@example.com"
 MALLORY = "mallory@example.com"
 ALICE = "alice@example.com"
 CAROL = "carol@example.com"
-
-
-def subscription(watcher: str = BOB, presentity: str = ALICE, **changes: object) -> Subscription:
-    sub_id = uuid.uuid4().hex[:24]
-    base = Subscription(
-        sub_id=sub_id, event="dialog", presentity=presentity, entity=f"sip:{presentity}", watcher=watcher,
-        watcher_contact=f"sip:{sub_id}@127.0.0.1:5090", call_id=f"{sub_id}@itest", local_tag="lt",
-        remote_tag="rt", local_uri=f"sip:{presentity}", remote_uri=f"sip:{watcher}", route_set=(),
-        expires_at=time.time() + 3600, owner="ks1", received=f"udp:127.0.0.1:{random.randint(1024, 65535)}",
-        flow_instance="ks1",
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def index_keys(sub: Subscription) -> set[str]:
