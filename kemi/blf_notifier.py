@@ -8,6 +8,7 @@ thread can run, since Kamailio 5.6 never releases the GIL otherwise (KAMAILIO-NO
 from __future__ import annotations
 
 import queue
+import random
 import time
 import traceback
 from collections import deque
@@ -17,7 +18,7 @@ import blf_notify
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context, share_epoch
 
-from statestore.domain.errors import StoreUnavailable
+from statestore.domain.errors import Contended, StoreUnavailable
 from statestore.etcd_store import WatchEvent
 from statestore.mirror import Due, Mirror
 
@@ -120,6 +121,10 @@ class Notifier:
         except StoreUnavailable as exc:
             self.next_bump = now + RETRY_SECONDS
             KSR.warn(f"blf notifier: cannot take a new epoch, store unavailable: {exc}\n")
+            return False
+        except Contended as exc:  # many notifiers took epochs at once: ours comes shortly
+            self.next_bump = now + random.uniform(0.05, 0.25)
+            KSR.info(f"blf notifier: {exc}; trying again\n")
             return False
         self.mirror.epoch, self.mirror.bump_wanted = epoch, False
         share_epoch(epoch)

@@ -20,7 +20,7 @@ import grpc  # type: ignore[import-untyped]
 
 from statestore import codec, keys
 from statestore.domain.directory import MAX_ALIASES, AccountEntry, DirectoryError, DomainRules, Found, merged_record
-from statestore.domain.errors import StoreUnavailable
+from statestore.domain.errors import Contended, StoreUnavailable
 from statestore.domain.legbook import WriteOutcome
 from statestore.domain.model import Account, Binding, Leg, Subscription, WatcherEntry
 from statestore.store import Census, StoredBindings, SubscribeRead
@@ -710,7 +710,7 @@ class EtcdStore:
                 )
                 if ok:
                     return current + 1
-        raise StoreUnavailable(f"etcd at {self.endpoint}: epoch contended {EPOCH_ATTEMPTS} times")
+        raise Contended(f"etcd at {self.endpoint}: the epoch compare-and-swap lost {EPOCH_ATTEMPTS} times")
 
     def subscriptions(self) -> list[Subscription]:
         return [codec.decode_subscription(kv.value) for kv in self.range(keys.SUBS)]

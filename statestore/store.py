@@ -125,7 +125,8 @@ class StateStore(Protocol):
     ) -> int | None: ...
     def delete_subscription(self, subscription: Subscription, mod_revision: int | None = None) -> bool: ...
 
-    # NOTIFY numbering: a new ownership epoch (notifier start, takeover)
+    # NOTIFY numbering: a new ownership epoch (notifier start, takeover); Contended when
+    # the compare-and-swap lost every try (not StoreUnavailable: the store answered)
     def next_epoch(self) -> int: ...
 
     # reading and watching (the notifier's mirror)

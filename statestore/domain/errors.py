@@ -17,6 +17,11 @@ class StoreUnavailable(Exception):
     """The StateStore cannot be reached; SUBSCRIBE and REGISTER get 503 with Retry-After."""
 
 
+class Contended(Exception):
+    """A compare-and-swap lost to other writers every time it was tried: the store is
+    reachable, so this is not StoreUnavailable (no 503, no "store down" flag); try later."""
+
+
 RETRY_AFTER_SECONDS = 5
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from statestore import codec, keys
+from statestore.domain.errors import Contended
 from statestore.domain.model import Direction, Leg, LegState, Party, Subscription
 from statestore.domain.subscription import SubscriptionPolicy
 from statestore.etcd_store import KeyValue, WatchEvent
@@ -229,3 +230,22 @@ def test_after_a_resync_presentities_on_a_call_are_looked_at_first(
     store.items.append(KeyValue(keys.leg(on_call.presentity, "ks1", "leg-1"), codec.encode_leg(leg), 400))
     notifier.tick()
     assert any("call-1" in body for *_, body in ksr.calls_of("tm.t_uac_send"))
+
+
+def test_an_epoch_lost_to_other_notifiers_is_tried_again_soon_and_is_no_outage(
+    ksr: FakeKSR, clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notifier, store = lab(ksr)
+    losses = [Contended("lost 20 times")]
+
+    def next_epoch() -> int:
+        if losses:
+            raise losses.pop()
+        return MemoryStore.next_epoch(store)
+
+    monkeypatch.setattr(store, "next_epoch", next_epoch)
+    notifier.tick()
+    assert store.snapshots == 0 and "store unavailable" not in ksr.logged()
+    clock[0] += 0.3
+    notifier.tick()
+    assert notifier.synced and cseqs(ksr)
