@@ -72,8 +72,7 @@ class LegWriter:
             return
         try:
             if self.book.pending:
-                for write in self.book.due(now):
-                    self._write(write, now)
+                self._write(self.book.due(now), now)
             if now >= self.next_reconcile:
                 self._reconcile(now)
         except StoreUnavailable as exc:
@@ -106,15 +105,28 @@ class LegWriter:
         self.lease_id = lease_id
         self.next_reconcile = now
 
-    def _write(self, write: LegWrite, now: float) -> None:
-        lease = self._ended_lease(now) if write.ended else self.lease_id
-        outcome = self.ctx.store.write_legs(write.legs, lease, write.create)
-        if outcome is WriteOutcome.EXISTS:  # reconciliation or a retry got there first
-            outcome = self.ctx.store.write_legs(write.legs, lease, create=False)
-        if outcome is WriteOutcome.MISSING:
-            self.book.missing(write)  # created again on the next tick
-        elif outcome is not WriteOutcome.EXISTS:
-            self.book.written(write)
+    def _write(self, writes: list[LegWrite], now: float) -> None:
+        """Every call due, in one request (store.write_calls): a flush costs one round trip
+        whatever the number of calls in it."""
+        if not writes:
+            return
+        outcomes = self.ctx.store.write_calls([(w.legs, self._lease_for(w, now), w.create) for w in writes])
+        # Reconciliation or a retry created these first: written as updates instead.
+        again = [index for index, outcome in enumerate(outcomes) if outcome is WriteOutcome.EXISTS]
+        if again:
+            retried = self.ctx.store.write_calls(
+                [(writes[i].legs, self._lease_for(writes[i], now), False) for i in again]
+            )
+            for index, outcome in zip(again, retried, strict=True):
+                outcomes[index] = outcome
+        for write, outcome in zip(writes, outcomes, strict=True):
+            if outcome is WriteOutcome.MISSING:
+                self.book.missing(write)  # created again on the next tick
+            elif outcome is not WriteOutcome.EXISTS:
+                self.book.written(write)
+
+    def _lease_for(self, write: LegWrite, now: float) -> int:
+        return self._ended_lease(now) if write.ended else self.lease_id
 
     def _ended_lease(self, now: float) -> int:
         if not self.ended_lease or now - self.ended_granted >= ENDED_ROTATE_SECONDS:

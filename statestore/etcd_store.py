@@ -32,6 +32,8 @@ SNAPSHOT_PAGE = 1000
 EPOCH_ATTEMPTS = 20
 # etcd's default --max-txn-ops: operations in one transaction.
 MAX_TXN_OPS = 128
+# Calls written in one request by write_calls (each a nested transaction of a few operations).
+CALLS_PER_REQUEST = 64
 # Optimistic directory writes retried when a concurrent writer changed what they read.
 DIRECTORY_ATTEMPTS = 10
 # Operations of an account removal besides its subscriptions: the account, up to
@@ -409,25 +411,47 @@ class EtcdStore:
         lease while the call lives, a short-lived shared lease once it ended, so that
         the terminated legs leave the store without another request.
         """
+        return self.write_calls([(legs, lease_id, create)])[0]
+
+    def write_calls(self, writes: Sequence[tuple[Sequence[Leg], int, bool]]) -> list[WriteOutcome]:
+        """write_legs for several calls in one request: each call is a transaction of its
+        own, with its own guards, nested in one unconditional transaction (etcd >= 3.3),
+        so a flush of many calls is one round trip and one raft entry. At most
+        CALLS_PER_REQUEST calls per request; the outcomes in the order of `writes`."""
+        outcomes: list[WriteOutcome] = []
+        for start in range(0, len(writes), CALLS_PER_REQUEST):
+            outcomes += self._write_calls(writes[start : start + CALLS_PER_REQUEST])
+        return outcomes
+
+    def _write_calls(self, writes: Sequence[tuple[Sequence[Leg], int, bool]]) -> list[WriteOutcome]:
         tx = self.client.transactions
-        key_of = [keys.leg(leg.account, leg.instance, leg.leg_id) for leg in legs]
-        values = [codec.encode_leg(leg) for leg in legs]
-        if create:
-            compare = [tx.version(key) == 0 for key in key_of]
-            failure: list[Any] = []
-        else:
-            compare = [tx.value(key) < value for key, value in zip(key_of, values, strict=True)]
-            failure = [tx.get(key) for key in key_of]
-        success = [tx.put(key, value, lease=lease_id) for key, value in zip(key_of, values, strict=True)]
+        nested = []
+        for legs, lease_id, create in writes:
+            key_of = [keys.leg(leg.account, leg.instance, leg.leg_id) for leg in legs]
+            values = [codec.encode_leg(leg) for leg in legs]
+            if create:
+                compare = [tx.version(key) == 0 for key in key_of]
+                failure: list[Any] = []
+            else:
+                compare = [tx.value(key) < value for key, value in zip(key_of, values, strict=True)]
+                failure = [tx.get(key) for key in key_of]
+            success = [tx.put(key, value, lease=lease_id) for key, value in zip(key_of, values, strict=True)]
+            nested.append(etcd3.transactions.Txn(compare, success, failure))
         with self._guard():
-            ok, responses = self.client.transaction(compare=compare, success=success, failure=failure)
-        if ok:
-            return WriteOutcome.WRITTEN
-        if create:
-            return WriteOutcome.EXISTS
-        # The failure branch read the keys: a missing one was never created or has gone
-        # with its lease; otherwise the store holds a later state already.
-        return WriteOutcome.MISSING if any(not response for response in responses) else WriteOutcome.STALE
+            _, responses = self.client.transaction(compare=[], success=nested, failure=[])
+        outcomes = []
+        for (_, _, create), response in zip(writes, responses, strict=True):
+            inner = response.response_txn
+            if inner.succeeded:
+                outcomes.append(WriteOutcome.WRITTEN)
+            elif create:
+                outcomes.append(WriteOutcome.EXISTS)
+            else:
+                # The failure branch read the keys: a missing one was never created or has
+                # gone with its lease; otherwise the store holds a later state already.
+                missing = any(not read.response_range.kvs for read in inner.responses)
+                outcomes.append(WriteOutcome.MISSING if missing else WriteOutcome.STALE)
+        return outcomes
 
     def legs_on(self, lease_id: int) -> dict[str, str]:
         """The legs attached to a lease, leg id -> key: an instance's own legs, without

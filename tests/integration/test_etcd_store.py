@@ -600,3 +600,27 @@ def test_blfctl_account_add_provisions_the_account_and_its_domain(etcd_endpoint,
     account = store.get_account("zoe@new.example")
     assert account is not None and account.ha1 == ha1("zoe", "new.example", "pw")
     assert main(["--etcd", etcd_endpoint, "show", "zoe@new.example", "--json"]) == 0
+
+
+def test_several_calls_are_written_in_one_request_each_under_its_own_guards(store: EtcdStore) -> None:
+    """A flush of the leg writer: one request, every call its own nested transaction, so
+    that one call's lost guard neither blocks nor is hidden by the others'."""
+    lease = store.grant_lease(LONG_TTL)
+    taken, fresh, later, gone = (call(f"caller{n}@example.com", f"callee{n}@example.com") for n in range(4))
+    store.write_legs(taken, lease, create=True)
+    store.write_legs(later, lease, create=True)
+    confirmed = moved(later, LegState.CONFIRMED, 5)
+    store.write_legs(confirmed, lease, create=False)
+    outcomes = store.write_calls([
+        (taken, lease, True),  # exists: refused, not written
+        (fresh, lease, True),  # written
+        (moved(later, LegState.EARLY, 2), lease, False),  # the store has a later state
+        (moved(gone, LegState.EARLY, 2), lease, False),  # never created
+    ])
+    assert outcomes == [WriteOutcome.EXISTS, WriteOutcome.WRITTEN, WriteOutcome.STALE, WriteOutcome.MISSING]
+    assert stored(store, fresh) == ([fresh[0]], [fresh[1]])
+    assert stored(store, later) == ([confirmed[0]], [confirmed[1]])
+    assert stored(store, gone) == ([], [])
+    many = [call(f"c{n}@example.com", f"d{n}@example.com") for n in range(150)]  # over one request's worth
+    assert store.write_calls([(legs, lease, True) for legs in many]) == [WriteOutcome.WRITTEN] * 150
+    assert all(stored(store, legs) == ([legs[0]], [legs[1]]) for legs in many)
