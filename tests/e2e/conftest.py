@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import re
+import select
 import shutil
 import signal
 import socket
@@ -263,9 +264,32 @@ def logged_since(sizes: dict[Path, int]) -> str:
 
 def wait_logged(sizes: dict[Path, int], pattern: str, timeout: float) -> re.Match[str]:
     """Wait until a line matching `pattern` is logged past `sizes`; the first match.
-    AssertionError after `timeout` seconds."""
+    AssertionError after `timeout` seconds. The logs are followed (`tail -F`), so each wait
+    wakes when an instance writes, not on a clock."""
+    found = re.search(pattern, logged_since(sizes))
+    if found is not None:
+        return found
+    tails = {
+        subprocess.Popen(["tail", "-c", f"+{size + 1}", "-F", str(log)], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL): log
+        for log, size in sizes.items()
+    }
+    text = {log: b"" for log in sizes}
     deadline = time.monotonic() + timeout
-    while (found := re.search(pattern, logged_since(sizes))) is None:
-        assert time.monotonic() < deadline, f"nothing matching {pattern!r} logged within {timeout}s"
-        time.sleep(0.02)
-    return found
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"nothing matching {pattern!r} logged within {timeout}s"
+            open_pipes = [tail.stdout for tail in tails if tail.returncode is None and tail.poll() is None]
+            assert open_pipes, "every tail of the logs ended"
+            readable, _, _ = select.select(open_pipes, [], [], remaining)
+            for tail, log in tails.items():
+                if tail.stdout in readable:
+                    text[log] += os.read(tail.stdout.fileno(), 65536)  # type: ignore[union-attr]
+            joined = "".join(chunk.decode(errors="replace") for chunk in text.values())
+            if (found := re.search(pattern, joined)) is not None:
+                return found
+    finally:
+        for tail in tails:
+            tail.kill()
+            tail.wait()

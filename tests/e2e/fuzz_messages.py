@@ -611,8 +611,12 @@ class Sender:
             if end > 0 and len(self.stats.nonces) < 1000:
                 self.stats.nonces.append(data[at + len(marker): end].decode(errors="replace"))
 
-    def run(self, count: int, seconds: float, between: Callable[[], None] | None = None) -> Stats:
-        """Send messages 0..count-1 evenly over about `seconds`; `between` is called about every 0.2 s."""
+    def run(
+        self, count: int, seconds: float, between: Callable[[], None] | None = None,
+        sent: Callable[[int], None] | None = None,
+    ) -> Stats:
+        """Send messages 0..count-1 evenly over about `seconds`; `between` is called about every
+        0.2 s, `sent` with the number of each message once it is sent."""
         start = time.monotonic()
         last_hook = start
         for n in range(count):
@@ -623,6 +627,8 @@ class Sender:
                     break
                 self.pump(min(due - now, 0.05))
             self.send(n)
+            if sent is not None:
+                sent(n)
             if n % 16 == 0:
                 self.pump(0)
             if between is not None and time.monotonic() - last_hook > 0.2:

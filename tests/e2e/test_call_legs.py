@@ -21,7 +21,8 @@ from contextlib import contextmanager
 
 from lxml import etree
 
-from statestore import keys
+from statestore import codec, keys
+from statestore.domain.model import LegState
 from statestore.etcd_store import EtcdStore, WatchEvent
 from tests.e2e.blf_watch import Subscription, Watcher
 from tests.e2e.conftest import (
@@ -270,19 +271,25 @@ def test_answered_calls_cost_at_most_three_write_requests_each_and_no_lease_per_
             sipp.callee(port, ring_ms=300)
             callers.append(sipp.call("ks1", alice, callee[0], hold_ms=500))
         assert all(caller.wait(timeout=30) == 0 for caller in callers)
-        time.sleep(0.5)  # the ends are written (their legs stay 2-3 s more, then expire)
+        # Every call's end written: each callee's leg seen terminated in the watch.
+        accounts = {f"{callee[0]}@{DOMAIN}" for callee in callees}
+        revisions: dict[str, set[int]] = {}
+        ended: set[str] = set()
+        deadline = time.monotonic() + 10
+        while ended != accounts:
+            batch = events.get(timeout=max(0.01, deadline - time.monotonic()))
+            assert not isinstance(batch, Exception), batch
+            for event in batch:
+                parsed = keys.parse(event.key)
+                if parsed is None or parsed.account not in accounts:
+                    continue
+                revisions.setdefault(parsed.account, set()).add(event.revision)
+                if event.value is not None and codec.decode_leg(event.value).state is LegState.TERMINATED:
+                    ended.add(parsed.account)
         after = grpc_requests()
     finally:
         store.cancel_watch(watch_id)
         store.close()
-    revisions: dict[str, set[int]] = {}
-    while not events.empty():
-        batch = events.get_nowait()
-        assert not isinstance(batch, Exception), batch
-        for event in batch:
-            parsed = keys.parse(event.key)
-            if parsed is not None and parsed.account in {f"{callee[0]}@{DOMAIN}" for callee in callees}:
-                revisions.setdefault(parsed.account, set()).add(event.revision)
     per_call = sorted(len(found) for found in revisions.values())
     assert len(per_call) == len(callees) and max(per_call) <= 3, f"write requests per answered call: {per_call}"
     grants = after.get("LeaseGrant", 0) - before.get("LeaseGrant", 0)

@@ -243,6 +243,14 @@ def options_answer_times(host: str, port: int, transport: str, count: int) -> li
     return times
 
 
+def answered_by_all() -> None:
+    """Wait until each instance has answered OPTIONS sent after everything before them (one per
+    SIP worker): the messages sent before have been read and handled. An instance that does not
+    answer within 2 s is left to the log check that follows."""
+    for host, port in KS.values():
+        options_answer_times(host, port, "udp", 4)
+
+
 def pin_culprits(logs: Logs, suspects: list[Sent], batch: int = 40) -> list[Path]:
     """Replay the suspects, a batch at a time, then one at a time within a batch that makes an instance
     log a problem; save each message that does."""
@@ -254,7 +262,7 @@ def pin_culprits(logs: Logs, suspects: list[Sent], batch: int = 40) -> list[Path
         group = suspects[start: start + batch]
         for sent in group:
             replay_one(sent, settle=0.0)
-        time.sleep(0.3)
+        answered_by_all()  # what the batch caused is in the logs
         if not logs.fresh_problem():
             continue
         for sent in group:
@@ -312,9 +320,21 @@ def test_fuzz_10000_hostile_messages_over_udp_and_tcp_leave_instances_store_and_
 
     errors: list[BaseException] = []
 
+    # Valid traffic while the fuzz runs: three calls (UDP, TCP, UDP) through both instances,
+    # the watcher's lamps, and a registration refresh; each placed once the fuzz has sent its
+    # share of messages (at 1/8, 3/8 and 5/8 of them).
+    calls = [("ks1", "u1"), ("ks2", "t1"), ("ks1", "u1")]
+    marks = [int((i + 0.5) * COUNT / (len(calls) + 1)) for i in range(len(calls))]
+    reached = [threading.Event() for _ in calls]
+
+    def sent(n: int) -> None:
+        for mark, event in zip(marks, reached, strict=True):
+            if n >= mark:
+                event.set()
+
     def fuzz() -> None:
         try:
-            sender.run(COUNT, SECONDS, between=watch_logs)
+            sender.run(COUNT, SECONDS, between=watch_logs, sent=sent)
         except BaseException as exc:  # noqa: BLE001 - reported by the test thread
             errors.append(exc)
 
@@ -322,11 +342,8 @@ def test_fuzz_10000_hostile_messages_over_udp_and_tcp_leave_instances_store_and_
     thread = threading.Thread(target=fuzz, daemon=True)
     thread.start()
     try:
-        # Valid traffic while the fuzz runs: three calls (UDP, TCP, UDP) through both instances,
-        # the watcher's lamps, and a registration refresh.
-        calls = [("ks1", "u1"), ("ks2", "t1"), ("ks1", "u1")]
         for i, (via, transport) in enumerate(calls):
-            time.sleep(max(0.0, started + (i + 0.5) * SECONDS / (len(calls) + 1) - time.monotonic()))
+            assert reached[i].wait(timeout=SECONDS + 30) or errors, f"the fuzz never sent message {marks[i]}"
             callee = sipp.callee(callee_ports[i], ring_ms=300, transport=transport)
             placed = sipp.call(via, caller, callees[i][0], hold_ms=1000, transport=transport)
             watching.wait_lamp(lamps[i], "busy", 10)
