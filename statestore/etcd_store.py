@@ -467,11 +467,7 @@ class EtcdStore:
         return found
 
     def delete_legs(self, leg_keys: Sequence[str]) -> None:
-        tx = self.client.transactions
-        with self._guard():
-            for start in range(0, len(leg_keys), MAX_TXN_OPS):
-                batch = leg_keys[start : start + MAX_TXN_OPS]
-                self.client.transaction(compare=[], success=[tx.delete(key) for key in batch], failure=[])
+        self._delete_in_batches(leg_keys)
 
     def legs_of(self, aor: str) -> list[Leg]:
         return [codec.decode_leg(kv.value) for kv in self.range(keys.legs_of(aor))]
