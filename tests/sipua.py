@@ -176,6 +176,8 @@ class UserAgent:
         self.algorithms: tuple[str, ...] = ("SHA-256", "MD5")
         self.reuse_nonce = False
         self.challenge: dict[str, str] | None = None
+        # The From URI when a test writes another one (rewritten, anonymous): None is the account's.
+        self.from_uri: str | None = None
         self.nonce_counts: dict[str, int] = {}
         self.sent_credentials: list[str] = []
         self._running = True
@@ -264,16 +266,19 @@ class UserAgent:
                 return response
             stale_retried = bool(authorization)
             self.challenge = challenge
-            authorization = self._credentials_line(method, uri)
+            authorization = self._credentials_line(method, uri, response.status)
         return response
 
-    def _credentials_line(self, method: str, uri: str) -> str:
-        """A credentials header for the held challenge with the nonce's next nonce count."""
+    def _credentials_line(self, method: str, uri: str, status: int | None = None) -> str:
+        """A credentials header for the held challenge with the nonce's next nonce count:
+        Authorization answers a 401 (a UAS: REGISTER, SUBSCRIBE), Proxy-Authorization a 407
+        (a proxy: INVITE), RFC 3261 §22.3; sent before any challenge, the method decides."""
         assert self.challenge is not None
         nonce = self.challenge["nonce"]
         self.nonce_counts[nonce] = self.nonce_counts.get(nonce, 0) + 1
         value = digest_credentials(self.challenge, method, uri, self.user, self.password, self.nonce_counts[nonce])
-        line = f"{'Authorization' if method == 'REGISTER' else 'Proxy-Authorization'}: {value}\r\n"
+        uas = status == 401 if status is not None else method in ("REGISTER", "SUBSCRIBE")
+        line = f"{'Authorization' if uas else 'Proxy-Authorization'}: {value}\r\n"
         self.sent_credentials.append(line)
         return line
 
@@ -283,7 +288,7 @@ class UserAgent:
         lines = [
             f"{method} {uri} SIP/2.0",
             f"Via: SIP/2.0/{self.transport.upper()} {self.sent_by};branch={branch}" + (";rport" if self.rport else ""),
-            f"From: <{self.aor}>;tag={from_tag}",
+            f"From: <{self.from_uri or self.aor}>;tag={from_tag}",
             f"To: <{to}>" + (f";tag={to_tag}" if to_tag else ""),
             f"Call-ID: {call_id}",
             f"CSeq: {cseq} {method}",
