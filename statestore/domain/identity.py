@@ -20,8 +20,11 @@ Decisions:
   provisioning conflict is not guessed through). Users compare case-sensitively (RFC
   3261 §19.1.4), domains not.
 - The Request-URI domain must be a served domain: a host that is not one (another
-  provider, the server's IP address, an IPv6 literal) resolves to no domain and no callee.
-  The To header is never read instead: it is the sender's to write.
+  provider, an IP address, an IPv6 literal) resolves to no domain and no callee. One
+  exception: a Request-URI whose host is this server's own address (`ruri_is_us`, a phone
+  set up with the server's IP) names a user of the caller's own domain, the one tenant the
+  request can be for without trusting a header. The To header is never read instead: it
+  is the sender's to write.
 - `;user=phone` (RFC 3261 §19.1.1): the user is a telephone-subscriber: its parameters
   (`;phone-context=`, `;isub=`...) are dropped and its visual separators (`-.()`, RFC
   3966 §5.1.1) removed; the tenant is still the Request-URI domain, never a
@@ -84,8 +87,9 @@ class RequestFacts:
 
     `auth_user` and `auth_realm` are the digest credentials that verified (None: not
     authenticated). `ruri_user`, `ruri_host` and `ruri_user_param` (the URI's `user=`
-    parameter) are the Request-URI's. From, To, P-Asserted-Identity and the display name
-    are carried so that tests can show they change nothing.
+    parameter) are the Request-URI's; `ruri_is_us` says its host is this server's own
+    address. From, To, P-Asserted-Identity and the display name are carried so that tests
+    can show they change nothing.
     """
 
     auth_user: str | None
@@ -93,6 +97,7 @@ class RequestFacts:
     ruri_user: str
     ruri_host: str
     ruri_user_param: str = ""
+    ruri_is_us: bool = False
     from_uri: str = ""
     to_uri: str = ""
     pai: str = ""
@@ -119,7 +124,10 @@ class Identities:
 def resolve(facts: RequestFacts, directory: DirectoryView, rules: Rules) -> Identities:
     """The caller and callee of a request, from its facts and the directory (see module)."""
     caller = _caller(facts, directory, rules)
-    domain = _served_domain(facts.ruri_host, rules)
+    if facts.ruri_is_us:
+        domain = _domain(caller) if caller is not None else None
+    else:
+        domain = _served_domain(facts.ruri_host, rules)
     if domain is None:
         return Identities(caller, None, None, None)
     user = dialled_user(facts.ruri_user, facts.ruri_user_param)
@@ -197,7 +205,9 @@ def dialled_user(user: str, user_param: str = "") -> str | None:
 
 
 def _callee(user: str, domain: str, directory: DirectoryView, rules: Rules) -> str | None:
-    domain_rules = rules[domain]
+    domain_rules = served(domain, rules)
+    if domain_rules is None:
+        return None
     forms = domain_rules.numbers.forms(user)
     exact = _lookup(forms[0], domain, directory)
     if exact is not None:

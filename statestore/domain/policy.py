@@ -16,8 +16,9 @@ These types are this module's own, pure view of the domain settings; the store a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 # A prefix of a number form: "+" and digits, or digits, or empty (see NumberRule).
 _PREFIX = re.compile(r"\+?[0-9]*")
@@ -107,8 +108,11 @@ class DomainRules:
         return self.accept_from is None or caller_domain.lower() in self.accept_from
 
 
-# The rules of every served domain, keyed by lower-case domain name (see `domain_table`).
-Rules = Mapping[str, DomainRules]
+class Rules(Protocol):
+    """The rules of every served domain, looked up by lower-case domain name: a dict from
+    `domain_table`, or the SIP path's shared copy of the directory (kemi/blf_directory.py)."""
+
+    def get(self, domain: str, /) -> DomainRules | None: ...
 
 
 def domain_table(domains: Iterable[DomainRules]) -> dict[str, DomainRules]:

@@ -314,3 +314,29 @@ def test_a_callee_is_always_in_the_request_uri_domain(user: str, param: str, rur
 def test_equivalent_number_forms_resolve_to_the_same_account(number: str, param: str) -> None:
     resolved = resolve(RequestFacts("alice", "acme.example", number, "acme.example", param), DIRECTORY, RULES)
     assert resolved.callee == "alice@acme.example"
+
+
+@pytest.mark.parametrize(
+    ("auth", "user", "callee"),
+    [
+        # A phone set up with the server's IP dials within its own domain, whatever the IP.
+        ("alice@acme.example", "sales-desk", "bob@acme.example"),
+        ("carol@beta.example", "+15551230101", "carol@beta.example"),
+        ("carol@beta.example", "bob", None),  # bob is acme's: not reached through beta
+        (None, "bob", None),  # nobody authenticated: no domain at all
+    ],
+)
+def test_the_server_address_as_host_is_the_callers_own_domain(auth: str | None, user: str, callee: str | None) -> None:
+    request = replace(facts(f"{user}@192.0.2.10", auth), ruri_is_us=True)
+    found = resolve(request, DIRECTORY, RULES)
+    assert found.callee == callee
+    if auth is None:
+        assert found.callee_domain is None
+    else:
+        assert found.callee_domain == auth.rpartition("@")[2]
+        assert found.entity == (None if callee is None else f"sip:{user}@{found.callee_domain}")
+
+
+def test_another_ip_address_is_no_domain_even_for_an_authenticated_caller() -> None:
+    found = resolve(facts("bob@192.0.2.10"), DIRECTORY, RULES)
+    assert (found.callee_domain, found.callee) == (None, None)
