@@ -16,6 +16,7 @@ from statestore.domain.directory import AccountEntry, DirectoryError, NameTaken,
 from statestore.domain.errors import StoreUnavailable
 from statestore.domain.lamp import lamp_state
 from statestore.domain.model import Account
+from statestore.domain.policy import DomainRules
 from statestore.etcd_store import EtcdStore
 from statestore.lab import Lab, LabError
 from statestore.store import StateStore
@@ -45,25 +46,56 @@ class Refused(Exception):
     """A command the directory refuses after reading the store (exit code 1)."""
 
 
+def _number_flags_given(args: argparse.Namespace) -> bool:
+    return bool(args.strip_plus) or args.number_prefix is not None
+
+
+def _rules(args: argparse.Namespace, may_call: list[str] | None) -> DomainRules:
+    return directory.domain_rules(
+        args.domain, may_call or (), args.accept_from, args.strip_plus, args.number_prefix or ()
+    )
+
+
+def _describe(rules: DomainRules) -> str:
+    others = sorted(rules.may_call - {rules.name})
+    accepts = "every domain" if rules.accept_from is None else ", ".join(
+        (rules.name, *sorted(rules.accept_from - {rules.name}))
+    )
+    text = f"domain {rules.name}: may call {', '.join((rules.name, *others))}; accepts from {accepts}"
+    numbers = rules.numbers
+    if numbers.strip_plus or numbers.prefixes:
+        forms = (["+N = N"] if numbers.strip_plus else []) + [f"{a}N = {b}N" for a, b in numbers.prefixes]
+        text += f"; equal number forms {', '.join(forms)}"
+    return text
+
+
 def cmd_domain_add(args: argparse.Namespace) -> int:
     store = _store(args)
-    if args.may_call is None and args.accept_from is None:
+    if args.may_call is None and args.accept_from is None and not _number_flags_given(args):
         name = directory.domain(args.domain)
         store.add_domain(name)  # an existing domain keeps its rules
     else:
-        rules = directory.domain_rules(args.domain, args.may_call or (), args.accept_from)
-        name = rules.domain
+        rules = _rules(args, args.may_call)
+        name = rules.name
         store.add_domain(name, rules)
     print(f"domain {name} added")
     return 0
 
 
 def cmd_domain_set(args: argparse.Namespace) -> int:
-    rules = directory.domain_rules(args.domain, args.may_call, args.accept_from)
+    rules = _rules(args, args.may_call)
     if not _store(args).set_domain_rules(rules):
-        raise Refused(f"no domain {rules.domain}")
-    print(f"domain {rules.domain}: may call {', '.join((rules.domain, *rules.may_call))}; accepts from "
-          f"{'every domain' if rules.accept_from is None else ', '.join((rules.domain, *rules.accept_from))}")
+        raise Refused(f"no domain {rules.name}")
+    print(_describe(rules))
+    return 0
+
+
+def cmd_domain_show(args: argparse.Namespace) -> int:
+    name = directory.domain(args.domain)
+    rules = _store(args).domain_rules(name)
+    if rules is None:
+        raise Refused(f"no domain {name}")
+    print(json.dumps(directory.rules_to_record(rules), indent=2))
     return 0
 
 
@@ -282,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
                              help="other domains its accounts may call (it may always call itself)")
         parser_.add_argument("--accept-from", nargs="*", metavar="OTHER",
                              help="the only other domains it accepts calls from (default: every domain)")
+        parser_.add_argument("--strip-plus", action="store_true",
+                             help="+N and N are the same number in its users and aliases")
+        parser_.add_argument("--number-prefix", action="append", metavar="A=B",
+                             help="a number starting with A is the same as B followed by the rest, "
+                                  "e.g. 0=+44 or =+1 (repeatable)")
+    domain.add_parser("show", help="a domain's rules as JSON").add_argument("domain")
     account = sub.add_parser("account", help="accounts").add_subparsers(dest="subcommand", required=True)
     account_add = account.add_parser("add", help="create an account, or set its password, and add aliases")
     account_add.add_argument("account", help="USER@DOMAIN")
@@ -307,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "lab": cmd_lab, "show": cmd_show, "run": cmd_run,
-    "domain add": cmd_domain_add, "domain set": cmd_domain_set,
+    "domain add": cmd_domain_add, "domain set": cmd_domain_set, "domain show": cmd_domain_show,
     "account add": cmd_account_add, "account remove": cmd_account_remove, "account import": cmd_account_import,
     "alias add": cmd_alias_add, "alias remove": cmd_alias_remove,
 }

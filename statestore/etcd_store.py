@@ -19,10 +19,19 @@ import etcd3  # type: ignore[import-untyped]
 import grpc  # type: ignore[import-untyped]
 
 from statestore import codec, keys
-from statestore.domain.directory import MAX_ALIASES, AccountEntry, DirectoryError, DomainRules, Found, merged_record
+from statestore.domain.directory import (
+    MAX_ALIASES,
+    AccountEntry,
+    DirectoryError,
+    Found,
+    merged_record,
+    rules_from_record,
+    rules_to_record,
+)
 from statestore.domain.errors import Contended, StoreUnavailable
 from statestore.domain.legbook import WriteOutcome
 from statestore.domain.model import Account, Binding, Leg, Subscription, WatcherEntry
+from statestore.domain.policy import DomainRules
 from statestore.store import Census, StoredBindings, SubscribeRead
 
 REGISTRATION_GRACE_SECONDS = 2
@@ -172,10 +181,10 @@ class EtcdStore:
         key = keys.domain(name)
         with self._guard():
             if rules is None:
-                value = codec.encode(DomainRules(name).to_dict())
+                value = codec.encode(rules_to_record(DomainRules(name)))
                 self.client.transaction(compare=[tx.version(key) == 0], success=[tx.put(key, value)], failure=[])
             else:
-                self.client.put(key, codec.encode(rules.to_dict()))
+                self.client.put(key, codec.encode(rules_to_record(rules)))
 
     def domain_exists(self, name: str) -> bool:
         with self._guard():
@@ -203,15 +212,15 @@ class EtcdStore:
     def domain_rules(self, name: str) -> DomainRules | None:
         with self._guard():
             value, _ = self.client.get(keys.domain(name))
-        return None if value is None else DomainRules.from_dict(codec.decode(value))
+        return None if value is None else rules_from_record(codec.decode(value))
 
     def set_domain_rules(self, rules: DomainRules) -> bool:
         """Replace the rules of a provisioned domain; False (nothing written) if there is none."""
         tx = self.client.transactions
-        key = keys.domain(rules.domain)
+        key = keys.domain(rules.name)
         with self._guard():
             ok, _ = self.client.transaction(
-                compare=[tx.version(key) > 0], success=[tx.put(key, codec.encode(rules.to_dict()))], failure=[]
+                compare=[tx.version(key) > 0], success=[tx.put(key, codec.encode(rules_to_record(rules)))], failure=[]
             )
         return bool(ok)
 

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from statestore.domain.directory import AccountEntry, DirectoryError, DomainRules
+from statestore.domain.directory import AccountEntry, DirectoryError
 from statestore.domain.model import Account, Binding, Leg, Subscription, WatcherEntry
+from statestore.domain.policy import DomainRules
 
 if TYPE_CHECKING:
     # Value types the adapter defines today; they move here with a second adapter.

@@ -2,8 +2,10 @@
 
 An account is `user@domain`; an alias is another user part of the same domain that
 reaches that account (`101`, `+15551230101`, `sales-desk`). Number forms are plain
-strings here: which forms a domain treats as equal is decided where requests are
-resolved (statestore.domain.identity), not by the directory.
+strings here: a domain's rules say which forms are equal (policy.NumberRule), and they
+are applied where requests are resolved (statestore.domain.identity), not here.
+A domain's rules are policy.DomainRules; `rules_to_record`/`rules_from_record` are their
+stored form.
 
 Names become etcd key segments (statestore.keys), so "/" is never allowed; the other
 limits keep them plain SIP user parts and host names (RFC 3261 §25.1), without the
@@ -18,6 +20,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from statestore.domain.policy import DomainRules, NumberRule
 
 MAX_USER = 64
 MAX_DOMAIN = 253
@@ -110,51 +114,69 @@ def aliases(names: Iterable[str], account_user: str) -> list[str]:
     return found
 
 
-@dataclass(frozen=True)
-class DomainRules:
-    """Who a domain's accounts may call and who may call them (the could-call rule).
-
-    `may_call`: the other domains it may call (it may always call itself).
-    `accept_from`: the only other domains it accepts calls from; None accepts every one.
-    A value written before rules existed (`{"domain": ...}`) reads as the defaults:
-    may call itself only, accepts from all.
-    """
-
-    domain: str
-    may_call: tuple[str, ...] = ()
-    accept_from: tuple[str, ...] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "domain": self.domain,
-            "may_call": list(self.may_call),
-            "accept_from": None if self.accept_from is None else list(self.accept_from),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DomainRules:
-        accept_from = data.get("accept_from")
-        return cls(
-            domain=str(data["domain"]),
-            may_call=tuple(str(name) for name in data.get("may_call") or ()),
-            accept_from=None if accept_from is None else tuple(str(name) for name in accept_from),
-        )
+def rules_to_record(rules: DomainRules) -> dict[str, Any]:
+    """The stored value of a domain's rules: the domain itself is implied in `may_call`
+    and `accept_from` and left out of them (as records have always been written); names
+    sorted, so one set of rules is always one value."""
+    own = rules.name
+    return {
+        "domain": own,
+        "may_call": sorted(rules.may_call - {own}),
+        "accept_from": None if rules.accept_from is None else sorted(rules.accept_from - {own}),
+        "numbers": {
+            "strip_plus": rules.numbers.strip_plus,
+            "prefixes": [[a, b] for a, b in rules.numbers.prefixes],
+        },
+    }
 
 
-def domain_rules(name: str, may_call: Sequence[str] = (), accept_from: Sequence[str] | None = None) -> DomainRules:
-    """Rules with every name checked and lowercased, each once; the domain itself is
-    implied in `may_call` and left out of it."""
+def rules_from_record(data: dict[str, Any]) -> DomainRules:
+    """A domain's rules from its stored value. A value written before rules existed
+    (`{"domain": ...}`) reads as the defaults: may call itself only, accepts from all,
+    no equivalent number forms. Fields this version does not know are ignored."""
+    accept_from = data.get("accept_from")
+    numbers = data.get("numbers") or {}
+    return DomainRules(
+        name=str(data["domain"]),
+        may_call=frozenset(str(name) for name in data.get("may_call") or ()),
+        accept_from=None if accept_from is None else frozenset(str(name) for name in accept_from),
+        numbers=NumberRule(
+            strip_plus=bool(numbers.get("strip_plus", False)),
+            prefixes=tuple((str(a), str(b)) for a, b in numbers.get("prefixes") or ()),
+        ),
+    )
+
+
+def number_prefix(text: str) -> tuple[str, str]:
+    """A number prefix rule `A=B` (`0=+44`, `=+1`): two different prefixes of an optional
+    '+' and digits, one of them may be empty (see policy.NumberRule)."""
+    a, sep, b = text.partition("=")
+    if not sep:
+        raise DirectoryError(f"number prefix {text!r} is not A=B (e.g. 0=+44 or =+1)")
+    try:
+        NumberRule(prefixes=((a, b),))
+    except ValueError as exc:
+        raise DirectoryError(f"number prefix {text!r}: two different prefixes of '+' and digits") from exc
+    return a, b
+
+
+def domain_rules(
+    name: str,
+    may_call: Sequence[str] = (),
+    accept_from: Sequence[str] | None = None,
+    strip_plus: bool = False,
+    prefixes: Sequence[str] = (),
+) -> DomainRules:
+    """Rules with every name checked and lowercased (the domain itself is implied in
+    `may_call`), `prefixes` given as `A=B` texts (number_prefix), each pair once."""
     own = domain(name)
-
-    def names(given: Sequence[str]) -> tuple[str, ...]:
-        checked: list[str] = []
-        for other in given:
-            lowered = domain(other)
-            if lowered != own and lowered not in checked:
-                checked.append(lowered)
-        return tuple(checked)
-
-    return DomainRules(own, names(may_call), None if accept_from is None else names(accept_from))
+    pairs = tuple(dict.fromkeys(number_prefix(text) for text in prefixes))
+    return DomainRules(
+        own,
+        frozenset(domain(other) for other in may_call),
+        None if accept_from is None else frozenset(domain(other) for other in accept_from),
+        NumberRule(strip_plus=strip_plus, prefixes=pairs),
+    )
 
 
 MAX_ALIASES = 50  # per request: an account's write and its checks fit one etcd transaction

@@ -13,7 +13,7 @@ import pytest
 
 from statestore import keys
 from statestore.cli import ha1
-from statestore.domain.directory import DomainRules
+from statestore.domain.policy import DomainRules
 from statestore.etcd_store import EtcdStore
 
 pytestmark = [pytest.mark.integration]
@@ -90,16 +90,18 @@ def test_malformed_names_exit_2_and_write_nothing(etcd_endpoint: str, store: Etc
 
 def test_domain_add_and_set_rules(etcd_endpoint: str, store: EtcdStore) -> None:
     assert blfctl(etcd_endpoint, "domain", "add", "A.example").returncode == 0  # the old form
-    assert store.domain_rules("a.example") == DomainRules("a.example", (), None)
+    assert store.domain_rules("a.example") == DomainRules("a.example")
     assert blfctl(etcd_endpoint, "domain", "add", "b.example", "--may-call", "a.example", "c.example",
                   "--accept-from", "a.example").returncode == 0
-    assert store.domain_rules("b.example") == DomainRules("b.example", ("a.example", "c.example"), ("a.example",))
+    assert store.domain_rules("b.example") == DomainRules(
+        "b.example", frozenset({"a.example", "c.example"}), frozenset({"a.example"})
+    )
     done = blfctl(etcd_endpoint, "domain", "set", "a.example", "--may-call", "b.example")
     assert done.returncode == 0, done.stderr
     assert "may call a.example, b.example; accepts from every domain" in done.stdout
-    assert store.domain_rules("a.example") == DomainRules("a.example", ("b.example",), None)
+    assert store.domain_rules("a.example") == DomainRules("a.example", frozenset({"b.example"}), None)
     assert blfctl(etcd_endpoint, "domain", "add", "a.example").returncode == 0  # keeps its rules
-    assert store.domain_rules("a.example") == DomainRules("a.example", ("b.example",), None)
+    assert store.domain_rules("a.example") == DomainRules("a.example", frozenset({"b.example"}), None)
     unknown = blfctl(etcd_endpoint, "domain", "set", "z.example", "--may-call")
     assert unknown.returncode == 1 and "no domain z.example" in unknown.stderr
     assert store.domain_rules("z.example") is None

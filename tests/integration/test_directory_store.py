@@ -7,8 +7,9 @@ import pytest
 
 from statestore import keys
 from statestore.cli import new_account
-from statestore.domain.directory import AccountEntry, DomainRules, NameTaken, UnknownAccount
+from statestore.domain.directory import AccountEntry, NameTaken, UnknownAccount
 from statestore.domain.model import Account
+from statestore.domain.policy import DomainRules
 from statestore.etcd_store import MAX_TXN_OPS, EtcdStore
 from tests.integration.test_etcd_store import binding, call
 from tests.integration.test_subscription_index import subscription
@@ -150,9 +151,9 @@ def test_write_accounts_refuses_only_the_entries_in_conflict(store: EtcdStore) -
 
 def test_domain_rules(store: EtcdStore) -> None:
     store.add_domain("a.example")
-    assert store.domain_rules("a.example") == DomainRules("a.example", (), None)
+    assert store.domain_rules("a.example") == DomainRules("a.example")
     assert store.domain_rules("nowhere.example") is None
-    rules = DomainRules("a.example", ("b.example",), ("c.example",))
+    rules = DomainRules("a.example", frozenset({"b.example"}), frozenset({"c.example"}))
     assert store.set_domain_rules(rules) is True
     store.add_domain("a.example")  # an existing domain keeps its rules
     assert store.domain_rules("a.example") == rules
@@ -164,5 +165,5 @@ def test_domain_rules(store: EtcdStore) -> None:
 
 def test_a_domain_written_before_rules_reads_as_the_defaults(store: EtcdStore) -> None:
     store.client.put(keys.domain("old.example"), b'{"domain":"old.example"}')
-    assert store.domain_rules("old.example") == DomainRules("old.example", (), None)
+    assert store.domain_rules("old.example") == DomainRules("old.example")
     assert store.domains() == ["old.example"]

@@ -10,12 +10,14 @@ from statestore.domain.directory import (
     MAX_ALIASES,
     AccountEntry,
     DirectoryError,
-    DomainRules,
     Found,
     NameTaken,
     UnknownAccount,
     merged_record,
+    rules_from_record,
+    rules_to_record,
 )
+from statestore.domain.policy import DomainRules, NumberRule
 
 AOR = "alice@example.com"
 
@@ -91,28 +93,69 @@ def test_aliases_are_unique_and_not_the_account_itself() -> None:
         directory.aliases([str(n) for n in range(MAX_ALIASES + 1)], "alice")
 
 
+A = "a.example"
+
+
+def rules(may_call: tuple[str, ...] = (), accept_from: tuple[str, ...] | None = None,
+          numbers: NumberRule | None = None) -> DomainRules:
+    accepts = None if accept_from is None else frozenset(accept_from)
+    return DomainRules(A, frozenset(may_call), accepts, numbers or NumberRule())
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ({"domain": "a.example"}, DomainRules("a.example", (), None)),  # written before rules existed
-        ({"domain": "a.example", "may_call": ["b.example"], "accept_from": None},
-         DomainRules("a.example", ("b.example",), None)),
-        ({"domain": "a.example", "may_call": [], "accept_from": []}, DomainRules("a.example", (), ())),
-        ({"domain": "a.example", "may_call": ["b.example"], "accept_from": ["c.example"]},
-         DomainRules("a.example", ("b.example",), ("c.example",))),
+        ({"domain": A}, rules()),  # written before rules existed
+        ({"domain": A, "may_call": ["b.example"], "accept_from": None}, rules(("b.example",))),
+        ({"domain": A, "may_call": [], "accept_from": []}, rules((), ())),
+        ({"domain": A, "may_call": ["b.example"], "accept_from": ["c.example"]}, rules(("b.example",), ("c.example",))),
+        ({"domain": A, "numbers": {"strip_plus": True, "prefixes": [["0", "+44"], ["", "+1"]]}},
+         rules(numbers=NumberRule(True, (("0", "+44"), ("", "+1"))))),
+        ({"domain": A, "numbers": {"strip_plus": True}, "zone": "eu-1", "later": {"x": 1}},
+         rules(numbers=NumberRule(True))),  # fields of a later version are ignored
     ],
 )
 def test_domain_rules_read(value: dict[str, object], expected: DomainRules) -> None:
-    assert DomainRules.from_dict(value) == expected
-    assert DomainRules.from_dict(expected.to_dict()) == expected
+    assert rules_from_record(value) == expected
+    assert rules_from_record(rules_to_record(expected)) == expected
 
 
-def test_domain_rules_checked_lowercased_without_itself() -> None:
-    rules = directory.domain_rules("A.example", ["B.example", "a.example", "b.example"], ["C.example"])
-    assert rules == DomainRules("a.example", ("b.example",), ("c.example",))
-    assert directory.domain_rules("a.example").accept_from is None
+def test_domain_rules_record_keeps_its_fields_without_the_domain_itself() -> None:
+    record = rules_to_record(rules(("c.example", "b.example"), ("d.example",), NumberRule(True, (("0", "+44"),))))
+    assert record == {
+        "domain": A,
+        "may_call": ["b.example", "c.example"],
+        "accept_from": ["d.example"],
+        "numbers": {"strip_plus": True, "prefixes": [["0", "+44"]]},
+    }
+    assert rules_to_record(rules())["accept_from"] is None
+
+
+def test_domain_rules_checked_lowercased() -> None:
+    made = directory.domain_rules("A.example", ["B.example", "a.example", "b.example"], ["C.example"])
+    assert made == rules(("b.example",), ("c.example",))
+    assert made.may_call == frozenset({A, "b.example"})  # itself implied
+    assert directory.domain_rules(A).accept_from is None
     with pytest.raises(DirectoryError, match="domain"):
-        directory.domain_rules("a.example", ["bad_domain"])
+        directory.domain_rules(A, ["bad_domain"])
+
+
+def test_domain_rules_with_number_rules() -> None:
+    made = directory.domain_rules(A, strip_plus=True, prefixes=["0=+44", "=+1", "0=+44"])
+    assert made.numbers == NumberRule(True, (("0", "+44"), ("", "+1")))
+    assert "+442071234567" in made.numbers.forms("02071234567")
+
+
+@pytest.mark.parametrize("text", ["0=+44", "=+1", "+1=", "00=+", "1=11"])
+def test_number_prefix(text: str) -> None:
+    a, _, b = text.partition("=")
+    assert directory.number_prefix(text) == (a, b)
+
+
+@pytest.mark.parametrize("text", ["0+44", "", "=", "0=0", "a=+1", "0=+4 4", "1=2=3", "+=+", "0=++44"])
+def test_malformed_number_prefix(text: str) -> None:
+    with pytest.raises(DirectoryError, match="number prefix"):
+        directory.number_prefix(text)
 
 
 NOTHING = Found(None, None, {}, frozenset())
