@@ -13,7 +13,7 @@ import pytest
 
 from statestore import keys
 from statestore.cli import ha1
-from statestore.domain.policy import DomainRules
+from statestore.domain.policy import DomainRules, NumberRule
 from statestore.etcd_store import EtcdStore
 
 pytestmark = [pytest.mark.integration]
@@ -79,6 +79,11 @@ def test_alias_taken_is_refused_with_its_owner_and_nothing_changes(etcd_endpoint
         ("domain", "add", "bad_domain.example"),
         ("domain", "add", "a.example", "--may-call", "b.example", "not a domain"),
         ("domain", "set", "a.example", "--may-call", "b.example", "--accept-from", "c/d"),
+        ("domain", "add", "a.example", "--number-prefix", "0+44"),
+        ("domain", "add", "a.example", "--number-prefix", "0=+44", "--number-prefix", "0=0"),
+        ("domain", "add", "a.example", "--strip-plus", "--number-prefix", "x=+1"),
+        ("domain", "set", "a.example", "--may-call", "--number-prefix", "="),
+        ("domain", "show", "bad_domain.example"),
     ],
 )
 def test_malformed_names_exit_2_and_write_nothing(etcd_endpoint: str, store: EtcdStore, args: tuple[str, ...]) -> None:
@@ -105,6 +110,32 @@ def test_domain_add_and_set_rules(etcd_endpoint: str, store: EtcdStore) -> None:
     unknown = blfctl(etcd_endpoint, "domain", "set", "z.example", "--may-call")
     assert unknown.returncode == 1 and "no domain z.example" in unknown.stderr
     assert store.domain_rules("z.example") is None
+
+
+def test_domain_number_rules_and_show(etcd_endpoint: str, store: EtcdStore) -> None:
+    added = blfctl(etcd_endpoint, "domain", "add", "uk.example", "--strip-plus", "--number-prefix", "0=+44",
+                   "--number-prefix", "=+1")
+    assert added.returncode == 0, added.stderr
+    assert store.domain_rules("uk.example") == DomainRules(
+        "uk.example", numbers=NumberRule(strip_plus=True, prefixes=(("0", "+44"), ("", "+1")))
+    )
+    shown = blfctl(etcd_endpoint, "domain", "show", "UK.example")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == {
+        "domain": "uk.example", "may_call": [], "accept_from": None,
+        "numbers": {"strip_plus": True, "prefixes": [["0", "+44"], ["", "+1"]]},
+    }
+    assert blfctl(etcd_endpoint, "domain", "add", "uk.example").returncode == 0  # keeps its rules
+    kept = store.domain_rules("uk.example")
+    assert kept is not None and kept.numbers.strip_plus is True
+    done = blfctl(etcd_endpoint, "domain", "set", "uk.example", "--may-call", "b.example", "--number-prefix", "00=+")
+    assert done.returncode == 0, done.stderr
+    assert "equal number forms 00N = +N" in done.stdout
+    assert store.domain_rules("uk.example") == DomainRules(
+        "uk.example", frozenset({"b.example"}), numbers=NumberRule(prefixes=(("00", "+"),))
+    )  # set replaces every rule
+    missing = blfctl(etcd_endpoint, "domain", "show", "z.example")
+    assert missing.returncode == 1 and "no domain z.example" in missing.stderr
 
 
 def test_account_remove(etcd_endpoint: str, store: EtcdStore) -> None:
