@@ -22,83 +22,41 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context
+from blf_directory import directory
 from blf_sip import pv
 
 from statestore.domain import digest
-from statestore.domain.errors import SipError, StoreUnavailable
-from statestore.domain.model import Account
+from statestore.domain.errors import SipError
+from statestore.domain.identity import DOMAIN_NOT_SERVED
 
-# Seconds a domain check (served or not) is remembered by a process: the domain check before
-# the challenge must not cost a store round trip per request (flood limit, issue 5).
-DOMAIN_CACHE_SECONDS = float(os.environ.get("BLF_DOMAIN_CACHE_SECONDS", "10"))
-_DOMAIN_CACHE_ENTRIES = 4096
 _NC_TABLE = "blf_nc"
 # The nonce count outlives its nonce by this much in the htable (so a replay finds it).
 _NC_MARGIN_SECONDS = 60
+# Requests this server answers itself, as a UAS: challenged with 401 + WWW-Authenticate,
+# credentials in Authorization. Every other request is proxied: 407 + Proxy-Authenticate,
+# credentials in Proxy-Authorization (RFC 3261 §22.3).
+UAS_METHODS = frozenset({"REGISTER", "SUBSCRIBE"})
 
-# Reads an account by AOR (None: no such account); raises StoreUnavailable.
-AccountReader = Callable[[str], Account | None]
-
-_domains: dict[str, tuple[bool, float]] = {}
 _policy: digest.DigestPolicy | None = None
 
 
-def lookup_account(ctx: Context, aor: str, store_required: bool) -> Account | None:
-    """Account from the store; from the cache when the store is down and that is allowed."""
-    if not ctx.store_down():
-        try:
-            account = ctx.store.get_account(aor)
-        except StoreUnavailable:
-            ctx.mark_store_down()
-        else:
-            if account is not None:
-                ctx.cache.put_account(account)
-            return account
-    if store_required:
-        raise StoreUnavailable("store marked down")
-    cached = ctx.cache.get_account(aor)
-    if cached is None:
-        # Neither store nor cache can say: a 503 with Retry-After, not an endless challenge.
-        raise StoreUnavailable(f"store down and {aor} not cached")
-    return cached
+def realm_for(ctx: Context, candidates: Sequence[str]) -> str:
+    """The realm to challenge with: the first served domain among `candidates` (lower case).
 
-
-def require_domain(ctx: Context, domain: str) -> None:
-    """The store answers and serves `domain`; checked before any challenge, so that a
-    phone learns of an outage (503) or a wrong domain (404) without a digest round.
-
-    Answers are remembered per process for DOMAIN_CACHE_SECONDS, both ways, so a flood of
-    requests costs no store round trip; the outage flag is shared memory, no round trip either.
+    The realm only says which domain's credentials to send; the identity is the account
+    they verify as (statestore/domain/identity.py). Checked before any challenge, from the
+    directory copy (no store round trip), so that a phone learns of a wrong domain (404)
+    without a digest round and a flood costs no store read.
     """
-    if ctx.store_down():
-        raise StoreUnavailable("store marked down")
-    now = time.monotonic()
-    cached = _domains.get(domain)
-    if cached is not None and now - cached[1] < DOMAIN_CACHE_SECONDS:
-        served = cached[0]
-    else:
-        try:
-            served = ctx.store.domain_exists(domain)
-        except StoreUnavailable:
-            ctx.mark_store_down()
-            raise
-        _remember_domain(domain, served, now)
-    if not served:
-        raise SipError(404, "Not Found - Domain Not Served Here")
-
-
-def _remember_domain(domain: str, served: bool, now: float) -> None:
-    if len(_domains) >= _DOMAIN_CACHE_ENTRIES:
-        for name, (_, checked) in list(_domains.items()):
-            if now - checked >= DOMAIN_CACHE_SECONDS:
-                del _domains[name]
-        if len(_domains) >= _DOMAIN_CACHE_ENTRIES:
-            _domains.clear()
-    _domains[domain] = (served, now)
+    view = directory(ctx)
+    for domain in candidates:
+        if domain and view.get(domain) is not None:
+            return domain.lower()
+    raise SipError(404, DOMAIN_NOT_SERVED)
 
 
 def policy(ctx: Context) -> digest.DigestPolicy:
@@ -120,26 +78,27 @@ def policy(ctx: Context) -> digest.DigestPolicy:
     return _policy
 
 
-def authenticate(
-    ctx: Context, realm: str, store_required: bool, read_account: AccountReader | None = None
-) -> str | None:
-    """The authenticated account (user@realm), or None after sending a challenge:
-    401 WWW-Authenticate for REGISTER, 407 Proxy-Authenticate for every other method.
+def credentials_header() -> str:
+    """The header this request's credentials come in (see UAS_METHODS)."""
+    return "Authorization" if pv("$rm") in UAS_METHODS else "Proxy-Authorization"
 
-    `read_account` replaces `lookup_account` for a caller that reads the account together
-    with what it needs next (an initial SUBSCRIBE: one store round trip for both)."""
+
+def authenticate(ctx: Context, realm: str, store_required: bool) -> str | None:
+    """The authenticated account (user@realm), or None after sending a challenge
+    (401 or 407, see UAS_METHODS).
+
+    The account is the one the credentials verify as: the digest username is its user,
+    never an alias; From, To and P-Asserted-Identity play no part (identity.py).
+    `store_required`: the request needs etcd anyway (REGISTER, SUBSCRIBE): no memcached
+    fallback for the account before the directory copy is loaded."""
     rules = policy(ctx)
     method = pv("$rm")
-    name = "Authorization" if method == "REGISTER" else "Proxy-Authorization"
+    name = credentials_header()
     found = _credentials(name, realm)
     if found is None:
         _challenge(rules, realm, stale=False)
         return None
     index, credentials = found
-    # The auth user must be the From user (To user for REGISTER): nobody places calls,
-    # subscribes or registers as someone else with their own password.
-    if credentials.username != pv("$tU" if method == "REGISTER" else "$fU"):
-        raise SipError(403, "Forbidden - Authentication User Mismatch")
     problem = digest.problem(credentials, rules.algorithms, pv("$ou"))
     if problem is digest.Problem.ALGORITHM:
         _challenge(rules, realm, stale=False)
@@ -154,8 +113,10 @@ def authenticate(
         KSR.info(f"blf: nonce count {credentials.nc} reused by {credentials.username} from {pv('$si')}\n")
         _challenge(rules, realm, stale=True)
         return None
-    aor = f"{credentials.username}@{realm}"
-    account = read_account(aor) if read_account is not None else lookup_account(ctx, aor, store_required)
+    if "@" in credentials.username:
+        _challenge(rules, realm, stale=False)  # user@host packed in the username: nobody
+        return None
+    account = directory(ctx).account_record(f"{credentials.username}@{realm}", store_required)
     algorithm = digest.canonical_algorithm(credentials.algorithm) or "MD5"
     if account is not None and not account.ha1_for(algorithm):
         # An account provisioned before SHA-256: offer what it can answer.
@@ -215,13 +176,13 @@ def _advance_nc(rules: digest.DigestPolicy, credentials: digest.Credentials) -> 
 def _challenge(
     rules: digest.DigestPolicy, realm: str, stale: bool, algorithms: tuple[str, ...] | None = None
 ) -> None:
-    """Answer 401 (REGISTER) or 407 with a fresh nonce of this instance, one header per algorithm."""
+    """Answer 401 (UAS_METHODS) or 407 with a fresh nonce of this instance, one header per algorithm."""
     nonce = digest.mint_nonce(rules, time.time(), secrets.token_bytes(digest.NONCE_RANDOM_BYTES))
-    register = pv("$rm") == "REGISTER"
-    name = "WWW-Authenticate" if register else "Proxy-Authenticate"
+    uas = pv("$rm") in UAS_METHODS
+    name = "WWW-Authenticate" if uas else "Proxy-Authenticate"
     for value in digest.challenges(realm, nonce, algorithms or rules.algorithms, stale):
         KSR.hdr.append_to_reply(f"{name}: {value}\r\n")
-    if register:
+    if uas:
         KSR.sl.send_reply(401, "Unauthorized")
     else:
         KSR.sl.send_reply(407, "Proxy Authentication Required")

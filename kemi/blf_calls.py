@@ -15,13 +15,15 @@ from dataclasses import asdict
 
 import blf_wakeup
 import KSR  # type: ignore[import-not-found]
-from blf_auth import authenticate, lookup_account
+from blf_auth import authenticate, realm_for
 from blf_context import Context
+from blf_directory import directory, realm_candidates, request_identities, require_served_target
 from blf_routing import plan_branches, relay
-from blf_sip import pv, request_aor, uri_of
+from blf_sip import header, pv, uri_of
 
 from statestore import codec
 from statestore.domain.errors import SipError, StoreUnavailable
+from statestore.domain.identity import check_reach, withheld
 from statestore.domain.legs import (
     CallParties,
     Ending,
@@ -39,10 +41,13 @@ LEG_QUEUE = "blf_legs"
 
 
 def handle_initial_invite(ctx: Context) -> None:
-    caller = authenticate(ctx, pv("$fd").lower(), store_required=False)
+    require_served_target(ctx)
+    caller = authenticate(ctx, realm_for(ctx, realm_candidates()), store_required=False)
     if caller is None:
         return
-    callee = request_aor()
+    found = request_identities(ctx, caller)
+    check_reach(found, directory(ctx))  # 404 domain, 403 could not call, 404 user: as for SUBSCRIBE
+    callee = str(found.callee)
     targets = _targets(ctx, callee)
     branches = plan_branches(ctx, [(b.contact, b.received, b.instance, b.nat) for b in targets])
     if not branches:
@@ -51,6 +56,7 @@ def handle_initial_invite(ctx: Context) -> None:
         call_id=pv("$ci"), from_tag=pv("$ft"), caller=caller, callee=callee,
         caller_display=pv("$fn").strip('"'), callee_display=pv("$tn").strip('"'),
         caller_target=uri_of(pv("$ct")),
+        caller_withheld=withheld(pv("$fu"), header("Privacy") or ""),
     )
     KSR.dialog.dlg_manage()
     KSR.pv.sets(PARTIES_VAR, json.dumps(asdict(parties)))
@@ -66,8 +72,6 @@ def _targets(ctx: Context, callee: str) -> list[Binding]:
     live = call_targets(_bindings(ctx, callee), time.time())
     if live:
         return live
-    if lookup_account(ctx, callee, store_required=False) is None:
-        raise SipError(404, "Not Found")
     raise SipError(480, "Temporarily Unavailable")
 
 

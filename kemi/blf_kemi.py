@@ -25,6 +25,7 @@ for _path in (_HERE, _ROOT, _VENV_SITE):
 import KSR  # type: ignore[import-not-found]
 from blf_calls import handle_initial_invite, on_call_ended, on_invite_reply
 from blf_context import Context, Settings, context
+from blf_directory import Keeper as DirectoryKeeper
 from blf_lease import LeaseKeeper
 from blf_legs import LegWriter
 from blf_notifier import Notifier
@@ -162,6 +163,7 @@ class kamailio:
         self.notifier: Notifier | None = None
         self.lease: LeaseKeeper | None = None
         self.legs: LegWriter | None = None
+        self.directory: DirectoryKeeper | None = None
 
     def child_init(self, rank: int) -> int:
         if rank > 0:
@@ -208,6 +210,11 @@ class kamailio:
         if self.legs is None:
             self.legs = LegWriter(context())
         return _logging(lambda ctx: self.legs.tick() if self.legs else None)
+
+    def ksr_directory_tick(self, msg: object, evname: str = "") -> int:
+        if self.directory is None:
+            self.directory = DirectoryKeeper(context())
+        return _logging(lambda ctx: self.directory.tick() if self.directory else None)
 
 
 def mod_init() -> kamailio:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 
 import KSR  # type: ignore[import-not-found]
-from blf_auth import authenticate, require_domain
+from blf_auth import authenticate, realm_for
 from blf_context import Context
-from blf_sip import aor_of, header, headers, pv, reply
+from blf_directory import directory
+from blf_sip import header, headers, pv, reply
 
-from statestore.domain.errors import SipError
+from statestore.domain.errors import SipError, store_unavailable_error
+from statestore.domain.identity import RequestFacts, resolve
 from statestore.domain.registrar import (
     ContactSpec,
     RegisterRequest,
@@ -30,12 +32,18 @@ def handle_register(ctx: Context) -> None:
     # Answered through a transaction (blf_kemi.stateful): tm sends the answer again to
     # every retransmission while the transaction lives; one that comes later is recognised
     # by the registrar.
-    realm = pv("$td").lower()
-    require_domain(ctx, realm)
+    # The AOR registered is the To URI (RFC 3261 §10.2); its domain is the realm.
+    realm = realm_for(ctx, [pv("$td")])
+    if ctx.store_down():
+        raise store_unavailable_error()
     account = authenticate(ctx, realm, store_required=True)
     if account is None:
         return
-    if account != aor_of(pv("$tU"), realm):
+    # The To user (the account's user or one of its aliases, in any equivalent number form)
+    # must name the account that authenticated: nobody registers for someone else.
+    view = directory(ctx)
+    registered = resolve(RequestFacts(None, None, ruri_user=pv("$tU"), ruri_host=realm), view, view).callee
+    if registered != account:
         raise SipError(403, "Forbidden")
     now = time.time()
     contacts = parse_contacts(headers("Contact"))

@@ -63,23 +63,6 @@ def reply_error(error: SipError) -> None:
     reply(error.status, error.reason, error.headers)
 
 
-def aor_of(uri_user: str, uri_host: str) -> str:
-    return f"{uri_user}@{uri_host.lower()}"
-
-
-def request_domain() -> str:
-    """The domain a request is for: its request URI's host, unless that host is this
-    instance's own address (a phone set up with the server's IP), then the To domain."""
-    if KSR.is_myself_ruri() > 0:
-        return pv("$td").lower()
-    return pv("$rd").lower()
-
-
-def request_aor() -> str:
-    """The account a request URI names (the callee, the presentity)."""
-    return aor_of(pv("$rU"), request_domain())
-
-
 @dataclass(frozen=True)
 class NotifyDialog:
     """What every NOTIFY of one subscription record shares: its Request-URI, next hop and

@@ -19,13 +19,15 @@ from dataclasses import replace
 
 import blf_notify
 import KSR  # type: ignore[import-not-found]
-from blf_auth import authenticate, require_domain
+from blf_auth import authenticate, credentials_header, realm_for
 from blf_context import Context, shared_epoch
-from blf_sip import header, list_header, pv, reply, request_aor, request_domain, uri_of
+from blf_directory import directory, realm_candidates, request_identities, require_served_target
+from blf_sip import header, list_header, pv, reply, uri_of
 
 from statestore.domain import bodies
 from statestore.domain.errors import SipError, StoreUnavailable, store_unavailable_error
-from statestore.domain.model import Account, Subscription
+from statestore.domain.identity import NOT_FOUND, check_reach
+from statestore.domain.model import Subscription
 from statestore.domain.routing import behind_nat
 from statestore.domain.subscription import (
     PACKAGES,
@@ -37,7 +39,6 @@ from statestore.domain.subscription import (
     event_id,
     event_package,
     granted_expires,
-    may_watch,
     parse_expires,
     refreshed,
     reindexed,
@@ -86,33 +87,27 @@ def _reach(ctx: Context, contact: str) -> Reach:
 
 def handle_initial_subscribe(ctx: Context) -> None:
     event, expires = _checked_expires(ctx)
-    require_domain(ctx, request_domain())
-    presentity = request_aor()
-    # The store is read once, when authenticate needs the watcher's account: that one
-    # read transaction brings everything else this SUBSCRIBE needs (_read).
-    reads: list[SubscribeRead] = []
-
-    def read_account(watcher: str) -> Account | None:
-        reads.append(_read(ctx, watcher, presentity, event))
-        return reads[-1].watcher_account
-
-    watcher = authenticate(ctx, pv("$fd").lower(), store_required=True, read_account=read_account)
+    require_served_target(ctx)
+    watcher = authenticate(ctx, realm_for(ctx, realm_candidates()), store_required=True)
     if watcher is None:
         return
-    read = reads[-1]
-    if read.presentity_account is None:
-        raise SipError(404, "Not Found")
-    if not may_watch(watcher, presentity):
-        raise SipError(403, "Forbidden")
+    # Who may watch whom is who could call whom (issue 7 §3), decided with the calls' rule:
+    # 404 domain not served, 403 could not call (whether or not the user exists), 404 user.
+    found = request_identities(ctx, watcher)
+    check_reach(found, directory(ctx))
+    presentity, entity = str(found.callee), str(found.entity)
     watcher_contact = uri_of(pv("$ct"))
     if not watcher_contact:
         raise SipError(400, "Bad Request - Missing Contact")
+    read = _read(ctx, watcher, presentity, event)
+    if read.presentity_account is None:
+        raise SipError(404, NOT_FOUND)  # removed since the copy said it exists
     now = time.time()
     local_tag = pv("$ltt(t)")  # the To tag tm answers with (SUBSCRIBE is stateful)
     reach = _reach(ctx, watcher_contact)
     subscription = Subscription(
         sub_id=subscription_id(pv("$ci"), pv("$ft"), local_tag),
-        event=event, presentity=presentity, entity=f"sip:{presentity}", watcher=watcher,
+        event=event, presentity=presentity, entity=entity, watcher=watcher,
         watcher_contact=watcher_contact, call_id=pv("$ci"), local_tag=local_tag,
         remote_tag=pv("$ft"), local_uri=pv("$tu"), remote_uri=pv("$fu"),
         route_set=tuple(list_header("Record-Route")), expires_at=now + expires,
@@ -142,7 +137,7 @@ def _read(ctx: Context, watcher: str, presentity: str, event: str) -> SubscribeR
     """The one store read of an initial SUBSCRIBE (one round trip, one revision): the
     watcher's and the presentity's accounts, the presentity's state (bindings only for
     a package whose bodies show them) and the census its create is guarded by. Both
-    accounts go to the cache, as lookup_account does, for calls while the store is down."""
+    accounts go to memcached, for calls while neither etcd nor the directory copy can answer."""
     if ctx.store_down():
         raise StoreUnavailable("store marked down")
     try:
@@ -192,11 +187,11 @@ def _create(ctx: Context, subscription: Subscription, counted: Census | None = N
 def handle_in_dialog_subscribe(ctx: Context) -> None:
     """Refresh or end a subscription: only its watcher may (403 for anyone else)."""
     event, expires = _checked_expires(ctx)
-    if not int(KSR.pv.get("$hdrc(Proxy-Authorization)") or 0):
+    if not int(KSR.pv.get(f"$hdrc({credentials_header()})") or 0):
         # No credentials at all: challenged before any store read, so a stranger costs
-        # no round trip and learns nothing of which subscriptions exist. The watcher's
-        # domain is its From domain, as when it subscribed.
-        authenticate(ctx, pv("$fd").lower(), store_required=True)
+        # no round trip and learns nothing of which subscriptions exist. The realm is
+        # chosen as when it subscribed.
+        authenticate(ctx, realm_for(ctx, realm_candidates()), store_required=True)
         return
     sub_id = subscription_id(pv("$ci"), pv("$ft"), pv("$tt"))
     found = ctx.store.get_subscription(sub_id)

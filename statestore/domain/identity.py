@@ -223,3 +223,19 @@ def _lookup(user: str, domain: str, directory: DirectoryView) -> str | None:
     if account is not None and _domain(account) != domain:
         return None
     return account
+
+
+# Privacy header values (RFC 3323 §4.2, RFC 3325 §9.3) that withhold the caller's identity.
+_WITHHOLDING = frozenset({"id", "user", "header"})
+
+
+def withheld(from_uri: str, privacy: str) -> bool:
+    """Whether a caller withheld its identity (RFC 3323): an anonymous From
+    (`anonymous@anonymous.invalid`, or any `anonymous` user or `anonymous.invalid` host),
+    or a Privacy header asking for id, user or header privacy. The caller is still the
+    account that authenticated; only what others are shown of it changes."""
+    user, _, host = from_uri.lower().partition(":")[2].partition(";")[0].partition(">")[0].rpartition("@")
+    if user == "anonymous" or host == "anonymous.invalid":
+        return True
+    values = {value.strip().lower() for value in privacy.replace(",", ";").split(";")}
+    return bool(values & _WITHHOLDING)

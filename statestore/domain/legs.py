@@ -54,6 +54,9 @@ class CallParties:
     caller_display: str
     callee_display: str
     caller_target: str  # Contact of the INVITE
+    # The caller withheld its identity (RFC 3323: anonymous From, or Privacy: id/user/header):
+    # the callee's watchers see an anonymous party, not the account that authenticated.
+    caller_withheld: bool = False
 
     @property
     def key(self) -> str:
@@ -102,6 +105,10 @@ def can_move(current: LegState, new: LegState) -> bool:
     return new in TRANSITIONS[current]
 
 
+# What the callee's watchers see of a caller that withheld its identity (RFC 3323 §4.1.1.3).
+ANONYMOUS = Party("sip:anonymous@anonymous.invalid", "Anonymous", "")
+
+
 def initial_legs(parties: CallParties, instance: str, version: int = 0) -> tuple[Leg, Leg]:
     """Both legs in `trying` as the INVITE is forwarded: the caller's and the callee's."""
     caller = Party(sip_uri(parties.caller), parties.caller_display, parties.caller_target)
@@ -118,7 +125,7 @@ def initial_legs(parties: CallParties, instance: str, version: int = 0) -> tuple
         leg_id=leg_id(parties.call_id, parties.from_tag, Direction.RECIPIENT),
         version=version, state=LegState.TRYING, direction=Direction.RECIPIENT,
         call_id=parties.call_id, local_tag="", remote_tag=parties.from_tag,
-        local=callee, remote=caller,
+        local=callee, remote=ANONYMOUS if parties.caller_withheld else caller,
     )
     return outgoing, incoming
 

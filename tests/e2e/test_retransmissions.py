@@ -1,6 +1,6 @@
 """A retransmitted SUBSCRIBE gets the answer its first copy got (RFC 3261 §17.2): the server
 absorbs it in the transaction, whatever digest nonce count it carries. Before, the copy was
-processed again and its (already used) nonce count refused as a replay: a fresh 407."""
+processed again and its (already used) nonce count refused as a replay: a fresh 401."""
 
 from __future__ import annotations
 

@@ -115,11 +115,13 @@ def test_unknown_in_dialog_subscribe_gets_481(account, phones):
     assert response.status == 481
 
 
-def test_unauthenticated_subscribe_is_challenged_and_wrong_password_refused(account, phones):
+def test_unauthenticated_subscribe_is_challenged_with_401_and_wrong_password_refused(account, phones):
     alice, catherine = account("alice"), account("catherine")
     ua = phone(phones, (catherine[0], "wrong"), "ks1")
     response = subscribe_raw(ua, alice[0], {"Event": "dialog", "Expires": "60"})
-    assert response.status == 407
+    # We answer SUBSCRIBE as a UAS: 401 + WWW-Authenticate, never 407 (RFC 3261 §22.3).
+    assert response.status == 401
+    assert response.all("www-authenticate") and not response.all("proxy-authenticate")
 
 
 def test_subscription_to_unknown_account_or_domain_gets_404(account, phones):

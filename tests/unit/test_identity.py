@@ -20,6 +20,7 @@ from statestore.domain.identity import (
     check_reach,
     dialled_user,
     resolve,
+    withheld,
 )
 from statestore.domain.policy import DomainRules, NumberRule, domain_table
 
@@ -340,3 +341,23 @@ def test_the_server_address_as_host_is_the_callers_own_domain(auth: str | None, 
 def test_another_ip_address_is_no_domain_even_for_an_authenticated_caller() -> None:
     found = resolve(facts("bob@192.0.2.10"), DIRECTORY, RULES)
     assert (found.callee_domain, found.callee) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("from_uri", "privacy", "expected"),
+    [
+        ("sip:anonymous@anonymous.invalid", "", True),
+        ("<sip:Anonymous@anonymous.invalid>", "", True),
+        ("sip:anonymous@acme.example", "", True),
+        ("sips:someone@anonymous.invalid", "", True),
+        ("sip:alice@acme.example", "", False),
+        ("sip:alice@acme.example", "none", False),
+        ("sip:alice@acme.example", "id", True),
+        ("sip:alice@acme.example", "user; critical", True),
+        ("sip:alice@acme.example", "header", True),
+        ("sip:alice@acme.example", "session", False),
+        ("", "", False),
+    ],
+)
+def test_withheld_identity(from_uri: str, privacy: str, expected: bool) -> None:
+    assert withheld(from_uri, privacy) is expected

@@ -1,0 +1,324 @@
+"""The directory on the SIP path: accounts, aliases and domain rules from a shared copy.
+
+Every request needs the directory (authentication reads the account's HA1s, the Request-URI
+resolves through aliases, could_call reads both domains' rules), so it is never read from
+etcd per request. One process per instance, the keeper (rtimer `blf_directory`), loads the
+directory keys from an etcd snapshot into the htable `blf_dir` in shared memory and keeps
+them fresh from a watch (a blfctl change reaches every instance in milliseconds); every SIP
+worker reads them with `sht_get`, no network. Keys are the etcd keys without `/blf/`
+(`accounts/<aor>`, `aliases/<domain>/<alias>`, `domains/<domain>`), values as stored.
+
+`$shv(blf_dir)` is "0" until the first snapshot is in, then the revision it was taken at.
+Before that, lookups go to etcd (accounts fall back to memcached when etcd is down). After
+it, the copy is served even while etcd is unreachable (calls are still routed) and while a
+broken watch resyncs: a copy a few seconds old is better than none.
+
+Why this copy and not memcached or etcd per request: docs/directory.md (measured).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+import traceback
+from collections.abc import Callable
+from typing import TypeVar
+
+import KSR  # type: ignore[import-not-found]
+from blf_context import Context
+from blf_sip import pv
+
+from statestore import codec, keys
+from statestore.domain import policy
+from statestore.domain.directory import rules_from_record
+from statestore.domain.errors import SipError, StoreUnavailable
+from statestore.domain.identity import DOMAIN_NOT_SERVED, Identities, RequestFacts, resolve
+from statestore.domain.model import Account
+from statestore.etcd_store import WatchEvent
+
+TABLE = "blf_dir"
+LOADED_VAR = "$shv(blf_dir)"
+PREFIXES = (keys.ACCOUNTS, keys.ALIASES, keys.DOMAINS)
+RESYNC_BACKOFF_SECONDS = 1.0
+# Before the copy is loaded, a domain's rules read from etcd are remembered this long by a
+# process, both ways: a flood of requests for one domain costs no round trip each.
+DOMAIN_CACHE_SECONDS = float(os.environ.get("BLF_DOMAIN_CACHE_SECONDS", "10"))
+_DOMAIN_CACHE_ENTRIES = 4096
+STATS_SECONDS = float(os.environ.get("BLF_DIRECTORY_STATS_SECONDS", "300"))
+_STATS_SAMPLES = 4096
+T = TypeVar("T")
+
+
+def table_key(key: str) -> str:
+    return key[len(keys.ROOT):]
+
+
+class Keeper:
+    """Fills and refreshes the shared copy (one process per instance)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.events: queue.Queue[list[WatchEvent] | Exception] = queue.Queue()
+        self.synced = False
+        self.next_sync = 0.0
+        # The keys this process put in the table: a resync removes those etcd no longer has.
+        self.held: set[str] = set()
+
+    def tick(self) -> None:
+        if not self.synced and time.monotonic() >= self.next_sync:
+            self._resync()
+        self._drain()
+
+    def _resync(self) -> None:
+        self.events = queue.Queue()  # an older watch's leftovers go to a queue nobody reads
+        started = time.monotonic()
+        try:
+            revision, items = self.ctx.store.snapshot(PREFIXES)
+            fresh: dict[str, str] = {}
+            for kv in items:
+                value = _text(kv.value)
+                if value is not None:
+                    fresh[table_key(kv.key)] = value
+            for key in self.held - fresh.keys():
+                KSR.htable.sht_rm(TABLE, key)
+            for key, value in fresh.items():
+                KSR.htable.sht_sets(TABLE, key, value)
+            self.held = set(fresh)
+            self.ctx.store.watch_prefixes(revision + 1, self.events.put, PREFIXES)
+        except StoreUnavailable as exc:
+            self._retry_later(f"store unavailable: {exc}")
+            return
+        except Exception:  # noqa: BLE001 - a bug: logged, tried again, never fatal to the process
+            self._retry_later(f"resync failed: {traceback.format_exc()}")
+            return
+        self.synced = True
+        KSR.pv.sets(LOADED_VAR, str(revision))
+        KSR.info(
+            f"blf directory: copy loaded at revision {revision}, {len(fresh)} keys "
+            f"in {time.monotonic() - started:.2f}s\n"
+        )
+
+    def _retry_later(self, why: str) -> None:
+        self.ctx.store.close()
+        self.next_sync = time.monotonic() + RESYNC_BACKOFF_SECONDS
+        KSR.warn(f"blf directory: {why}; the copy stays as it is, resync in {RESYNC_BACKOFF_SECONDS:.0f}s\n")
+
+    def _drain(self) -> None:
+        wait = self.ctx.settings.notifier_wait
+        try:
+            # Blocking here is what lets the watch thread run (KAMAILIO-NOTES).
+            item = self.events.get(timeout=wait) if wait > 0 else self.events.get_nowait()
+            while True:
+                if isinstance(item, Exception):
+                    KSR.warn(f"blf directory: watch broken ({item}), resyncing\n")
+                    self.synced = False
+                    self.ctx.store.close()
+                    return
+                for event in item:
+                    self._apply(event)
+                item = self.events.get_nowait()
+        except queue.Empty:
+            return
+
+    def _apply(self, event: WatchEvent) -> None:
+        key = table_key(event.key)
+        value = None if event.value is None else _text(event.value)
+        if value is None:
+            KSR.htable.sht_rm(TABLE, key)
+            self.held.discard(key)
+        else:
+            KSR.htable.sht_sets(TABLE, key, value)
+            self.held.add(key)
+
+
+def _text(raw: bytes | str) -> str | None:
+    try:
+        return raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        KSR.warn("blf directory: a value that is not UTF-8 skipped\n")
+        return None
+
+
+class Stats:
+    """Lookups of this process, where they were served from and how long they took; logged
+    every STATS_SECONDS when there were any (docs/directory.md reads these lines)."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = {}
+        self.counts: dict[str, int] = {}
+        self.since = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        self.samples = {"shm": [], "store": []}
+        self.counts = {"shm": 0, "store": 0}
+        self.since = time.monotonic()
+
+    def record(self, source: str, seconds: float) -> None:
+        self.counts[source] += 1
+        samples = self.samples[source]
+        if len(samples) < _STATS_SAMPLES:
+            samples.append(seconds)
+        else:
+            samples[self.counts[source] % _STATS_SAMPLES] = seconds
+        if time.monotonic() - self.since >= STATS_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        total = sum(self.counts.values())
+        if total:
+            parts = [f"lookups={total}", f"shm={self.counts['shm']}", f"store={self.counts['store']}"]
+            for source in ("shm", "store"):
+                ordered = sorted(self.samples[source])
+                for name, q in (("p50", 0.5), ("p99", 0.99)):
+                    value = ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6 if ordered else 0.0
+                    parts.append(f"{source}_{name}_us={value:.1f}")
+            KSR.info(f"blf directory: stats {' '.join(parts)}\n")
+        self.reset()
+
+
+class SharedDirectory:
+    """The directory as the SIP path reads it: `identity.DirectoryView` and `policy.Rules`,
+    and the accounts' HA1s for authentication."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.stats = Stats()
+        self._domains: dict[str, tuple[policy.DomainRules | None, float]] = {}
+
+    def loaded(self) -> bool:
+        return str(KSR.pv.get(LOADED_VAR) or "0") != "0"
+
+    def _lookup(self, key: str, decode: Callable[[str], T | None], from_store: Callable[[], T | None]) -> T | None:
+        """`key` from the copy once loaded (decoded), before that from etcd."""
+        started = time.perf_counter()
+        if self.loaded():
+            raw = KSR.htable.sht_get(TABLE, key)
+            self.stats.record("shm", time.perf_counter() - started)
+            if raw is None:
+                return None
+            try:
+                return decode(str(raw))
+            except (ValueError, TypeError, KeyError) as exc:
+                KSR.err(f"blf directory: {key} unreadable ({exc}): treated as absent\n")
+                return None
+        value = from_store()
+        self.stats.record("store", time.perf_counter() - started)
+        return value
+
+    # --- identity.DirectoryView ---
+
+    def account(self, domain: str, user: str) -> str | None:
+        found = self.account_record(f"{user}@{domain}")
+        return None if found is None else found.aor
+
+    def alias(self, domain: str, alias: str) -> str | None:
+        return self._lookup(
+            f"aliases/{domain}/{alias}", str, lambda: self._store(self.ctx.store.resolve_alias, domain, alias)
+        )
+
+    # --- policy.Rules ---
+
+    def get(self, domain: str, /) -> policy.DomainRules | None:
+        name = domain.lower()
+        return self._lookup(
+            f"domains/{name}", lambda raw: rules_from_record(codec.decode(raw)), lambda: self._domain_from_store(name)
+        )
+
+    # --- accounts ---
+
+    def account_record(self, aor: str, store_required: bool = False) -> Account | None:
+        """The account `user@domain`; None if there is none. Raises StoreUnavailable when
+        neither the copy, etcd nor (unless `store_required`) memcached can say."""
+        return self._lookup(
+            f"accounts/{aor}",
+            lambda raw: Account.from_dict(codec.decode(raw)),
+            lambda: self._account_from_store(aor, store_required),
+        )
+
+    # --- before the copy is loaded ---
+
+    def _store(self, read: Callable[[str, str], str | None], *args: str) -> str | None:
+        if self.ctx.store_down():
+            raise StoreUnavailable("store marked down")
+        try:
+            return read(*args)
+        except StoreUnavailable:
+            self.ctx.mark_store_down()
+            raise
+
+    def _account_from_store(self, aor: str, store_required: bool) -> Account | None:
+        if not self.ctx.store_down():
+            try:
+                account = self.ctx.store.get_account(aor)
+            except StoreUnavailable:
+                self.ctx.mark_store_down()
+            else:
+                if account is not None:
+                    self.ctx.cache.put_account(account)
+                return account
+        if store_required:
+            raise StoreUnavailable("store marked down")
+        cached = self.ctx.cache.get_account(aor)
+        if cached is None:
+            # Neither store nor cache can say: a 503 with Retry-After, not an endless challenge.
+            raise StoreUnavailable(f"store down and {aor} not cached")
+        return cached
+
+    def _domain_from_store(self, name: str) -> policy.DomainRules | None:
+        now = time.monotonic()
+        cached = self._domains.get(name)
+        if cached is not None and now - cached[1] < DOMAIN_CACHE_SECONDS:
+            rules = cached[0]
+        else:
+            if self.ctx.store_down():
+                raise StoreUnavailable("store marked down")
+            try:
+                rules = self.ctx.store.domain_rules(name)
+            except StoreUnavailable:
+                self.ctx.mark_store_down()
+                raise
+            if len(self._domains) >= _DOMAIN_CACHE_ENTRIES:
+                self._domains.clear()
+            self._domains[name] = (rules, now)
+        return rules
+
+
+_directory: SharedDirectory | None = None
+
+
+def directory(ctx: Context) -> SharedDirectory:
+    global _directory
+    if _directory is None:
+        _directory = SharedDirectory(ctx)
+    return _directory
+
+
+def realm_candidates() -> list[str]:
+    """Where a proxied request or a SUBSCRIBE may name its caller's domain, in order: the
+    From domain, the P-Asserted-Identity domain (an anonymous From), the Request-URI
+    domain. Only the realm to challenge with: the caller is who the credentials verify as."""
+    return [pv("$fd"), pv("$(ai{uri.host})"), "" if KSR.is_myself_ruri() > 0 else pv("$rd")]
+
+
+def require_served_target(ctx: Context) -> None:
+    """A Request-URI naming a domain not served here is 404 before any challenge (which
+    domains are served is no secret: requests to them are challenged), so a request for
+    another provider costs no digest round. The server's own address is decided after
+    authentication: it names the caller's own domain (identity.resolve)."""
+    if KSR.is_myself_ruri() <= 0 and directory(ctx).get(pv("$rd")) is None:
+        raise SipError(404, DOMAIN_NOT_SERVED)
+
+
+def request_identities(ctx: Context, caller: str) -> Identities:
+    """The request's caller and callee, resolved once (identity.resolve) against the copy."""
+    user, _, realm = caller.rpartition("@")
+    facts = RequestFacts(
+        auth_user=user, auth_realm=realm,
+        ruri_user=pv("$rU"), ruri_host=pv("$rd"), ruri_user_param=pv("$(ru{uri.param,user})"),
+        ruri_is_us=KSR.is_myself_ruri() > 0,
+        from_uri=pv("$fu"), to_uri=pv("$tu"), pai=pv("$ai"), display=pv("$fn"),
+    )
+    view = directory(ctx)
+    return resolve(facts, view, view)
