@@ -19,6 +19,7 @@ import KSR  # type: ignore[import-not-found]
 from blf_context import Context, share_epoch
 
 from statestore.domain.errors import Contended, StoreUnavailable
+from statestore.domain.subscription import final_reason
 from statestore.etcd_store import WatchEvent
 from statestore.mirror import Due, Mirror
 
@@ -216,7 +217,8 @@ class Notifier:
             KSR.err(f"blf notifier: NOTIFY for {due.subscription.sub_id} failed: {traceback.format_exc()}\n")
 
     def _send(self, due: Due) -> None:
-        """Send what `due` asks for; the record is written only to remove it (expiry)."""
+        """Send what `due` asks for; the record is written only to remove it (expiry, or
+        ended: an unsubscribe, a removed account, with the reason it was ended with)."""
         now = time.time()
         subscription = due.subscription
         if due.expired:
@@ -225,7 +227,9 @@ class Notifier:
             final = self.mirror.numbers(due)
             self.mirror.forget(subscription.sub_id)
             if final is not None:
-                blf_notify.send_numbered(self.ctx, subscription, *final, due.state, now, "timeout", due.body)
+                blf_notify.send_numbered(
+                    self.ctx, subscription, *final, due.state, now, final_reason(subscription), due.body
+                )
             return
         numbers = self.mirror.numbers(due)
         if numbers is not None:

@@ -117,7 +117,7 @@ def cmd_account_add(args: argparse.Namespace) -> int:
 
 def cmd_account_remove(args: argparse.Namespace) -> int:
     user, domain = directory.aor(args.account)
-    if not _store(args).remove_account(f"{user}@{domain}"):
+    if not _store(args).remove_account(f"{user}@{domain}", time.time()):
         raise Refused(f"no account {user}@{domain}")
     print(f"account {user}@{domain} removed")
     return 0
@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     account_add.add_argument("account", help="USER@DOMAIN")
     account_add.add_argument("--password", required=True)
     account_add.add_argument("--alias", action="extend", nargs="+", metavar="ALIAS", help="an alias in its domain")
-    account.add_parser("remove", help="remove an account, its aliases, legs, registrations and subscriptions"
+    account.add_parser("remove", help="remove an account, its aliases, legs, registrations and subscriptions "
+                       "(its watchers get a final NOTIFY, reason noresource)"
                        ).add_argument("account", help="USER@DOMAIN")
     account.add_parser("import", help="accounts from CSV (user@domain,password,alias1;alias2) or JSON lines"
                        ).add_argument("file")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +21,6 @@ import grpc  # type: ignore[import-untyped]
 
 from statestore import codec, keys
 from statestore.domain.directory import (
-    MAX_ALIASES,
     AccountEntry,
     DirectoryError,
     Found,
@@ -32,6 +32,7 @@ from statestore.domain.errors import Contended, StoreUnavailable
 from statestore.domain.legbook import WriteOutcome
 from statestore.domain.model import Account, Binding, Leg, Subscription, WatcherEntry
 from statestore.domain.policy import DomainRules
+from statestore.domain.subscription import REASON_NORESOURCE, ended
 from statestore.store import Census, StoredBindings, SubscribeRead
 
 REGISTRATION_GRACE_SECONDS = 2
@@ -45,9 +46,6 @@ MAX_TXN_OPS = 128
 CALLS_PER_REQUEST = 64
 # Optimistic directory writes retried when a concurrent writer changed what they read.
 DIRECTORY_ATTEMPTS = 10
-# Operations of an account removal besides its subscriptions: the account, up to
-# MAX_ALIASES aliases, four prefixes.
-ACCOUNT_REMOVAL_OPS = 1 + MAX_ALIASES + 4
 
 # gRPC backs off reconnecting exponentially (to minutes), and shares that back-off between
 # channels to the same target: after an etcd outage a fresh client would still fail for
@@ -316,50 +314,58 @@ class EtcdStore:
                 return owner
         raise StoreUnavailable(f"etcd at {self.endpoint}: alias removal contended {DIRECTORY_ATTEMPTS} times")
 
-    def remove_account(self, aor: str) -> bool:
+    def remove_account(self, aor: str, now: float | None = None) -> bool:
         """Remove an account with its aliases, legs, registrations and the subscriptions it
-        is watcher or presentity of (records and both index entries: the notifier forgets
-        a subscription whose record is gone). One transaction, guarded by the account and
-        both index prefixes as read; an account in more subscriptions than one transaction
-        holds has them deleted first, a batch at a time. False if there is no account."""
+        is watcher of (records and both index entries), and end the subscriptions to it:
+        each is rewritten due now with reason `noresource` (subscription.ended), so that
+        the notifier responsible for it sends the final NOTIFY (`Subscription-State:
+        terminated;reason=noresource`, RFC 6665 §4.2.2) and removes it (issue 7 §1).
+
+        One transaction, guarded by the account, both index prefixes as read and each
+        subscription ended as read; an account in more subscriptions than one transaction
+        holds has them deleted and ended first, a batch at a time (MAX_TXN_OPS). `now` is
+        the time the ended subscriptions are due at (default: the clock). False if there
+        is no account."""
         tx = self.client.transactions
         for _ in range(DIRECTORY_ATTEMPTS):
+            due = time.time() if now is None else now
             revision, (account, mine, theirs) = self._read(
                 [_key_read(keys.account(aor)), _prefix_read(keys.subs_of_watcher(aor)),
                  _prefix_read(keys.subs_of_presentity(aor), keys_only=True)]
             )
             if not account.kvs:
                 return False
-            all_keys = self._subscription_keys(mine.kvs, theirs.kvs)
-            own = (keys.subs_of_watcher(aor), keys.subs_of_presentity(aor))
-            subscription_keys = [key for key in all_keys if not key.startswith(own)]  # own: prefix deletes
-            if len(subscription_keys) + ACCOUNT_REMOVAL_OPS > MAX_TXN_OPS:
-                self._delete_in_batches(all_keys)
-                continue
+            watched = self._watched_keys(mine.kvs)
+            to_end, dangling = self._subscriptions_to(theirs.kvs, set(watched))
+            own = keys.subs_of_watcher(aor)
+            deletes = [key for key in watched + dangling if not key.startswith(own)]  # own: a prefix delete
             record = codec.decode(account.kvs[0].value)
+            aliases = [str(name) for name in record.get("aliases", [])]
+            if max(len(deletes) + len(to_end) + len(aliases) + 4, len(to_end) + 3) > MAX_TXN_OPS:
+                self._delete_in_batches(watched + dangling)
+                self._end_in_batches(to_end, due)
+                continue
             domain = aor.rpartition("@")[2]
             compare = [
                 tx.mod(keys.account(aor)) == int(account.kvs[0].mod_revision),
                 _range(tx.mod, keys.subs_of_watcher(aor)) < revision + 1,
                 _range(tx.mod, keys.subs_of_presentity(aor)) < revision + 1,
+                *(tx.mod(keys.sub(sub.sub_id)) == mod for sub, mod in to_end),
             ]
             success = [tx.delete(keys.account(aor))]
-            success += [tx.delete(keys.alias(domain, str(name))) for name in record.get("aliases", [])]
-            success += [_prefix_delete(tx, prefix) for prefix in (
-                keys.legs_of(aor), keys.regs_of(aor), keys.subs_of_watcher(aor), keys.subs_of_presentity(aor),
-            )]
-            success += [tx.delete(key) for key in subscription_keys]
+            success += [tx.delete(keys.alias(domain, name)) for name in aliases]
+            success += [_prefix_delete(tx, prefix) for prefix in (keys.legs_of(aor), keys.regs_of(aor), own)]
+            success += [tx.delete(key) for key in deletes]
+            success += [tx.put(keys.sub(sub.sub_id), codec.encode_subscription(_ended(sub, due))) for sub, _ in to_end]
             with self._guard():
                 ok, _ = self.client.transaction(compare=compare, success=success, failure=[])
             if ok:
                 return True
         raise StoreUnavailable(f"etcd at {self.endpoint}: account removal contended {DIRECTORY_ATTEMPTS} times")
 
-    def _subscription_keys(self, mine: Sequence[Any], theirs: Sequence[Any]) -> list[str]:
-        """Every key of the account's subscriptions, each subscription's together: the
-        index entry read, the record, and the other index entry (the presentity's of each
-        it watches; the watcher's of each watching it, read from the record: the
-        presentity's entry is empty)."""
+    def _watched_keys(self, mine: Sequence[Any]) -> list[str]:
+        """Every key of the subscriptions an account watches with: its index entry, the
+        record, and the presentity's index entry."""
         found: dict[str, None] = {}
         for kv in mine:
             entry = _watcher_entry(kv.key.decode(), kv.value)
@@ -367,17 +373,44 @@ class EtcdStore:
             found[keys.sub(entry.sub_id)] = None
             if entry.presentity:
                 found[keys.presentity_sub(entry.presentity, entry.sub_id)] = None
+        return list(found)
+
+    def _subscriptions_to(
+        self, theirs: Sequence[Any], deleted: set[str]
+    ) -> tuple[list[tuple[Subscription, int]], list[str]]:
+        """The subscriptions to an account still to be ended (record and mod revision; not
+        those it watches itself, deleted, nor those already ended with noresource: their
+        notifier is at it), and index entries whose record is gone (to delete)."""
         sub_ids = [kv.key.decode().rpartition("/")[2] for kv in theirs]
+        to_end: list[tuple[Subscription, int]] = []
+        dangling: list[str] = []
         for start in range(0, len(sub_ids), MAX_TXN_OPS):
             batch = sub_ids[start : start + MAX_TXN_OPS]
             _, responses = self._read([_key_read(keys.sub(sub_id)) for sub_id in batch])
             for kv, sub_id, answer in zip(theirs[start : start + MAX_TXN_OPS], batch, responses, strict=True):
-                found[kv.key.decode()] = None
-                found[keys.sub(sub_id)] = None
-                if answer.kvs:
-                    watcher = codec.decode_subscription(answer.kvs[0].value).watcher
-                    found[keys.watcher_sub(watcher, sub_id)] = None
-        return list(found)
+                if keys.sub(sub_id) in deleted:
+                    continue
+                if not answer.kvs:
+                    dangling.append(kv.key.decode())
+                    continue
+                subscription = codec.decode_subscription(answer.kvs[0].value)
+                if subscription.termination_reason != REASON_NORESOURCE:
+                    to_end.append((subscription, int(answer.kvs[0].mod_revision)))
+        return to_end, dangling
+
+    def _end_in_batches(self, to_end: Sequence[tuple[Subscription, int]], now: float) -> None:
+        """End subscriptions, MAX_TXN_OPS a transaction, each only if unchanged since read
+        (a batch that lost to a refresh is read and ended again by the caller's next try)."""
+        tx = self.client.transactions
+        with self._guard():
+            for start in range(0, len(to_end), MAX_TXN_OPS):
+                batch = to_end[start : start + MAX_TXN_OPS]
+                self.client.transaction(
+                    compare=[tx.mod(keys.sub(sub.sub_id)) == mod for sub, mod in batch],
+                    success=[tx.put(keys.sub(sub.sub_id), codec.encode_subscription(_ended(sub, now)))
+                             for sub, _ in batch],
+                    failure=[],
+                )
 
     def _delete_in_batches(self, key_list: Sequence[str]) -> None:
         tx = self.client.transactions
@@ -895,6 +928,11 @@ def _previous_leases(responses: Sequence[Any]) -> set[int]:
             previous = list(response.response_delete_range.prev_kvs)
         leases |= {int(kv.lease) for kv in previous if kv.lease}
     return leases
+
+
+def _ended(subscription: Subscription, now: float) -> Subscription:
+    """A subscription to a removed account: due now, its final NOTIFY says noresource."""
+    return ended(subscription, now, REASON_NORESOURCE)
 
 
 def _watch_event(event: Any) -> WatchEvent:

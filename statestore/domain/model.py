@@ -209,6 +209,10 @@ class Subscription:
     flow_instance: str = ""
     nat: bool = False
     epoch: int = 0
+    # Why the subscription ends, when it was ended on purpose (RFC 6665 §4.2.2 `reason`,
+    # e.g. "noresource": its presentity's account was removed); "" for an expiry or an
+    # unsubscribe (subscription.final_reason).
+    termination_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

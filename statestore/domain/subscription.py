@@ -255,10 +255,22 @@ def numbered(subscription: Subscription, epoch: int, sent: int) -> Subscription 
     return None if numbers is None else replace(subscription, cseq=numbers[0], version=numbers[1])
 
 
-def ended(subscription: Subscription, now: float) -> Subscription:
-    """The record of an unsubscribe (Expires: 0, §4.2.1.4): due now; its notifier sends
-    the final NOTIFY and removes it, as for an expiry."""
-    return replace(subscription, expires_at=now)
+# Subscription-State reasons of a final NOTIFY (RFC 6665 §4.2.2).
+REASON_TIMEOUT = "timeout"  # it expired (or was unsubscribed): the watcher may subscribe again
+REASON_NORESOURCE = "noresource"  # its presentity no longer exists: do not subscribe again
+
+
+def ended(subscription: Subscription, now: float, reason: str = "") -> Subscription:
+    """The record of an ended subscription, due now; its notifier sends the final NOTIFY
+    and removes it, as for an expiry. An unsubscribe (Expires: 0, §4.2.1.4) gives no
+    reason (`final_reason`); a removed account `REASON_NORESOURCE`."""
+    return replace(subscription, expires_at=now, termination_reason=reason)
+
+
+def final_reason(subscription: Subscription) -> str:
+    """The `reason` of the subscription's final NOTIFY: the one it was ended with, else
+    timeout (RFC 6665 §4.2.2: an expiry; the watcher may subscribe again)."""
+    return subscription.termination_reason or REASON_TIMEOUT
 
 
 # After the n-th NOTIFY of a subscription timed out (counted in its record by the

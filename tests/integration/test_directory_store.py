@@ -1,7 +1,11 @@
 """The directory in a real etcd (issue 7): accounts with aliases, alias removal, account
-removal with everything of the account, domain rules. Every write is whole or nothing."""
+removal with everything of the account (the subscriptions to it ended for a final NOTIFY),
+domain rules. Every write is whole or nothing."""
 
 from __future__ import annotations
+
+import time
+from dataclasses import replace
 
 import pytest
 
@@ -18,6 +22,7 @@ pytestmark = [pytest.mark.integration]
 
 D = "example.com"
 ALICE, BOB, CAROL = f"alice@{D}", f"bob@{D}", f"carol@{D}"
+NOW = round(time.time(), 3)
 
 
 def everything(store: EtcdStore) -> dict[str, bytes]:
@@ -93,7 +98,7 @@ def test_remove_alias(store: EtcdStore) -> None:
     assert store.resolve_alias(D, "101") == BOB
 
 
-def test_remove_account_takes_everything_of_it_and_nothing_else(store: EtcdStore) -> None:
+def test_remove_account_takes_everything_of_it_and_ends_its_watchers_subscriptions(store: EtcdStore) -> None:
     store.add_domain(D)
     for aor, aliases in ((ALICE, ["101", "+1555101"]), (BOB, ["102"]), (CAROL, [])):
         store.add_account(account(aor), aliases)
@@ -101,36 +106,71 @@ def test_remove_account_takes_everything_of_it_and_nothing_else(store: EtcdStore
     store.write_legs(call(ALICE, BOB), lease, create=True)
     store.apply_bindings([("b1", binding(ALICE, "sip:alice@127.0.0.1:5090"), 60)], [], ALICE)
     store.apply_bindings([("b1", binding(BOB, "sip:bob@127.0.0.1:5092"), 60)], [], BOB)
-    gone = [subscription(ALICE, BOB), subscription(BOB, ALICE), subscription(CAROL, ALICE), subscription(ALICE, ALICE)]
+    gone = [subscription(ALICE, BOB), subscription(ALICE, ALICE)]  # Alice watches: deleted
+    ending = [subscription(BOB, ALICE), subscription(CAROL, ALICE)]  # Alice watched: ended
     kept = [subscription(CAROL, BOB), subscription(BOB, CAROL)]
-    for sub in gone + kept:
+    for sub in gone + ending + kept:
         assert store.create_subscription(sub) is not None
 
-    assert store.remove_account(ALICE) is True
+    assert store.remove_account(ALICE, now=NOW) is True
 
     left = everything(store)
-    assert not [key for key in left if ALICE in key]
+    assert not [key for key in left if ALICE in key and not key.startswith((keys.SUBS, keys.WATCHERS, keys.WATCHED))]
+    assert store.get_account(ALICE) is None
     assert store.resolve_alias(D, "101") is None and store.resolve_alias(D, "+1555101") is None
     assert store.resolve_alias(D, "102") == BOB
+    assert store.legs_of(ALICE) == [] and store.bindings_of(ALICE) == []
     assert len(store.legs_of(BOB)) == 1  # Bob's side of the call is his (it ends with the call)
     assert len(store.bindings_of(BOB)) == 1
-    assert sorted(s.sub_id for s in store.subscriptions()) == sorted(s.sub_id for s in kept)
-    expected_index = {keys.watcher_sub(s.watcher, s.sub_id) for s in kept} | {
-        keys.presentity_sub(s.presentity, s.sub_id) for s in kept
+    stored = {s.sub_id: s for s in store.subscriptions()}
+    assert sorted(stored) == sorted(s.sub_id for s in ending + kept)
+    for sub in ending:  # due now, for their notifier to send the final NOTIFY and remove them
+        assert stored[sub.sub_id] == replace(sub, expires_at=NOW, termination_reason="noresource")
+    for sub in kept:
+        assert stored[sub.sub_id] == sub
+    expected_index = {keys.watcher_sub(s.watcher, s.sub_id) for s in ending + kept} | {
+        keys.presentity_sub(s.presentity, s.sub_id) for s in ending + kept
     }
     assert {key for key in left if key.startswith((keys.WATCHERS, keys.WATCHED))} == expected_index
     assert store.domain_exists(D)
     assert store.remove_account(ALICE) is False
+    for sub in ending:  # what the notifier does with each (blf_notifier expired path)
+        found = store.get_subscription(sub.sub_id)
+        assert found is not None and store.delete_subscription(found[0], found[1])
+    assert not [key for key in everything(store) if ALICE in key]
 
 
 def test_remove_account_in_more_subscriptions_than_one_transaction_holds(store: EtcdStore) -> None:
     store.add_account(account(ALICE), ["101"])
-    watchers = [f"w{index}@{D}" for index in range(MAX_TXN_OPS)]
+    watchers = [f"w{index}@{D}" for index in range(2 * MAX_TXN_OPS + 5)]
     for watcher in watchers:
         assert store.create_subscription(subscription(watcher, ALICE)) is not None
-    assert store.create_subscription(subscription(ALICE, BOB)) is not None
-    assert store.remove_account(ALICE) is True
-    assert everything(store) == {}
+    watched = [subscription(ALICE, f"p{index}@{D}") for index in range(MAX_TXN_OPS)]
+    for sub in watched:
+        assert store.create_subscription(sub) is not None
+    assert store.remove_account(ALICE, now=NOW) is True
+    assert store.get_account(ALICE) is None and store.resolve_alias(D, "101") is None
+    ended = store.subscriptions()
+    assert sorted(s.watcher for s in ended) == sorted(watchers)
+    assert all(s.expires_at == NOW and s.termination_reason == "noresource" for s in ended)
+    assert len(store.range(keys.subs_of_presentity(ALICE))) == len(watchers)  # removed with each record
+    assert store.range(keys.subs_of_watcher(ALICE)) == []
+    assert all(store.range(keys.subs_of_presentity(sub.presentity)) == [] for sub in watched)
+
+
+def test_remove_account_does_not_end_again_what_it_ended(store: EtcdStore) -> None:
+    store.add_account(account(ALICE))
+    sub = subscription(BOB, ALICE)
+    revision = store.create_subscription(replace(sub, expires_at=NOW - 10, termination_reason="noresource"))
+    assert revision is not None
+    dangling = subscription(CAROL, ALICE)
+    store.client.put(keys.presentity_sub(ALICE, dangling.sub_id), b"")  # its record is gone
+    assert store.remove_account(ALICE, now=NOW) is True
+    found = store.get_subscription(sub.sub_id)
+    assert found is not None and found[1] == revision
+    assert store.range(keys.subs_of_presentity(ALICE)) == [
+        store.range(keys.presentity_sub(ALICE, sub.sub_id))[0]
+    ]
 
 
 def test_write_accounts_refuses_only_the_entries_in_conflict(store: EtcdStore) -> None:

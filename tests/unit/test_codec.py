@@ -204,6 +204,13 @@ def test_subscription_with_defaults_round_trips() -> None:
     assert decode_subscription(encode_subscription(fresh)) == fresh
 
 
+def test_a_subscription_keeps_its_termination_reason_and_older_records_read_without_one() -> None:
+    removed = replace(SUBSCRIPTION, termination_reason="noresource")
+    assert decode_subscription(encode_subscription(removed)) == removed
+    older = {k: v for k, v in SUBSCRIPTION.to_dict().items() if k != "termination_reason"}
+    assert decode_subscription(encode(older)).termination_reason == ""
+
+
 @given(
     route_set=st.lists(st.text(max_size=10), max_size=3).map(tuple),
     expires_at=st.floats(allow_nan=False, allow_infinity=False),

@@ -309,6 +309,17 @@ def test_an_unsubscribe_is_due_as_an_expiry() -> None:
     assert [due.expired for due in mirror.due("node-a", set(), NOW)] == [True]
 
 
+def test_a_removed_accounts_subscription_is_due_as_an_expiry_with_its_reason() -> None:
+    """blfctl account remove: the presentity's legs go and each subscription to it is
+    rewritten due now with reason noresource, in one revision (EtcdStore.remove_account)."""
+    mirror = watched((LEG_KEY, codec.encode_leg(LEG), 4))
+    mirror.apply(LEG_KEY, None, 6, now=NOW)
+    mirror.apply(*sub_item(replace(SUB, expires_at=NOW, termination_reason="noresource"), 6), now=NOW)
+    [due] = mirror.due("node-a", {ALICE}, NOW)
+    assert due.expired and due.subscription.termination_reason == "noresource"
+    assert due.state == EMPTY  # the final NOTIFY shows the account idle
+
+
 def test_a_removed_subscription_is_never_due() -> None:
     mirror = watched()
     mirror.apply(*sub_item(replace(SUB, expires_at=NOW + 600), 6), now=NOW)

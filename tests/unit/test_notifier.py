@@ -153,6 +153,22 @@ def test_a_notify_tm_refuses_goes_out_a_second_later_with_the_same_cseq(ksr: Fak
     assert cseqs(ksr) == refused  # the same number: the watcher sees CSeq step by one
 
 
+@pytest.mark.parametrize(("reason", "header"), [("", "timeout"), ("noresource", "noresource")])
+def test_an_ended_subscription_gets_its_final_notify_with_the_reason_it_was_ended_with(
+    ksr: FakeKSR, clock: list[float], reason: str, header: str
+) -> None:
+    notifier, store = lab(ksr)
+    notifier.tick()
+    ksr.calls.clear()
+    assert store.watch is not None
+    ended = replace(SUB, expires_at=time.time(), termination_reason=reason)  # unsubscribe / account removed
+    store.watch([WatchEvent(keys.sub(SUB.sub_id), codec.encode_subscription(ended), 60)])
+    notifier.tick()
+    [(_method, _ruri, _nexthop, _socket, headers, _body)] = ksr.calls_of("tm.t_uac_send")
+    assert f"Subscription-State: terminated;reason={header}\r" in headers
+    assert SUB.sub_id not in notifier.mirror.subs
+
+
 def test_a_resync_that_fails_on_a_bug_backs_off_instead_of_retrying_every_tick(
     ksr: FakeKSR, clock: list[float]
 ) -> None:

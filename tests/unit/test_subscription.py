@@ -16,12 +16,14 @@ from statestore.domain.subscription import (
     DIALOG,
     EPOCH_STRIDE,
     MAX_CSEQ,
+    REASON_NORESOURCE,
     TERMINATING_NOTIFY_CODES,
     SubscriptionPolicy,
     check_accept,
     ended,
     ends_subscription,
     event_package,
+    final_reason,
     granted_expires,
     is_expired,
     may_watch,
@@ -253,6 +255,15 @@ def test_a_numbered_subscription_carries_its_numbers() -> None:
 
 def test_an_unsubscribe_makes_the_record_due_now() -> None:
     assert ended(subscription(), NOW) == subscription(expires_at=NOW)
+    assert final_reason(ended(subscription(), NOW)) == "timeout"
+
+
+def test_a_removed_account_ends_the_subscriptions_to_it_with_noresource() -> None:
+    removed = ended(subscription(), NOW, REASON_NORESOURCE)
+    assert removed == subscription(expires_at=NOW, termination_reason="noresource")
+    assert is_expired(removed, NOW)
+    assert final_reason(removed) == "noresource"
+    assert subscription_state(removed, NOW, final_reason(removed)) == "terminated;reason=noresource"
 
 
 @pytest.mark.parametrize(("timeouts", "delay"), [(1, 2.0), (2, 4.0), (3, 8.0), (9, 8.0)])
