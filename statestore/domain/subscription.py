@@ -318,8 +318,3 @@ def responsible_instance(subscription: Subscription, live_instances: Sequence[st
         return hashlib.sha1(f"{subscription.sub_id}/{name}".encode()).hexdigest()
 
     return max(live_instances, key=weight)
-
-
-def may_watch(watcher: str, presentity: str) -> bool:
-    """Authorization of a watcher: same domain only until cross-domain rules exist."""
-    return watcher.rpartition("@")[2] == presentity.rpartition("@")[2]

@@ -26,7 +26,6 @@ from statestore.domain.subscription import (
     final_reason,
     granted_expires,
     is_expired,
-    may_watch,
     notify_numbers,
     numbered,
     parse_expires,
@@ -346,24 +345,6 @@ def test_orphaned_subscriptions_spread_over_the_instances() -> None:
     )
     assert set(counts) == set(INSTANCES)
     assert min(counts.values()) >= 60
-
-
-# --- may_watch --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("watcher", "presentity", "expected"),
-    [
-        ("bob@example.com", "alice@example.com", True),
-        ("alice@example.com", "alice@example.com", True),
-        ("bob@example.org", "alice@example.com", False),
-        ("bob@sub.example.com", "alice@example.com", False),
-        ("bob@example.com.evil", "alice@example.com", False),
-        ("bob@example.com", "alice@other.example.com", False),
-    ],
-)
-def test_may_watch_same_domain_only(watcher: str, presentity: str, expected: bool) -> None:
-    assert may_watch(watcher, presentity) is expected
 
 
 # --- refreshed --------------------------------------------------------------------------------
