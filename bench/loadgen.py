@@ -122,6 +122,7 @@ class Phone(asyncio.DatagramProtocol):
         self.port = 0
         self.cseq = itertools.count(1)
         self.challenge: dict[str, str] | None = None
+        self.auth_headers: dict[str, str] = {}
         self.nc = 0
         self.pending: dict[tuple[str, int, str], asyncio.Future[Msg]] = {}
         self.provisional: dict[tuple[str, int, str], asyncio.Event] = {}
@@ -238,8 +239,11 @@ class Phone(asyncio.DatagramProtocol):
         """An out-of-dialog request with digest: (final response, call-id, from-tag, cseq)."""
         call_id = call_id or uuid.uuid4().hex
         from_tag = from_tag or uuid.uuid4().hex[:10]
-        header = "Authorization" if method == "REGISTER" else "Proxy-Authorization"
         for attempt in range(3):
+            # Authorization answers a 401, Proxy-Authorization a 407 (RFC 3261 §22.3): ours
+            # challenges SUBSCRIBE with 401, native presence with 407; each method is answered
+            # the way it was last challenged.
+            header = self.auth_headers.get(method, "Authorization" if method == "REGISTER" else "Proxy-Authorization")
             auth = [self._auth_line(method, uri, header)] if self.challenge else []
             cseq = next(self.cseq)
             branch = "z9hG4bK" + uuid.uuid4().hex[:16]
@@ -250,6 +254,7 @@ class Phone(asyncio.DatagramProtocol):
             if method == "INVITE":
                 self.send(self._ack_for_failure(uri, call_id, cseq, from_tag, to, answer.to_tag(), branch))
             name = "www-authenticate" if answer.status == 401 else "proxy-authenticate"
+            self.auth_headers[method] = "Authorization" if answer.status == 401 else "Proxy-Authorization"
             values = [v for v in answer.all(name) if "md5" in v.lower() or "algorithm" not in v.lower()]
             if not values:
                 return answer, call_id, from_tag, cseq
