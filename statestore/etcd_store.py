@@ -193,8 +193,10 @@ class EtcdStore:
         return [kv.key[len(keys.DOMAINS):] for kv in self.range(keys.DOMAINS)]
 
     def put_account(self, account: Account) -> None:
-        with self._guard():
-            self.client.put(keys.account(account.aor), codec.encode(account.to_dict()))
+        """Create an account or replace its HA1s, keeping the aliases it has (its record
+        lists them): add_account without new aliases, so NameTaken if its user is another
+        account's alias."""
+        self.add_account(account)
 
     def get_account(self, aor: str) -> Account | None:
         with self._guard():

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from statestore import keys
+from statestore import codec, keys
 from statestore.cli import new_account
 from statestore.domain.directory import AccountEntry, NameTaken, UnknownAccount
 from statestore.domain.model import Account
@@ -82,6 +82,15 @@ def test_account_add_again_changes_the_password_and_keeps_its_aliases(store: Etc
     assert stored is not None and stored.ha1 == new_account("alice", D, "new-pw").ha1
     assert store.resolve_alias(D, "101") == ALICE
     store.remove_account(ALICE)
+    assert everything(store) == {}
+
+
+def test_put_account_keeps_its_aliases(store: EtcdStore) -> None:
+    store.add_account(account(ALICE), ["101"])
+    store.put_account(new_account("alice", D, "new-pw"))  # as bench/ provisions
+    assert store.get_account(ALICE) == new_account("alice", D, "new-pw")
+    assert codec.decode(store.client.get(keys.account(ALICE))[0])["aliases"] == ["101"]
+    store.remove_account(ALICE)  # the alias goes with it: the record still listed it
     assert everything(store) == {}
 
 
