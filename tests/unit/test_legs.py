@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statestore.domain.legs import (
+    ANONYMOUS,
     RANK,
     TRANSITIONS,
     CallParties,
@@ -93,6 +95,13 @@ def test_only_the_caller_target_is_known_at_the_invite() -> None:
     outgoing, incoming = initial_legs(PARTIES, "node-a", 7)
     assert (outgoing.local.target, outgoing.remote.target) == ("sip:alice@10.0.0.1:5060", "")
     assert (incoming.local.target, incoming.remote.target) == ("", "sip:alice@10.0.0.1:5060")
+
+
+def test_a_caller_that_withheld_its_identity_is_anonymous_on_the_callees_leg_only() -> None:
+    outgoing, incoming = initial_legs(replace(PARTIES, caller_withheld=True), "node-a", 7)
+    assert incoming.account == PARTIES.callee and outgoing.account == PARTIES.caller
+    assert incoming.remote == ANONYMOUS
+    assert outgoing.local.identity == "sip:alice@example.com"  # the caller's own watchers see the call as theirs
 
 
 def test_sip_uri_of_an_account() -> None:

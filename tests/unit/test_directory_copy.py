@@ -1,0 +1,192 @@
+"""The SIP path's copy of the directory (kemi/blf_directory.py) against a fake KSR: the
+keeper loads it from a snapshot and a watch, the workers read it without the store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from statestore import codec, keys
+from statestore.domain.directory import rules_to_record
+from statestore.domain.errors import StoreUnavailable
+from statestore.domain.model import Account
+from statestore.domain.policy import DomainRules, NumberRule
+from statestore.etcd_store import KeyValue, WatchEvent
+from tests.fakeksr import FakeKSR, install
+
+ALICE = Account("alice", "acme.example", "0" * 32, "1" * 64)
+ACME = DomainRules("acme.example", may_call=frozenset({"beta.example"}), numbers=NumberRule(strip_plus=True))
+
+
+class Store:
+    """The store reads the directory makes, in memory; counts every call."""
+
+    def __init__(self, items: dict[str, bytes]) -> None:
+        self.items = dict(items)
+        self.revision = 10
+        self.calls: list[str] = []
+        self.watch: Callable[[list[WatchEvent] | Exception], None] | None = None
+        self.fail = False
+
+    def snapshot(self, prefixes: Any) -> tuple[int, list[KeyValue]]:
+        self.calls.append("snapshot")
+        if self.fail:
+            raise StoreUnavailable("etcd down")
+        return self.revision, [KeyValue(k, v, self.revision) for k, v in sorted(self.items.items())]
+
+    def watch_prefixes(self, revision: int, callback: Any, prefixes: Any) -> list[int]:
+        self.watch = callback
+        return [1]
+
+    def get_account(self, aor: str) -> Account | None:
+        self.calls.append(f"get_account {aor}")
+        raw = self.items.get(keys.account(aor))
+        return None if raw is None else Account.from_dict(codec.decode(raw))
+
+    def resolve_alias(self, domain: str, alias: str) -> str | None:
+        self.calls.append(f"resolve_alias {domain} {alias}")
+        raw = self.items.get(keys.alias(domain, alias))
+        return None if raw is None else raw.decode()
+
+    def domain_rules(self, name: str) -> DomainRules | None:
+        self.calls.append(f"domain_rules {name}")
+        from statestore.domain.directory import rules_from_record
+
+        raw = self.items.get(keys.domain(name))
+        return None if raw is None else rules_from_record(codec.decode(raw))
+
+    def close(self) -> None:
+        pass
+
+
+class Cache:
+    def put_account(self, account: Account) -> None:
+        pass
+
+    def get_account(self, aor: str) -> Account | None:
+        return None
+
+
+class Settings:
+    notifier_wait = 0.0
+
+
+class Ctx:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.cache = Cache()
+        self.settings = Settings()
+        self.down = False
+
+    def store_down(self) -> bool:
+        return self.down
+
+    def mark_store_down(self) -> None:
+        self.down = True
+
+
+def directory_items() -> dict[str, bytes]:
+    return {
+        keys.account(ALICE.aor): codec.encode({**ALICE.to_dict(), "aliases": ["101"]}),
+        keys.alias("acme.example", "101"): ALICE.aor.encode(),
+        keys.domain("acme.example"): codec.encode(rules_to_record(ACME)),
+    }
+
+
+@pytest.fixture
+def ksr() -> Iterator[FakeKSR]:
+    fake = install()
+    table: dict[str, str] = {}
+    fake.answers["htable.sht_sets"] = lambda name, key, value: (table.__setitem__(key, value), 1)[1]
+    fake.answers["htable.sht_rm"] = lambda name, key: (table.pop(key, None), 1)[1]
+    fake.answers["htable.sht_get"] = lambda name, key: table.get(key)
+    fake.table = table  # type: ignore[attr-defined]
+    yield fake
+
+
+def setup(ksr: FakeKSR, items: dict[str, bytes] | None = None) -> tuple[Any, Any, Store]:
+    import blf_directory
+
+    store = Store(directory_items() if items is None else items)
+    ctx = Ctx(store)
+    return blf_directory.Keeper(ctx), blf_directory.SharedDirectory(ctx), store  # type: ignore[arg-type]
+
+
+def test_before_the_copy_is_loaded_lookups_go_to_the_store(ksr: FakeKSR) -> None:
+    _, view, store = setup(ksr)
+    assert not view.loaded()
+    assert view.account("acme.example", "alice") == ALICE.aor
+    assert view.alias("acme.example", "101") == ALICE.aor
+    assert view.get("ACME.example") == ACME
+    assert view.get("acme.example") == ACME  # remembered: one read per domain
+    assert store.calls == [
+        "get_account alice@acme.example", "resolve_alias acme.example 101", "domain_rules acme.example",
+    ]
+
+
+def test_once_loaded_every_lookup_is_served_from_shared_memory(ksr: FakeKSR) -> None:
+    keeper, view, store = setup(ksr)
+    keeper.tick()
+    assert ksr.pvs["$shv(blf_dir)"] == "10"
+    store.calls.clear()
+    assert view.account_record(ALICE.aor) == ALICE
+    assert view.account("acme.example", "nobody") is None
+    assert view.alias("acme.example", "101") == ALICE.aor
+    assert view.alias("acme.example", "102") is None
+    assert view.get("acme.example") == ACME
+    assert view.get("beta.example") is None
+    assert store.calls == []
+    assert view.stats.counts == {"shm": 6, "store": 0}
+
+
+def test_watch_events_reach_the_copy_and_a_resync_drops_what_etcd_no_longer_has(ksr: FakeKSR) -> None:
+    keeper, view, store = setup(ksr)
+    keeper.tick()
+    assert store.watch is not None
+    store.watch([WatchEvent(keys.alias("acme.example", "102"), ALICE.aor.encode(), 11),
+                 WatchEvent(keys.alias("acme.example", "101"), None, 12)])
+    keeper.tick()
+    assert (view.alias("acme.example", "102"), view.alias("acme.example", "101")) == (ALICE.aor, None)
+    # The watch breaks; meanwhile the account goes. The resync removes it from the copy.
+    store.watch(RuntimeError("watch broken"))
+    keeper.tick()
+    del store.items[keys.account(ALICE.aor)]
+    store.revision = 20
+    keeper.tick()
+    assert view.account("acme.example", "alice") is None
+    assert view.get("acme.example") == ACME
+    assert ksr.pvs["$shv(blf_dir)"] == "20"
+
+
+def test_a_copy_stays_served_while_the_store_is_unreachable(ksr: FakeKSR) -> None:
+    keeper, view, store = setup(ksr)
+    keeper.tick()
+    store.watch(RuntimeError("etcd gone"))  # type: ignore[misc]
+    store.fail = True
+    keeper.tick()
+    keeper.tick()
+    assert "resync in" in ksr.logged("warn")
+    assert view.account("acme.example", "alice") == ALICE.aor  # calls are still routed
+    assert ksr.pvs["$shv(blf_dir)"] == "10"
+
+
+def test_an_unreadable_record_is_absent_and_logged(ksr: FakeKSR) -> None:
+    items = directory_items()
+    items[keys.domain("acme.example")] = b"{not json"
+    keeper, view, _ = setup(ksr, items)
+    keeper.tick()
+    assert view.get("acme.example") is None
+    assert "unreadable" in ksr.logged("err")
+
+
+def test_stats_are_logged_with_where_lookups_were_served_from(ksr: FakeKSR) -> None:
+    keeper, view, _ = setup(ksr)
+    view.get("acme.example")  # from the store
+    keeper.tick()
+    view.get("acme.example")  # from the copy
+    view.stats.flush()
+    line = ksr.logged("info")
+    assert "blf directory: stats lookups=2 shm=1 store=1 shm_p50_us=" in line
+    assert "store_p99_us=" in line
