@@ -346,6 +346,8 @@ class EtcdStore:
             if max(len(deletes) + len(to_end) + len(aliases) + 4, len(to_end) + 3) > MAX_TXN_OPS:
                 self._delete_in_batches(watched + dangling)
                 self._end_in_batches(to_end, due)
+                if len(aliases) + 4 > MAX_TXN_OPS:
+                    self._shed_aliases(aor, record, int(account.kvs[0].mod_revision))
                 continue
             domain = aor.rpartition("@")[2]
             compare = [
@@ -399,6 +401,26 @@ class EtcdStore:
                 if subscription.termination_reason != REASON_NORESOURCE:
                     to_end.append((subscription, int(answer.kvs[0].mod_revision)))
         return to_end, dangling
+
+    def _shed_aliases(self, aor: str, record: dict[str, Any], mod_revision: int) -> None:
+        """Remove an account's aliases until the rest fit its removal's transaction, a batch
+        at a time, each with the record that lists them (guarded by the record as read;
+        one that changed meanwhile is read again by the caller)."""
+        tx = self.client.transactions
+        aliases = [str(name) for name in record.get("aliases", [])]
+        domain = aor.rpartition("@")[2]
+        while len(aliases) + 4 > MAX_TXN_OPS:
+            shed, aliases = aliases[: MAX_TXN_OPS - 1], aliases[MAX_TXN_OPS - 1 :]
+            with self._guard():
+                ok, responses = self.client.transaction(
+                    compare=[tx.mod(keys.account(aor)) == mod_revision],
+                    success=[tx.put(keys.account(aor), codec.encode(record | {"aliases": aliases})),
+                             *(tx.delete(keys.alias(domain, name)) for name in shed)],
+                    failure=[],
+                )
+            if not ok:
+                return
+            mod_revision = int(responses[0].response_put.header.revision)
 
     def _end_in_batches(self, to_end: Sequence[tuple[Subscription, int]], now: float) -> None:
         """End subscriptions, MAX_TXN_OPS a transaction, each only if unchanged since read

@@ -167,6 +167,20 @@ def test_remove_account_in_more_subscriptions_than_one_transaction_holds(store: 
     assert all(store.range(keys.subs_of_presentity(sub.presentity)) == [] for sub in watched)
 
 
+def test_remove_account_with_more_aliases_than_one_transaction_holds(store: EtcdStore) -> None:
+    names = [str(1000 + index) for index in range(3 * MAX_TXN_OPS + 7)]
+    store.add_account(account(ALICE))
+    for start in range(0, len(names), 50):  # MAX_ALIASES a request
+        store.add_aliases(ALICE, names[start : start + 50])
+    store.add_account(account(BOB), ["999"])
+    assert store.create_subscription(subscription(BOB, ALICE)) is not None
+    assert store.remove_account(ALICE, now=NOW) is True
+    assert store.get_account(ALICE) is None
+    assert store.range(keys.aliases_in(D)) == [store.range(keys.alias(D, "999"))[0]]
+    [ended] = store.subscriptions()
+    assert ended.termination_reason == "noresource"
+
+
 def test_remove_account_does_not_end_again_what_it_ended(store: EtcdStore) -> None:
     store.add_account(account(ALICE))
     sub = subscription(BOB, ALICE)
