@@ -247,23 +247,29 @@ class WatcherEntry:
     event: str
     contact: str
     received: str = ""
+    # The URI subscribed to (an alias or the account): a device may watch an account under
+    # several of its URIs, one BLF key each. Entries written before aliases have none.
+    entity: str = ""
 
     @classmethod
     def of(cls, subscription: Subscription) -> WatcherEntry:
         return cls(
             subscription.sub_id, subscription.presentity, subscription.event,
-            subscription.watcher_contact, subscription.received,
+            subscription.watcher_contact, subscription.received, subscription.entity,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The stored value; the id is the key's last segment, not repeated here."""
-        return {"presentity": self.presentity, "event": self.event, "contact": self.contact, "received": self.received}
+        return {
+            "presentity": self.presentity, "event": self.event, "contact": self.contact, "received": self.received,
+            "entity": self.entity,
+        }
 
     @classmethod
     def from_dict(cls, sub_id: str, data: dict[str, Any]) -> WatcherEntry:
         return cls(
             sub_id, str(data.get("presentity", "")), str(data.get("event", "")),
-            str(data.get("contact", "")), str(data.get("received", "")),
+            str(data.get("contact", "")), str(data.get("received", "")), str(data.get("entity", "")),
         )
 
 

@@ -173,9 +173,12 @@ def check_watcher(subscription: Subscription, authenticated: str) -> None:
 
 def same_device(entry: WatcherEntry, new: Subscription) -> bool:
     """Whether `entry` is an older subscription of the device now subscribing as `new`:
-    same watcher (the index is per watcher), presentity and event, and the same Contact
-    URI or the same source transport address."""
+    same watcher (the index is per watcher), presentity, URI subscribed to (one BLF key
+    per alias is one subscription each) and event, and the same Contact URI or the same
+    source transport address. An entry from before aliases subscribed to the account."""
     if entry.sub_id == new.sub_id or (entry.presentity, entry.event) != (new.presentity, new.event):
+        return False
+    if (entry.entity or f"sip:{entry.presentity}") != new.entity:
         return False
     if normalise_uri(entry.contact) == normalise_uri(new.watcher_contact):
         return True

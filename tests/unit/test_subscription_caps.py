@@ -46,10 +46,12 @@ def sub(**overrides: Any) -> Subscription:
 
 
 def entry(
-    sub_id: str, presentity: str = ALICE, contact: str = "", received: str = "", event: str = "dialog"
+    sub_id: str, presentity: str = ALICE, contact: str = "", received: str = "", event: str = "dialog",
+    entity: str = "",
 ) -> WatcherEntry:
     """An entry of another device by default: its own Contact and source."""
-    return WatcherEntry(sub_id, presentity, event, contact or f"sip:bob@10.0.0.{len(sub_id) + 50}", received)
+    contact = contact or f"sip:bob@10.0.0.{len(sub_id) + 50}"
+    return WatcherEntry(sub_id, presentity, event, contact, received, entity or f"sip:{presentity}")
 
 
 def status_of(excinfo: pytest.ExceptionInfo[SipError]) -> tuple[int, str]:
@@ -76,7 +78,7 @@ def test_reach_fields_survive_the_codec() -> None:
 
 def test_watcher_entry_round_trip_and_tolerance() -> None:
     first = WatcherEntry.of(sub())
-    assert first == WatcherEntry("new", ALICE, "dialog", "sip:bob@10.0.0.2:5060", "udp:192.0.2.7:5060")
+    assert first == WatcherEntry("new", ALICE, "dialog", "sip:bob@10.0.0.2:5060", "udp:192.0.2.7:5060", f"sip:{ALICE}")
     assert WatcherEntry.from_dict("new", codec.decode(codec.encode(first.to_dict()))) == first
     assert WatcherEntry.from_dict("x", {}) == WatcherEntry("x", "", "", "", "")
 
@@ -124,9 +126,12 @@ def test_a_plain_refresh_does_not_rewrite_the_index() -> None:
         (entry("old", contact="sip:bob@10.0.0.2:5060", event="presence"), False),
         (entry("new", contact="sip:bob@10.0.0.2:5060"), False),
         (entry("old"), False),
+        (entry("old", contact="sip:bob@10.0.0.2:5060", entity="sip:101@example.com"), False),
+        (WatcherEntry("old", ALICE, "dialog", "sip:bob@10.0.0.2:5060"), True),
     ],
     ids=["same contact", "contact case", "same source", "other port", "other protocol", "other presentity",
-         "other event", "itself (a retransmission)", "another device"],
+         "other event", "itself (a retransmission)", "another device", "another alias of the account (another key)",
+         "an entry from before aliases (the account)"],
 )
 def test_same_device(candidate: WatcherEntry, expected: bool) -> None:
     assert same_device(candidate, sub()) is expected
