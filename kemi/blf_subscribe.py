@@ -217,6 +217,10 @@ def handle_in_dialog_subscribe(ctx: Context) -> None:
 def _refresh(ctx: Context, subscription: Subscription, revision: int, expires: int, reach: Reach) -> bool:
     """Refresh or end the subscription (§4.2.1.2, §4.2.1.4); False if it changed under us.
     Its notifier sends the NOTIFY that follows (the final one after an unsubscribe)."""
+    if subscription.termination_reason:
+        # Ended by the store (its presentity was removed): its final NOTIFY is on its way;
+        # a refresh must not bring it back (RFC 6665 §4.1.2.2).
+        raise SipError(481, "Subscription Does Not Exist")
     now = time.time()
     if expires == 0:
         if ctx.store.update_subscription(ended(subscription, now), revision) is None:
