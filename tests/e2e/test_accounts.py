@@ -52,10 +52,13 @@ def within(seconds: float, attempt: Callable[[], Message], wanted: int) -> Messa
             return answer
 
 
-def answered_call(caller: UserAgent, uri: str) -> None:
-    """A call from `caller` to `uri` that is answered, then hung up."""
+def answered_call(caller: UserAgent, uri: str, lamp: tuple[Watcher, Subscription] | None = None) -> None:
+    """A call from `caller` to `uri` that is answered, then hung up: once `lamp` shows it busy
+    (else a hang-up right after the 200 may end the call before a NOTIFY shows it confirmed)."""
     answer = invite(caller, uri)
     assert answer.status == 200, f"INVITE {uri}: {answer.first_line}"
+    if lamp is not None:
+        lamp[0].wait_lamp(lamp[1], "busy", 5)
     assert hang_up(caller, answer).status == 200
 
 
@@ -88,8 +91,10 @@ def test_one_device_watching_the_account_and_an_alias_keeps_both_keys(lab, phone
     alice, bob, cat = add_account(domain, "alice", ("101",)), add_account(domain, "bob"), add_account(domain, "cat")
     keys = tenant_watcher(phones, cat, "ks1")
     by_user, by_alias = watch(keys, alice.uri()), watch(keys, alice.uri("101"))
+    stored = shown(alice.aor)["subscriptions"]
+    assert len(stored) == 2, f"the second key replaced the first (same device and account): {stored}"  # type: ignore[arg-type]
     registered_callee(phones, sipp, alice)
-    answered_call(tenant_phone(phones, bob, "ks1"), alice.uri())
+    answered_call(tenant_phone(phones, bob, "ks1"), alice.uri(), (keys, by_alias))
     expect_lamps(keys, by_alias, ["idle", "early", "busy", "idle"])
     expect_lamps(keys, by_user, ["idle", "early", "busy", "idle"])
 
@@ -104,7 +109,7 @@ def test_a_call_to_an_alias_rings_the_account_and_lights_the_lamps_of_every_alia
     boss = tenant_watcher(phones, add_account(domain, "boss"), "ks2")
     bob_lamp = watch(boss, bob.uri())
     registered_callee(phones, sipp, alice, "ks2", ring_ms=800)
-    answered_call(tenant_phone(phones, bob, "ks1"), alice.uri("sales-desk"))
+    answered_call(tenant_phone(phones, bob, "ks1"), alice.uri("sales-desk"), lamps[0])
     for cat, sub in lamps:
         expect_lamps(cat, sub, ["idle", "early", "busy", "idle"])
     expect_lamps(boss, bob_lamp, ["idle", "busy", "idle"])
@@ -119,7 +124,7 @@ def test_a_plus_number_alias_is_reached_without_the_plus_where_the_domain_strips
     keys = tenant_watcher(phones, cat, "ks1")
     sub = watch(keys, alice.uri("15551230101"))  # entity: the form dialled
     registered_callee(phones, sipp, alice)
-    answered_call(tenant_phone(phones, bob, "ks2"), alice.uri("15551230101"))
+    answered_call(tenant_phone(phones, bob, "ks2"), alice.uri("15551230101"), (keys, sub))
     expect_lamps(keys, sub, ["idle", "early", "busy", "idle"])
 
     carol = add_account(plain, "carol", ("+15551230102",))
@@ -183,6 +188,7 @@ def test_the_caller_lamp_is_the_authenticated_account_whatever_the_call_says(lab
     extra = REWRITES[rewrite](caller, carol)
     answer = invite(caller, alice.uri(), raw_extra=extra)
     assert answer.status == 200, f"{rewrite}: {answer.first_line}"
+    boss.wait_lamp(alice_lamp, "busy", 5)
     assert hang_up(caller, answer).status == 200
     expect_lamps(boss, alice_lamp, ["idle", "early", "busy", "idle"])
     expect_lamps(boss, bob_lamp, ["idle", "busy", "idle"])
