@@ -7,10 +7,12 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from statestore import maintenance
 from statestore.domain import digest, directory
 from statestore.domain.directory import AccountEntry, DirectoryError, NameTaken, UnknownAccount
 from statestore.domain.errors import StoreUnavailable
@@ -22,6 +24,8 @@ from statestore.lab import Lab, LabError
 from statestore.store import StateStore
 
 DEMO_DOMAIN = "example.com"
+# `blfctl run` looks this often whether the store needs maintenance (`store maintain --if-needed`).
+LAB_MAINTAIN_SECONDS = 300.0
 DEMO_ACCOUNTS = {"alice": "alice-secret", "boris": "boris-secret", "catherine": "catherine-secret"}
 
 
@@ -220,6 +224,89 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def store_health(store: EtcdStore) -> maintenance.Health:
+    members = [store.member_status(endpoint) for endpoint in store.member_endpoints()]
+    total, counts = store.key_counts()
+    return maintenance.health(
+        members, store.quota(), store.compact_revision(), store.maintenance_record(), store.alarms(),
+        counts, total, store.lease_count(),
+    )
+
+
+def cmd_store_health(args: argparse.Namespace) -> int:
+    report = store_health(_store(args))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(maintenance.describe_health(report)))
+    return report.exit_code()
+
+
+def maintain(store: EtcdStore, if_needed: bool, say: Callable[[str], None] = print) -> bool:
+    """Compact to the current revision, defragment each member one at a time, disarm the
+    alarms, record it (keys.MAINTENANCE). With `if_needed`, only when a member needs a
+    defragmentation (maintenance.defrag_reason), and only those members. Whether it acted."""
+    endpoints = store.member_endpoints()
+    alarms = store.alarms()
+    quota = store.quota()
+    reasons = {}
+    for endpoint in endpoints:
+        status = store.member_status(endpoint)
+        reason = maintenance.defrag_reason(status, quota, bool(alarms))
+        if reason or not if_needed:
+            reasons[endpoint] = (status, reason or "asked to")
+    if not reasons:
+        say("store maintain: nothing needed")
+        return False
+    for alarm in alarms:
+        say(f"store maintain: alarm raised: {alarm}")
+    previous = store.maintenance_record()
+    revision = store.revision()
+    started = time.monotonic()
+    compacted = store.compact(revision)
+    say(f"store maintain: compacted to revision {revision} in {time.monotonic() - started:.2f} s"
+        if compacted else f"store maintain: history already compacted to {revision} or beyond")
+    blocked: dict[str, float] = {}
+    mib = 1024 * 1024
+    for endpoint, (status, reason) in reasons.items():
+        seconds = store.defragment(endpoint)
+        blocked[endpoint] = round(seconds, 3)
+        after = store.member_status(endpoint)
+        say(f"store maintain: defragmented {endpoint} ({reason}): {status.db_size / mib:.1f} MiB -> "
+            f"{after.db_size / mib:.1f} MiB, blocked it {seconds:.2f} s")
+    for alarm in store.disarm_alarms():
+        say(f"store maintain: disarmed {alarm}")
+    now = time.time()
+    store.record_maintenance(maintenance.MaintenanceRecord(
+        last_compaction=now if compacted else previous.last_compaction,
+        compacted_to=revision if compacted else previous.compacted_to,
+        last_defrag=now, defrag_seconds=blocked,
+    ))
+    return True
+
+
+def cmd_store_maintain(args: argparse.Namespace) -> int:
+    if args.every is None:
+        maintain(_store(args), args.if_needed)
+        return 0
+    maintain_every(args.etcd, args.every, args.if_needed, threading.Event())
+    return 0
+
+
+def maintain_every(endpoint: str, seconds: float, if_needed: bool, stop: threading.Event) -> None:
+    """`maintain` every `seconds` until `stop` is set; an unreachable store is said and
+    tried again next time (the loop of `blfctl run` and of `store maintain --every`)."""
+    while not stop.wait(seconds):
+        store = EtcdStore(endpoint, timeout=2.0)
+        try:
+            maintain(store, if_needed)
+        except StoreUnavailable as exc:
+            print(f"store maintain: etcd unreachable: {exc}", file=sys.stderr)
+        finally:
+            store.close()
+        sys.stdout.flush()
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     lab = Lab()
     if args.lab_command == "up":
@@ -264,6 +351,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    done = threading.Event()
+    # The lab's defragmentation schedule (README "Operating the store"): this process, not a
+    # Kamailio one, since a defragmentation blocks its caller for as long as it takes.
+    threading.Thread(
+        target=maintain_every, args=(args.etcd, LAB_MAINTAIN_SECONDS, True, done), name="blf-maintain", daemon=True
+    ).start()
     try:
         lab.up(args.instances, args.lease_ttl)
         provision_demo(_store(args))
@@ -271,6 +364,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         while not stopping and all(entry["alive"] for entry in lab.status()["instances"].values()):
             time.sleep(0.5)
     finally:
+        done.set()
         print("\nstopping the lab ...")
         lab.down()
     return 0
@@ -338,6 +432,19 @@ def build_parser() -> argparse.ArgumentParser:
     show_parser = sub.add_parser("show", help="integrated state, legs and subscriptions of an account")
     show_parser.add_argument("account")
     show_parser.add_argument("--json", action="store_true")
+    store = sub.add_parser("store", help="etcd's health and maintenance").add_subparsers(
+        dest="subcommand", required=True
+    )
+    health = store.add_parser("health", help="database size against quota, revisions, last maintenance, alarms, "
+                              "key and lease counts (exit 0 healthy, 1 an alarm is raised, 3 etcd unreachable)")
+    health.add_argument("--json", action="store_true")
+    maintain_parser = store.add_parser(
+        "maintain", help="compact to the current revision, defragment each member one at a time, disarm alarms"
+    )
+    maintain_parser.add_argument("--if-needed", action="store_true",
+                                 help="only if a member's file is mostly free pages, near the quota, or alarmed")
+    maintain_parser.add_argument("--every", type=float, metavar="SECONDS",
+                                 help="keep running, maintaining every SECONDS")
     run = sub.add_parser("run", help="run the lab in the foreground with a demo domain")
     run.add_argument("--instances", type=int, default=2)
     run.add_argument("--lease-ttl", type=int, default=int(os.environ.get("BLF_LEASE_TTL", "6")))
@@ -349,6 +456,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "domain add": cmd_domain_add, "domain set": cmd_domain_set, "domain show": cmd_domain_show,
     "account add": cmd_account_add, "account remove": cmd_account_remove, "account import": cmd_account_import,
     "alias add": cmd_alias_add, "alias remove": cmd_alias_remove,
+    "store health": cmd_store_health, "store maintain": cmd_store_maintain,
 }
 
 

@@ -10,6 +10,8 @@
     /blf/watchers/<watcher>/<sub_id>            index: a subscription of that watcher
     /blf/watched/<presentity>/<sub_id>          index: a subscription to that presentity
     /blf/epoch                                  ownership epoch counter of the notifiers
+    /blf/maintenance                            last compaction and defragmentation by
+                                                `blfctl store maintain` (statestore.maintenance)
 
 The two index keys of a subscription are written and deleted in the same transaction as
 the subscription itself, so that caps are counted without reading every subscription.
@@ -32,6 +34,8 @@ WATCHED = ROOT + "watched/"
 # Bumped by compare-and-swap when a notifier starts or takes subscriptions over; NOTIFY
 # CSeqs are numbered from it (statestore.domain.subscription.notify_numbers).
 EPOCH = ROOT + "epoch"
+# What `blfctl store maintain` did last (statestore.maintenance.MaintenanceRecord).
+MAINTENANCE = ROOT + "maintenance"
 
 
 def domain(name: str) -> str:

@@ -31,6 +31,11 @@ ETCD_PEER = f"{HOST}:2380"
 MEMCACHED = f"{HOST}:11211"
 BASE_PORT = 5070
 START_TIMEOUT = 30.0
+# etcd keeps its history bounded by itself (README "Operating the store"): every minute it
+# compacts away what is older than a minute; nothing of ours reads that far back. The quota
+# is explicit: NOSPACE at 1 GiB, far above what compacted traffic leaves (tens of MB).
+ETCD_COMPACTION = ("--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1m")
+ETCD_QUOTA_BYTES = 1024 * 1024 * 1024
 
 
 class LabError(Exception):
@@ -166,6 +171,7 @@ class Lab:
             "--listen-client-urls", f"http://{ETCD_CLIENT}", "--advertise-client-urls", f"http://{ETCD_CLIENT}",
             "--listen-peer-urls", f"http://{ETCD_PEER}", "--initial-advertise-peer-urls", f"http://{ETCD_PEER}",
             "--initial-cluster", f"blf=http://{ETCD_PEER}", "--listen-metrics-urls", f"http://{HOST}:2381",
+            *ETCD_COMPACTION, "--quota-backend-bytes", str(ETCD_QUOTA_BYTES),
         ]
         pid = _spawn(command, self.paths.var / "etcd.log", os.environ.copy())
         self.state["etcd"] = {"client": ETCD_CLIENT, "pid": pid, "data": str(data / "data")}
