@@ -8,25 +8,31 @@ leg writer (blf_legs) writes the legs and reconciles them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Callable
 
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context, note_store_reached, share_instances, share_lease_id
 
 from statestore.domain.errors import StoreUnavailable
+from statestore.etcd_store import NOSPACE_ERROR
+from statestore.maintenance import AlarmLog
 
 PROBE_SECONDS = 0.5
 
 
 class LeaseKeeper:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, clock: Callable[[], float] = time.monotonic) -> None:
         self.ctx = ctx
+        self.clock = clock
         self.lease_id = 0
         self.next_refresh = 0.0
+        self.alarm_log = AlarmLog()
 
     def tick(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if now < self.next_refresh and not self.ctx.store_down():
             return
         ttl = self.ctx.settings.lease_ttl
@@ -40,12 +46,30 @@ class LeaseKeeper:
             if self.ctx.store_down():
                 KSR.info("blf lease: etcd reachable again\n")
             note_store_reached()
+            self._watch_alarms(now)
         except StoreUnavailable as exc:
             if not self.ctx.store_down():
                 KSR.warn(f"blf lease: store unavailable, probing every {PROBE_SECONDS}s: {exc}\n")
             self.ctx.mark_store_down()
+            if NOSPACE_ERROR in str(exc):  # a new lease is a write too: refused under NOSPACE
+                with contextlib.suppress(StoreUnavailable):
+                    self._watch_alarms(now)
             interval = PROBE_SECONDS  # look again soon: the workers wait for this news
         self.next_refresh = now + interval
+
+    def _watch_alarms(self, now: float) -> None:
+        """A raised alarm (NOSPACE above all: etcd refuses every write, the instance answers
+        503 to everything) is said at once and again every minute while it lasts, never per
+        request. Leases still renew under NOSPACE: this is where it shows."""
+        alarms = self.ctx.store.alarms()
+        verdict = self.alarm_log.observe(alarms, now)
+        if verdict == "raised":
+            KSR.crit(
+                f"blf lease: etcd alarm raised: {', '.join(alarms)}: etcd refuses every write until an operator "
+                "runs `blfctl store maintain` (README \"Operating the store\")\n"
+            )
+        elif verdict == "cleared":
+            KSR.notice("blf lease: etcd alarms cleared, writes accepted again\n")
 
     def _grant(self, ttl: int) -> None:
         if self.lease_id:

@@ -136,6 +136,10 @@ class StateStore(Protocol):
     def watch_prefixes(self, start_revision: int, callback: WatchCallback, prefixes: Sequence[str]) -> list[int]: ...
     def cancel_watch(self, watch_id: int) -> None: ...
 
+    # the store's own health (issue 8): the lease keeper logs a raised alarm (NOSPACE: every
+    # write fails until `blfctl store maintain`)
+    def alarms(self) -> list[str]: ...
+
 
 if TYPE_CHECKING:
 
