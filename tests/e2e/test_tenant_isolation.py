@@ -403,26 +403,42 @@ def test_register_of_the_victims_account_with_the_attackers_credentials_adds_not
     scene.untouched()
 
 
-def _forged_digest(scene: Scene, method: str, uri: str, user: str, realm: str, password: str) -> Message:
+def _forged_digest(
+    scene: Scene, method: str, uri: str, user: str, realm: str, password: str, to: str | None = None
+) -> Message:
     """`method` to `uri` answering the server's challenge with credentials computed for `realm`."""
-    challenge = scene.attacker.request(method, uri, {"Event": "dialog", "Expires": "600"}, auth=False)
+    headers = {"Event": "dialog", "Expires": "600"} if method == "SUBSCRIBE" else {"Expires": "300"}
+    challenge = scene.attacker.request(method, uri, headers, to=to, auth=False)
     assert challenge.status in (401, 407), challenge.first_line
     name = "www-authenticate" if challenge.status == 401 else "proxy-authenticate"
     params = challenge_params(challenge.all(name)[0])
     params["realm"] = realm
     header = "Authorization" if challenge.status == 401 else "Proxy-Authorization"
     credentials = digest_credentials(params, method, uri, user, password)
-    return scene.attacker.request(method, uri, {"Event": "dialog", "Expires": "600"},
-                                  raw_extra=f"{header}: {credentials}\r\n", auth=False)
+    return scene.attacker.request(method, uri, headers, to=to, raw_extra=f"{header}: {credentials}\r\n", auth=False)
 
 
+@pytest.mark.parametrize("method", ["SUBSCRIBE", "INVITE", "REGISTER"])
 @pytest.mark.parametrize("target", ["victim", "attacker"])
-def test_digest_with_the_attackers_credentials_in_the_victims_realm_authenticates_nobody(scene, phones, target):
+def test_digest_with_the_attackers_credentials_in_the_victims_realm_authenticates_nobody(
+    scene, phones, target, method
+):
+    """Challenged in M's realm (her From), mallory answers in V's; to alice, or to M's own account
+    (a REGISTER: To alice, or To her own account)."""
     decoy_phone = decoy(phones, scene.attacker_domain)
-    uri = scene.alice.uri() if target == "victim" else f"sip:{decoy_phone.user}@{scene.attacker_domain}"
-    answer = _forged_digest(scene, "SUBSCRIBE", uri, scene.mallory.user, scene.victim_domain, scene.mallory.password)
-    assert answer.status in (401, 403), answer.first_line
+    own = f"sip:{decoy_phone.user}@{scene.attacker_domain}"
+    to = None
+    uri = scene.alice.uri() if target == "victim" else own
+    if method == "REGISTER":
+        uri = f"sip:{scene.victim_domain if target == 'victim' else scene.attacker_domain}"
+        to = scene.alice.uri() if target == "victim" else scene.mallory.uri()
+    answer = _forged_digest(scene, method, uri, scene.mallory.user, scene.victim_domain, scene.mallory.password,
+                            to)
+    assert answer.status in (401, 403, 407), answer.first_line
     assert no_notify(scene.attacker, 0.2)
+    with pytest.raises(TimeoutError):
+        decoy_phone.wait_request("INVITE", 0.01)
+    assert contacts(shown(scene.mallory.aor)) == []
     scene.untouched()
 
 
