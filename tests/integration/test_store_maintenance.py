@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -179,6 +180,29 @@ def test_maintain_if_needed_leaves_a_small_healthy_store_alone(
     store.add_domain("acme.example")
     code, out = blfctl(store.endpoint, capsys, "store", "maintain", "--if-needed")
     assert code == 0 and "nothing needed" in out
+
+
+def test_the_schedule_maintains_every_period_until_stopped(
+    store: EtcdStore, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import statestore.cli
+
+    stop = threading.Event()
+    rounds: list[bool] = []
+    real = statestore.cli.maintain
+
+    def counted(target: EtcdStore, if_needed: bool) -> bool:
+        rounds.append(if_needed)
+        if len(rounds) == 2:
+            stop.set()
+        return real(target, if_needed)
+
+    monkeypatch.setattr(statestore.cli, "maintain", counted)
+    worker = threading.Thread(target=statestore.cli.maintain_every, args=(store.endpoint, 0.05, True, stop))
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive() and rounds == [True, True]
+    assert capsys.readouterr().out.count("nothing needed") == 2
 
 
 def test_health_of_an_unreachable_etcd_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
