@@ -196,3 +196,15 @@ def test_a_lease_refused_under_nospace_still_shows_the_alarm(ksr: FakeKSR) -> No
     clock[0] += 0.5
     lease.tick()
     assert store.alarm_calls == calls  # unreachable: no alarm read to wait on as well
+
+
+def test_nospace_is_an_outage_of_the_store_but_a_response_over_4_mb_stays_a_bug() -> None:
+    import grpc  # type: ignore[import-untyped]
+
+    from statestore.etcd_store import unavailability
+    from tests.unit.test_store_errors import FakeRpcError
+
+    assert unavailability(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded"))
+    assert not unavailability(
+        FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max (5000000 vs. 4194304)")
+    )
