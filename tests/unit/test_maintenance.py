@@ -208,3 +208,20 @@ def test_nospace_is_an_outage_of_the_store_but_a_response_over_4_mb_stays_a_bug(
     assert not unavailability(
         FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max (5000000 vs. 4194304)")
     )
+
+
+def test_the_lab_starts_etcd_compacting_every_minute_under_an_explicit_quota(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from statestore import lab
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(lab, "_require_free", lambda *args: None)
+    monkeypatch.setattr(lab, "_spawn", lambda command, log, env: started.append(command) or 4242)
+    monkeypatch.setattr(lab, "_wait_for", lambda *args: None)
+    lab.Lab(lab.Paths(tmp_path))._ensure_etcd()
+    (command,) = started
+    flags = dict(zip(command[1::2], command[2::2], strict=False))
+    assert flags["--auto-compaction-mode"] == "periodic"
+    assert flags["--auto-compaction-retention"] == "1m"
+    assert flags["--quota-backend-bytes"] == str(GIB)
