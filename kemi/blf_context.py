@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 
 import KSR  # type: ignore[import-not-found]
@@ -77,17 +78,34 @@ class StoreHandle:
     through $shv variables named after the store's zone: whether it was last found down,
     and the instance lease granted on it (every call leg written there carries it).
 
-    Today there is one store, the default zone "" (variables blf_store and blf_lease).
-    A zone of its own (a later issue) needs its two variables declared in kamailio.cfg
-    (modparam("pv", "shvset", ...)): a $shv created after the fork is not shared.
+    Today there is one store, the default zone "" (variables blf_store, blf_store_down_at
+    and blf_lease). A zone of its own (a later issue) needs its variables declared in
+    kamailio.cfg (modparam("pv", "shvset", ...)): a $shv created after the fork is not shared.
+
+    After an outage each process's client may still hold a channel from before it, one that
+    gRPC is still backing off reconnecting (up to minutes): its first call would fail, flag
+    the whole instance down again and answer 503. So a process whose client predates the
+    last outage (it has not used the store since the outage began) drops it at its next use
+    and connects afresh.
     """
 
     def __init__(self, zone: str, store: StateStore) -> None:
         self.zone = zone
-        self.store = store
+        self._store = store
         suffix = f"_{zone}" if zone else ""
         self.state_var = f"$shv(blf_store{suffix})"
+        self.down_at_var = f"$shv(blf_store_down_at{suffix})"
         self.lease_var = f"$shv(blf_lease{suffix})"
+        self._outage_seen = ""
+
+    @property
+    def store(self) -> StateStore:
+        outage = str(KSR.pv.get(self.down_at_var) or "")
+        if outage != self._outage_seen:
+            if self._outage_seen or outage:
+                self._store.close()
+            self._outage_seen = outage
+        return self._store
 
     def down(self) -> bool:
         """Whether this instance last found the store unreachable."""
@@ -96,8 +114,10 @@ class StoreHandle:
     def mark_down(self) -> None:
         """Every process of the instance now answers without waiting on this store, until
         the lease keeper, which probes twice a second while it is down, reaches it again."""
+        if not self.down():
+            KSR.pv.sets(self.down_at_var, repr(time.time()))
         KSR.pv.sets(self.state_var, "down")
-        self.store.close()
+        self._store.close()
 
     def mark_reached(self) -> None:
         KSR.pv.sets(self.state_var, "up")

@@ -48,4 +48,18 @@ def test_each_store_has_its_own_down_flag_and_lease(handles: Any) -> None:
     assert (default.lease_id(), zone.lease_id()) == (7, 9)
     zone.mark_reached()
     assert not zone.down()
+    assert shared.pop("$shv(blf_store_down_at_eu)")  # when the zone's outage began
     assert shared == {"$shv(blf_store_eu)": "up", "$shv(blf_lease)": "7", "$shv(blf_lease_eu)": "9"}
+
+
+def test_a_client_from_before_an_outage_is_dropped_at_its_next_use(handles: Any) -> None:
+    """Another process's client may hold a channel gRPC is still backing off: it reconnects."""
+    blf_context, shared = handles
+    store = FakeStore()
+    worker, keeper = blf_context.StoreHandle("", store), blf_context.StoreHandle("", FakeStore())
+    assert worker.store is store and store.closed == 0  # no outage yet: kept
+    keeper.mark_down()  # another process of the instance found the store down
+    keeper.mark_down()  # still the same outage
+    keeper.mark_reached()
+    assert worker.store is store and store.closed == 1  # dropped once: it connects afresh
+    assert worker.store is store and store.closed == 1  # and only once per outage
