@@ -70,7 +70,7 @@ def find_orphans(snapshot: Snapshot, now: float) -> list[Orphan]:
     for key, stored in sorted(snapshot.keys.items()):
         parsed = keys.parse(key)
         if parsed is None:
-            if key != keys.EPOCH:
+            if key not in (keys.EPOCH, keys.MAINTENANCE):
                 found.append(Orphan(key, "not a key of the layout (statestore/keys.py)"))
             continue
         reason = _orphaned(snapshot, parsed, stored, now, instance_lease)

@@ -35,6 +35,7 @@ def live_store() -> dict[str, StoredKey]:
         keys.account(ALICE): StoredKey(value(user="alice")),
         keys.alias("example.com", "100"): StoredKey(ALICE.encode()),
         keys.EPOCH: StoredKey(b"7"),
+        keys.MAINTENANCE: StoredKey(value(last_compaction=NOW - 60)),
         keys.instance("ks1"): StoredKey(value(sip="127.0.0.1:5071"), KS1_LEASE),
         keys.instance("ks2"): StoredKey(value(sip="127.0.0.1:5072"), KS2_LEASE),
         keys.leg(BOB, "ks1", "a1"): StoredKey(value(state="confirmed"), KS1_LEASE),
