@@ -7,7 +7,7 @@ APT_PACKAGES := kamailio kamailio-python3-modules etcd-server etcd-client memcac
 	python3-venv python3-etcd3 python3-lxml python3-pymemcache baresip-core \
 	kamailio-presence-modules python3-matplotlib
 
-.PHONY: setup run test unit integration e2e lint bench bench-quick clean
+.PHONY: setup run test unit integration e2e lint bench bench-quick soak clean
 
 setup: $(STAMP)
 
@@ -50,6 +50,12 @@ bench: setup
 # The same code for a few seconds on a small workload (also run by `make test`).
 bench-quick: setup
 	bench/in_netns.sh $(PY) -m bench.run --quick
+
+# Steady calls, registrations and subscriptions that churn, a restart of ks2; fails when a
+# figure keeps growing or orphans remain (docs/soak.md). 30 minutes of load by default:
+# SOAK_ARGS="--minutes 10" (or --rate N). Results in bench/results/soak-<stamp>.json and .png.
+soak: setup
+	bench/in_netns.sh $(PY) -m bench.soak $(SOAK_ARGS)
 
 clean:
 	-$(VENV)/bin/blfctl lab down
