@@ -27,6 +27,7 @@ from statestore.domain.routing import (
     parse_route,
     reach,
     record_route_params,
+    sent_by_its_party,
     valid_dialog_route,
     valid_flow_route,
 )
@@ -202,6 +203,9 @@ def in_dialog_routes(ctx: Context, method: str) -> tuple[list[RouteEntry], Addre
     secret = ctx.settings.secret
     if not all(valid_dialog_route(entry, secret, call_id, from_tag, to_tag) for entry in routes):
         raise SipError(403, "Forbidden - Not A Dialog Of Ours")
+    source = Address.parse(source_flow())
+    if source is None or (not from_cluster(ctx) and not sent_by_its_party(top, from_tag, source)):
+        raise SipError(403, "Forbidden - Not From A Party Of This Dialog")
     mine = 0
     while mine < len(routes) and _mine(routes[mine]):
         mine += 1

@@ -175,6 +175,22 @@ def flow_of(entry: RouteEntry, from_tag: str) -> Address | None:
     return Address.parse(entry.params.get("tf" if downstream else "cf", ""))
 
 
+def sent_by_its_party(entry: RouteEntry, from_tag: str, source: Address) -> bool:
+    """Whether an in-dialog request reaching its first instance from outside the cluster
+    comes from the flow recorded for its sender when the call was set up: the caller's
+    (`cf`) when its From tag is the dialog's ftag, else the callee's (`tf`). Whoever else
+    holds the dialog's route set (a tenant on the path, a leaked trace) ends or redirects
+    nothing. The host must match; the port too on UDP (a phone sends from its SIP port, or
+    its NAT binding), not on a connection, which a phone may open anew mid-call. An entry
+    without the flow (none was recorded) is not checked."""
+    recorded = Address.parse(entry.params.get("cf" if entry.params.get("ftag", "") == from_tag else "tf", ""))
+    if recorded is None:
+        return True
+    if recorded.host.strip("[]").lower() != source.host.strip("[]").lower():
+        return False
+    return recorded.connection_oriented or source.connection_oriented or recorded.port == source.port
+
+
 def flow_route(secret: str, holder_sip: str, flow: Address, call_id: str) -> str:
     return f"<sip:{holder_sip};lr;flow={flow};fsig={_mac(secret, 'flow', str(flow), call_id)}>"
 

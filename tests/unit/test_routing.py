@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from statestore.domain.routing import (
     Address,
     behind_nat,
@@ -11,6 +13,7 @@ from statestore.domain.routing import (
     parse_route,
     reach,
     record_route_params,
+    sent_by_its_party,
     valid_dialog_route,
     valid_flow_route,
 )
@@ -72,6 +75,30 @@ def test_flow_of_goes_to_the_callee_from_the_caller_and_back():
     assert entry is not None
     assert flow_of(entry, "ft") == Address("udp", "1.2.3.4", 5060)
     assert flow_of(entry, "tt") == Address("tcp", "5.6.7.8", 40000)
+
+
+@pytest.mark.parametrize(
+    ("from_tag", "source", "expected"),
+    [
+        ("tt", "udp:1.2.3.4:5060", True),  # the callee, from its flow
+        ("ft", "tcp:5.6.7.8:40000", True),  # the caller, on its connection
+        ("ft", "tcp:5.6.7.8:40123", True),  # the caller on a new connection from the same host
+        ("tt", "udp:1.2.3.4:5070", False),  # another port of the callee's host on UDP
+        ("tt", "udp:6.6.6.6:5060", False),  # someone else holding the route set
+        ("ft", "udp:1.2.3.4:5060", False),  # the callee's address, but the caller's tag
+        ("ft", "tcp:6.6.6.6:40000", False),
+    ],
+)
+def test_an_in_dialog_request_must_come_from_the_flow_of_its_sender(from_tag: str, source: str, expected: bool) -> None:
+    entry = parse_route(our_route())
+    sender = Address.parse(source)
+    assert entry is not None and sender is not None
+    assert sent_by_its_party(entry, from_tag, sender) is expected
+
+
+def test_a_route_without_recorded_flows_is_not_checked_for_its_sender() -> None:
+    entry = parse_route(our_route(tf="", cf=""))
+    assert entry is not None and sent_by_its_party(entry, "tt", Address("udp", "6.6.6.6", 5060))
 
 
 def test_flow_routes_are_signed_per_call():
