@@ -34,7 +34,12 @@ START_TIMEOUT = 30.0
 # etcd keeps its history bounded by itself (README "Operating the store"): every minute it
 # compacts away what is older than a minute; nothing of ours reads that far back. The quota
 # is explicit: NOSPACE at 1 GiB, far above what compacted traffic leaves (tens of MB).
-ETCD_COMPACTION = ("--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1m")
+# BLF_ETCD_COMPACTION_RETENTION overrides the retention ("0" turns compaction off: only to
+# measure what the history costs without it, as docs/soak.md does).
+ETCD_COMPACTION = (
+    "--auto-compaction-mode", "periodic",
+    "--auto-compaction-retention", os.environ.get("BLF_ETCD_COMPACTION_RETENTION", "1m"),
+)
 ETCD_QUOTA_BYTES = 1024 * 1024 * 1024
 
 
