@@ -38,6 +38,8 @@ NOTIFY_BUDGET = 500
 # computes more than it can send.
 BULK_PRESENTITIES = 256
 BACKLOG_CHUNK = 32
+# How often the NOTIFY headers cached for subscriptions that have gone are dropped.
+PRUNE_SECONDS = 30.0
 
 
 def resync_backoff(failures: int) -> float:
@@ -63,6 +65,7 @@ class Notifier:
         # Presentities to look at after the live changes, oldest first (see BULK_PRESENTITIES).
         self.backlog: deque[str] = deque()
         self.in_backlog: set[str] = set()
+        self.next_prune = 0.0
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -79,6 +82,9 @@ class Notifier:
             return
         if self.synced:
             self._notify(dirty, time.time())
+            if now >= self.next_prune:
+                blf_notify.forget_dialogs(self.mirror.subs)
+                self.next_prune = now + PRUNE_SECONDS
         self._log_notes()
 
     def _notify(self, dirty: set[str], now: float) -> None:

@@ -265,3 +265,18 @@ def test_an_epoch_lost_to_other_notifiers_is_tried_again_soon_and_is_no_outage(
     clock[0] += 0.3
     notifier.tick()
     assert notifier.synced and cseqs(ksr)
+
+
+def test_the_notify_headers_of_a_subscription_that_is_gone_are_dropped(ksr: FakeKSR, clock: list[float]) -> None:
+    """The soak saw the notifier grow ~2 KB per subscription ever made: its header cache."""
+    import blf_notifier
+    import blf_notify
+
+    notifier, store = lab(ksr)
+    notifier.tick()
+    assert SUB.sub_id in blf_notify._dialogs
+    assert store.watch is not None
+    store.watch([WatchEvent(keys.sub(SUB.sub_id), None, 60)])  # unsubscribed elsewhere, or expired
+    clock[0] += blf_notifier.PRUNE_SECONDS
+    notifier.tick()
+    assert SUB.sub_id not in blf_notify._dialogs
