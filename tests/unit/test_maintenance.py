@@ -225,3 +225,4 @@ def test_the_lab_starts_etcd_compacting_every_minute_under_an_explicit_quota(
     assert flags["--auto-compaction-mode"] == "periodic"
     assert flags["--auto-compaction-retention"] == "1m"
     assert flags["--quota-backend-bytes"] == str(GIB)
+    assert flags["--snapshot-count"] == "10000"  # bounds the raft log etcd keeps in memory
