@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -244,6 +244,30 @@ def store_writes_since(revision: int, until: int, timeout: float = 10) -> list[t
         watch.kill()
         watch.wait()
     return writes
+
+
+def wait_store(done: Callable[[], bool], timeout: float, prefix: str = "/blf/") -> bool:
+    """Whether `done` holds within `timeout`, checked again each time etcd changes a key
+    under `prefix` (an `etcdctl watch` started before the first check, so no change is
+    missed): the wait wakes on the store's events, not on a clock."""
+    watch = subprocess.Popen(
+        ["etcdctl", "--endpoints=127.0.0.1:2379", "watch", "--prefix", prefix],
+        env={**os.environ, "ETCDCTL_API": "3"}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    assert watch.stdout is not None
+    deadline = time.monotonic() + timeout
+    try:
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            readable, _, _ = select.select([watch.stdout], [], [], remaining)
+            if readable and not os.read(watch.stdout.fileno(), 65536):
+                return done()  # the watch ended (etcd gone): one last look
+        return True
+    finally:
+        watch.kill()
+        watch.wait()
 
 
 def log_sizes(instances: str = "ks*") -> dict[Path, int]:

@@ -9,10 +9,8 @@ account authenticates nothing: its REGISTER and INVITE fail, a call to it is 404
 
 from __future__ import annotations
 
-import time
-
 from statestore import keys
-from tests.e2e.conftest import blfctl, etcdctl
+from tests.e2e.conftest import blfctl, etcdctl, wait_store
 from tests.e2e.tenants import add_account, add_domain, invite, tenant_phone, tenant_watcher, watch
 
 FINAL_NOTIFY_SECONDS = 5.0
@@ -25,11 +23,10 @@ def stored_keys(prefix: str) -> list[str]:
 
 
 def wait_gone(prefix: str, timeout: float) -> list[str]:
-    """Wait until nothing is stored under `prefix`; what is left when `timeout` passed."""
-    deadline = time.monotonic() + timeout
-    while (left := stored_keys(prefix)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
+    """Wait until nothing is stored under `prefix` (woken by the store's changes there);
+    what is left when `timeout` passed."""
+    wait_store(lambda: not stored_keys(prefix), timeout, prefix)
+    return stored_keys(prefix)
 
 
 def test_account_remove_sends_its_watchers_a_final_notify_noresource(lab, phones):
