@@ -109,3 +109,42 @@ def install() -> FakeKSR:
     if kemi not in sys.path:
         sys.path.insert(0, kemi)
     return fake
+
+
+def back_htables(fake: FakeKSR) -> dict[str, str]:
+    """Give the fake's htable functions a store: one dict, keyed like Kamailio's table (a
+    test uses one table). Returned, so a test can look inside."""
+    table: dict[str, str] = {}
+    fake.answers["htable.sht_sets"] = lambda name, key, value: (table.__setitem__(key, value), 1)[1]
+    fake.answers["htable.sht_rm"] = lambda name, key: (table.pop(key, None), 1)[1]
+    fake.answers["htable.sht_get"] = lambda name, key: table.get(key)
+    return table
+
+
+class FakeSettings:
+    """The settings of kemi/blf_context.Settings a unit of kemi/ reads (override per test)."""
+
+    instance = "ks1"
+    sip = "127.0.0.1:5071"
+    secret = "s3cret"
+    lease_ttl = 6
+    notifier_wait = 0.0
+
+
+class FakeContext:
+    """What kemi/ code reads of blf_context.Context: the store, the settings, the cache and
+    the instance's "store down" flag (a plain attribute here, $shv in Kamailio)."""
+
+    def __init__(self, store: Any, settings: Any = None, cache: Any = None, **extra: Any) -> None:
+        self.store = store
+        self.settings = settings if settings is not None else FakeSettings()
+        self.cache = cache
+        self.down = False
+        for name, value in extra.items():
+            setattr(self, name, value)
+
+    def store_down(self) -> bool:
+        return self.down
+
+    def mark_store_down(self) -> None:
+        self.down = True

@@ -23,7 +23,7 @@ from statestore.domain.model import Account, Direction, Leg, LegState, Party
 from statestore.domain.policy import DomainRules
 from statestore.etcd_store import EtcdStore, split_endpoint
 from statestore.maintenance import KINDS
-from tests.fakeksr import FakeKSR, install
+from tests.fakeksr import FakeContext, FakeKSR, FakeSettings, back_htables, install
 from tests.integration.conftest import ETCD_BINARY, HOST, START_TIMEOUT, _EtcdOutput, _log_tail, _stop, free_ports
 
 # etcd3 0.12's watch thread ends by raising once its store is closed (the kemi modules close
@@ -214,23 +214,8 @@ def test_health_of_an_unreachable_etcd_exits_3(capsys: pytest.CaptureFixture[str
 # --- the SIP path's watches after a compaction ---------------------------------------------
 
 
-class _Settings:
+class _Settings(FakeSettings):
     notifier_wait = 0.05
-    instance = "ks1"
-
-
-class _Ctx:
-    """What blf_directory.Keeper and blf_notifier.Notifier use of blf_context.Context."""
-
-    def __init__(self, store: EtcdStore) -> None:
-        self.store = store
-        self.settings = _Settings()
-
-    def store_down(self) -> bool:
-        return False
-
-    def mark_store_down(self) -> None:
-        pass
 
 
 def compact_between_snapshot_and_watch(store: EtcdStore, writes: Callable[[], None]) -> None:
@@ -259,11 +244,7 @@ def tick_until(tick: Callable[[], None], ready: Callable[[], bool], timeout: flo
 @pytest.fixture
 def ksr() -> Iterator[FakeKSR]:
     fake = install()
-    table: dict[str, str] = {}
-    fake.answers["htable.sht_sets"] = lambda name, key, value: (table.__setitem__(key, value), 1)[1]
-    fake.answers["htable.sht_rm"] = lambda name, key: (table.pop(key, None), 1)[1]
-    fake.answers["htable.sht_get"] = lambda name, key: table.get(key)
-    fake.table = table  # type: ignore[attr-defined]
+    back_htables(fake)
     yield fake
 
 
@@ -280,8 +261,8 @@ def test_the_directory_copy_resyncs_when_a_compaction_leaves_its_watch_behind(
         store.add_aliases(ALICE.aor, ["102"])
 
     compact_between_snapshot_and_watch(store, writes)
-    keeper = blf_directory.Keeper(_Ctx(store))  # type: ignore[arg-type]
-    view = blf_directory.SharedDirectory(_Ctx(store))  # type: ignore[arg-type]
+    keeper = blf_directory.Keeper(FakeContext(store, _Settings()))  # type: ignore[arg-type]
+    view = blf_directory.SharedDirectory(FakeContext(store, _Settings()))  # type: ignore[arg-type]
     tick_until(keeper.tick, lambda: "watch broken" in ksr.logged("warn"))
     tick_until(keeper.tick, lambda: view.alias("acme.example", "102") == ALICE.aor)
     # A watch that is caught up survives a compaction to the current revision (what
@@ -306,7 +287,7 @@ def test_the_notifier_resyncs_when_a_compaction_leaves_its_watch_behind(store: E
             store.client.put(keys.leg(ALICE.aor, "ks2", leg.leg_id), codec.encode_leg(leg))
 
     compact_between_snapshot_and_watch(store, writes)
-    notifier = blf_notifier.Notifier(_Ctx(store))  # type: ignore[arg-type]
+    notifier = blf_notifier.Notifier(FakeContext(store, _Settings()))  # type: ignore[arg-type]
     tick_until(notifier.tick, lambda: "watch broken" in ksr.logged("warn"))
     tick_until(notifier.tick, lambda: notifier.synced)
     assert ksr.logged("info").count("synced at revision") == 2

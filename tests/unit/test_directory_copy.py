@@ -14,7 +14,7 @@ from statestore.domain.errors import StoreUnavailable
 from statestore.domain.model import Account
 from statestore.domain.policy import DomainRules, NumberRule
 from statestore.etcd_store import KeyValue, WatchEvent
-from tests.fakeksr import FakeKSR, install
+from tests.fakeksr import FakeContext, FakeKSR, back_htables, install
 
 ALICE = Account("alice", "acme.example", "0" * 32, "1" * 64)
 ACME = DomainRules("acme.example", may_call=frozenset({"beta.example"}), numbers=NumberRule(strip_plus=True))
@@ -69,24 +69,6 @@ class Cache:
         return None
 
 
-class Settings:
-    notifier_wait = 0.0
-
-
-class Ctx:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.cache = Cache()
-        self.settings = Settings()
-        self.down = False
-
-    def store_down(self) -> bool:
-        return self.down
-
-    def mark_store_down(self) -> None:
-        self.down = True
-
-
 def directory_items() -> dict[str, bytes]:
     return {
         keys.account(ALICE.aor): codec.encode({**ALICE.to_dict(), "aliases": ["101"]}),
@@ -98,11 +80,7 @@ def directory_items() -> dict[str, bytes]:
 @pytest.fixture
 def ksr() -> Iterator[FakeKSR]:
     fake = install()
-    table: dict[str, str] = {}
-    fake.answers["htable.sht_sets"] = lambda name, key, value: (table.__setitem__(key, value), 1)[1]
-    fake.answers["htable.sht_rm"] = lambda name, key: (table.pop(key, None), 1)[1]
-    fake.answers["htable.sht_get"] = lambda name, key: table.get(key)
-    fake.table = table  # type: ignore[attr-defined]
+    back_htables(fake)
     yield fake
 
 
@@ -110,7 +88,7 @@ def setup(ksr: FakeKSR, items: dict[str, bytes] | None = None) -> tuple[Any, Any
     import blf_directory
 
     store = Store(directory_items() if items is None else items)
-    ctx = Ctx(store)
+    ctx = FakeContext(store, cache=Cache())
     return blf_directory.Keeper(ctx), blf_directory.SharedDirectory(ctx), store  # type: ignore[arg-type]
 
 

@@ -20,7 +20,7 @@ from statestore.maintenance import (
     metric,
     status_field,
 )
-from tests.fakeksr import FakeKSR, install
+from tests.fakeksr import FakeContext, FakeKSR, install
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -130,25 +130,6 @@ class Store:
         return list(self.raised)
 
 
-class Settings:
-    lease_ttl = 6
-    instance = "ks1"
-    sip = "127.0.0.1:5071"
-
-
-class Ctx:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.settings = Settings()
-        self.down = False
-
-    def store_down(self) -> bool:
-        return self.down
-
-    def mark_store_down(self) -> None:
-        self.down = True
-
-
 @pytest.fixture
 def ksr(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKSR]:
     fake = install()
@@ -163,7 +144,7 @@ def ksr(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKSR]:
 def keeper(store: Store, clock: list[float]) -> Any:
     import blf_lease
 
-    return blf_lease.LeaseKeeper(Ctx(store), clock=lambda: clock[0])  # type: ignore[arg-type]
+    return blf_lease.LeaseKeeper(FakeContext(store), clock=lambda: clock[0])  # type: ignore[arg-type]
 
 
 def test_the_lease_keeper_logs_nospace_critically_once_a_minute_not_every_tick(ksr: FakeKSR) -> None:

@@ -16,7 +16,7 @@ from statestore.domain.errors import Contended
 from statestore.domain.model import Direction, Leg, LegState, Party, Subscription
 from statestore.domain.subscription import SubscriptionPolicy
 from statestore.etcd_store import KeyValue, WatchEvent
-from tests.fakeksr import FakeKSR, install
+from tests.fakeksr import FakeContext, FakeKSR, FakeSettings, install
 
 ALICE = "alice@example.com"
 # Taken when the module is collected, which can be many minutes before its tests run (the
@@ -68,24 +68,8 @@ class MemoryStore:
         pass
 
 
-class Settings:
-    instance = "ks1"
+class Settings(FakeSettings):
     sip = "192.0.2.1:5060"
-    secret = "s3cret"
-    notifier_wait = 0.0
-
-
-class Ctx:
-    def __init__(self, store: MemoryStore) -> None:
-        self.store = store
-        self.settings = Settings()
-        self.subscriptions = SubscriptionPolicy()
-
-    def store_down(self) -> bool:
-        return False
-
-    def mark_store_down(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -112,7 +96,7 @@ def lab(ksr: FakeKSR, *legs: Leg) -> tuple[Any, MemoryStore]:
         (keys.sub(SUB.sub_id), codec.encode_subscription(SUB)),
         *((keys.leg(leg.account, leg.instance, leg.leg_id), codec.encode_leg(leg)) for leg in legs),
     ])
-    return blf_notifier.Notifier(Ctx(store)), store  # type: ignore[arg-type]
+    return blf_notifier.Notifier(FakeContext(store, Settings(), subscriptions=SubscriptionPolicy())), store  # type: ignore[arg-type]
 
 
 def hundred_watched(store: MemoryStore) -> list[Subscription]:
