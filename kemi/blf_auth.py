@@ -1,4 +1,4 @@
-"""Digest authentication (RFC 3261 §22, RFC 7616) against accounts in the store, cache as fallback.
+"""Digest authentication (RFC 3261 §22, RFC 7616) against the accounts of the directory copy.
 
 The rules are in statestore/domain/digest.py; this adapter reads the request, keeps the nonce
 counts and answers challenges. Kamailio's `auth` module is not used for checking: its KEMI

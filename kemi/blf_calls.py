@@ -56,7 +56,7 @@ def handle_initial_invite(ctx: Context) -> None:
         call_id=pv("$ci"), from_tag=pv("$ft"), caller=caller, callee=callee,
         caller_display=pv("$fn").strip('"'), callee_display=pv("$tn").strip('"'),
         caller_target=uri_of(pv("$ct")),
-        caller_withheld=withheld(pv("$fu"), header("Privacy") or ""),
+        caller_withheld=withheld(pv("$fU"), pv("$fd"), header("Privacy") or ""),
     )
     KSR.dialog.dlg_manage()
     KSR.pv.sets(PARTIES_VAR, json.dumps(asdict(parties)))

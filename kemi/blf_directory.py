@@ -30,7 +30,7 @@ from blf_context import Context
 from blf_sip import pv
 
 from statestore import codec, keys
-from statestore.domain import policy
+from statestore.domain import identity, policy
 from statestore.domain.directory import rules_from_record
 from statestore.domain.errors import SipError, StoreUnavailable
 from statestore.domain.identity import DOMAIN_NOT_SERVED, Identities, RequestFacts, resolve
@@ -296,10 +296,8 @@ def directory(ctx: Context) -> SharedDirectory:
 
 
 def realm_candidates() -> list[str]:
-    """Where a proxied request or a SUBSCRIBE may name its caller's domain, in order: the
-    From domain, the P-Asserted-Identity domain (an anonymous From), the Request-URI
-    domain. Only the realm to challenge with: the caller is who the credentials verify as."""
-    return [pv("$fd"), pv("$(ai{uri.host})"), "" if KSR.is_myself_ruri() > 0 else pv("$rd")]
+    """The request's candidates for the realm (identity.realm_candidates)."""
+    return identity.realm_candidates(pv("$fd"), pv("$(ai{uri.host})"), pv("$rd"), KSR.is_myself_ruri() > 0)
 
 
 def require_served_target(ctx: Context) -> None:

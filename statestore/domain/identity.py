@@ -229,13 +229,20 @@ def _lookup(user: str, domain: str, directory: DirectoryView) -> str | None:
 _WITHHOLDING = frozenset({"id", "user", "header"})
 
 
-def withheld(from_uri: str, privacy: str) -> bool:
-    """Whether a caller withheld its identity (RFC 3323): an anonymous From
-    (`anonymous@anonymous.invalid`, or any `anonymous` user or `anonymous.invalid` host),
-    or a Privacy header asking for id, user or header privacy. The caller is still the
-    account that authenticated; only what others are shown of it changes."""
-    user, _, host = from_uri.lower().partition(":")[2].partition(";")[0].partition(">")[0].rpartition("@")
-    if user == "anonymous" or host == "anonymous.invalid":
+def withheld(from_user: str, from_host: str, privacy: str) -> bool:
+    """Whether a caller withheld its identity (RFC 3323): an anonymous From (user
+    `anonymous` or host `anonymous.invalid`, as the SIP parser split the From URI), or a
+    Privacy header asking for id, user or header privacy. The caller is still the account
+    that authenticated; only what others are shown of it changes."""
+    if from_user.lower() == "anonymous" or from_host.lower() == "anonymous.invalid":
         return True
     values = {value.strip().lower() for value in privacy.replace(",", ";").split(";")}
     return bool(values & _WITHHOLDING)
+
+
+def realm_candidates(from_host: str, pai_host: str, ruri_host: str, ruri_is_us: bool) -> list[str]:
+    """Where a request may name its caller's domain, in order: the From domain, the
+    P-Asserted-Identity domain (an anonymous From), the Request-URI domain unless it is the
+    server's own address. Only the realm to challenge with (the first served one): the caller
+    is who the credentials verify as."""
+    return [host for host in (from_host, pai_host, "" if ruri_is_us else ruri_host) if host]

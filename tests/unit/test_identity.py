@@ -19,6 +19,7 @@ from statestore.domain.identity import (
     RequestFacts,
     check_reach,
     dialled_user,
+    realm_candidates,
     resolve,
     withheld,
 )
@@ -344,20 +345,34 @@ def test_another_ip_address_is_no_domain_even_for_an_authenticated_caller() -> N
 
 
 @pytest.mark.parametrize(
-    ("from_uri", "privacy", "expected"),
+    ("user", "host", "privacy", "expected"),
     [
-        ("sip:anonymous@anonymous.invalid", "", True),
-        ("<sip:Anonymous@anonymous.invalid>", "", True),
-        ("sip:anonymous@acme.example", "", True),
-        ("sips:someone@anonymous.invalid", "", True),
-        ("sip:alice@acme.example", "", False),
-        ("sip:alice@acme.example", "none", False),
-        ("sip:alice@acme.example", "id", True),
-        ("sip:alice@acme.example", "user; critical", True),
-        ("sip:alice@acme.example", "header", True),
-        ("sip:alice@acme.example", "session", False),
-        ("", "", False),
+        ("anonymous", "anonymous.invalid", "", True),
+        ("Anonymous", "anonymous.invalid", "", True),
+        ("anonymous", "acme.example", "", True),
+        ("someone", "anonymous.invalid", "", True),
+        ("alice", "acme.example", "", False),
+        ("alice", "acme.example", "none", False),
+        ("alice", "acme.example", "id", True),
+        ("alice", "acme.example", "user; critical", True),
+        ("alice", "acme.example", "header", True),
+        ("alice", "acme.example", "session", False),
+        ("", "", "", False),
     ],
 )
-def test_withheld_identity(from_uri: str, privacy: str, expected: bool) -> None:
-    assert withheld(from_uri, privacy) is expected
+def test_withheld_identity(user: str, host: str, privacy: str, expected: bool) -> None:
+    assert withheld(user, host, privacy) is expected
+
+
+@pytest.mark.parametrize(
+    ("hosts", "ruri_is_us", "expected"),
+    [
+        (("acme.example", "", "beta.example"), False, ["acme.example", "beta.example"]),
+        (("anonymous.invalid", "acme.example", "beta.example"), False,
+         ["anonymous.invalid", "acme.example", "beta.example"]),
+        (("acme.example", "", "192.0.2.10"), True, ["acme.example"]),  # our address names no realm
+        (("", "", ""), False, []),
+    ],
+)
+def test_realm_candidates(hosts: tuple[str, str, str], ruri_is_us: bool, expected: list[str]) -> None:
+    assert realm_candidates(*hosts, ruri_is_us) == expected
