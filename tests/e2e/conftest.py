@@ -246,6 +246,19 @@ def store_writes_since(revision: int, until: int, timeout: float = 10) -> list[t
     return writes
 
 
+# How long a test waits for a NOTIFY that must not come.
+QUIET_SECONDS = 1.0
+
+
+def no_notify(ua: UserAgent, seconds: float = QUIET_SECONDS) -> bool:
+    """True when no NOTIFY reaches `ua` within `seconds` (a NOTIFY that must not come)."""
+    try:
+        ua.wait_request("NOTIFY", seconds)
+    except TimeoutError:
+        return True
+    return False
+
+
 def wait_store(done: Callable[[], bool], timeout: float, prefix: str = "/blf/") -> bool:
     """Whether `done` holds within `timeout`, checked again each time etcd changes a key
     under `prefix` (an `etcdctl watch` started before the first check, so no change is

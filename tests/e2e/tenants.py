@@ -14,10 +14,9 @@ import uuid
 from dataclasses import dataclass
 
 from tests.e2e.blf_watch import Subscription, Watcher
-from tests.e2e.conftest import KS, Sipp, blfctl, free_port
+from tests.e2e.conftest import KS, QUIET_SECONDS, Sipp, blfctl, free_port
 from tests.sipua import Message, UserAgent
 
-QUIET_SECONDS = 1.0
 SDP = (
     b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
     b"m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
@@ -154,15 +153,6 @@ def watch(watcher: Watcher, uri: str, entity: str | None = None) -> Subscription
     response, sub = try_subscribe(watcher, uri, entity=entity)
     assert response.status == 200 and sub is not None, f"SUBSCRIBE {uri}: {response.first_line}"
     return sub
-
-
-def no_notify(ua: UserAgent, seconds: float = QUIET_SECONDS) -> bool:
-    """True when no NOTIFY reaches `ua` within `seconds` (a NOTIFY that must not come)."""
-    try:
-        ua.wait_request("NOTIFY", seconds)
-    except TimeoutError:
-        return True
-    return False
 
 
 def quiet(watcher: Watcher, sub: Subscription, seconds: float = QUIET_SECONDS) -> bool:

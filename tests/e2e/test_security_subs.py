@@ -21,6 +21,7 @@ from tests.e2e.conftest import (
     MAX_SUBS_PER_WATCHER,
     blfctl,
     free_port,
+    no_notify,
     phone,
     register_contact,
     watcher,
@@ -28,7 +29,6 @@ from tests.e2e.conftest import (
 from tests.sipua import Message, UserAgent
 
 PER_PAIR_CAP = 4  # BLF_MAX_SUBS_PER_PAIR's default, which the lab keeps
-QUIET_SECONDS = 1.0
 
 
 def in_dialog(ua: UserAgent, sub: Subscription, expires: int, contact: str = "") -> Message:
@@ -40,14 +40,6 @@ def in_dialog(ua: UserAgent, sub: Subscription, expires: int, contact: str = "")
         "SUBSCRIBE", f"sip:{sub.presentity}@{DOMAIN}", headers, to=sub.uri,
         call_id=sub.call_id, from_tag=sub.from_tag, to_tag=sub.to_tag,
     )
-
-
-def no_notify(ua: UserAgent, seconds: float = QUIET_SECONDS) -> bool:
-    try:
-        ua.wait_request("NOTIFY", seconds)
-    except TimeoutError:
-        return True
-    return False
 
 
 def no_notify_into(ua: UserAgent, seen: Counter[str], seconds: float) -> bool:

@@ -38,16 +38,14 @@ from dataclasses import dataclass
 import pytest
 
 from tests.e2e.blf_watch import Subscription, Watcher
-from tests.e2e.conftest import KS, blfctl
+from tests.e2e.conftest import KS, QUIET_SECONDS, blfctl, no_notify
 from tests.e2e.tenants import (
-    QUIET_SECONDS,
     Tenant,
     TenantPhone,
     add_account,
     add_domain,
     hang_up,
     invite,
-    no_notify,
     quiet,
     shown,
     tenant_phone,
