@@ -86,7 +86,9 @@ class StoreHandle:
     gRPC is still backing off reconnecting (up to minutes): its first call would fail, flag
     the whole instance down again and answer 503. So a process whose client predates the
     last outage (it has not used the store since the outage began) drops it at its next use
-    and connects afresh.
+    and connects afresh. Not a process that holds watches (the notifier, the directory
+    keeper, `holds_watches`): closing its client would end a healthy watch without telling
+    it; those reconnect and resync when their watch reports an error.
     """
 
     def __init__(self, zone: str, store: StateStore) -> None:
@@ -97,12 +99,13 @@ class StoreHandle:
         self.down_at_var = f"$shv(blf_store_down_at{suffix})"
         self.lease_var = f"$shv(blf_lease{suffix})"
         self._outage_seen = ""
+        self.holds_watches = False
 
     @property
     def store(self) -> StateStore:
         outage = str(KSR.pv.get(self.down_at_var) or "")
         if outage != self._outage_seen:
-            if self._outage_seen or outage:
+            if (self._outage_seen or outage) and not self.holds_watches:
                 self._store.close()
             self._outage_seen = outage
         return self._store

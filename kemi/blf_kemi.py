@@ -198,6 +198,7 @@ class kamailio:
 
     def ksr_notifier_tick(self, msg: object, evname: str = "") -> int:
         if self.notifier is None:
+            context().home.holds_watches = True
             self.notifier = Notifier(context())
         return _logging(lambda ctx: self.notifier.tick() if self.notifier else None)
 
@@ -213,6 +214,7 @@ class kamailio:
 
     def ksr_directory_tick(self, msg: object, evname: str = "") -> int:
         if self.directory is None:
+            context().home.holds_watches = True
             self.directory = DirectoryKeeper(context())
         return _logging(lambda ctx: self.directory.tick() if self.directory else None)
 

@@ -63,3 +63,14 @@ def test_a_client_from_before_an_outage_is_dropped_at_its_next_use(handles: Any)
     keeper.mark_reached()
     assert worker.store is store and store.closed == 1  # dropped once: it connects afresh
     assert worker.store is store and store.closed == 1  # and only once per outage
+
+
+def test_a_process_holding_watches_keeps_its_client_after_an_outage(handles: Any) -> None:
+    """Closing it would end a healthy watch silently; it resyncs on its watch's own error."""
+    blf_context, shared = handles
+    store = FakeStore()
+    notifier, worker = blf_context.StoreHandle("", store), blf_context.StoreHandle("", FakeStore())
+    notifier.holds_watches = True
+    worker.mark_down()
+    worker.mark_reached()
+    assert notifier.store is store and store.closed == 0
