@@ -38,6 +38,8 @@ from statestore.domain.registrar import call_targets
 PARTIES_VAR = "$dlg_var(blf)"
 # The queue from the SIP workers to the leg writer (kamailio.cfg, mqueue).
 LEG_QUEUE = "blf_legs"
+# tm's "477 Unfortunately error on sending to next hop occurred" (nothing could be sent).
+SEND_FAILED = 477
 
 
 def handle_initial_invite(ctx: Context) -> None:
@@ -49,7 +51,7 @@ def handle_initial_invite(ctx: Context) -> None:
     check_reach(found, directory(ctx))  # 404 domain, 403 could not call, 404 user: as for SUBSCRIBE
     callee = str(found.callee)
     targets = _targets(ctx, callee)
-    branches = plan_branches(ctx, [(b.contact, b.received, b.instance, b.nat) for b in targets])
+    branches = plan_branches(ctx, [(b.contact, b.received, b.instance, b.nat, b.registered_at) for b in targets])
     if not branches:
         raise SipError(480, "Temporarily Unavailable")
     parties = CallParties(
@@ -99,6 +101,10 @@ def on_invite_reply(ctx: Context) -> None:
 
 def on_call_ended(ctx: Context) -> None:
     """A BYE of the call, or the INVITE's failure route (RFC 4235 §3.7.1 event, code)."""
+    if pv("$rm") != "BYE" and int(pv("$T_reply_code") or 0) == SEND_FAILED:
+        # tm's own answer when no branch could be sent to (a dead connection): its reason
+        # text is Kamailio's internal one. The caller hears the callee is not reachable now.
+        KSR.tm.t_reply(480, "Temporarily Unavailable")
     parties = current_parties()
     if parties is None:
         return

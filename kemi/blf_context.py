@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import KSR  # type: ignore[import-not-found]
@@ -178,7 +179,7 @@ def shared_instances() -> str:
     return str(KSR.pv.get(INSTANCES_VAR) or "")
 
 
-def share_instances(instances: dict[str, str]) -> None:
+def share_instances(instances: Mapping[str, object]) -> None:
     KSR.pv.sets(INSTANCES_VAR, json.dumps(instances, sort_keys=True))
 
 

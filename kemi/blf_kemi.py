@@ -120,11 +120,18 @@ def route_initial(ctx: Context, method: str) -> None:
 
 
 def route_in_dialog(ctx: Context, method: str) -> None:
-    if method == "ACK" and not KSR.hdr.is_present("Route") > 0:
-        # The ACK of a negative final response: hop by hop, absorbed by its transaction.
-        if KSR.tm.t_check_trans() > 0:
-            KSR.tm.t_relay()
-        return
+    if method == "ACK":
+        # The ACK of a negative final response belongs to its INVITE transaction, whatever
+        # its Route (a phone with an outbound proxy puts one there, RFC 3261 §17.1.1.3):
+        # tm absorbs it (0) and stops retransmitting the response. The ACK of a 2xx is a
+        # request of its own and follows the dialog's route set.
+        matched = KSR.tm.t_check_trans()
+        if matched == 0:
+            return
+        if not KSR.hdr.is_present("Route") > 0:
+            if matched > 0:
+                KSR.tm.t_relay()
+            return
     checked = in_dialog_routes(ctx, method)
     if checked is None:
         if method == "SUBSCRIBE":
@@ -141,9 +148,7 @@ def route_in_dialog(ctx: Context, method: str) -> None:
         return
     if KSR.tm.t_check_trans() == 0:
         return  # a retransmission the transaction layer has answered
-    relay_in_dialog(routes, flow)
-    if routes:
-        KSR.dialog.dlg_manage()
+    relay_in_dialog(routes, flow)  # the dialog module follows it; 481 once the dialog has ended
     if method == "BYE":
         on_call_ended(ctx)
     relay(ctx)

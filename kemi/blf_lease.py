@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context, note_store_reached, share_instances, share_lease_id
+from blf_routing import BOOT_TIME
 
 from statestore.domain.errors import StoreUnavailable
 from statestore.etcd_store import NOSPACE_ERROR
@@ -42,7 +43,11 @@ class LeaseKeeper:
                 self._grant(ttl)
             # Who is alive, for routing to the instance that holds a phone's flow.
             found = self.ctx.store.instances()
-            share_instances({name: str(info.get("sip", "")) for name, info in found.items() if info.get("sip")})
+            # Each with when it last started: a binding on a connection older than that is gone.
+            share_instances({
+                name: {"sip": str(info["sip"]), "boot": info.get("boot")}
+                for name, info in found.items() if info.get("sip")
+            })
             if self.ctx.store_down():
                 KSR.info("blf lease: etcd reachable again\n")
             note_store_reached()
@@ -75,7 +80,7 @@ class LeaseKeeper:
         if self.lease_id:
             KSR.err(f"blf lease: lease {self.lease_id:x} expired; call legs on it are gone\n")
         lease_id = self.ctx.store.grant_lease(ttl)
-        info = {"sip": self.ctx.settings.sip, "pid": os.getppid(), "started": time.time()}
+        info = {"sip": self.ctx.settings.sip, "pid": os.getppid(), "started": time.time(), "boot": BOOT_TIME}
         self.ctx.store.announce_instance(self.ctx.settings.instance, info, lease_id)
         self.lease_id = lease_id
         # The leg writer sees the new id and writes the legs of live calls back at once.

@@ -138,6 +138,8 @@ class Binding:
     device's RFC 5626 instance-id (the URN, without quotes or <>) and reg-id; `params` the
     contact parameters echoed in the 200 OK (";+sip.instance=...;reg-id=1", never expires
     or q). `nat` is set when the phone is behind NAT: it is reached at `received`.
+    `registered_at` is when the REGISTER that wrote it was taken (0: written before it was
+    recorded): a connection registered before its holder instance last started is gone.
     """
 
     account: str
@@ -152,6 +154,7 @@ class Binding:
     reg_id: str = ""
     params: str = ""
     nat: bool = False
+    registered_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -392,7 +392,7 @@ def _wanted(
     wanted: dict[str, _Wanted] = {}
     for spec in contacts:
         expires = _expiry(spec, request, policy)
-        binding = _binding(request, spec, now + expires) if expires else None
+        binding = _binding(request, spec, now + expires, now) if expires else None
         key = device_key_id(spec.sip_instance, spec.reg_id) if spec.sip_instance else binding_key_id(spec.uri)
         wanted.pop(key, None)
         wanted[key] = _Wanted(key, spec.uri, spec.sip_instance, binding)
@@ -443,7 +443,7 @@ def _expiry(spec: ContactSpec, request: RegisterRequest, policy: RegistrarPolicy
     return granted
 
 
-def _binding(request: RegisterRequest, spec: ContactSpec, expires_at: float) -> Binding:
+def _binding(request: RegisterRequest, spec: ContactSpec, expires_at: float, now: float) -> Binding:
     return Binding(
         account=request.account,
         contact=spec.uri,
@@ -457,6 +457,7 @@ def _binding(request: RegisterRequest, spec: ContactSpec, expires_at: float) -> 
         reg_id=spec.reg_id,
         params=echoed_params(spec.raw_params),
         nat=request.nat,
+        registered_at=now,
     )
 
 

@@ -94,12 +94,22 @@ def behind_nat(contact_uri: str, via_host: str, via_port: int | None, source_ip:
 # --- Route entries the cluster writes and checks ---------------------------------------------
 #
 # Record-Route (every dialog the cluster routes): our URI carries
-#   blf=<token>  HMAC of the Call-ID, the caller's tag (rr's ftag) and the two flows below
+#   blf=<token>  HMAC of the entry's own host:port, the Call-ID, the caller's tag (rr's
+#                ftag) and every parameter below: a copy of the entry with another host,
+#                port or flow is not ours
 #   tf=<flow>    where requests towards the callee go from the last instance on the route
 #   cf=<flow>    where requests towards the caller go
-# so an in-dialog request is routed only along a route set the cluster issued, and only to
-# the transport addresses recorded when the call was set up: never to a host named by the
-# request itself (no open relay, whatever its Request-URI says).
+#   st=<secs>    when the call was set up: a route set is refused DIALOG_LIFETIME after it
+#   bt=<boot>    only in the entry of the instance tracking the call (dlg_manage): its boot;
+#                while that boot lasts the instance routes only dialogs its dialog module
+#                still holds (a request after the BYE gets 481); a restarted instance
+#                knows none and routes the older boot's dialogs until their lifetime ends
+# Kamailio adds lr, ftag (rr's append_fromtag), did (the dialog module) and, when the two
+# sides use different transports, a second entry with transport= and r2=on: those are the
+# only other parameters an entry of ours may carry (no maddr, no anything else).
+# An in-dialog request is routed only along a route set the cluster issued, to the next
+# instance of ours (a signed entry naming a live instance's host:port) or to the transport
+# address recorded when the call was set up: never to a host named only by the request.
 #
 # Flow route (a request for a phone whose connection, or NAT pinhole, another instance
 # holds, RFC 5626 §5.3 in spirit): the sending instance puts
@@ -107,6 +117,12 @@ def behind_nat(contact_uri: str, via_host: str, via_port: int | None, source_ip:
 # on top and sends to the holder, which relays over that flow.
 
 TOKEN_CHARS = 20
+# kamailio.cfg: dialog default_timeout. No dialog outlives it, nor does its route set.
+DIALOG_LIFETIME = 43200
+_SIGNED = ("tf", "cf", "st", "bt")
+_ROUTE_PARAMS = frozenset({"lr", "r2", "transport", "ftag", "did", "blf", *_SIGNED})
+_TRANSPORTS = frozenset({"udp", "tcp", "tls", "sctp", "ws", "wss"})
+_DID = re.compile(r"^[0-9a-fA-F]+\.[0-9a-fA-F]+(\.[0-9a-fA-F]+)?$")
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,12 @@ class RouteEntry:
     @property
     def loose(self) -> bool:
         return "lr" in self.params
+
+    @property
+    def hostport(self) -> str:
+        """host:port as an instance's SIP address is written (port 5060 when absent)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port or 5060}"
 
 
 def parse_route(value: str) -> RouteEntry | None:
@@ -149,23 +171,63 @@ def _mac(secret: str, *parts: str) -> str:
     return digest[:TOKEN_CHARS]
 
 
-def dialog_token(secret: str, call_id: str, ftag: str, tf: str, cf: str) -> str:
-    return _mac(secret, "rr", call_id, ftag, tf, cf)
+def _hostport(sip: str) -> str:
+    """An instance's SIP address as its entries are checked: host lower case, port explicit."""
+    entry = parse_route(f"<sip:{sip}>")
+    return entry.hostport.lower() if entry is not None else sip.lower()
 
 
-def record_route_params(secret: str, call_id: str, ftag: str, tf: str, cf: str) -> str:
-    """Parameters for our Record-Route entry (rr appends ftag itself)."""
-    return f";blf={dialog_token(secret, call_id, ftag, tf, cf)};tf={tf};cf={cf}"
+def dialog_token(secret: str, hostport: str, call_id: str, ftag: str, signed: dict[str, str]) -> str:
+    return _mac(secret, "rr2", _hostport(hostport), call_id, ftag, *(f"{k}={signed.get(k, '')}" for k in _SIGNED))
 
 
-def valid_dialog_route(entry: RouteEntry, secret: str, call_id: str, from_tag: str, to_tag: str) -> bool:
-    """Our Record-Route entry of this dialog: token right, ftag one of the request's tags."""
+def record_route_params(
+    secret: str, me_sip: str, call_id: str, ftag: str, tf: str, cf: str, started: int, boot: str = "",
+) -> str:
+    """Parameters for the Record-Route entry instance `me_sip` writes (rr appends lr and
+    ftag itself, the dialog module did). `boot` only from the instance tracking the call."""
+    signed = {"tf": tf, "cf": cf, "st": str(started), **({"bt": boot} if boot else {})}
+    token = dialog_token(secret, me_sip, call_id, ftag, signed)
+    return f";blf={token}" + "".join(f";{name}={value}" for name, value in signed.items())
+
+
+def _well_formed(params: dict[str, str]) -> bool:
+    """Only the parameters we or Kamailio write, each in the form written."""
+    return (
+        set(params) <= _ROUTE_PARAMS
+        and params.get("lr", "") in ("", "on")
+        and params.get("r2", "on") == "on"
+        and params.get("transport", "udp").lower() in _TRANSPORTS
+        and ("did" not in params or _DID.match(params["did"]) is not None)
+        and params.get("st", "").isdigit()
+    )
+
+
+def valid_dialog_route(
+    entry: RouteEntry, secret: str, call_id: str, from_tag: str, to_tag: str, now: float,
+) -> bool:
+    """Our Record-Route entry of this dialog: only our parameters, token right for this
+    entry's host:port and this Call-ID, ftag one of the request's tags, within its lifetime."""
     params = entry.params
     ftag, token = params.get("ftag", ""), params.get("blf", "")
-    if not ftag or not token or ftag not in (from_tag, to_tag):
+    if not ftag or not token or ftag not in (from_tag, to_tag) or not _well_formed(params):
         return False
-    expected = dialog_token(secret, call_id, ftag, params.get("tf", ""), params.get("cf", ""))
-    return hmac.compare_digest(token, expected)
+    if not now < int(params["st"]) + DIALOG_LIFETIME:
+        return False
+    signed = {name: params[name] for name in _SIGNED if name in params}
+    return hmac.compare_digest(token, dialog_token(secret, entry.hostport, call_id, ftag, signed))
+
+
+def tracks_dialog(entry: RouteEntry, boot: str) -> bool:
+    """Whether this entry is the one of the instance tracking the call, written in its
+    current boot: that instance then routes only a dialog its dialog module holds."""
+    return entry.params.get("bt", "") == boot
+
+
+def proven_instance(entry: RouteEntry, instances: dict[str, str]) -> bool:
+    """The next hop after our entries is another instance of ours: its (signed, checked)
+    entry names a live instance's SIP host:port."""
+    return entry.hostport.lower() in {_hostport(sip) for sip in instances.values()}
 
 
 def flow_of(entry: RouteEntry, from_tag: str) -> Address | None:
@@ -179,16 +241,28 @@ def sent_by_its_party(entry: RouteEntry, from_tag: str, source: Address) -> bool
     """Whether an in-dialog request reaching its first instance from outside the cluster
     comes from the flow recorded for its sender when the call was set up: the caller's
     (`cf`) when its From tag is the dialog's ftag, else the callee's (`tf`). Whoever else
-    holds the dialog's route set (a tenant on the path, a leaked trace) ends or redirects
-    nothing. The host must match; the port too on UDP (a phone sends from its SIP port, or
-    its NAT binding), not on a connection, which a phone may open anew mid-call. An entry
-    without the flow (none was recorded) is not checked."""
+    holds the dialog's route set (a tenant on the path, a leaked trace, a device behind the
+    same NAT) ends or redirects nothing. The whole flow must match, protocol, host and port,
+    on a connection too: a phone keeps its connection (or NAT binding) for the call. An
+    entry without the flow (none was recorded) is not checked."""
     recorded = Address.parse(entry.params.get("cf" if entry.params.get("ftag", "") == from_tag else "tf", ""))
     if recorded is None:
         return True
-    if recorded.host.strip("[]").lower() != source.host.strip("[]").lower():
+    return (
+        recorded.proto == source.proto
+        and recorded.host.strip("[]").lower() == source.host.strip("[]").lower()
+        and recorded.port == source.port
+    )
+
+
+def flow_gone(received: str, registered_at: float, holder_boot: float | None) -> bool:
+    """A binding on a connection (TCP, TLS, WS) registered before its holder instance last
+    started names a connection that died with the previous run: not worth trying (the
+    phone is reachable again when it registers anew). Unknown times (0, None) say nothing."""
+    source = Address.parse(received)
+    if source is None or not source.connection_oriented or not registered_at or holder_boot is None:
         return False
-    return recorded.connection_oriented or source.connection_oriented or recorded.port == source.port
+    return registered_at < holder_boot
 
 
 def flow_route(secret: str, holder_sip: str, flow: Address, call_id: str) -> str:

@@ -179,7 +179,7 @@ def test_negative_expires_header_is_400() -> None:
 def test_new_binding_carries_request_fields() -> None:
     outcome = register(request([ContactSpec(ALICE, 600, 0.7)], call_id="c9", cseq=42))
     assert outcome.upserts == (
-        Binding("alice@example.com", ALICE, NOW + 600, "c9", 42, 0.7, "node-a", "10.0.0.1:5060"),
+        Binding("alice@example.com", ALICE, NOW + 600, "c9", 42, 0.7, "node-a", "10.0.0.1:5060", registered_at=NOW),
     )
 
 
