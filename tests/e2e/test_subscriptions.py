@@ -7,6 +7,8 @@ import socket
 import time
 import uuid
 
+import pytest
+
 from tests.e2e.conftest import (
     DOMAIN,
     SUB_MIN_EXPIRES,
@@ -18,7 +20,7 @@ from tests.e2e.conftest import (
     watcher,
 )
 from tests.schema import validate_dialog_info
-from tests.sipua import Message, UserAgent
+from tests.sipua import UserAgent
 
 
 def subscribe_raw(ua: UserAgent, user: str, headers: dict[str, str], **kwargs: object):
@@ -227,18 +229,21 @@ def test_refresh_and_unsubscribe_work_through_any_instance(account, phones):
     assert refreshed.source[1] == 5072 and "5071" in notify.header("contact")
 
 
-def test_notify_follows_the_record_route_set_of_the_subscribe(account, phones):
+def test_notify_keeps_the_record_route_set_but_goes_to_the_flow_that_subscribed(account, phones):
+    """The route set stays in the NOTIFY's Route headers (RFC 6665 §4.2.2), but the NOTIFY is
+    sent where the SUBSCRIBE came from (issue 12, finding 10): a Record-Route naming another
+    address (here a socket where a proxy would listen) reflects nothing onto it."""
     alice, catherine = account("alice"), account("catherine")
     ua = phone(phones, catherine, "ks1")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as proxy:
         proxy.bind(("127.0.0.1", 0))
-        proxy.settimeout(5)
+        proxy.settimeout(0.5)
         route = f"<sip:127.0.0.1:{proxy.getsockname()[1]};lr>"
         response = subscribe_raw(ua, alice[0], {"Event": "dialog", "Expires": "60", "Record-Route": route})
         assert response.status == 200
-        data, _ = proxy.recvfrom(65535)  # the NOTIFY goes to the first hop of the route set
-    notify = Message.parse(data)
-    assert notify.method == "NOTIFY"
+        notify = ua.wait_request("NOTIFY", 5)
+        with pytest.raises(TimeoutError):
+            proxy.recvfrom(65535)
     assert notify.first_line.startswith(f"NOTIFY sip:{catherine[0]}@127.0.0.1:{ua.port}")
     assert notify.all("route") == [route]
     assert notify.header("cseq") == "1 NOTIFY"
