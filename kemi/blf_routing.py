@@ -121,11 +121,14 @@ def watcher_reach(ctx: Context, subscription: Subscription) -> Reach | None:
     source = Address.parse(subscription.received)
     if source is None:
         return None
+    direct = Reach(subscription.watcher_contact, dst=source.sip_uri())
+    if not (source.connection_oriented or subscription.nat):
+        return direct  # a UDP phone not behind NAT takes its NOTIFYs from any instance
     found = reach(
-        subscription.watcher_contact, subscription.received, subscription.flow_instance, True,
+        subscription.watcher_contact, subscription.received, subscription.flow_instance, subscription.nat,
         ctx.settings.instance, live_instances(ctx), ctx.settings.secret, subscription.call_id,
     )
-    return found if found is not None else Reach(subscription.watcher_contact, dst=source.sip_uri())
+    return found if found is not None else direct
 
 
 def source_flow() -> str:
