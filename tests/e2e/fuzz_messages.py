@@ -7,7 +7,9 @@ Every message starts as a valid request of a method the instances handle (REGIST
 INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, MESSAGE, and a few they do not: PUBLISH, REFER, INFO,
 UPDATE, PRACK), or as an unsolicited response, or as one of the relay tricks of issue 5 (an
 in-dialog request with a To-tag and a Route naming an instance, then a third party; strict
-routing; a Route to ourselves then a foreign host). Then one to three mutations spoil it: huge
+routing; a Route to ourselves then a foreign host) and issue 12 (a real dialog's signed entry
+copied with the third party's host and port, over UDP or TCP, or with maddr; a real dialog's
+route set used again after its BYE). Then one to three mutations spoil it: huge
 headers, bad Content-Length, Expires, Event, CSeq, Max-Forwards, Via, digest fields in
 Authorization / Proxy-Authorization, garbage bytes, non-UTF-8, NUL, truncation, header folding,
 compact forms, hundreds of Vias, Routes, Record-Routes and Contacts, duplicated or missing
@@ -41,6 +43,18 @@ NONCE_PLACEHOLDER = "@@NONCE@@"
 
 
 @dataclass(frozen=True)
+class RoutedDialog:
+    """A real dialog of the lab the fuzz may name: its Call-ID, tags and route set (as its
+    caller sends it, our signed Record-Route entries), and whether its BYE was sent."""
+
+    call_id: str
+    from_tag: str
+    to_tag: str
+    routes: tuple[str, ...]
+    ended: bool = False
+
+
+@dataclass(frozen=True)
 class Target:
     """Where the fuzz goes and who it names."""
 
@@ -48,6 +62,7 @@ class Target:
     sink: tuple[str, int]  # a third party: nothing should ever be relayed there
     domain: str = "example.com"
     victims: tuple[str, ...] = ()  # users of real accounts the fuzz may name (never authenticated)
+    dialogs: tuple[RoutedDialog, ...] = ()  # real route sets for the issue 12 tricks
 
 
 @dataclass
@@ -183,7 +198,9 @@ def relay_trick(ctx: Ctx) -> Draft:
     other = ctx.instance()
     sink_host, sink_port = ctx.target.sink
     lr_self = f"<sip:{host}:{port};lr>"
-    trick = rng.randrange(7)
+    trick = rng.randrange(9)
+    if trick >= 7:
+        return route_rewrite(ctx, draft) if trick == 7 else after_bye(ctx, draft)
     if trick == 0:  # plain loose route through us to the sink
         draft.start = f"{method} {ctx.sink_uri} SIP/2.0"
         draft.headers.insert(1, ("Route", lr_self))
@@ -206,6 +223,62 @@ def relay_trick(ctx: Ctx) -> Draft:
         draft.start = f"{method} sip:{ctx.someone()}@{host}:{port} SIP/2.0"
         draft.headers.insert(1, ("Route", f"<sip:{sink_host}:{sink_port};lr>, {lr_self}"))
     return draft
+
+
+def _in_dialog_of(ctx: Ctx, draft: Draft, dialog: RoutedDialog, routes: list[str]) -> Draft:
+    """`draft` made a request of `dialog` (its Call-ID and tags) along `routes`, for the sink."""
+    draft.start = f"{draft.method} {ctx.sink_uri} SIP/2.0"
+    draft.set("Call-ID", dialog.call_id)
+    draft.set("From", f'"{MARK} {ctx.n}" <sip:{ctx.user()}@{ctx.target.domain}>;tag={dialog.from_tag}')
+    draft.set("To", f"<sip:{ctx.someone()}@{ctx.target.domain}>;tag={dialog.to_tag}")
+    draft.drop("Route")
+    draft.headers.insert(1, ("Route", ", ".join(routes)))
+    return draft
+
+
+def _moved(entry: str, host: str, port: int, extra: str = "") -> str:
+    """A Route entry with its host and port replaced (and `extra` parameters appended)."""
+    _, _, params = entry.strip().strip("<>").removeprefix("sip:").partition(";")
+    return f"<sip:{host}:{port};{params}{extra}>"
+
+
+def route_rewrite(ctx: Ctx, draft: Draft) -> Draft:
+    """Issue 12 finding 1: a signed entry of a real dialog (or a made-up one when the target
+    has none) copied with the sink's host and port after ours, over TCP, with maddr, or
+    naming the other instance."""
+    rng = ctx.rng
+    sink_host, sink_port = ctx.target.sink
+    live = [d for d in ctx.target.dialogs if not d.ended] or list(ctx.target.dialogs)
+    host, port = ctx.instance()
+    dialog = rng.choice(live) if live else RoutedDialog(
+        f"{MARK}-{ctx.seed}-{ctx.n}", ctx.tag(), ctx.tag(),
+        (f"<sip:{host}:{port};lr;ftag={ctx.tag()};blf={'0' * 20};tf=udp:{sink_host}:{sink_port};"
+         f"cf=udp:{sink_host}:{sink_port};st={int(time.time())}>",),
+    )
+    routes = list(dialog.routes)
+    variant = rng.randrange(5)
+    if variant == 0:
+        routes.append(_moved(routes[-1], sink_host, sink_port))
+    elif variant == 1:
+        routes.append(_moved(routes[-1], sink_host, sink_port, ";transport=tcp"))
+    elif variant == 2:
+        routes[0] = routes[0].rstrip().rstrip(">") + f";maddr={sink_host}>"
+    elif variant == 3:
+        other = ctx.instance()
+        routes.append(_moved(routes[-1], other[0], other[1]))
+        routes.append(_moved(routes[-1], sink_host, sink_port))
+    else:
+        routes = [_moved(routes[0], sink_host, sink_port), *routes]
+    return _in_dialog_of(ctx, draft, dialog, routes)
+
+
+def after_bye(ctx: Ctx, draft: Draft) -> Draft:
+    """Issue 12 finding 1: a real dialog's own route set, unchanged, after its BYE."""
+    ended = [d for d in ctx.target.dialogs if d.ended]
+    if not ended:
+        return route_rewrite(ctx, draft)
+    dialog = ctx.rng.choice(ended)
+    return _in_dialog_of(ctx, draft, dialog, list(dialog.routes))
 
 
 def response(ctx: Ctx) -> Draft:

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from statestore.etcd_store import EtcdStore
 from tests.e2e.conftest import DOMAIN, KS, free_port, phone, register_contact, watcher
-from tests.e2e.fuzz_messages import MARK, Sender, Sent, Target, fuzz_sources, replay_one
+from tests.e2e.fuzz_messages import MARK, RoutedDialog, Sender, Sent, Target, fuzz_sources, replay_one
+from tests.sipua import UserAgent
 
 SEED = int(os.environ.get("BLF_FUZZ_SEED", "5"))
 COUNT = int(os.environ.get("BLF_FUZZ_COUNT", "10000"))
@@ -283,13 +284,39 @@ def pin_culprits(logs: Logs, suspects: list[Sent], batch: int = 40) -> list[Path
     return saved
 
 
+def routed_dialogs(
+    phones: list[UserAgent], caller_creds: tuple[str, str], callee_creds: tuple[str, str]
+) -> tuple[tuple[RoutedDialog, ...], UserAgent]:
+    """Two real calls whose signed route sets the fuzz rewrites and reuses (issue 12): one
+    lasting through the run, one ended by its BYE. Returns them and the callee's phone."""
+    callee = phone(phones, callee_creds, "ks2")
+    assert callee.register(300).status == 200
+    caller = phone(phones, caller_creds, "ks1")
+    dialogs = []
+    for ended in (False, True):
+        answer = caller.request("INVITE", f"sip:{callee_creds[0]}@{DOMAIN}", timeout=8)
+        assert answer.status == 200, answer.first_line
+        routes = tuple(reversed(answer.all("record-route")))
+        call_id, from_tag, to_tag = answer.header("call-id") or "", answer.tag("from"), answer.tag("to")
+        if ended:
+            bye = caller.request(
+                "BYE", (answer.header("contact") or "").strip("<>"), {"Route": ", ".join(routes)},
+                to=f"sip:{callee_creds[0]}@{DOMAIN}", call_id=call_id, from_tag=from_tag, to_tag=to_tag, auth=False,
+            )
+            assert bye.status == 200, bye.first_line
+        dialogs.append(RoutedDialog(call_id, from_tag, to_tag, routes, ended))
+    return tuple(dialogs), callee
+
+
 def test_fuzz_10000_hostile_messages_over_udp_and_tcp_leave_instances_store_and_calls_intact(
     account, phones, sipp, lab
 ):
     caller, watcher_creds, victim_creds = account("caller"), account("watch"), account("victim")
     callees = [account(f"callee{i}") for i in range(3)]
+    router, routed = account("router"), account("routed")
     # Fuzz identities carry "fuzz" (valid ones never); valid accounts are recognised by their user names.
-    valid_users = [creds[0] for creds in (caller, watcher_creds, victim_creds, *callees)]
+    valid_users = [creds[0] for creds in (caller, watcher_creds, victim_creds, *callees, router, routed)]
+    dialogs, routed_phone = routed_dialogs(phones, router, routed)
 
     victim = phone(phones, victim_creds, "ks1")
     victim.answer_requests = False
@@ -309,7 +336,7 @@ def test_fuzz_10000_hostile_messages_over_udp_and_tcp_leave_instances_store_and_
     logs = Logs()
     target = Target(
         instances=tuple(KS.values()), sink=SINK, domain=DOMAIN,
-        victims=(victim_creds[0], callees[0][0], caller[0], watcher_creds[0]),
+        victims=(victim_creds[0], callees[0][0], caller[0], watcher_creds[0]), dialogs=dialogs,
     )
     sender = Sender(SEED, target, fuzz_sources(500), tcp_share=0.3, per_source_per_2s=8)
     problem_times: list[float] = []  # when the sender saw new problems in the logs (to pin the culprits)
@@ -389,6 +416,14 @@ def test_fuzz_10000_hostile_messages_over_udp_and_tcp_leave_instances_store_and_
             reached.append(message.first_line)
     if reached:
         failures.append(f"{len(reached)} fuzz request(s) reached the victim's phone: {reached[:5]}")
+    # Nor the callee of the dialogs whose route sets the fuzz rewrote and reused.
+    routed_reached = []
+    while not routed_phone.requests.empty():
+        message = routed_phone.requests.get()
+        if MARK in (message.header("from") or ""):
+            routed_reached.append(message.first_line)
+    if routed_reached:
+        failures.append(f"{len(routed_reached)} fuzz request(s) went along a real route set: {routed_reached[:5]}")
 
     # The store: nothing created, changed or removed by the fuzz. No wait needed here: every
     # SIP worker was just seen idle and each instance answered OPTIONS over UDP and TCP, so
