@@ -77,9 +77,11 @@ class NotifyDialog:
 def notify_dialog(
     subscription: Subscription, event: str, content_type: str, contact: str, reach: Reach | None = None
 ) -> NotifyDialog:
-    """RFC 6665 §4.2.2 in-dialog NOTIFY. With `reach`, to the watcher's flow (a flow route
-    on top when another instance holds it); otherwise along the subscription's route set,
-    loose routing: the first route is the next hop, all of them go in Route headers."""
+    """RFC 6665 §4.2.2 in-dialog NOTIFY. With `reach` (every record that has a flow), to the
+    flow the SUBSCRIBE or its last refresh came from, never to an address only its Contact or
+    Record-Route names; the route set stays in the Route headers (or a flow route alone, when
+    another instance holds the flow). Without, along the route set, loose routing: the first
+    route is the next hop, all of them go in Route headers."""
     routes = [reach.route] if reach is not None and reach.route else list(subscription.route_set)
     lines = [
         f"From: <{subscription.local_uri}>;tag={subscription.local_tag}",
