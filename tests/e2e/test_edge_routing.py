@@ -297,3 +297,22 @@ def test_a_tcp_phone_behind_a_restarted_instance_gets_480_not_477(account, phone
         response = caller.request("INVITE", f"sip:{boris[0]}@{DOMAIN}", timeout=8)
         assert response.status == 480, f"via {instance}: {response.first_line}"
         assert "Unfortunately" not in response.first_line
+
+
+def test_a_restarted_instance_still_routes_the_dialogs_of_its_previous_run(account, phones):
+    """The README's promise, kept by the boot in the tracking instance's entry: ks1 tracks the
+    call, restarts (its dialog module then knows nothing of it), and still routes the call's
+    requests and its BYE (an older boot's route set lives until the dialog timeout)."""
+    boris = account("boris")
+    boris_phone = phone(phones, boris, "ks2")
+    assert boris_phone.register(300).status == 200
+    caller = mallory(phones, account("alice"))
+    answer = _call(caller, boris[0])
+    boris_phone.wait_request("INVITE", 3)
+    blfctl("lab", "kill", "ks1")
+    blfctl("lab", "start", "ks1")
+    message = _in_dialog(caller, answer, "MESSAGE")
+    assert message.status == 200, f"a dialog of ks1's previous run: {message.first_line}"
+    boris_phone.wait_request("MESSAGE", 3)
+    assert _in_dialog(caller, answer, "BYE").status == 200
+    boris_phone.wait_request("BYE", 3)
