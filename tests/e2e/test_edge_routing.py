@@ -316,3 +316,16 @@ def test_a_restarted_instance_still_routes_the_dialogs_of_its_previous_run(accou
     boris_phone.wait_request("MESSAGE", 3)
     assert _in_dialog(caller, answer, "BYE").status == 200
     boris_phone.wait_request("BYE", 3)
+
+
+def test_a_tcp_phone_whose_connection_closed_gets_480_not_477(account, phones):
+    """Finding 12, the same without a restart: the phone's connection is gone, its binding
+    is not (it has not expired). The relay fails at once; the caller hears 480 through
+    either instance, never Kamailio's internal reason text."""
+    alice, boris = account("alice"), account("boris")
+    boris_phone = UserAgent(boris[0], DOMAIN, boris[1], KS["ks1"], transport="tcp")
+    assert boris_phone.register(300).status == 200
+    boris_phone.close()
+    for instance in ("ks1", "ks2"):
+        response = phone(phones, alice, instance).request("INVITE", f"sip:{boris[0]}@{DOMAIN}", timeout=8)
+        assert response.first_line == "SIP/2.0 480 Temporarily Unavailable", f"via {instance}: {response.first_line}"
