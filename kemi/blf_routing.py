@@ -25,6 +25,7 @@ from statestore.domain.routing import (
     Address,
     Reach,
     RouteEntry,
+    contact_address,
     flow_gone,
     flow_of,
     parse_route,
@@ -180,7 +181,8 @@ def relay_to_flow(ctx: Context, flow: Address) -> None:
     _send_to(flow)
     KSR.rr.record_route_params(
         record_route_params(
-            ctx.settings.secret, ctx.settings.sip, pv("$ci"), pv("$ft"), str(flow), source_flow(), int(time.time())
+            ctx.settings.secret, ctx.settings.sip, pv("$ci"), pv("$ft"), str(flow), source_flow(), int(time.time()),
+            transports=(pv("$pr"), flow.proto),
         )
     )
     relay(ctx)
@@ -226,9 +228,11 @@ def on_branch(ctx: Context) -> None:
     flow = target.flow if target is not None else ""
     if target is not None and target.route:
         KSR.hdr.insert(f"Route: {target.route}\r\n")
+    outbound = contact_address(pv("$du") or pv("$ru"))
     KSR.rr.record_route_params(
         record_route_params(
-            ctx.settings.secret, ctx.settings.sip, pv("$ci"), pv("$ft"), flow, _caller_flow, _call_started, BOOT_ID
+            ctx.settings.secret, ctx.settings.sip, pv("$ci"), pv("$ft"), flow, _caller_flow, _call_started, BOOT_ID,
+            transports=(pv("$pr"), outbound.proto if outbound is not None else "udp"),
         )
     )
 

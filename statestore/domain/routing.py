@@ -99,6 +99,8 @@ def behind_nat(contact_uri: str, via_host: str, via_port: int | None, source_ip:
 #                port or flow is not ours
 #   tf=<flow>    where requests towards the callee go from the last instance on the route
 #   cf=<flow>    where requests towards the caller go
+#   tp=<protos>  the transports of the two sides (udp, or udp.tcp when they differ): an
+#                entry's transport= must be one of them
 #   st=<secs>    when the call was set up: a route set is refused DIALOG_LIFETIME after it
 #   bt=<boot>    only in the entry of the instance tracking the call (dlg_manage): its boot;
 #                while that boot lasts the instance routes only dialogs its dialog module
@@ -119,9 +121,8 @@ def behind_nat(contact_uri: str, via_host: str, via_port: int | None, source_ip:
 TOKEN_CHARS = 20
 # kamailio.cfg: dialog default_timeout. No dialog outlives it, nor does its route set.
 DIALOG_LIFETIME = 43200
-_SIGNED = ("tf", "cf", "st", "bt")
+_SIGNED = ("tf", "cf", "tp", "st", "bt")
 _ROUTE_PARAMS = frozenset({"lr", "r2", "transport", "ftag", "did", "blf", *_SIGNED})
-_TRANSPORTS = frozenset({"udp", "tcp", "tls", "sctp", "ws", "wss"})
 _DID = re.compile(r"^[0-9a-fA-F]+\.[0-9a-fA-F]+(\.[0-9a-fA-F]+)?$")
 
 
@@ -183,10 +184,13 @@ def dialog_token(secret: str, hostport: str, call_id: str, ftag: str, signed: di
 
 def record_route_params(
     secret: str, me_sip: str, call_id: str, ftag: str, tf: str, cf: str, started: int, boot: str = "",
+    transports: tuple[str, ...] = ("udp",),
 ) -> str:
     """Parameters for the Record-Route entry instance `me_sip` writes (rr appends lr and
-    ftag itself, the dialog module did). `boot` only from the instance tracking the call."""
-    signed = {"tf": tf, "cf": cf, "st": str(started), **({"bt": boot} if boot else {})}
+    ftag itself, the dialog module did) for a request that came in over one of `transports`
+    and goes out over the other. `boot` only from the instance tracking the call."""
+    protos = ".".join(sorted({proto.lower() for proto in transports}))
+    signed = {"tf": tf, "cf": cf, "tp": protos, "st": str(started), **({"bt": boot} if boot else {})}
     token = dialog_token(secret, me_sip, call_id, ftag, signed)
     return f";blf={token}" + "".join(f";{name}={value}" for name, value in signed.items())
 
@@ -197,7 +201,7 @@ def _well_formed(params: dict[str, str]) -> bool:
         set(params) <= _ROUTE_PARAMS
         and params.get("lr", "") in ("", "on")
         and params.get("r2", "on") == "on"
-        and params.get("transport", "udp").lower() in _TRANSPORTS
+        and params.get("transport", "udp").lower() in params.get("tp", "").split(".")
         and ("did" not in params or _DID.match(params["did"]) is not None)
         and params.get("st", "").isdigit()
     )

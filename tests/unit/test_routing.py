@@ -33,9 +33,10 @@ STARTED = int(NOW) - 60
 def our_route(
     call_id: str = "c1", ftag: str = "ft", tf: str = "udp:1.2.3.4:5060", cf: str = "tcp:5.6.7.8:40000",
     me: str = "10.0.0.1:5060", boot: str = "", before: str = ";lr", after: str = ";did=1a.2b",
+    transports: tuple[str, ...] = ("udp",),
 ) -> str:
     """Our entry as Kamailio writes it: rr's lr and ftag before our parameters, did after."""
-    params = record_route_params(SECRET, me, call_id, ftag, tf, cf, STARTED, boot)
+    params = record_route_params(SECRET, me, call_id, ftag, tf, cf, STARTED, boot, transports)
     return f"<sip:{me}{before};ftag={ftag}{params}{after}>"
 
 
@@ -93,6 +94,8 @@ REWRITES = [
     ("the start dropped", f";st={STARTED}", ""),
     ("a boot added", f";st={STARTED}", f";st={STARTED};bt=1"),
     ("the token cut", ";blf=", ";blf=0"),
+    ("another transport", ";lr", ";lr;transport=tcp"),  # the call's sides are both UDP
+    ("the transports widened", ";tp=udp", ";tp=tcp.udp"),
 ]
 
 
@@ -104,9 +107,12 @@ def test_an_entry_rewritten_in_any_part_is_not_ours(name: str, old: str, new: st
 
 
 def test_what_kamailio_adds_keeps_an_entry_valid():
-    """rr's double Record-Route (transport=, r2=on), lr=on, no did (not the tracking instance)."""
-    assert valid(our_route(before=";transport=tcp;r2=on;lr"))
-    assert valid(our_route(before=";r2=on;lr=on", after=""))
+    """rr's double Record-Route (transport=, r2=on) when the sides' transports differ, lr=on,
+    no did (not the tracking instance)."""
+    both = ("TCP", "udp")
+    assert valid(our_route(before=";transport=tcp;r2=on;lr", transports=both))
+    assert valid(our_route(before=";r2=on;lr=on", after="", transports=both))
+    assert not valid(our_route(before=";transport=tls;r2=on;lr", transports=both)), "not a transport of the call"
     assert valid(our_route(boot="1700000000000"))
 
 
