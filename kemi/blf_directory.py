@@ -297,7 +297,10 @@ def directory(ctx: Context) -> SharedDirectory:
 
 def realm_candidates() -> list[str]:
     """The request's candidates for the realm (identity.realm_candidates)."""
-    return identity.realm_candidates(pv("$fd"), pv("$(ai{uri.host})"), pv("$rd"), KSR.is_myself_ruri() > 0)
+    # $(ai{uri.host}) of a request without P-Asserted-Identity logs an ERROR in Kamailio
+    # ("unable to get pv value"): read the host only when there is one.
+    pai_host = pv("$(ai{uri.host})") if pv("$ai") else ""
+    return identity.realm_candidates(pv("$fd"), pai_host, pv("$rd"), KSR.is_myself_ruri() > 0)
 
 
 def require_served_target(ctx: Context) -> None:
