@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -12,6 +13,10 @@ from statestore.domain.model import Subscription
 from statestore.domain.registrar import parse_contacts, split_header_list
 from statestore.domain.routing import Reach
 
+# NUL and the other control characters no SIP header may carry (RFC 3261 §25.1); HTAB,
+# CR and LF are allowed. One regex search: this runs for every value read, floods included.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
 
 def _get(name: str) -> object:
     """A pseudo-variable's value. Bytes that are not UTF-8, and NUL or other control
@@ -21,7 +26,7 @@ def _get(name: str) -> object:
         value = KSR.pv.get(name)
     except (UnicodeDecodeError, ValueError) as exc:
         raise SipError(400, "Bad Request - Invalid Characters") from exc
-    if isinstance(value, str) and any(ord(char) < 32 and char not in "\t\r\n" for char in value):
+    if isinstance(value, str) and _CONTROL.search(value):
         raise SipError(400, "Bad Request - Invalid Characters")
     return value
 
