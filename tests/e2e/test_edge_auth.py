@@ -49,6 +49,7 @@ FLOOD_SECONDS = 10.0
 # Shared memory the flood may add on the instance. Each transaction held 13 KB for 5 s:
 # 6,200 requests/s of them filled 256 MB; a stateless challenge holds nothing.
 SHM_GROWTH_LIMIT = 16 * 2**20
+MEANINGFUL_CHALLENGES = 10_000  # x 13 KB for 5 s of a 10 s flood: 65 MB the old way
 
 
 def kamcmd(instance: str, *command: str) -> str:
@@ -237,7 +238,9 @@ def test_unauthenticated_flood_from_200_addresses_holds_no_shared_memory(account
         f"slowest INVITE to 180 {slowest_ring * 1000:.0f} ms"
     )
     assert sent[0] >= len(FLOOD_SOURCES) * FLOOD_RATE * FLOOD_SECONDS * 0.9, f"the flood was too slow: {sent[0]}"
-    assert challenged >= sent[0] * 0.5, f"the flood did not reach the instance: {challenged} of {sent[0]}"
+    # Enough challenges that the old transactions (13 KB each, held 5 s) would have taken
+    # many times the limit; on a busy machine the instance's socket drops the rest.
+    assert challenged >= MEANINGFUL_CHALLENGES, f"the flood did not reach the instance: {challenged} of {sent[0]}"
     assert "out of mem" not in logged_since(sizes)
     assert during - before < SHM_GROWTH_LIMIT, f"the flood took {(during - before) / mb:.1f} MB of shared memory"
     assert slowest_register < 1.0 and slowest_ring < 1.0
