@@ -13,8 +13,9 @@ shared by all its processes) and a (nonce, nc) pair is accepted at most once in 
 with no store round trip and no cross-instance state.
 
 Order of checks: everything that needs no store comes first (parse, identity, qop/uri,
-nonce HMAC, issuer and age, nonce count), so an unauthenticated flood never reaches etcd; the
-account is looked up only for credentials that could be valid.
+nonce HMAC, issuer and age), so an unauthenticated flood never reaches etcd; the
+account is looked up only for credentials that could be valid. Challenges are stateless; the
+transaction is made only for a request whose credentials verified (see authenticate).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from collections.abc import Sequence
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context
 from blf_directory import directory
-from blf_sip import pv
+from blf_routing import live_instances
+from blf_sip import pv, refused, stateful
 
 from statestore.domain import digest
 from statestore.domain.errors import SipError
@@ -84,37 +86,46 @@ def credentials_header() -> str:
 
 
 def authenticate(ctx: Context, realm: str, store_required: bool) -> str | None:
-    """The authenticated account (user@realm), or None after sending a challenge
-    (401 or 407, see UAS_METHODS).
+    """The authenticated account (user@realm), or None when there is nothing more to do:
+    a challenge was sent (401 or 407, see UAS_METHODS), or the request is a retransmission
+    its transaction answers.
 
     The account is the one the credentials verify as: the digest username is its user,
     never an alias; From, To and P-Asserted-Identity play no part (identity.py).
     `store_required`: the request needs etcd anyway (REGISTER, SUBSCRIBE): no memcached
-    fallback for the account before the directory copy is loaded."""
+    fallback for the account before the directory copy is loaded.
+
+    Order (issue 12, findings 2 and 8): verify the credentials without advancing the nonce
+    count, then make the transaction (blf_sip.stateful), then advance the nonce count.
+    Challenges are stateless: a request that is not authenticated holds no shared memory,
+    and its retransmission simply gets another challenge. A retransmission of an
+    authenticated request that reaches another worker before the first copy's
+    transaction exists verifies too, and tm's t_newtran (lookup and insert under one lock)
+    lets exactly one of the two carry on: the phone never gets "stale" for it.
+    """
     rules = policy(ctx)
     method = pv("$rm")
     name = credentials_header()
     found = _credentials(name, realm)
     if found is None:
-        _challenge(rules, realm, stale=False)
+        _challenge(rules, realm, stale=False)  # routine: the first request of every phone
         return None
     index, credentials = found
-    problem = digest.problem(credentials, rules.algorithms, pv("$ou"))
+    problem = digest.problem(credentials, rules.algorithms, pv("$ou"), _names_service(ctx))
     if problem is digest.Problem.ALGORITHM:
         _challenge(rules, realm, stale=False)
         return None
     if problem is not None:
         raise SipError(400, f"Bad Request - {problem.value}")
     status = digest.check_nonce(rules, credentials.nonce, time.time())
-    if status is not digest.NonceStatus.VALID:
-        _challenge(rules, realm, stale=status is digest.NonceStatus.STALE)
+    if status is digest.NonceStatus.FORGED:
+        _challenge(rules, realm, stale=False, refusal="nonce not issued by this cluster")
         return None
-    if not digest.nonce_count_accepted(credentials.nonce_count, _highest_nc(credentials.nonce)):
-        KSR.info(f"blf: nonce count {credentials.nc} reused by {credentials.username} from {pv('$si')}\n")
-        _challenge(rules, realm, stale=True)
+    if status is digest.NonceStatus.STALE:
+        _challenge(rules, realm, stale=True)  # routine: expired, or minted by another instance
         return None
     if "@" in credentials.username:
-        _challenge(rules, realm, stale=False)  # user@host packed in the username: nobody
+        _challenge(rules, realm, stale=False, refusal="user@host in the digest username")
         return None
     account = directory(ctx).account_record(f"{credentials.username}@{realm}", store_required)
     algorithm = digest.canonical_algorithm(credentials.algorithm) or "MD5"
@@ -124,13 +135,28 @@ def authenticate(ctx: Context, realm: str, store_required: bool) -> str | None:
         _challenge(rules, realm, stale=False, algorithms=usable or rules.algorithms)
         return None
     if account is None or not digest.response_matches(credentials, account.ha1_for(algorithm), method):
-        _challenge(rules, realm, stale=False)
+        _challenge(rules, realm, stale=False, refusal=f"wrong credentials for {credentials.username}@{realm}")
         return None
+    # The nonce count is checked only now, after the transaction: a count already used is
+    # either a retransmission whose first copy made the transaction (t_newtran absorbs it)
+    # or a replay of a captured header (its transaction answers stale, RFC 7616 §3.4.5).
+    if not stateful():
+        return None  # a retransmission: its transaction answers it
     if not _advance_nc(rules, credentials):
-        _challenge(rules, realm, stale=True)  # the same nc won a race in another process
+        _challenge(rules, realm, stale=True, refusal=f"nonce count {credentials.nc} reused by {credentials.username}")
         return None
     _consume(name, index)
     return account.aor
+
+
+def _names_service(ctx: Context) -> digest.Service:
+    """What a digest uri may name besides the Request-URI: a served domain (directory copy)
+    or a live instance's SIP address, this one's included (shared memory): no store read."""
+    view = directory(ctx)
+    return digest.Service(
+        addresses=frozenset(live_instances(ctx).values()),
+        serves=lambda host: view.get(host) is not None,
+    )
 
 
 def _credentials(name: str, realm: str) -> tuple[int, digest.Credentials] | None:
@@ -174,19 +200,26 @@ def _advance_nc(rules: digest.DigestPolicy, credentials: digest.Credentials) -> 
 
 
 def _challenge(
-    rules: digest.DigestPolicy, realm: str, stale: bool, algorithms: tuple[str, ...] | None = None
+    rules: digest.DigestPolicy,
+    realm: str,
+    stale: bool,
+    algorithms: tuple[str, ...] | None = None,
+    refusal: str = "",
 ) -> None:
-    """Answer 401 (UAS_METHODS) or 407 with a fresh nonce of this instance, one header per algorithm."""
+    """Answer 401 (UAS_METHODS) or 407 with a fresh nonce of this instance, one header per
+    algorithm. With `refusal` (credentials that failed), also the refused request's log line;
+    without (no credentials yet, a stale nonce: routine), a debug line only."""
     nonce = digest.mint_nonce(rules, time.time(), secrets.token_bytes(digest.NONCE_RANDOM_BYTES))
     uas = pv("$rm") in UAS_METHODS
     name = "WWW-Authenticate" if uas else "Proxy-Authenticate"
     for value in digest.challenges(realm, nonce, algorithms or rules.algorithms, stale):
         KSR.hdr.append_to_reply(f"{name}: {value}\r\n")
-    if uas:
-        KSR.sl.send_reply(401, "Unauthorized")
+    status, reason = (401, "Unauthorized") if uas else (407, "Proxy Authentication Required")
+    if refusal:
+        refused(status, f"{reason} - {refusal}")
     else:
-        KSR.sl.send_reply(407, "Proxy Authentication Required")
-    return None
+        KSR.dbg(f"blf: challenged {pv('$rm')} from {pv('$si')} (stale={stale})\n")
+    KSR.sl.send_reply(status, reason)
 
 
 def _consume(name: str, index: int) -> None:

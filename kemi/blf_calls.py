@@ -46,7 +46,10 @@ def handle_initial_invite(ctx: Context) -> None:
     require_served_target(ctx)
     caller = authenticate(ctx, realm_for(ctx, realm_candidates()), store_required=False)
     if caller is None:
-        return
+        return  # challenged, or a retransmission its transaction answers
+    # The transaction exists from here (blf_auth.authenticate; t_relay reuses it): a 100
+    # now stops the phone's retransmissions whatever the store does next (RFC 3261 §17.2.1).
+    KSR.tm.t_reply(100, "Trying")
     found = request_identities(ctx, caller)
     check_reach(found, directory(ctx))  # 404 domain, 403 could not call, 404 user: as for SUBSCRIBE
     callee = str(found.callee)

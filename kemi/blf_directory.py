@@ -23,7 +23,7 @@ import queue
 import time
 import traceback
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context
@@ -45,6 +45,8 @@ RESYNC_BACKOFF_SECONDS = 1.0
 # process, both ways: a flood of requests for one domain costs no round trip each.
 DOMAIN_CACHE_SECONDS = float(os.environ.get("BLF_DOMAIN_CACHE_SECONDS", "10"))
 _DOMAIN_CACHE_ENTRIES = 4096
+# Decoded records kept per process (SharedDirectory._decoded); cleared when full.
+DECODED_CACHE_SIZE = 4096
 STATS_SECONDS = float(os.environ.get("BLF_DIRECTORY_STATS_SECONDS", "300"))
 _STATS_SAMPLES = 4096
 T = TypeVar("T")
@@ -186,6 +188,9 @@ class SharedDirectory:
         self.ctx = ctx
         self.stats = Stats()
         self._domains: dict[str, tuple[policy.DomainRules | None, float]] = {}
+        # The last decoded value of each key read, with the text it was decoded from: a
+        # record is decoded again only when it changed (every challenge reads its domain).
+        self._decoded: dict[str, tuple[str, object]] = {}
 
     def loaded(self) -> bool:
         return str(KSR.pv.get(LOADED_VAR) or "0") != "0"
@@ -198,11 +203,19 @@ class SharedDirectory:
             self.stats.record("shm", time.perf_counter() - started)
             if raw is None:
                 return None
+            text = str(raw)
+            cached = self._decoded.get(key)
+            if cached is not None and cached[0] == text:
+                return cast(T, cached[1])  # records are frozen: one decode per version
             try:
-                return decode(str(raw))
+                value = decode(text)
             except (ValueError, TypeError, KeyError) as exc:
                 KSR.err(f"blf directory: {key} unreadable ({exc}): treated as absent\n")
                 return None
+            if len(self._decoded) >= DECODED_CACHE_SIZE:
+                self._decoded.clear()
+            self._decoded[key] = (text, value)
+            return value
         value = from_store()
         self.stats.record("store", time.perf_counter() - started)
         return value
@@ -297,7 +310,10 @@ def directory(ctx: Context) -> SharedDirectory:
 
 def realm_candidates() -> list[str]:
     """The request's candidates for the realm (identity.realm_candidates)."""
-    return identity.realm_candidates(pv("$fd"), pv("$(ai{uri.host})"), pv("$rd"), KSR.is_myself_ruri() > 0)
+    # $(ai{uri.host}) of a request without P-Asserted-Identity logs an ERROR in Kamailio
+    # ("unable to get pv value"): read the host only when there is one.
+    pai_host = pv("$(ai{uri.host})") if pv("$ai") else ""
+    return identity.realm_candidates(pv("$fd"), pai_host, pv("$rd"), KSR.is_myself_ruri() > 0)
 
 
 def require_served_target(ctx: Context) -> None:

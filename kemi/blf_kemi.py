@@ -32,7 +32,7 @@ from blf_notifier import Notifier
 from blf_notify_replies import on_notify_failure
 from blf_register import handle_register
 from blf_routing import flooding, in_dialog_routes, initial_routes, on_branch, relay, relay_in_dialog, relay_to_flow
-from blf_sip import pv, reply, reply_error
+from blf_sip import pv, refused, reply, reply_error
 from blf_subscribe import handle_in_dialog_subscribe, handle_initial_subscribe
 
 from statestore.domain.errors import SipError, StoreUnavailable, store_unavailable_error
@@ -47,11 +47,13 @@ def _answering(step: Callable[[Context], None]) -> int:
     try:
         step(ctx)
     except SipError as error:
+        refused(error.status, error.reason)
         reply_error(error)
     except StoreUnavailable as exc:
         ctx.mark_store_down()
-        KSR.warn(f"blf: store unavailable for {pv('$rm')} from {pv('$si')}: {exc}\n")
-        reply_error(store_unavailable_error())
+        unavailable = store_unavailable_error()
+        refused(unavailable.status, f"{unavailable.reason} - store unavailable: {exc}")
+        reply_error(unavailable)
     except Exception:  # noqa: BLE001 - the phone gets a 500, the log the traceback
         KSR.err(f"blf: {pv('$rm')} failed: {traceback.format_exc()}\n")
         reply(500, "Server Internal Error", {"Retry-After": "5"})
@@ -78,6 +80,7 @@ def route(ctx: Context) -> None:
     if KSR.maxfwd.process_maxfwd(10) < 0:
         raise SipError(483, "Too Many Hops")
     if KSR.sanity.sanity_check(17895, 7) < 0:
+        refused(400, "Bad Request - sanity check failed")
         return  # sanity has answered 400 already
     method = pv("$rm")
     if KSR.siputils.has_totag() > 0:
@@ -99,18 +102,14 @@ def route(ctx: Context) -> None:
     route_initial(ctx, method)
 
 
-def stateful() -> None:
-    """Answer through a transaction (RFC 3261 §17.2.2): tm sends the same answer again to
-    every retransmission, which never reaches the script again. Without it a retransmitted
-    SUBSCRIBE would be processed twice and its reused nonce count refused as a replay."""
-    if KSR.tm.t_newtran() < 0:
-        raise SipError(500, "Server Internal Error", {"Retry-After": "5"})
-
-
 def route_initial(ctx: Context, method: str) -> None:
-    if method in ("REGISTER", "SUBSCRIBE"):
-        stateful()  # both answered here, both challenged: retransmissions must not be re-processed
-        (handle_register if method == "REGISTER" else handle_initial_subscribe)(ctx)
+    # Nothing here makes a transaction: a request is challenged statelessly, and its
+    # handler makes the transaction once the sender is authenticated (blf_auth.authenticate,
+    # blf_sip.stateful), so an unauthenticated flood costs no shared memory.
+    if method == "REGISTER":
+        handle_register(ctx)
+    elif method == "SUBSCRIBE":
+        handle_initial_subscribe(ctx)
     elif method == "INVITE":
         handle_initial_invite(ctx)
     elif method == "OPTIONS":
@@ -137,8 +136,7 @@ def route_in_dialog(ctx: Context, method: str) -> None:
         if method == "SUBSCRIBE":
             if KSR.tm.t_check_trans() == 0:
                 return  # a retransmission the transaction layer has answered
-            stateful()
-            handle_in_dialog_subscribe(ctx)
+            handle_in_dialog_subscribe(ctx)  # stateful once authenticated
             return
         raise SipError(481, "Call/Transaction Does Not Exist")
     routes, flow = checked

@@ -29,9 +29,10 @@ WRITE_ATTEMPTS = 3
 
 
 def handle_register(ctx: Context) -> None:
-    # Answered through a transaction (blf_kemi.stateful): tm sends the answer again to
-    # every retransmission while the transaction lives; one that comes later is recognised
-    # by the registrar.
+    # Challenged statelessly; answered through a transaction once authenticated
+    # (blf_auth.authenticate, blf_sip.stateful): tm sends the answer again to every
+    # retransmission while the transaction lives; one that comes later is recognised by
+    # the registrar.
     # The AOR registered is the To URI (RFC 3261 §10.2); its domain is the realm.
     realm = realm_for(ctx, [pv("$td")])
     if ctx.store_down():

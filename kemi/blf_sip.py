@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -12,6 +13,10 @@ from statestore.domain.model import Subscription
 from statestore.domain.registrar import parse_contacts, split_header_list
 from statestore.domain.routing import Reach
 
+# NUL and the other control characters no SIP header may carry (RFC 3261 §25.1); HTAB,
+# CR and LF are allowed. One regex search: this runs for every value read, floods included.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
 
 def _get(name: str) -> object:
     """A pseudo-variable's value. Bytes that are not UTF-8, and NUL or other control
@@ -21,7 +26,7 @@ def _get(name: str) -> object:
         value = KSR.pv.get(name)
     except (UnicodeDecodeError, ValueError) as exc:
         raise SipError(400, "Bad Request - Invalid Characters") from exc
-    if isinstance(value, str) and any(ord(char) < 32 and char not in "\t\r\n" for char in value):
+    if isinstance(value, str) and _CONTROL.search(value):
         raise SipError(400, "Bad Request - Invalid Characters")
     return value
 
@@ -61,6 +66,47 @@ def reply(status: int, reason: str, extra: Mapping[str, str] | None = None, cont
 
 def reply_error(error: SipError) -> None:
     reply(error.status, error.reason, error.headers)
+
+
+# tm's t_newtran when the script made this message's transaction already (E_SCRIPT).
+_TRANSACTION_IN_PROCESS = -10
+
+
+def stateful() -> bool:
+    """Make the request a transaction (RFC 3261 §17.2.2), once its sender is authenticated:
+    a transaction costs shared memory, so nobody gets one before (issue 12, finding 2).
+
+    True: the transaction is new (or this message's already), carry on; every answer from
+    here goes through it (sl's send_reply is stateful when a transaction exists) and tm
+    absorbs every retransmission. False: the request is a retransmission of one whose
+    transaction another worker just made (tm 5.6 t_newtran: lookup and insert under one
+    hash lock); tm has sent that transaction's last answer again: answer nothing more."""
+    created = int(KSR.tm.t_newtran())
+    if created == 0:
+        return False
+    if created < 0 and created != _TRANSACTION_IN_PROCESS:
+        raise SipError(500, "Server Internal Error", {"Retry-After": "5"})
+    return True
+
+
+def source() -> str:
+    """Where the request came from, as fail2ban and operators read it: proto:ip:port."""
+    return f"{_plain('$pr').lower()}:{_plain('$si')}:{_plain('$sp')}"
+
+
+def refused(status: int, reason: str) -> None:
+    """The one line logged for every refused request (README "Security"): its method,
+    source and answer, e.g. `blf: refused SUBSCRIBE from udp:192.0.2.7:5060: 403 Forbidden`."""
+    KSR.notice(f"blf: refused {_plain('$rm')} from {source()}: {status} {reason}\n")
+
+
+def _plain(name: str) -> str:
+    """A pseudo-variable for a log line; never raises (the line is written whatever came)."""
+    try:
+        value = KSR.pv.get(name)
+    except (UnicodeDecodeError, ValueError):
+        return "?"
+    return "" if value is None else "".join(c if " " <= c < "\x7f" else "?" for c in str(value))
 
 
 @dataclass(frozen=True)

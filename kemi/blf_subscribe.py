@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import blf_notify
 import KSR  # type: ignore[import-not-found]
-from blf_auth import authenticate, credentials_header, realm_for
+from blf_auth import authenticate, realm_for
 from blf_context import Context, shared_epoch
 from blf_directory import directory, realm_candidates, request_identities, require_served_target
 from blf_sip import header, list_header, pv, reply, uri_of
@@ -30,6 +30,7 @@ from statestore.domain.identity import NOT_FOUND, check_reach
 from statestore.domain.model import Subscription
 from statestore.domain.routing import behind_nat
 from statestore.domain.subscription import (
+    NO_SUCH_SUBSCRIPTION,
     PACKAGES,
     Reach,
     admit,
@@ -185,22 +186,18 @@ def _create(ctx: Context, subscription: Subscription, counted: Census | None = N
 
 
 def handle_in_dialog_subscribe(ctx: Context) -> None:
-    """Refresh or end a subscription: only its watcher may (403 for anyone else)."""
+    """Refresh or end a subscription: only its watcher may (481 for anyone else)."""
     event, expires = _checked_expires(ctx)
-    if not int(KSR.pv.get(f"$hdrc({credentials_header()})") or 0):
-        # No credentials at all: challenged before any store read, so a stranger costs
-        # no round trip and learns nothing of which subscriptions exist. The realm is
-        # chosen as when it subscribed.
-        authenticate(ctx, realm_for(ctx, realm_candidates()), store_required=True)
-        return
+    # Authenticated before any store read (issue 12, finding 4): a stranger costs no round
+    # trip and no shared memory. The realm is chosen as when it subscribed.
+    watcher = authenticate(ctx, realm_for(ctx, realm_candidates()), store_required=True)
+    if watcher is None:
+        return  # challenged, or a retransmission its transaction answers
     sub_id = subscription_id(pv("$ci"), pv("$ft"), pv("$tt"))
     found = ctx.store.get_subscription(sub_id)
     if found is None:
-        raise SipError(481, "Subscription Does Not Exist")
-    watcher = authenticate(ctx, found[0].watcher.rpartition("@")[2], store_required=True)
-    if watcher is None:
-        return  # challenged
-    check_watcher(found[0], watcher)
+        raise SipError(481, NO_SUCH_SUBSCRIPTION)
+    check_watcher(found[0], watcher)  # someone else's: 481 as well
     reach = _reach(ctx, uri_of(pv("$ct")) or found[0].watcher_contact)
     for _ in range(CAS_ATTEMPTS):
         subscription, revision = found

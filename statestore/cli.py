@@ -112,6 +112,7 @@ def _ensure_domain(store: StateStore, domain: str) -> None:
 def cmd_account_add(args: argparse.Namespace) -> int:
     user, domain = directory.aor(args.account)
     aliases = directory.aliases(args.alias or (), user)
+    directory.check_passwords([(f"{user}@{domain}", args.password)])
     store = _store(args)
     _ensure_domain(store, domain)
     store.add_account(new_account(user, domain, args.password), aliases)
@@ -135,6 +136,7 @@ def cmd_account_import(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"blfctl: {exc}", file=sys.stderr)
         return 2
+    directory.check_passwords((entry.aor, entry.password) for entry in entries)
     store = _store(args)
     for domain in sorted({entry.domain for entry in entries}):
         _ensure_domain(store, domain)
@@ -417,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     account = sub.add_parser("account", help="accounts").add_subparsers(dest="subcommand", required=True)
     account_add = account.add_parser("add", help="create an account, or set its password, and add aliases")
     account_add.add_argument("account", help="USER@DOMAIN")
-    account_add.add_argument("--password", required=True)
+    account_add.add_argument("--password", required=True, help="at least 8 characters")
     account_add.add_argument("--alias", action="extend", nargs="+", metavar="ALIAS", help="an alias in its domain")
     account.add_parser("remove", help="remove an account, its aliases, legs, registrations and subscriptions "
                        "(its watchers get a final NOTIFY, reason noresource)"

@@ -22,8 +22,8 @@ import hashlib
 import hmac
 import re
 import struct
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 # RFC 7616 §3.7: the server lists its challenges in order of preference, strongest first.
 SUPPORTED_ALGORITHMS = ("SHA-256", "MD5")
@@ -88,7 +88,25 @@ class Problem(enum.Enum):
 
     QOP = "qop=auth, nc and cnonce are required"
     ALGORITHM = "algorithm not offered"
-    URI = "digest uri does not match the Request-URI"
+    URI = "digest uri names neither the Request-URI nor this service"
+
+
+def _serves_nothing(host: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Service:
+    """What a digest uri may name besides the Request-URI: this service. sipp's
+    `[authentication]` keyword puts `sip:<server ip>:<port>` there, and RFC 7616 §3.4.6
+    leaves the check to the server (RFC 2617 §3.2.2.5: a SHOULD; Kamailio's auth module
+    does not make it). Replays stay stopped by single-use nonces and nonce counts.
+
+    `addresses`: the instances' SIP addresses, "host:port" (this one and the live ones);
+    `serves`: whether a host is a domain served here (the directory copy)."""
+
+    addresses: frozenset[str] = frozenset()
+    serves: Callable[[str], bool] = field(default=_serves_nothing)
 
 
 # --- algorithms -------------------------------------------------------------------------------
@@ -274,13 +292,15 @@ def _quoted(text: str, pos: int) -> tuple[str, int] | None:
     return None
 
 
-def problem(credentials: Credentials, offered: Iterable[str], request_uri: str) -> Problem | None:
+def problem(
+    credentials: Credentials, offered: Iterable[str], request_uri: str, service: Service | None = None
+) -> Problem | None:
     """Checks of the credentials alone (RFC 7616 §3.4, RFC 3261 §22.4), before any state."""
     if credentials.qop.lower() != "auth" or not _NC.fullmatch(credentials.nc) or not credentials.cnonce:
         return Problem.QOP
     if canonical_algorithm(credentials.algorithm) not in tuple(offered):
         return Problem.ALGORITHM
-    if not same_uri(credentials.uri, request_uri):
+    if not same_uri(credentials.uri, request_uri) and not names_service(credentials.uri, service or Service()):
         return Problem.URI
     return None
 
@@ -289,6 +309,28 @@ def same_uri(digest_uri: str, request_uri: str) -> bool:
     """RFC 7616 §3.4.6: the digest-uri names the Request-URI. Scheme and host compare
     case-insensitively (RFC 3261 §19.1.4); user and parameters as written."""
     return _normalised(digest_uri) == _normalised(request_uri)
+
+
+_DEFAULT_PORTS = {"sip": 5060, "sips": 5061}
+_HOSTPORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::(?P<port>[0-9]{1,5}))?")
+
+
+def names_service(digest_uri: str, service: Service) -> bool:
+    """Whether `digest_uri` is a sip: or sips: URI with no user part (parameters allowed,
+    no headers) whose host is a served domain (any port), or whose host and port (5060 for
+    sip:, 5061 for sips: when absent, RFC 3261 §19.1.2) are an instance's address."""
+    parts = _URI.fullmatch(digest_uri.strip())
+    if parts is None or parts["user"] or "?" in parts["tail"] or (parts["tail"] and parts["tail"][0] != ";"):
+        return False
+    scheme = parts["scheme"].lower()
+    hostport = _HOSTPORT.fullmatch(parts["host"])
+    if scheme not in _DEFAULT_PORTS or hostport is None:
+        return False
+    host = hostport["host"].lower()
+    if service.serves(host):
+        return True
+    port = int(hostport["port"]) if hostport["port"] else _DEFAULT_PORTS[scheme]
+    return f"{host}:{port}" in {address.lower() for address in service.addresses}
 
 
 _URI = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?P<user>[^@;?]*@)?(?P<host>[^;?]*)(?P<tail>.*)", re.S)

@@ -244,6 +244,21 @@ class ImportEntry:
         return f"{self.user}@{self.domain}"
 
 
+# The shortest password blfctl stores (account add and import). An empty or trivially
+# short one is guessed online within pike's limits; phones store any length.
+MIN_PASSWORD_LENGTH = 8
+
+
+def check_passwords(named: Iterable[tuple[str, str]]) -> None:
+    """Every (account, password) pair has a password of MIN_PASSWORD_LENGTH characters or
+    more; otherwise DirectoryError naming each short one (nothing is written)."""
+    short = [account for account, password in named if len(password) < MIN_PASSWORD_LENGTH]
+    if short:
+        raise DirectoryError(
+            f"a password must have at least {MIN_PASSWORD_LENGTH} characters (nothing written): {', '.join(short)}"
+        )
+
+
 def import_entries(lines: Iterable[str]) -> list[ImportEntry]:
     """Accounts to import, one a line: CSV `user@domain,password,alias1;alias2` or a JSON
     object `{"account": ..., "password": ..., "aliases": [...]}`. Blank lines and lines

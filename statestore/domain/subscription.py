@@ -65,7 +65,7 @@ class Reach:
 TOO_MANY_FOR_PAIR = "Forbidden - Too Many Subscriptions To This Presentity"
 TOO_MANY_FOR_WATCHER = "Forbidden - Too Many Subscriptions"
 TOO_MANY_FOR_PRESENTITY = "Forbidden - Too Many Watchers Of This Presentity"
-NOT_THE_WATCHER = "Forbidden - Not The Subscriber"
+NO_SUCH_SUBSCRIPTION = "Subscription Does Not Exist"
 
 
 # RFC 6665 §4.2.2 via RFC 5057 §5: responses to NOTIFY that end the subscription.
@@ -164,11 +164,14 @@ def reindexed(before: Subscription, after: Subscription) -> bool:
     return WatcherEntry.of(before) != WatcherEntry.of(after)
 
 
-def check_watcher(subscription: Subscription, authenticated: str) -> None:
-    """Only the watcher refreshes or ends its subscription (RFC 6665 §5.2: the notifier
-    authenticates in-dialog SUBSCRIBEs as it did the initial one); 403 for anyone else."""
-    if authenticated != subscription.watcher:
-        raise SipError(403, NOT_THE_WATCHER)
+def check_watcher(subscription: Subscription | None, authenticated: str) -> Subscription:
+    """The subscription an in-dialog SUBSCRIBE names, if `authenticated` is its watcher
+    (RFC 6665 §5.2: the notifier authenticates in-dialog SUBSCRIBEs as it did the initial
+    one). Someone else's subscription answers exactly as a missing one, 481 (§4.1.2.2), so
+    the answer tells a stranger nothing of which dialogs exist (issue 12, finding 4)."""
+    if subscription is None or authenticated != subscription.watcher:
+        raise SipError(481, NO_SUCH_SUBSCRIPTION)
+    return subscription
 
 
 def same_device(entry: WatcherEntry, new: Subscription) -> bool:

@@ -37,9 +37,9 @@ def main() -> int:
     blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(args.lease_ttl))
     cleared: list[float] = []
     try:
-        blfctl("account", "add", f"alice@{DOMAIN}", "--password", "a")
-        blfctl("account", "add", f"boris@{DOMAIN}", "--password", "b")
-        blfctl("account", "add", f"catherine@{DOMAIN}", "--password", "c")
+        blfctl("account", "add", f"alice@{DOMAIN}", "--password", "a-password")
+        blfctl("account", "add", f"boris@{DOMAIN}", "--password", "b-password")
+        blfctl("account", "add", f"catherine@{DOMAIN}", "--password", "c-password")
         for _ in range(args.repeat):
             cleared.append(one_kill())
             print(f"cleared after {cleared[-1]:.2f} s", flush=True)
@@ -53,14 +53,14 @@ def main() -> int:
 
 def one_kill() -> float:
     port = free_port()
-    boris = UserAgent("boris", DOMAIN, "b", ("127.0.0.1", 5072))
-    cat = Watcher(UserAgent("catherine", DOMAIN, "c", ("127.0.0.1", 5072)))
+    boris = UserAgent("boris", DOMAIN, "b-password", ("127.0.0.1", 5072))
+    cat = Watcher(UserAgent("catherine", DOMAIN, "c-password", ("127.0.0.1", 5072)))
     sipp = Sipp(Path(tempfile.mkdtemp(prefix="bench-death-")))
     try:
         register_contact(boris, port)
         lamp = cat.subscribe("boris")
         sipp.callee(port, ring_ms=100)
-        sipp.call("ks1", ("alice", "a"), "boris", hold_ms=60000)
+        sipp.call("ks1", ("alice", "a-password"), "boris", hold_ms=60000)
         cat.wait_lamp(lamp, "busy", 5)
         blfctl("lab", "kill", "ks1")
         killed = time.monotonic()

@@ -108,7 +108,7 @@ def test_account_added_is_seen_on_both_instances_within_1s(lab, phones):
     user = f"new-{os.getpid()}-{time.monotonic_ns() % 100000}"
 
     def made() -> None:
-        blfctl("account", "add", f"{user}@{domain}", "--password", "pw-new", "--alias", "7202")
+        blfctl("account", "add", f"{user}@{domain}", "--password", "pw-new-secret", "--alias", "7202")
 
     check("account add (by user)", delays_until(polls, f"sip:{user}@{domain}", 200, made))
     for name, ua in polls.items():

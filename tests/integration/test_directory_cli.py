@@ -19,6 +19,7 @@ from statestore.etcd_store import EtcdStore
 pytestmark = [pytest.mark.integration]
 
 D = "example.com"
+PW = "pw-secret"  # blfctl refuses passwords shorter than 8 characters
 IMPORT_ACCOUNTS = 10_000
 IMPORT_BUDGET_SECONDS = 20.0  # "well under a minute"
 
@@ -35,12 +36,12 @@ def everything(store: EtcdStore) -> dict[str, bytes]:
 
 
 def test_account_add_with_aliases_then_alias_add_and_remove(etcd_endpoint: str, store: EtcdStore) -> None:
-    added = blfctl(etcd_endpoint, "account", "add", "alice@Example.com", "--password", "pw",
+    added = blfctl(etcd_endpoint, "account", "add", "alice@Example.com", "--password", PW,
                    "--alias", "101", "--alias", "+15551230101", "sales-desk")
     assert added.returncode == 0, added.stderr
     assert "account alice@example.com added with aliases 101, +15551230101, sales-desk" in added.stdout
     account = store.get_account(f"alice@{D}")
-    assert account is not None and account.ha1 == ha1("alice", D, "pw")
+    assert account is not None and account.ha1 == ha1("alice", D, "pw-secret")
     assert store.domain_rules(D) == DomainRules(D)
     assert blfctl(etcd_endpoint, "alias", "add", f"alice@{D}", "102", "103").returncode == 0
     assert [store.resolve_alias(D, a) for a in ("101", "+15551230101", "sales-desk", "102", "103")] == [
@@ -54,9 +55,9 @@ def test_account_add_with_aliases_then_alias_add_and_remove(etcd_endpoint: str, 
 
 
 def test_alias_taken_is_refused_with_its_owner_and_nothing_changes(etcd_endpoint: str, store: EtcdStore) -> None:
-    assert blfctl(etcd_endpoint, "account", "add", f"alice@{D}", "--password", "pw", "--alias", "101").returncode == 0
+    assert blfctl(etcd_endpoint, "account", "add", f"alice@{D}", "--password", PW, "--alias", "101").returncode == 0
     before = everything(store)
-    taken = blfctl(etcd_endpoint, "account", "add", f"bob@{D}", "--password", "pw", "--alias", "102", "101")
+    taken = blfctl(etcd_endpoint, "account", "add", f"bob@{D}", "--password", PW, "--alias", "102", "101")
     assert taken.returncode == 1
     assert f"alias 101@{D} is taken by alice@{D}" in taken.stderr
     assert blfctl(etcd_endpoint, "alias", "add", f"bob@{D}", "101").returncode == 1  # no bob either
@@ -66,12 +67,12 @@ def test_alias_taken_is_refused_with_its_owner_and_nothing_changes(etcd_endpoint
 @pytest.mark.parametrize(
     "args",
     [
-        ("account", "add", "alice", "--password", "pw"),
-        ("account", "add", "al/ice@example.com", "--password", "pw"),
-        ("account", "add", "alice@exa_mple.com", "--password", "pw"),
-        ("account", "add", "alice@example.com", "--password", "pw", "--alias", "10 1"),
-        ("account", "add", "alice@example.com", "--password", "pw", "--alias", "101;user=phone"),
-        ("account", "add", "alice@example.com", "--password", "pw", "--alias", "alice"),
+        ("account", "add", "alice", "--password", PW),
+        ("account", "add", "al/ice@example.com", "--password", PW),
+        ("account", "add", "alice@exa_mple.com", "--password", PW),
+        ("account", "add", "alice@example.com", "--password", PW, "--alias", "10 1"),
+        ("account", "add", "alice@example.com", "--password", PW, "--alias", "101;user=phone"),
+        ("account", "add", "alice@example.com", "--password", PW, "--alias", "alice"),
         ("alias", "add", "alice@example.com", "ok", "a/b"),
         ("alias", "remove", "101"),
         ("alias", "remove", "101@bad..domain"),
@@ -139,8 +140,8 @@ def test_domain_number_rules_and_show(etcd_endpoint: str, store: EtcdStore) -> N
 
 
 def test_account_remove(etcd_endpoint: str, store: EtcdStore) -> None:
-    assert blfctl(etcd_endpoint, "account", "add", f"alice@{D}", "--password", "pw", "--alias", "101").returncode == 0
-    assert blfctl(etcd_endpoint, "account", "add", f"bob@{D}", "--password", "pw").returncode == 0
+    assert blfctl(etcd_endpoint, "account", "add", f"alice@{D}", "--password", PW, "--alias", "101").returncode == 0
+    assert blfctl(etcd_endpoint, "account", "add", f"bob@{D}", "--password", PW).returncode == 0
     done = blfctl(etcd_endpoint, "account", "remove", f"alice@{D}")
     assert done.returncode == 0 and f"account alice@{D} removed" in done.stdout
     assert store.get_account(f"alice@{D}") is None and store.resolve_alias(D, "101") is None
@@ -151,7 +152,7 @@ def test_account_remove(etcd_endpoint: str, store: EtcdStore) -> None:
 
 def test_import_a_bad_file_writes_nothing(etcd_endpoint: str, store: EtcdStore, tmp_path: Path) -> None:
     source = tmp_path / "accounts.csv"
-    source.write_text(f"alice@{D},pw,101\nbob@{D},pw,101\ncarol@bad_domain,pw\n")
+    source.write_text(f"alice@{D},pw-secret,101\nbob@{D},pw-secret,101\ncarol@bad_domain,pw-secret\n")
     done = blfctl(etcd_endpoint, "account", "import", str(source))
     assert done.returncode == 2
     assert "line 2: 101@example.com is alice@example.com's already" in done.stderr
@@ -160,11 +161,11 @@ def test_import_a_bad_file_writes_nothing(etcd_endpoint: str, store: EtcdStore, 
 
 
 def test_import_reports_accounts_refused_by_the_store(etcd_endpoint: str, store: EtcdStore, tmp_path: Path) -> None:
-    assert blfctl(etcd_endpoint, "account", "add", f"carol@{D}", "--password", "pw", "--alias", "300").returncode == 0
+    assert blfctl(etcd_endpoint, "account", "add", f"carol@{D}", "--password", PW, "--alias", "300").returncode == 0
     source = tmp_path / "accounts.jsonl"
     source.write_text("\n".join(json.dumps(line) for line in [
-        {"account": f"alice@{D}", "password": "pw", "aliases": ["101"]},
-        {"account": f"bob@{D}", "password": "pw", "aliases": ["300"]},
+        {"account": f"alice@{D}", "password": "pw-secret", "aliases": ["101"]},
+        {"account": f"bob@{D}", "password": "pw-secret", "aliases": ["300"]},
     ]) + "\n")
     done = blfctl(etcd_endpoint, "account", "import", str(source))
     assert done.returncode == 1
@@ -181,9 +182,9 @@ def test_import_10000_accounts_with_aliases_well_under_a_minute(
     for index in range(IMPORT_ACCOUNTS):
         aor, aliases = f"user{index}@tenant{index % 10}.example", [str(1000 + index), f"+1555{1000000 + index}"]
         if form == "csv":
-            lines.append(f"{aor},pw{index},{';'.join(aliases)}")
+            lines.append(f"{aor},pw-secret{index},{';'.join(aliases)}")
         else:
-            lines.append(json.dumps({"account": aor, "password": f"pw{index}", "aliases": aliases}))
+            lines.append(json.dumps({"account": aor, "password": f"pw-secret{index}", "aliases": aliases}))
     source = tmp_path / f"accounts.{form}"
     source.write_text("\n".join(lines) + "\n")
     started = time.monotonic()
@@ -198,5 +199,5 @@ def test_import_10000_accounts_with_aliases_well_under_a_minute(
     assert len(store.range(keys.ALIASES)) == 2 * IMPORT_ACCOUNTS
     assert store.resolve_alias("tenant7.example", "+15551009997") == "user9997@tenant7.example"
     account = store.get_account("user9997@tenant7.example")
-    assert account is not None and account.ha1 == ha1("user9997", "tenant7.example", "pw9997")
+    assert account is not None and account.ha1 == ha1("user9997", "tenant7.example", "pw-secret9997")
     assert sorted(store.domains()) == [f"tenant{n}.example" for n in range(10)]

@@ -595,10 +595,10 @@ def test_an_unreachable_etcd_raises_store_unavailable_promptly(
 def test_blfctl_account_add_provisions_the_account_and_its_domain(etcd_endpoint, store):
     from statestore.cli import ha1, main
 
-    assert main(["--etcd", etcd_endpoint, "account", "add", "zoe@New.Example", "--password", "pw"]) == 0
+    assert main(["--etcd", etcd_endpoint, "account", "add", "zoe@New.Example", "--password", "pw-secret"]) == 0
     assert store.domain_exists("new.example")
     account = store.get_account("zoe@new.example")
-    assert account is not None and account.ha1 == ha1("zoe", "new.example", "pw")
+    assert account is not None and account.ha1 == ha1("zoe", "new.example", "pw-secret")
     assert main(["--etcd", etcd_endpoint, "show", "zoe@new.example", "--json"]) == 0
 
 

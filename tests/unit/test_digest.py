@@ -225,3 +225,59 @@ def test_full_round_with_a_minted_nonce():
     assert digest.check_nonce(KS1, parsed.nonce, NOW + 1) is NonceStatus.VALID
     assert digest.response_matches(parsed, ha1, "REGISTER")
     assert not digest.response_matches(parsed, digest.ha1("SHA-256", "alice", "example.com", "wrong"), "REGISTER")
+
+
+# sipp's [authentication] puts sip:<server ip>:<port> in the digest uri (issue 12, finding 9).
+SERVICE = digest.Service(
+    addresses=frozenset({"127.0.0.1:5071", "10.0.0.2:5060", "[2001:db8::1]:5072"}),
+    serves=lambda host: host in ("example.com", "tenant.example"),
+)
+
+
+@pytest.mark.parametrize(
+    ("uri", "names"),
+    [
+        ("sip:127.0.0.1:5071", True),  # sipp: this instance
+        ("sip:10.0.0.2", True),  # another live instance, default port 5060
+        ("sip:10.0.0.2:5060;transport=udp", True),
+        ("sip:[2001:DB8::1]:5072", True),
+        ("SIP:Example.COM", True),  # a served domain, any port
+        ("sip:example.com:5099", True),
+        ("sips:tenant.example", True),
+        ("sip:127.0.0.1:5072", False),  # no instance there
+        ("sip:127.0.0.1", False),  # 5060: no instance there
+        ("sips:127.0.0.1:5071", True),
+        ("sips:10.0.0.2", False),  # sips: defaults to 5061
+        ("sip:victim.example", False),  # not served
+        ("sip:bob@example.com", False),  # a user part names a user, not the service
+        ("sip:example.com?subject=x", False),
+        ("tel:+15551234", False),
+        ("http://example.com", False),
+        ("sip:", False),
+        ("sip:127.0.0.1:99999999", False),
+    ],
+)
+def test_a_digest_uri_may_name_this_service(uri, names):
+    assert digest.names_service(uri, SERVICE) is names
+
+
+@pytest.mark.parametrize(
+    ("uri", "found"),
+    [
+        ("sip:example.com", None),  # the Request-URI
+        ("sip:127.0.0.1:5071", None),  # sipp's default
+        ("sip:other.example", Problem.URI),
+        ("sip:Bob@example.com", Problem.URI),
+    ],
+)
+def test_the_digest_uri_is_the_request_uri_or_this_service(uri, found):
+    credentials = sip_credentials(uri=uri)
+    assert digest.problem(credentials, digest.SUPPORTED_ALGORITHMS, "sip:example.com", SERVICE) is found
+    # Without a service, only the Request-URI: the other rules are unchanged.
+    expected = None if uri == "sip:example.com" else Problem.URI
+    assert digest.problem(credentials, digest.SUPPORTED_ALGORITHMS, "sip:example.com") is expected
+
+
+def test_a_service_uri_does_not_excuse_other_problems():
+    credentials = sip_credentials(uri="sip:127.0.0.1:5071", qop="")
+    assert digest.problem(credentials, digest.SUPPORTED_ALGORITHMS, "sip:example.com", SERVICE) is Problem.QOP

@@ -13,7 +13,7 @@ from statestore import codec, keys
 from statestore.domain.errors import SipError
 from statestore.domain.model import Subscription, WatcherEntry
 from statestore.domain.subscription import (
-    NOT_THE_WATCHER,
+    NO_SUCH_SUBSCRIPTION,
     PRESENTITY_GUARD_SLACK,
     TOO_MANY_FOR_PAIR,
     TOO_MANY_FOR_PRESENTITY,
@@ -86,11 +86,15 @@ def test_watcher_entry_round_trip_and_tolerance() -> None:
 # --- the watcher binding (finding 3) ------------------------------------------------------------
 
 
-def test_only_the_watcher_may_refresh_or_end_its_subscription() -> None:
-    check_watcher(sub(), WATCHER)
+@pytest.mark.parametrize(
+    ("found", "authenticated"), [(sub(), "mallory@example.com"), (None, "mallory@example.com"), (None, WATCHER)]
+)
+def test_only_the_watcher_may_refresh_or_end_its_subscription(found, authenticated) -> None:
+    """Someone else's subscription answers as a missing one: no oracle (issue 12, finding 4)."""
+    assert check_watcher(sub(), WATCHER) == sub()
     with pytest.raises(SipError) as excinfo:
-        check_watcher(sub(), "mallory@example.com")
-    assert status_of(excinfo) == (403, NOT_THE_WATCHER)
+        check_watcher(found, authenticated)
+    assert status_of(excinfo) == (481, NO_SUCH_SUBSCRIPTION)
 
 
 def test_an_authenticated_refresh_moves_contact_and_reach() -> None:
