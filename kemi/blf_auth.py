@@ -28,6 +28,7 @@ import KSR  # type: ignore[import-not-found]
 from blf_context import Context
 from blf_directory import directory
 from blf_sip import pv
+from blf_tcp import hold_flow
 
 from statestore.domain import digest
 from statestore.domain.errors import SipError
@@ -130,6 +131,7 @@ def authenticate(ctx: Context, realm: str, store_required: bool) -> str | None:
         _challenge(rules, realm, stale=True)  # the same nc won a race in another process
         return None
     _consume(name, index)
+    hold_flow(ctx)  # an authenticated phone's TCP connection outlives BLF_TCP_IDLE_SECONDS
     return account.aor
 
 

@@ -1,0 +1,159 @@
+"""TCP connections at the edge (issue 12, finding 3): one address cannot exhaust them.
+
+An attacker at 127.0.0.5 (not a cluster address) opens 2,100 TCP connections to ks1 and
+sends nothing. Before: Kamailio accepted them up to its global tcp_max_connections (2,048),
+every new TCP phone was refused, and the idle connections lived 120 s. Now the firewall the
+lab applies (etc/blf-edge.nft) lets one address hold 64, Kamailio closes a connection that
+carried nothing after BLF_TCP_IDLE_SECONDS (10), and a phone that authenticated on its
+connection keeps it idle (kemi/blf_tcp.py) and is called over it from the other instance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import select
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import DOMAIN, KS
+from tests.sipua import UserAgent
+
+ATTACKER = "127.0.0.5"
+PHONE = "127.0.0.6"
+ATTEMPTS = 2_100
+PER_ADDRESS_LIMIT = 64  # etc/blf-edge.nft
+IDLE_SECONDS = 10  # kamailio.cfg's BLF_TCP_IDLE_SECONDS default
+# Kamailio's timers run on ticks and a connection is checked when its timer fires: allow a
+# little beyond the lifetime before calling a connection "not closed".
+CLOSE_SLACK = 3.0
+
+
+def _var() -> Path:
+    return Path(os.environ["BLF_VAR"])
+
+
+def tcp_opened(instance: str) -> int:
+    """Kamailio's own count of open TCP connections (kamcmd core.tcp_info)."""
+    socket_path = _var() / instance / "run" / "kamailio_ctl"
+    out = subprocess.run(
+        ["kamcmd", "-s", f"unix:{socket_path}", "core.tcp_info"], capture_output=True, text=True, check=True,
+        timeout=10,
+    ).stdout
+    line = next(line for line in out.splitlines() if line.strip().startswith("opened_connections:"))
+    return int(line.split(":", 1)[1])
+
+
+@pytest.fixture
+def many_files() -> Iterator[None]:
+    """Room for 2,100 sockets in this process."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = ATTEMPTS + 1_000
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), max(hard, wanted)))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.fixture
+def idle_connections(lab: dict[str, tuple[str, int]], many_files: None) -> Iterator[list[socket.socket]]:
+    """The connections the attacker got out of ATTEMPTS; all closed when the test ends."""
+    held: list[socket.socket] = []
+    try:
+        yield held
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def open_idle(source: str, peer: tuple[str, int], attempts: int, held: list[socket.socket]) -> int:
+    """Open `attempts` connections from `source` that send nothing; those accepted go to
+    `held`. Returns how many were refused (reset, or not completed within 2 s)."""
+    refused = 0
+    for _ in range(attempts):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((source, 0))
+        sock.settimeout(2.0)
+        try:
+            sock.connect(peer)
+        except OSError:
+            sock.close()
+            refused += 1
+            continue
+        held.append(sock)
+    return refused
+
+
+def wait_closed_by_peer(socks: list[socket.socket], timeout: float) -> list[float]:
+    """Wait until the server has closed every one of `socks` (EOF or reset); the
+    time.monotonic() at which each was seen closed. TimeoutError naming how many stayed open."""
+    deadline = time.monotonic() + timeout
+    live = set(socks)
+    closed: list[float] = []
+    for sock in live:
+        sock.setblocking(False)
+    while live:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"{len(live)} of {len(socks)} connections still open after {timeout:.0f}s")
+        readable, _, _ = select.select(list(live), [], [], remaining)
+        for sock in readable:
+            try:
+                data = sock.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                live.discard(sock)
+                closed.append(time.monotonic())
+    return closed
+
+
+def test_one_address_holding_2100_idle_connections_locks_out_no_tcp_phone(account, phones, idle_connections):
+    status = json.loads((_var() / "lab.json").read_text()).get("edge_firewall", {})
+    assert status.get("applied"), f"the lab did not apply etc/blf-edge.nft: {status.get('report')}"
+    opened_at = time.monotonic()
+    refused = open_idle(ATTACKER, KS["ks1"], ATTEMPTS, idle_connections)
+    all_opened_at = time.monotonic()
+    held = len(idle_connections)
+    kamailio_count = tcp_opened("ks1")
+    print(f"attacker: {held} held, {refused} refused; ks1 core.tcp_info opened_connections={kamailio_count}")
+    assert held <= PER_ADDRESS_LIMIT, f"one address holds {held} connections"
+    assert kamailio_count <= PER_ADDRESS_LIMIT + 4, kamailio_count
+
+    # While the attacker holds its connections: a new TCP phone from another address, and
+    # one from the cluster's own address (exempt from the limit), register.
+    boris, alice = account("boris"), account("alice")
+    boris_phone = UserAgent(boris[0], DOMAIN, boris[1], KS["ks1"], transport="tcp", bind=PHONE)
+    phones.append(boris_phone)
+    assert boris_phone.register(300).status == 200
+    local_phone = UserAgent(alice[0], DOMAIN, alice[1], KS["ks1"], transport="tcp")
+    phones.append(local_phone)
+    assert local_phone.register(300).status == 200
+
+    # A silent connection opened after boris' last message: the clock for "idle that long".
+    probe: list[socket.socket] = []
+    assert open_idle(PHONE, KS["ks1"], 1, probe) == 0
+    probe_opened_at = time.monotonic()
+    idle_connections.extend(probe)
+
+    # Connections that send nothing are closed by Kamailio (tcp_connection_lifetime).
+    closed = wait_closed_by_peer(idle_connections[:held], IDLE_SECONDS + CLOSE_SLACK)
+    print(f"attacker's connections (opened in {all_opened_at - opened_at:.2f}s) closed "
+          f"{min(closed) - all_opened_at:.1f}-{max(closed) - opened_at:.1f}s after they were opened")
+    probe_closed = wait_closed_by_peer(probe, IDLE_SECONDS + CLOSE_SLACK)
+    print(f"silent probe closed {probe_closed[0] - probe_opened_at:.1f}s after it was opened; "
+          f"ks1 opened_connections={tcp_opened('ks1')}")
+
+    # Boris has been idle longer than the probe: his authenticated connection is still open
+    # and a call from the other instance reaches him over it.
+    caller = UserAgent(alice[0], DOMAIN, alice[1], KS["ks2"])
+    phones.append(caller)
+    answer = caller.request("INVITE", f"sip:{boris[0]}@{DOMAIN}", timeout=8)
+    assert answer.status == 200, answer.first_line
+    # Boris listens nowhere: the INVITE can only have come over his connection.
+    boris_phone.wait_request("INVITE", 3)
