@@ -17,6 +17,7 @@ import select
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,24 +31,38 @@ PHONE = "127.0.0.6"
 ATTEMPTS = 2_100
 PER_ADDRESS_LIMIT = 64  # etc/blf-edge.nft
 IDLE_SECONDS = 10  # kamailio.cfg's BLF_TCP_IDLE_SECONDS default
-# Kamailio's timers run on ticks and a connection is checked when its timer fires: allow a
-# little beyond the lifetime before calling a connection "not closed".
-CLOSE_SLACK = 3.0
+# statestore/domain/edge.py: the longest registration or subscription (3600 s) plus 60 s.
+AUTHENTICATED_LIFETIME = 3660
+# Kamailio's TCP main process runs its connection timers when it wakes, at least every 5 s
+# (TCP_MAIN_SELECT_TIMEOUT): an idle connection is closed 10-15 s after its last byte.
+CLOSE_SLACK = 6.0
 
 
 def _var() -> Path:
     return Path(os.environ["BLF_VAR"])
 
 
+def kamcmd(instance: str, command: str) -> str:
+    socket_path = _var() / instance / "run" / "kamailio_ctl"
+    return subprocess.run(
+        ["kamcmd", "-s", f"unix:{socket_path}", command], capture_output=True, text=True, check=True, timeout=10,
+    ).stdout
+
+
 def tcp_opened(instance: str) -> int:
     """Kamailio's own count of open TCP connections (kamcmd core.tcp_info)."""
-    socket_path = _var() / instance / "run" / "kamailio_ctl"
-    out = subprocess.run(
-        ["kamcmd", "-s", f"unix:{socket_path}", "core.tcp_info"], capture_output=True, text=True, check=True,
-        timeout=10,
-    ).stdout
-    line = next(line for line in out.splitlines() if line.strip().startswith("opened_connections:"))
+    line = next(line for line in kamcmd(instance, "core.tcp_info").splitlines() if "opened_connections:" in line)
     return int(line.split(":", 1)[1])
+
+
+def tcp_lifetimes(instance: str) -> dict[tuple[str, int], int]:
+    """The lifetime (s) Kamailio gives each open TCP connection, by its source address (core.tcp_list)."""
+    lifetimes: dict[tuple[str, int], int] = {}
+    for block in kamcmd(instance, "core.tcp_list").split("}"):
+        fields = dict(line.strip().split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "src_ip" in fields:
+            lifetimes[(fields["src_ip"], int(fields["src_port"]))] = int(fields["lifetime"])
+    return lifetimes
 
 
 @pytest.fixture
@@ -121,7 +136,8 @@ def test_one_address_holding_2100_idle_connections_locks_out_no_tcp_phone(accoun
     all_opened_at = time.monotonic()
     held = len(idle_connections)
     kamailio_count = tcp_opened("ks1")
-    print(f"attacker: {held} held, {refused} refused; ks1 core.tcp_info opened_connections={kamailio_count}")
+    print(f"attacker: {held} held, {refused} refused in {all_opened_at - opened_at:.2f}s; "
+          f"ks1 core.tcp_info opened_connections={kamailio_count}")
     assert held <= PER_ADDRESS_LIMIT, f"one address holds {held} connections"
     assert kamailio_count <= PER_ADDRESS_LIMIT + 4, kamailio_count
 
@@ -135,25 +151,48 @@ def test_one_address_holding_2100_idle_connections_locks_out_no_tcp_phone(accoun
     phones.append(local_phone)
     assert local_phone.register(300).status == 200
 
-    # A silent connection opened after boris' last message: the clock for "idle that long".
-    probe: list[socket.socket] = []
-    assert open_idle(PHONE, KS["ks1"], 1, probe) == 0
-    probe_opened_at = time.monotonic()
-    idle_connections.extend(probe)
-
     # Connections that send nothing are closed by Kamailio (tcp_connection_lifetime).
-    closed = wait_closed_by_peer(idle_connections[:held], IDLE_SECONDS + CLOSE_SLACK)
-    print(f"attacker's connections (opened in {all_opened_at - opened_at:.2f}s) closed "
-          f"{min(closed) - all_opened_at:.1f}-{max(closed) - opened_at:.1f}s after they were opened")
-    probe_closed = wait_closed_by_peer(probe, IDLE_SECONDS + CLOSE_SLACK)
-    print(f"silent probe closed {probe_closed[0] - probe_opened_at:.1f}s after it was opened; "
-          f"ks1 opened_connections={tcp_opened('ks1')}")
+    closed = wait_closed_by_peer(idle_connections, IDLE_SECONDS + CLOSE_SLACK)
+    print(f"attacker's connections closed {min(closed) - all_opened_at:.1f}-{max(closed) - opened_at:.1f}s "
+          f"after they were opened; ks1 opened_connections={tcp_opened('ks1')}")
 
-    # Boris has been idle longer than the probe: his authenticated connection is still open
-    # and a call from the other instance reaches him over it.
+
+def test_an_authenticated_tcp_phone_keeps_its_idle_connection_and_is_called_over_it(account, phones):
+    boris, alice = account("boris"), account("alice")
+    boris_phone = UserAgent(boris[0], DOMAIN, boris[1], KS["ks1"], transport="tcp", bind=PHONE)
+    phones.append(boris_phone)
+    assert boris_phone.register(300).status == 200
+    # The clock for "idle that long": a connection from the same address that carried one
+    # request after boris' last message, unauthenticated (OPTIONS needs no credentials).
+    probe = socket.create_connection(KS["ks1"], timeout=5, source_address=(PHONE, 0))
+    try:
+        probe_port = probe.getsockname()[1]
+        probe.sendall(options_request(probe_port))
+        assert probe.recv(65535).startswith(b"SIP/2.0 200 "), "OPTIONS answered"
+        lifetimes = tcp_lifetimes("ks1")
+        print(f"ks1 core.tcp_list lifetimes: boris {lifetimes.get((PHONE, boris_phone.port))}s, "
+              f"unauthenticated {lifetimes.get((PHONE, probe_port))}s")
+        assert lifetimes.get((PHONE, probe_port)) == IDLE_SECONDS
+        assert lifetimes.get((PHONE, boris_phone.port)) == AUTHENTICATED_LIFETIME
+        probe_opened_at = time.monotonic()
+        # Reader hold (5 s), the idle lifetime, tcp_main's timer granularity (5 s).
+        closed = wait_closed_by_peer([probe], 5 + IDLE_SECONDS + CLOSE_SLACK)
+        print(f"unauthenticated connection closed {closed[0] - probe_opened_at:.1f}s after its answer")
+    finally:
+        probe.close()
+    # Boris has been idle longer than the probe: his connection is still open and a call
+    # from the other instance reaches him over it (he listens nowhere else).
     caller = UserAgent(alice[0], DOMAIN, alice[1], KS["ks2"])
     phones.append(caller)
     answer = caller.request("INVITE", f"sip:{boris[0]}@{DOMAIN}", timeout=8)
     assert answer.status == 200, answer.first_line
-    # Boris listens nowhere: the INVITE can only have come over his connection.
     boris_phone.wait_request("INVITE", 3)
+
+
+def options_request(local_port: int) -> bytes:
+    return (
+        f"OPTIONS sip:{KS['ks1'][0]}:{KS['ks1'][1]} SIP/2.0\r\n"
+        f"Via: SIP/2.0/TCP {PHONE}:{local_port};branch=z9hG4bK{uuid.uuid4().hex[:16]};rport\r\n"
+        f"From: <sip:probe@{PHONE}>;tag={uuid.uuid4().hex[:8]}\r\nTo: <sip:{KS['ks1'][0]}>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
