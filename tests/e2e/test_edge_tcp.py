@@ -10,6 +10,7 @@ connection keeps it idle (kemi/blf_tcp.py) and is called over it from the other 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import DOMAIN, KS
+from tests.e2e.conftest import DOMAIN, KS, free_port
+from tests.e2e.real_phone import Baresip, available
 from tests.sipua import UserAgent
 
 ATTACKER = "127.0.0.5"
@@ -162,24 +164,13 @@ def test_an_authenticated_tcp_phone_keeps_its_idle_connection_and_is_called_over
     boris_phone = UserAgent(boris[0], DOMAIN, boris[1], KS["ks1"], transport="tcp", bind=PHONE)
     phones.append(boris_phone)
     assert boris_phone.register(300).status == 200
-    # The clock for "idle that long": a connection from the same address that carried one
-    # request after boris' last message, unauthenticated (OPTIONS needs no credentials).
-    probe = socket.create_connection(KS["ks1"], timeout=5, source_address=(PHONE, 0))
-    try:
-        probe_port = probe.getsockname()[1]
-        probe.sendall(options_request(probe_port))
-        assert probe.recv(65535).startswith(b"SIP/2.0 200 "), "OPTIONS answered"
+    with unauthenticated_connection(PHONE) as probe:
         lifetimes = tcp_lifetimes("ks1")
         print(f"ks1 core.tcp_list lifetimes: boris {lifetimes.get((PHONE, boris_phone.port))}s, "
-              f"unauthenticated {lifetimes.get((PHONE, probe_port))}s")
-        assert lifetimes.get((PHONE, probe_port)) == IDLE_SECONDS
+              f"unauthenticated {lifetimes.get(probe.getsockname())}s")
+        assert lifetimes.get(probe.getsockname()) == IDLE_SECONDS
         assert lifetimes.get((PHONE, boris_phone.port)) == AUTHENTICATED_LIFETIME
-        probe_opened_at = time.monotonic()
-        # Reader hold (5 s), the idle lifetime, tcp_main's timer granularity (5 s).
-        closed = wait_closed_by_peer([probe], 5 + IDLE_SECONDS + CLOSE_SLACK)
-        print(f"unauthenticated connection closed {closed[0] - probe_opened_at:.1f}s after its answer")
-    finally:
-        probe.close()
+        wait_outlived(probe)
     # Boris has been idle longer than the probe: his connection is still open and a call
     # from the other instance reaches him over it (he listens nowhere else).
     caller = UserAgent(alice[0], DOMAIN, alice[1], KS["ks2"])
@@ -187,6 +178,53 @@ def test_an_authenticated_tcp_phone_keeps_its_idle_connection_and_is_called_over
     answer = caller.request("INVITE", f"sip:{boris[0]}@{DOMAIN}", timeout=8)
     assert answer.status == 200, answer.first_line
     boris_phone.wait_request("INVITE", 3)
+
+
+def test_a_real_tcp_phone_left_idle_is_still_called_over_its_connection(account, sipp):
+    """Debian's baresip, registered over TCP at ks1, idle longer than an unauthenticated
+    connection may be, answers a call through ks2 on the connection it registered on."""
+    if not available():
+        pytest.fail("baresip is not installed: run `make setup` (Debian package baresip-core)")
+    pat, carl = account("pat"), account("carl")
+    phone = Baresip(_var() / "phones" / pat[0], pat[0], DOMAIN, pat[1], KS["ks1"], free_port(), "tcp")
+    try:
+        phone.wait_registered(10)
+        host, port = phone.flow().rsplit(":", 1)
+        with unauthenticated_connection(PHONE) as probe:
+            lifetime = tcp_lifetimes("ks1").get((host, int(port)))
+            print(f"baresip's connection: lifetime {lifetime}s")
+            assert lifetime == AUTHENTICATED_LIFETIME
+            wait_outlived(probe)
+        caller = sipp.call("ks2", carl, pat[0], hold_ms=500)
+        phone.wait_for("call: answering call", 10)
+        assert caller.wait(timeout=15) == 0, f"sipp caller failed; phone log {phone.log}"
+        invites = phone.received("INVITE")
+        assert invites and all(m.destination == phone.flow() for m in invites), invites
+        registers = [m for m in phone.trace() if m.first_line.startswith("REGISTER ")]
+        assert all(m.source == phone.flow() for m in registers), f"a new connection was opened: {registers}"
+    finally:
+        phone.stop()
+
+
+@contextlib.contextmanager
+def unauthenticated_connection(source: str) -> Iterator[socket.socket]:
+    """A connection to ks1 from `source` that carried one request, unauthenticated (OPTIONS
+    needs no credentials): the clock for "idle that long" (a connection that carried a request
+    is kept 5 s by its reader before its idle lifetime starts)."""
+    probe = socket.create_connection(KS["ks1"], timeout=5, source_address=(source, 0))
+    try:
+        probe.sendall(options_request(probe.getsockname()[1]))
+        assert probe.recv(65535).startswith(b"SIP/2.0 200 "), "OPTIONS answered"
+        yield probe
+    finally:
+        probe.close()
+
+
+def wait_outlived(probe: socket.socket) -> None:
+    """Wait until Kamailio closes `probe` (reader hold 5 s, idle lifetime, timer granularity)."""
+    answered_at = time.monotonic()
+    closed = wait_closed_by_peer([probe], 5 + IDLE_SECONDS + CLOSE_SLACK)
+    print(f"unauthenticated connection closed {closed[0] - answered_at:.1f}s after its answer")
 
 
 def options_request(local_port: int) -> bytes:
