@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -124,6 +125,8 @@ class Lab:
         self.state["lease_ttl"] = lease_ttl
         self.state["edge_firewall"] = apply_edge_firewall()
         self._save()
+        if not self.state["edge_firewall"]["applied"]:
+            print(f"blfctl lab: edge firewall {self.state['edge_firewall']['report']}", file=sys.stderr)
         self._ensure_etcd()
         self._ensure_memcached()
         for index in range(1, instances + 1):
