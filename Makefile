@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
-APT_PACKAGES := kamailio kamailio-python3-modules etcd-server etcd-client memcached sip-tester \
+APT_PACKAGES := kamailio kamailio-python3-modules etcd-server etcd-client memcached sip-tester nftables \
 	python3-venv python3-etcd3 python3-lxml python3-pymemcache baresip-core \
 	kamailio-presence-modules python3-matplotlib
 

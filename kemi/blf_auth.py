@@ -30,6 +30,7 @@ from blf_context import Context
 from blf_directory import directory
 from blf_routing import live_instances
 from blf_sip import pv, refused, stateful
+from blf_tcp import hold_flow
 
 from statestore.domain import digest
 from statestore.domain.errors import SipError
@@ -146,6 +147,7 @@ def authenticate(ctx: Context, realm: str, store_required: bool) -> str | None:
         _challenge(rules, realm, stale=True, refusal=f"nonce count {credentials.nc} reused by {credentials.username}")
         return None
     _consume(name, index)
+    hold_flow(ctx)  # an authenticated phone's TCP connection outlives BLF_TCP_IDLE_SECONDS
     return account.aor
 
 

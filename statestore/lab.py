@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -45,6 +46,11 @@ ETCD_QUOTA_BYTES = 1024 * 1024 * 1024
 # about 3.4 KiB of heap per write, 340 MiB at a time (the soak saw its RSS climb without
 # end). 10,000 bounds that near 34 MiB, for a snapshot every few minutes under load.
 ETCD_SNAPSHOT_COUNT = 10_000
+# The host firewall's per-address TCP limit (issue 12, finding 3): the rules the project ships,
+# applied by `up` to the lab's SIP TCP ports with its own address exempt, removed by `down`.
+EDGE_RULES = ROOT / "etc" / "blf-edge.nft"
+EDGE_TABLE = ("inet", "blf_edge")
+EDGE_PORTS = f"{BASE_PORT + 1}-{BASE_PORT + 29}"
 
 
 class LabError(Exception):
@@ -117,6 +123,10 @@ class Lab:
 
     def up(self, instances: int = 2, lease_ttl: int = 6) -> None:
         self.state["lease_ttl"] = lease_ttl
+        self.state["edge_firewall"] = apply_edge_firewall()
+        self._save()
+        if not self.state["edge_firewall"]["applied"]:
+            print(f"blfctl lab: edge firewall {self.state['edge_firewall']['report']}", file=sys.stderr)
         self._ensure_etcd()
         self._ensure_memcached()
         for index in range(1, instances + 1):
@@ -151,6 +161,8 @@ class Lab:
             _stop(entry.get("pid"))
         _stop(self.state["memcached"].get("pid"))
         _stop(self.state["etcd"].get("pid"))
+        if self.state.get("edge_firewall", {}).get("applied"):
+            self.state["edge_firewall"] = remove_edge_firewall()
         self.state["instances"] = {}
         self.state["etcd"] = {}
         self.state["memcached"] = {}
@@ -165,7 +177,8 @@ class Lab:
         etcd["alive"] = alive(etcd.get("pid"))
         memcached = dict(self.state["memcached"]) or {"address": MEMCACHED, "pid": None}
         memcached["alive"] = alive(memcached.get("pid"))
-        return {"instances": instances, "etcd": etcd, "memcached": memcached}
+        edge = self.state.get("edge_firewall", {"applied": False, "report": "not applied (lab not up)"})
+        return {"instances": instances, "etcd": etcd, "memcached": memcached, "edge_firewall": edge}
 
     # --- components ---------------------------------------------------------------------------
 
@@ -244,6 +257,44 @@ def kamailio_environment(caller: Mapping[str, str]) -> dict[str, str]:
     rest = [part for part in caller.get("PATH", "").split(os.pathsep) if part and part not in SYSTEM_PYTHON_DIRS]
     env["PATH"] = os.pathsep.join([*SYSTEM_PYTHON_DIRS, *rest])
     return env
+
+
+def apply_edge_firewall() -> dict[str, Any]:
+    """Apply etc/blf-edge.nft to the lab's SIP TCP ports, 127.0.0.1 (the instances) exempt.
+
+    Only as root and with nft installed (Debian `nftables`); otherwise the lab runs without
+    it and says so in `blfctl lab status` (the per-address limit then does not hold). It
+    replaces only its own table, in the network namespace the lab runs in."""
+    nft = _nft()
+    if os.geteuid() != 0:
+        return {"applied": False, "report": "not applied: not root (per-address TCP limit off)"}
+    if nft is None:
+        return {"applied": False, "report": "not applied: nft not installed (apt-get install nftables)"}
+    command = [
+        nft, "-D", f"sip_tcp_ports={EDGE_PORTS}", "-D", f"cluster_v4={{ {HOST} }}",
+        "-D", "cluster_v6={ ::1 }", "-f", str(EDGE_RULES),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"applied": False, "report": f"not applied: nft failed: {done.stderr.strip()}"}
+    return {"applied": True, "report": f"applied: {EDGE_RULES.name} on tcp {EDGE_PORTS}, {HOST} exempt"}
+
+
+def remove_edge_firewall() -> dict[str, Any]:
+    nft = _nft()
+    if nft is None:
+        return {"applied": True, "report": "not removed: nft not installed"}
+    done = subprocess.run([nft, "delete", "table", *EDGE_TABLE], capture_output=True, text=True, check=False)
+    if done.returncode != 0 and "No such file" not in done.stderr:
+        return {"applied": True, "report": f"not removed: nft failed: {done.stderr.strip()}"}
+    return {"applied": False, "report": "removed"}
+
+
+def _nft() -> str | None:
+    for candidate in (shutil.which("nft"), "/usr/sbin/nft"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
 
 
 def _require_free(what: str, address: str, kind: socket.SocketKind) -> None:
