@@ -24,6 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from statestore.domain.registrar import RegistrarPolicy
+from statestore.domain.subscription import SubscriptionPolicy
+
 ROOT = Path(__file__).resolve().parents[1]
 API = Path(__file__).resolve().parent / "fixtures" / "ksr_api_5.6.json"
 _DEFAULTS: dict[str, Any] = {"int": 1, "bool": True, "none": None, "xval": None, "str": ""}
@@ -140,6 +143,9 @@ class FakeContext:
         self.settings = settings if settings is not None else FakeSettings()
         self.cache = cache
         self.down = False
+        # The real Context's policies, with their defaults (kemi/blf_tcp.hold_flow reads them).
+        self.registrar = RegistrarPolicy()
+        self.subscriptions = SubscriptionPolicy()
         for name, value in extra.items():
             setattr(self, name, value)
 
