@@ -152,7 +152,8 @@ class Notifier:
             self.deferred.clear()
             self.backlog.clear()
             self.in_backlog.clear()
-            KSR.info("blf notifier: lease confirmed again: new epoch and a fresh read before any NOTIFY\n")
+            if self.mirror.epoch:
+                KSR.info("blf notifier: lease confirmed again: new epoch and a fresh read before any NOTIFY\n")
         return True
 
     def _lapse(self, why: str) -> None:
