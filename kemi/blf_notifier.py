@@ -145,10 +145,13 @@ class Notifier:
             return False
         if self.lapsed:
             self.lapsed = False
-            # Read again what we own, numbered at an epoch above every other sender's.
+            # Read again what we own, numbered at an epoch above every other sender's: what
+            # this notifier sent before is forgotten, or it would number on from there
+            # (mirror.numbers), below what an instance that took over sent meanwhile.
             self.synced, self.next_sync = False, 0.0
             if self.mirror.epoch:
                 self.mirror.bump_wanted = True
+            self.mirror.sent.clear()
             self.deferred.clear()
             self.backlog.clear()
             self.in_backlog.clear()

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -51,13 +52,16 @@ class DelayingProxy:
     """A TCP proxy to etcd. Each chunk from the instance reaches etcd `delay` seconds after
     it arrived (every chunk delayed by the same amount, not one after the other: a request
     costs `delay` more, as on a slow link or a loaded etcd); answers come back at once.
-    `stall()` holds everything, both ways, until `flow()`."""
+    `stall()` holds everything, both ways, until `flow()`; `cut()` closes every connection
+    and refuses new ones until `flow()` (the instance cut off from etcd)."""
 
     def __init__(self, upstream: tuple[str, int] = ETCD) -> None:
         self.upstream = upstream
         self.delay = 0.0
         self.loop = asyncio.new_event_loop()
         self._flowing = asyncio.Event()
+        self._cut = False
+        self._open: set[asyncio.StreamWriter] = set()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(5)
@@ -71,14 +75,30 @@ class DelayingProxy:
         self.loop.call_soon_threadsafe(self._flowing.clear)
 
     def flow(self) -> None:
-        self.loop.call_soon_threadsafe(self._flowing.set)
+        def flowing() -> None:
+            self._cut = False
+            self._flowing.set()
+
+        self.loop.call_soon_threadsafe(flowing)
+
+    def cut(self) -> None:
+        def cutting() -> None:
+            self._cut = True
+            for writer in self._open:
+                writer.close()
+
+        self.loop.call_soon_threadsafe(cutting)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._cut:
+            writer.close()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
             writer.close()
             return
+        self._open |= {writer, up_writer}
         pending: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
         async def take() -> None:
@@ -109,6 +129,7 @@ class DelayingProxy:
             await asyncio.gather(take(), forward(), back())
         writer.close()
         up_writer.close()
+        self._open -= {writer, up_writer}
 
     async def _shutdown(self) -> None:
         self._server.close()
@@ -274,7 +295,6 @@ def test_a_slow_or_stalled_store_never_delays_a_call_and_a_slow_one_is_not_decla
 
     sizes = log_sizes("ks1")
     slow_ks1.delay = DELAY
-    wait_logged(sizes, r"blf lease: store slow, round trip", LEASE_TTL + 5)
     slow = measure_calls(caller, caller_responses, boris[0], CALLS)
     print(f"\nINVITE->100 / ->180 p99 over {CALLS} calls: healthy {healthy[0] * 1000:.1f} / "
           f"{healthy[1] * 1000:.1f} ms, store +{DELAY * 1000:.0f} ms per request {slow[0] * 1000:.1f} / "
@@ -282,6 +302,7 @@ def test_a_slow_or_stalled_store_never_delays_a_call_and_a_slow_one_is_not_decla
     assert slow[0] < 0.1 and slow[1] < 0.1, f"a slow store delayed the call: {slow}"
 
     # REGISTER and SUBSCRIBE: a first answer within T1 (500 ms), then 200 from the slow store.
+    wait_logged(sizes, r"blf lease: store slow, round trip", LEASE_TTL + 5)
     registrar = phone(phones, catherine, "ks1")
     register_responses = stamped(registrar)
     assert registrar.register(300).status == 200  # takes a nonce
@@ -401,42 +422,97 @@ def _instance_pid(name: str) -> int:
     return int(state["instances"][name]["pid"])
 
 
+def _bye(caller: UserAgent, answer: Message, callee_uri: str) -> Message:
+    routes = list(reversed(answer.all("record-route")))
+    return caller.request(
+        "BYE", (answer.header("contact") or "").strip("<>"), {"Route": ", ".join(routes)},
+        to=callee_uri, call_id=answer.header("call-id"), from_tag=answer.tag("from"),
+        to_tag=answer.tag("to"), auth=False,
+    )
+
+
+# How long the watcher keeps listening after the thawed instance has read again what it
+# owns: NOTIFYs that must not come (stale ones) would come within it.
+THAW_QUIET_SECONDS = 2.0
+
+
 def test_an_instance_frozen_past_its_lease_sends_no_stale_notify_after_it_thaws(account, phones):
-    """ks1 owns the subscription; frozen (SIGSTOP) longer than its lease TTL during a call,
-    ks2 takes over and NOTIFYs the call; after SIGCONT, ks1 must send nothing numbered
-    below what ks2 sent: the watcher checks every NOTIFY's CSeq and version on arrival."""
+    """ks1 owns the subscription and shows a call as busy. Frozen (SIGSTOP) then, it misses
+    the call's end (the BYE goes through ks2 while ks1's lease still runs) and its lease
+    expires: ks2 takes over and NOTIFYs idle at its epoch. After SIGCONT, ks1 must not send
+    the call's end it has queued, numbered below what ks2 sent: the watcher checks every
+    NOTIFY's CSeq and version on arrival (tests/e2e/blf_watch.py)."""
     alice, boris, catherine = account("alice"), account("boris"), account("catherine")
     callee = Callee(phone(phones, boris, "ks2"))
     assert callee.ua.register(300).status == 200
     cat: Watcher = watcher(phones, catherine, "ks1")
     lamp = cat.subscribe(boris[0])
     caller = phone(phones, alice, "ks2")
+    boris_uri = f"sip:{boris[0]}@{DOMAIN}"
+    callee.finals.put(200)
+    answer = caller.request("INVITE", boris_uri, timeout=8)
+    assert answer.status == 200, answer.first_line
+    cat.wait_lamp(lamp, "busy", 10)
     group = os.getpgid(_instance_pid("ks1"))
     sizes = log_sizes("ks1")
     os.killpg(group, signal.SIGSTOP)
     try:
+        assert _bye(caller, answer, boris_uri).status == 200
         # ks1's lease expires: etcd deletes its instance key; ks2 takes its subscriptions over.
         assert wait_store(lambda: not etcdctl("get", "/blf/instances/ks1").stdout.strip(), LEASE_TTL + 6,
                           "/blf/instances/")
-        callee.finals.put(200)
-        answer = caller.request("INVITE", f"sip:{boris[0]}@{DOMAIN}", timeout=8)
-        assert answer.status == 200, answer.first_line
-        cat.wait_lamp(lamp, "busy", 10)
+        cat.wait_lamp(lamp, "idle", 10)
         assert str(KS["ks2"][1]) in (lamp.notifies[-1].message.header("contact") or ""), "ks2 took over"
     finally:
         os.killpg(group, signal.SIGCONT)
-    routes = list(reversed(answer.all("record-route")))
-    bye = caller.request(
-        "BYE", (answer.header("contact") or "").strip("<>"), {"Route": ", ".join(routes)},
-        to=f"sip:{boris[0]}@{DOMAIN}", call_id=answer.header("call-id"), from_tag=answer.tag("from"),
-        to_tag=answer.tag("to"), auth=False,
-    )
-    assert bye.status == 200, bye.first_line
-    cat.wait_lamp(lamp, "idle", 10)
-    # ks1, thawed, re-takes an epoch and reads again what it owns before it sends anything.
-    wait_logged(sizes, r"blf notifier: lease confirmed again", 10)
-    wait_logged(sizes, r"blf notifier: synced at revision", 10)
-    cat.pump(1.0)  # whatever else comes is checked on arrival too
+    # ks1, thawed, re-takes an epoch and reads again what it owns before it sends anything;
+    # every NOTIFY meanwhile is checked on arrival.
+    deadline = time.monotonic() + 15
+    resynced = r"blf notifier: lease confirmed again(.|\n)*blf notifier: synced at revision"
+    while not re.search(resynced, logged_since(sizes)):
+        assert time.monotonic() < deadline, "ks1 did not take a new epoch and read again what it owns"
+        cat.pump(0.2)
+    quiet_until = time.monotonic() + THAW_QUIET_SECONDS
+    while (remaining := quiet_until - time.monotonic()) > 0:
+        cat.pump(remaining)
+    numbers = [(n.cseq, n.version) for n in lamp.notifies]
+    print(f"\nNOTIFY (CSeq, version) seen: {numbers}")
+    assert numbers == sorted(numbers) and len({c for c, _ in numbers}) == len(numbers)
+
+
+def test_an_instance_cut_off_from_the_store_past_its_lease_sends_no_stale_notify(account, phones, slow_ks1):
+    """As above, with ks1 running but cut off from etcd (every connection closed and
+    refused) instead of frozen: its watch breaks, and when etcd is back its notifier must
+    not number from its old epoch what ks2 numbered above meanwhile."""
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    callee = Callee(phone(phones, boris, "ks2"))
+    assert callee.ua.register(300).status == 200
+    cat: Watcher = watcher(phones, catherine, "ks1")
+    lamp = cat.subscribe(boris[0])
+    caller = phone(phones, alice, "ks2")
+    boris_uri = f"sip:{boris[0]}@{DOMAIN}"
+    callee.finals.put(200)
+    answer = caller.request("INVITE", boris_uri, timeout=8)
+    assert answer.status == 200, answer.first_line
+    cat.wait_lamp(lamp, "busy", 10)
+    sizes = log_sizes("ks1")
+    slow_ks1.cut()
+    try:
+        assert _bye(caller, answer, boris_uri).status == 200
+        assert wait_store(lambda: not etcdctl("get", "/blf/instances/ks1").stdout.strip(), LEASE_TTL + 6,
+                          "/blf/instances/")
+        cat.wait_lamp(lamp, "idle", 10)
+        assert str(KS["ks2"][1]) in (lamp.notifies[-1].message.header("contact") or ""), "ks2 took over"
+    finally:
+        slow_ks1.flow()
+    assert wait_store(lambda: bool(etcdctl("get", "/blf/instances/ks1").stdout.strip()), 10, "/blf/instances/")
+    deadline = time.monotonic() + 15
+    while not re.search(r"blf notifier: synced at revision", logged_since(sizes)):
+        assert time.monotonic() < deadline, "ks1's notifier did not read again what it owns"
+        cat.pump(0.2)
+    quiet_until = time.monotonic() + THAW_QUIET_SECONDS
+    while (remaining := quiet_until - time.monotonic()) > 0:
+        cat.pump(remaining)
     numbers = [(n.cseq, n.version) for n in lamp.notifies]
     print(f"\nNOTIFY (CSeq, version) seen: {numbers}")
     assert numbers == sorted(numbers) and len({c for c, _ in numbers}) == len(numbers)
