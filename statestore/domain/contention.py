@@ -37,8 +37,9 @@ def race_budget_left(started: float, now: float) -> bool:
 SLOW_STORE_SECONDS = 0.1
 # A measurement older than this says nothing (the keeper measures every lease TTL / 3).
 ROUND_TRIP_MEMORY_SECONDS = 30.0
-# A request waits this many of the store's recent round trips when that is longer than
-# BLF_STORE_TIMEOUT, up to REQUEST_TIMEOUT_CAP_SECONDS: a slow store is used, not given up on.
+# A request to a store measured slow waits BLF_STORE_TIMEOUT (what a healthy store gets for
+# its hiccups) plus this many of the measured round trips, up to REQUEST_TIMEOUT_CAP_SECONDS:
+# a slow store is used, not given up on.
 ROUND_TRIPS_PER_REQUEST = 3.0
 REQUEST_TIMEOUT_CAP_SECONDS = 3.0
 
@@ -53,11 +54,13 @@ def store_is_slow(round_trip: float | None) -> bool:
 
 
 def request_timeout(base: float, round_trip: float | None) -> float:
-    """How long a request waits for the store: `base` (BLF_STORE_TIMEOUT), or a few recent
-    round trips when the store is that slow, at most REQUEST_TIMEOUT_CAP_SECONDS."""
-    if round_trip is None:
+    """How long a request waits for the store: `base` (BLF_STORE_TIMEOUT) for a fast store;
+    for a slow one `base` plus a few of its recent round trips, at most
+    REQUEST_TIMEOUT_CAP_SECONDS (never less than `base`)."""
+    if not store_is_slow(round_trip):
         return base
-    return max(base, min(REQUEST_TIMEOUT_CAP_SECONDS, round_trip * ROUND_TRIPS_PER_REQUEST))
+    assert round_trip is not None
+    return max(base, min(REQUEST_TIMEOUT_CAP_SECONDS, base + round_trip * ROUND_TRIPS_PER_REQUEST))
 
 
 # The lease keeper's probe waits this many request timeouts before it calls the store

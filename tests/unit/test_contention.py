@@ -54,8 +54,9 @@ def test_a_store_is_slow_from_100_ms_a_round_trip(round_trip: float | None, slow
 @pytest.mark.parametrize(("base", "round_trip", "timeout"), [
     (0.5, None, 0.5),  # nothing measured: BLF_STORE_TIMEOUT
     (0.5, 0.003, 0.5),  # fast: BLF_STORE_TIMEOUT
-    (0.5, 0.3, 0.9),  # 300 ms: three round trips
-    (0.5, 0.6, 1.8),  # 600 ms, above BLF_STORE_TIMEOUT: still answered, waited for
+    (0.5, 0.09, 0.5),  # not slow
+    (0.5, 0.3, 1.4),  # 300 ms: BLF_STORE_TIMEOUT plus three round trips
+    (0.5, 0.6, 2.3),  # 600 ms, above BLF_STORE_TIMEOUT: still answered, waited for
     (0.5, 5.0, contention.REQUEST_TIMEOUT_CAP_SECONDS),  # at most the cap
     (4.0, 0.6, 4.0),  # never below what the operator set
 ])
