@@ -42,6 +42,7 @@ class LeaseKeeper:
         # that answers slowly is measured slow and shared as such, not declared down.
         self.store: StateStore = store if store is not None else getattr(ctx, "probe", ctx.store)
         self.slow = False
+        self.said = 0.0  # the round trip last reported slow
         self.lease_id = 0
         self.next_refresh = 0.0
         self.alarm_log = AlarmLog()
@@ -78,14 +79,15 @@ class LeaseKeeper:
 
     def _measured(self, seconds: float) -> None:
         """Share the store's round trip (the workers' timeouts and their `100 Trying` go by
-        it) and say when the store turns slow or fast again, once each."""
+        it) and say when the store turns slow, changes its pace by a factor 1.5 while slow,
+        or turns fast again: once each, not per probe."""
         share_round_trip(self.clock(), seconds)
         slow = store_is_slow(seconds)
-        if slow != self.slow:
-            if slow:
-                KSR.warn(f"blf lease: store slow, round trip {seconds:.3f}s; requests wait longer\n")
-            else:
-                KSR.info(f"blf lease: store fast again, round trip {seconds:.3f}s\n")
+        if slow and (not self.slow or not self.said / 1.5 < seconds < self.said * 1.5):
+            KSR.warn(f"blf lease: store slow, round trip {seconds:.3f}s; requests wait longer\n")
+            self.said = seconds
+        elif self.slow and not slow:
+            KSR.info(f"blf lease: store fast again, round trip {seconds:.3f}s\n")
         self.slow = slow
 
     def _watch_alarms(self, now: float) -> None:
