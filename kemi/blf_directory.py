@@ -13,11 +13,11 @@ Before that, lookups go to etcd (accounts fall back to memcached when etcd is do
 it, the copy is served even while etcd is unreachable (calls are still routed) and while a
 broken watch resyncs: a copy a few seconds old is better than none for what it has. Not
 for what it lacks: `$shv(blf_dir_current)` is "1" only while the copy follows etcd through
-a live watch; a miss in a copy not known current (its watch broke, a resync is under way,
-or failing because etcd is unreachable) is asked of etcd, and answered 503 if etcd cannot
-say. Before that flag, such a miss was final: an account created while the watch was
-broken (an etcd outage, then a resync retried every second) was refused with 401 until
-the resync came through (issue 12, finding 15).
+a live watch; a miss in a copy not known current (its watch broke, a resync is under way)
+is asked of etcd while etcd is not known down (503 if that request fails). Before that
+flag such a miss was final: an account created while the watch was broken (an etcd
+outage, then a resync retried every second) was refused with 401 until the resync came
+through (issue 12, finding 15).
 
 The keeper also copies every account's bindings (`regs/<aor>`: a JSON object, binding id
 to the stored binding), so that an INVITE finds its callee's contacts without a store
@@ -257,9 +257,11 @@ class SharedDirectory:
             raw = KSR.htable.sht_get(TABLE, key)
             self.stats.record("shm", time.perf_counter() - started)
             if raw is None:
-                if not self.current():
-                    return self._from_store(from_store)
-                return None
+                if self.current() or self.ctx.store_down():
+                    # Current: etcd has none either. Store down: the copy is all there is
+                    # (calls keep being routed from it; REGISTER and SUBSCRIBE get 503 anyway).
+                    return None
+                return self._from_store(from_store)
             try:
                 return decode(str(raw))
             except (ValueError, TypeError, KeyError) as exc:

@@ -221,15 +221,30 @@ def test_an_account_created_while_the_copy_resyncs_is_asked_of_the_store_not_ref
     assert view.account("acme.example", "alice") == copy.ALICE.aor  # what the copy has is served
 
 
-def test_a_miss_in_a_lagging_copy_while_the_store_is_down_is_a_503_not_a_refusal(ksr: FakeKSR) -> None:
-    keeper, view, store = _copy(ksr)
+def test_a_miss_in_a_lagging_copy_the_store_cannot_answer_is_a_503_then_the_copy_stands(ksr: FakeKSR) -> None:
+    class Unreachable(copy.Store):
+        def get_account(self, aor: str) -> Any:
+            self.calls.append(f"get_account {aor}")
+            raise StoreUnavailable("etcd down")
+
+    store = Unreachable(copy.directory_items())
+    ctx = FakeContext(store, cache=copy.Cache())
+    import blf_directory
+
+    keeper, view = blf_directory.Keeper(ctx), blf_directory.SharedDirectory(ctx)  # type: ignore[arg-type]
     keeper.tick()
     assert store.watch is not None
     store.watch(RuntimeError("etcd gone"))
     keeper.tick()
-    view.ctx.down = True
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(StoreUnavailable):  # answered 503, not 401
         view.account_record("dora@acme.example", store_required=True)
+    assert ctx.down, "the store is flagged down for the instance's other requests"
+    store.calls.clear()
+    # Known down: the copy is all there is; calls keep being routed from it, REGISTER and
+    # SUBSCRIBE get 503 before any lookup.
+    assert view.account_record("dora@acme.example") is None
+    assert view.account("acme.example", "alice") == copy.ALICE.aor
+    assert store.calls == []
 
 
 def test_a_miss_in_a_current_copy_is_final_and_costs_no_store_read(ksr: FakeKSR) -> None:
