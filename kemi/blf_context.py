@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import KSR  # type: ignore[import-not-found]
 
 from statestore.cache import Cache
+from statestore.domain.contention import (
+    probe_timeout,
+    race_budget_left,
+    race_pause,
+    recent_round_trip,
+    request_timeout,
+    store_is_slow,
+)
+from statestore.domain.errors import store_unavailable_error
 from statestore.domain.registrar import RegistrarPolicy
 from statestore.domain.subscription import SubscriptionPolicy
 from statestore.etcd_store import EtcdStore
@@ -101,6 +111,9 @@ class StoreHandle:
         self.lease_var = f"$shv(blf_lease{suffix})"
         self._outage_seen = ""
         self.holds_watches = False
+        # The etcd adapter's request timeout as configured (BLF_STORE_TIMEOUT), adapted below.
+        self._timed = store if isinstance(store, EtcdStore) else None
+        self._base_timeout = self._timed.timeout if self._timed is not None else 0.0
 
     @property
     def store(self) -> StateStore:
@@ -109,6 +122,10 @@ class StoreHandle:
             if (self._outage_seen or outage) and not self.holds_watches:
                 self._store.close()
             self._outage_seen = outage
+        if self._timed is not None:
+            # A store the lease keeper measured slow but answering is waited for longer
+            # than BLF_STORE_TIMEOUT: used, not declared down (contention.request_timeout).
+            self._timed.timeout = request_timeout(self._base_timeout, shared_round_trip(time.monotonic()))
         return self._store
 
     def down(self) -> bool:
@@ -141,6 +158,11 @@ class Context:
     def __init__(self) -> None:
         self.settings = Settings.from_env()
         store = EtcdStore(self.settings.etcd, timeout=self.settings.store_timeout)
+        # The lease keeper's own client: its deadline is longer than a request's, so that a
+        # store that answers slowly is measured as slow instead of declared down.
+        self.probe = EtcdStore(
+            self.settings.etcd, timeout=probe_timeout(self.settings.store_timeout, self.settings.lease_ttl)
+        )
         # One store per zone; the flag and the lease live with each (statestore/store.py).
         self.stores = {DEFAULT_ZONE: StoreHandle(DEFAULT_ZONE, store)}
         self.cache = Cache(self.settings.memcached)
@@ -206,6 +228,66 @@ def shared_lease_id() -> int:
 
 def share_lease_id(lease_id: int) -> None:
     context().home.share_lease_id(lease_id)
+
+
+# The store's round trip as the lease keeper last measured it: "<monotonic time> <seconds>".
+ROUND_TRIP_VAR = "$shv(blf_store_rtt)"
+
+
+def share_round_trip(at: float, seconds: float) -> None:
+    KSR.pv.sets(ROUND_TRIP_VAR, f"{at:.3f} {seconds:.4f}")
+
+
+def shared_round_trip(now: float) -> float | None:
+    """The store's recent round trip in seconds, None when none was measured lately."""
+    raw = str(KSR.pv.get(ROUND_TRIP_VAR) or "").split()
+    if len(raw) != 2:
+        return None
+    return recent_round_trip(float(raw[0]), float(raw[1]), now)
+
+
+def trying_if_store_slow() -> bool:
+    """Called right before the first store access of a REGISTER or SUBSCRIBE (after its
+    authentication): when the store answered slowly lately, send `100 Trying` first, so the
+    phone stops retransmitting at T1 (500 ms, RFC 3261 §17.1.2.2) while we wait on the
+    store; the final answer follows as soon as the store answers (503 if it does not)."""
+    if not store_is_slow(shared_round_trip(time.monotonic())):
+        return False
+    KSR.sl.send_reply(100, "Trying")
+    return True
+
+
+# When the lease keeper last had the instance lease confirmed by etcd: "<lease id> <monotonic
+# time the confirmed request was sent>" (blf_lease); the notifier sends nothing once that is
+# too old (contention.ownership_current).
+LEASE_CONFIRMED_VAR = "$shv(blf_lease_confirmed)"
+
+
+def share_lease_confirmed(lease_id: int, sent_at: float) -> None:
+    KSR.pv.sets(LEASE_CONFIRMED_VAR, f"{lease_id} {sent_at:.3f}")
+
+
+def shared_lease_confirmed() -> tuple[int, float] | None:
+    raw = str(KSR.pv.get(LEASE_CONFIRMED_VAR) or "").split()
+    return (int(raw[0]), float(raw[1])) if len(raw) == 2 else None
+
+
+def lost_races(
+    clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+    draw: Callable[[], float] = random.random,
+) -> Iterator[int]:
+    """Attempts at an optimistic (compare-and-swap) write: the first at once, each later one
+    after a jittered pause (contention.race_pause); every lost race was another writer's
+    win, so this ends. Past contention.RACE_BUDGET_SECONDS the request is answered 503 with
+    Retry-After (the store is not keeping up), never 500."""
+    started = clock()
+    attempt = 0
+    while True:
+        yield attempt
+        attempt += 1
+        if not race_budget_left(started, clock()):
+            raise store_unavailable_error()
+        sleep(race_pause(attempt, draw()))
 
 
 _context: Context | None = None

@@ -11,13 +11,24 @@ worker reads them with `sht_get`, no network. Keys are the etcd keys without `/b
 `$shv(blf_dir)` is "0" until the first snapshot is in, then the revision it was taken at.
 Before that, lookups go to etcd (accounts fall back to memcached when etcd is down). After
 it, the copy is served even while etcd is unreachable (calls are still routed) and while a
-broken watch resyncs: a copy a few seconds old is better than none.
+broken watch resyncs: a copy a few seconds old is better than none for what it has. Not
+for what it lacks: `$shv(blf_dir_current)` is "1" only while the copy follows etcd through
+a live watch; a miss in a copy not known current (its watch broke, a resync is under way)
+is asked of etcd while etcd is not known down (503 if that request fails). Before that
+flag such a miss was final: an account created while the watch was broken (an etcd
+outage, then a resync retried every second) was refused with 401 until the resync came
+through (issue 12, finding 15).
+
+The keeper also copies every account's bindings (`regs/<aor>`: a JSON object, binding id
+to the stored binding), so that an INVITE finds its callee's contacts without a store
+round trip (kemi/blf_calls.py): a slow or stalled etcd never delays a call.
 
 Why this copy and not memcached or etcd per request: docs/directory.md (measured).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import time
@@ -34,12 +45,14 @@ from statestore.domain import identity, policy
 from statestore.domain.directory import rules_from_record
 from statestore.domain.errors import SipError, StoreUnavailable
 from statestore.domain.identity import DOMAIN_NOT_SERVED, Identities, RequestFacts, resolve
-from statestore.domain.model import Account
+from statestore.domain.model import Account, Binding
 from statestore.etcd_store import WatchEvent
 
 TABLE = "blf_dir"
 LOADED_VAR = "$shv(blf_dir)"
-PREFIXES = (keys.ACCOUNTS, keys.ALIASES, keys.DOMAINS)
+CURRENT_VAR = "$shv(blf_dir_current)"
+PREFIXES = (keys.ACCOUNTS, keys.ALIASES, keys.DOMAINS, keys.REGS)
+REGS_TABLE = "regs/"  # + aor: that account's bindings, one JSON object
 RESYNC_BACKOFF_SECONDS = 1.0
 # Before the copy is loaded, a domain's rules read from etcd are remembered this long by a
 # process, both ways: a flood of requests for one domain costs no round trip each.
@@ -56,6 +69,14 @@ def table_key(key: str) -> str:
     return key[len(keys.ROOT):]
 
 
+def binding_key(key: str) -> tuple[str, str] | None:
+    """(aor, binding id) of a binding's etcd key, None for any other key."""
+    if not key.startswith(keys.REGS):
+        return None
+    aor, _, binding_id = key[len(keys.REGS):].rpartition("/")
+    return (aor, binding_id) if aor and binding_id else None
+
+
 class Keeper:
     """Fills and refreshes the shared copy (one process per instance)."""
 
@@ -66,6 +87,8 @@ class Keeper:
         self.next_sync = 0.0
         # The keys this process put in the table: a resync removes those etcd no longer has.
         self.held: set[str] = set()
+        # The bindings copied, by account and binding id (their etcd values as text).
+        self.regs: dict[str, dict[str, str]] = {}
 
     def tick(self) -> None:
         if not self.synced and time.monotonic() >= self.next_sync:
@@ -74,14 +97,24 @@ class Keeper:
 
     def _resync(self) -> None:
         self.events = queue.Queue()  # an older watch's leftovers go to a queue nobody reads
+        KSR.pv.sets(CURRENT_VAR, "0")
         started = time.monotonic()
         try:
             revision, items = self.ctx.store.snapshot(PREFIXES)
             fresh: dict[str, str] = {}
+            regs: dict[str, dict[str, str]] = {}
             for kv in items:
                 value = _text(kv.value)
-                if value is not None:
+                found = binding_key(kv.key)
+                if value is None:
+                    continue
+                if found is not None:
+                    regs.setdefault(found[0], {})[found[1]] = value
+                else:
                     fresh[table_key(kv.key)] = value
+            for aor, bindings in regs.items():
+                fresh[REGS_TABLE + aor] = json.dumps(bindings, sort_keys=True)
+            self.regs = regs
             for key in self.held - fresh.keys():
                 KSR.htable.sht_rm(TABLE, key)
             for key, value in fresh.items():
@@ -96,6 +129,7 @@ class Keeper:
             return
         self.synced = True
         KSR.pv.sets(LOADED_VAR, str(revision))
+        KSR.pv.sets(CURRENT_VAR, "1")
         KSR.info(
             f"blf directory: copy loaded at revision {revision}, {len(fresh)} keys "
             f"in {time.monotonic() - started:.2f}s\n"
@@ -114,6 +148,7 @@ class Keeper:
             while True:
                 if isinstance(item, Exception):
                     KSR.warn(f"blf directory: watch broken ({item}), resyncing\n")
+                    KSR.pv.sets(CURRENT_VAR, "0")  # what it lacks from now on is asked of etcd
                     self.synced = False
                     self.ctx.store.close()
                     return
@@ -124,14 +159,34 @@ class Keeper:
             return
 
     def _apply(self, event: WatchEvent) -> None:
-        key = table_key(event.key)
         value = None if event.value is None else _text(event.value)
+        found = binding_key(event.key)
+        if found is not None:
+            self._apply_binding(found[0], found[1], value)
+            return
+        key = table_key(event.key)
         if value is None:
             KSR.htable.sht_rm(TABLE, key)
             self.held.discard(key)
         else:
             KSR.htable.sht_sets(TABLE, key, value)
             self.held.add(key)
+
+
+    def _apply_binding(self, aor: str, binding_id: str, value: str | None) -> None:
+        bindings = self.regs.setdefault(aor, {})
+        if value is None:
+            bindings.pop(binding_id, None)
+        else:
+            bindings[binding_id] = value
+        key = REGS_TABLE + aor
+        if bindings:
+            KSR.htable.sht_sets(TABLE, key, json.dumps(bindings, sort_keys=True))
+            self.held.add(key)
+        else:
+            del self.regs[aor]
+            KSR.htable.sht_rm(TABLE, key)
+            self.held.discard(key)
 
 
 def _text(raw: bytes | str) -> str | None:
@@ -195,14 +250,23 @@ class SharedDirectory:
     def loaded(self) -> bool:
         return str(KSR.pv.get(LOADED_VAR) or "0") != "0"
 
+    def current(self) -> bool:
+        """Whether the copy follows etcd through a live watch (what it lacks, etcd lacks)."""
+        return str(KSR.pv.get(CURRENT_VAR) or "0") == "1"
+
     def _lookup(self, key: str, decode: Callable[[str], T | None], from_store: Callable[[], T | None]) -> T | None:
-        """`key` from the copy once loaded (decoded), before that from etcd."""
+        """`key` from the copy once loaded (decoded), before that from etcd; and from etcd
+        when the copy lacks it and is not known current (a resync under way)."""
         started = time.perf_counter()
         if self.loaded():
             raw = KSR.htable.sht_get(TABLE, key)
             self.stats.record("shm", time.perf_counter() - started)
             if raw is None:
-                return None
+                if self.current() or self.ctx.store_down():
+                    # Current: etcd has none either. Store down: the copy is all there is
+                    # (calls keep being routed from it; REGISTER and SUBSCRIBE get 503 anyway).
+                    return None
+                return self._from_store(from_store)
             text = str(raw)
             cached = self._decoded.get(key)
             if cached is not None and cached[0] == text:
@@ -216,9 +280,28 @@ class SharedDirectory:
                 self._decoded.clear()
             self._decoded[key] = (text, value)
             return value
+        return self._from_store(from_store)
+
+    def _from_store(self, from_store: Callable[[], T | None]) -> T | None:
+        started = time.perf_counter()
         value = from_store()
         self.stats.record("store", time.perf_counter() - started)
         return value
+
+    def bindings(self, aor: str) -> list[Binding] | None:
+        """The account's bindings from the copy, no store access; None when the copy cannot
+        say (not loaded, or it has none and is not known current). Expired ones included:
+        the caller filters by time (registrar.call_targets)."""
+        if not self.loaded():
+            return None
+        raw = KSR.htable.sht_get(TABLE, REGS_TABLE + aor)
+        if raw is None:
+            return [] if self.current() else None
+        try:
+            return [Binding.from_dict(codec.decode(value)) for value in json.loads(str(raw)).values()]
+        except (ValueError, TypeError, KeyError) as exc:
+            KSR.err(f"blf directory: bindings of {aor} unreadable ({exc}): asked of the store\n")
+            return None
 
     # --- identity.DirectoryView ---
 

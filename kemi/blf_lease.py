@@ -14,20 +14,36 @@ import time
 from collections.abc import Callable
 
 import KSR  # type: ignore[import-not-found]
-from blf_context import Context, note_store_reached, share_instances, share_lease_id
+from blf_context import (
+    Context,
+    note_store_reached,
+    share_instances,
+    share_lease_confirmed,
+    share_lease_id,
+    share_round_trip,
+)
 from blf_routing import BOOT_TIME
 
+from statestore.domain.contention import store_is_slow
 from statestore.domain.errors import StoreUnavailable
 from statestore.etcd_store import NOSPACE_ERROR
 from statestore.maintenance import AlarmLog
+from statestore.store import StateStore
 
 PROBE_SECONDS = 0.5
 
 
 class LeaseKeeper:
-    def __init__(self, ctx: Context, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ctx: Context, clock: Callable[[], float] = time.monotonic, store: StateStore | None = None
+    ) -> None:
         self.ctx = ctx
         self.clock = clock
+        # Its own client, with a deadline longer than a request's (Context.probe): a store
+        # that answers slowly is measured slow and shared as such, not declared down.
+        self.store: StateStore = store if store is not None else getattr(ctx, "probe", ctx.store)
+        self.slow = False
+        self.said = 0.0  # the round trip last reported slow
         self.lease_id = 0
         self.next_refresh = 0.0
         self.alarm_log = AlarmLog()
@@ -39,10 +55,14 @@ class LeaseKeeper:
         ttl = self.ctx.settings.lease_ttl
         interval = max(ttl / 3.0, 0.5)
         try:
-            if not self.lease_id or not self.ctx.store.refresh_lease(self.lease_id):
+            sent = self.clock()
+            if not self.lease_id or not self.store.refresh_lease(self.lease_id):
                 self._grant(ttl)
+            # etcd counts the lease's TTL from when it received the refresh, after `sent`.
+            share_lease_confirmed(self.lease_id, sent)
+            self._measured(self.clock() - sent)
             # Who is alive, for routing to the instance that holds a phone's flow.
-            found = self.ctx.store.instances()
+            found = self.store.instances()
             # Each with when it last started: a binding on a connection older than that is gone.
             share_instances({
                 name: {"sip": str(info["sip"]), "boot": info.get("boot")}
@@ -62,11 +82,24 @@ class LeaseKeeper:
             interval = PROBE_SECONDS  # look again soon: the workers wait for this news
         self.next_refresh = now + interval
 
+    def _measured(self, seconds: float) -> None:
+        """Share the store's round trip (the workers' timeouts and their `100 Trying` go by
+        it) and say when the store turns slow, changes its pace by a factor 1.5 while slow,
+        or turns fast again: once each, not per probe."""
+        share_round_trip(self.clock(), seconds)
+        slow = store_is_slow(seconds)
+        if slow and (not self.slow or not self.said / 1.5 < seconds < self.said * 1.5):
+            KSR.warn(f"blf lease: store slow, round trip {seconds:.3f}s; requests wait longer\n")
+            self.said = seconds
+        elif self.slow and not slow:
+            KSR.info(f"blf lease: store fast again, round trip {seconds:.3f}s\n")
+        self.slow = slow
+
     def _watch_alarms(self, now: float) -> None:
         """A raised alarm (NOSPACE above all: etcd refuses every write, the instance answers
         503 to everything) is said at once and again every minute while it lasts, never per
         request. Leases still renew under NOSPACE: this is where it shows."""
-        alarms = self.ctx.store.alarms()
+        alarms = self.store.alarms()
         verdict = self.alarm_log.observe(alarms, now)
         if verdict == "raised":
             KSR.crit(
@@ -79,9 +112,9 @@ class LeaseKeeper:
     def _grant(self, ttl: int) -> None:
         if self.lease_id:
             KSR.err(f"blf lease: lease {self.lease_id:x} expired; call legs on it are gone\n")
-        lease_id = self.ctx.store.grant_lease(ttl)
+        lease_id = self.store.grant_lease(ttl)
         info = {"sip": self.ctx.settings.sip, "pid": os.getppid(), "started": time.time(), "boot": BOOT_TIME}
-        self.ctx.store.announce_instance(self.ctx.settings.instance, info, lease_id)
+        self.store.announce_instance(self.ctx.settings.instance, info, lease_id)
         self.lease_id = lease_id
         # The leg writer sees the new id and writes the legs of live calls back at once.
         share_lease_id(lease_id)

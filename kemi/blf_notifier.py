@@ -16,8 +16,9 @@ from collections.abc import Iterable
 
 import blf_notify
 import KSR  # type: ignore[import-not-found]
-from blf_context import Context, share_epoch
+from blf_context import Context, share_epoch, shared_lease_confirmed
 
+from statestore.domain.contention import ownership_current
 from statestore.domain.errors import Contended, StoreUnavailable
 from statestore.domain.subscription import final_reason
 from statestore.etcd_store import WatchEvent
@@ -66,9 +67,16 @@ class Notifier:
         self.backlog: deque[str] = deque()
         self.in_backlog: set[str] = set()
         self.next_prune = 0.0
+        # The instance lease the notifier last saw confirmed, and whether it has stopped
+        # sending because that confirmation grew too old (see _owning).
+        self.lease_seen = 0
+        self.lapsed = False
 
     def tick(self) -> None:
         now = time.monotonic()
+        if not self._owning(now):
+            self._drain()  # lets the watch thread run; what it brings is read again after the resync
+            return
         if not self._epoch_ready(now):
             return  # nothing is numbered before the epoch is ours
         if not self.synced and now >= self.next_sync:
@@ -108,6 +116,53 @@ class Notifier:
             for due in self.mirror.due(me, chunk, now):
                 self._act(due)
                 budget -= 1
+
+    def _may_send(self, now: float) -> bool:
+        """Whether the lease this notifier knows was confirmed by etcd recently enough that no
+        other instance can have taken this one's subscriptions over (contention.ownership_current),
+        by the monotonic clock read now: after a freeze (SIGSTOP, a paused VM) this is the
+        first thing that notices it."""
+        confirmed = shared_lease_confirmed()
+        if confirmed is None or confirmed[0] != self.lease_seen:
+            return False
+        return ownership_current(confirmed[1], now, self.ctx.settings.lease_ttl)
+
+    def _owning(self, now: float) -> bool:
+        """Whether this notifier may send. Once its lease went unconfirmed too long, or was
+        replaced (it expired: another instance may have taken over and NOTIFYed above our
+        numbers), it sends nothing until it has taken a new epoch and read again what it owns
+        (RFC 6665 §4.1.2.2: CSeq strictly increases within a dialog; RFC 4235 §4.1: version too)."""
+        confirmed = shared_lease_confirmed()
+        if confirmed is not None and confirmed[0] != self.lease_seen:
+            if self.lease_seen:
+                self._lapse(f"lease {self.lease_seen:x} replaced by {confirmed[0]:x}")
+            self.lease_seen = confirmed[0]
+        if not self._may_send(now):
+            if self.lease_seen and not self.lapsed:
+                age = now - confirmed[1] if confirmed is not None else float("inf")
+                self._lapse(f"lease {self.lease_seen:x} not confirmed for {age:.1f}s (frozen or cut off)")
+            self.lapsed = True
+            return False
+        if self.lapsed:
+            self.lapsed = False
+            # Read again what we own, numbered at an epoch above every other sender's: what
+            # this notifier sent before is forgotten, or it would number on from there
+            # (mirror.numbers), below what an instance that took over sent meanwhile.
+            self.synced, self.next_sync = False, 0.0
+            if self.mirror.epoch:
+                self.mirror.bump_wanted = True
+            self.mirror.sent.clear()
+            self.deferred.clear()
+            self.backlog.clear()
+            self.in_backlog.clear()
+            if self.mirror.epoch:
+                KSR.info("blf notifier: lease confirmed again: new epoch and a fresh read before any NOTIFY\n")
+        return True
+
+    def _lapse(self, why: str) -> None:
+        if not self.lapsed:
+            KSR.warn(f"blf notifier: {why}: sending nothing until a new epoch and a fresh read\n")
+        self.lapsed = True
 
     def _to_backlog(self, presentities: Iterable[str]) -> None:
         for presentity in presentities:
@@ -213,6 +268,10 @@ class Notifier:
         return dirty
 
     def _act(self, due: Due) -> None:
+        if not self._may_send(time.monotonic()):
+            # Frozen between the tick's check and this NOTIFY: the next tick lapses and resyncs.
+            self.deferred.add(due.subscription.presentity)
+            return
         try:
             self._send(due)
         except StoreUnavailable as exc:

@@ -6,7 +6,7 @@ import time
 
 import KSR  # type: ignore[import-not-found]
 from blf_auth import authenticate, realm_for
-from blf_context import Context
+from blf_context import Context, lost_races, trying_if_store_slow
 from blf_directory import directory
 from blf_sip import header, headers, pv, reply
 
@@ -22,10 +22,6 @@ from statestore.domain.registrar import (
 )
 from statestore.domain.routing import behind_nat
 from statestore.domain.subscription import parse_expires
-
-# Attempts at the guarded write when a REGISTER of the same account on another worker or
-# instance wrote between our read and our write; each one reads and decides again.
-WRITE_ATTEMPTS = 3
 
 
 def handle_register(ctx: Context) -> None:
@@ -58,7 +54,11 @@ def handle_register(ctx: Context) -> None:
         received=f"{pv('$pr')}:{pv('$si')}:{pv('$sp')}",
         nat=_behind_nat(contacts),
     )
-    for _ in range(WRITE_ATTEMPTS):
+    trying_if_store_slow()
+    # The guarded write fails when a REGISTER of the same account on another worker or
+    # instance wrote between our read and our write: read and decide again, after a
+    # jittered pause, until ours wins (blf_context.lost_races; caps decided on each read).
+    for _ in lost_races():
         read = ctx.store.read_bindings(account)
         outcome = apply_register(request, read.bindings, ctx.registrar, now)
         if not outcome.writes or ctx.store.apply_bindings(
@@ -68,8 +68,6 @@ def handle_register(ctx: Context) -> None:
             read,
         ):
             break
-    else:
-        raise SipError(500, "Server Internal Error", {"Retry-After": "1"})
     ctx.cache.put_bindings(account, list(outcome.bindings), now)
     for binding in outcome.bindings:
         KSR.hdr.append_to_reply(f"Contact: {contact_header_value(binding, now)}\r\n")

@@ -20,7 +20,7 @@ from dataclasses import replace
 import blf_notify
 import KSR  # type: ignore[import-not-found]
 from blf_auth import authenticate, realm_for
-from blf_context import Context, shared_epoch
+from blf_context import Context, lost_races, shared_epoch, trying_if_store_slow
 from blf_directory import directory, realm_candidates, request_identities, require_served_target
 from blf_sip import header, list_header, pv, reply, uri_of
 
@@ -46,13 +46,6 @@ from statestore.domain.subscription import (
     subscription_id,
 )
 from statestore.store import Census, SubscribeRead
-
-# How often a refresh retries its compare-and-swap against a concurrent notifier.
-CAS_ATTEMPTS = 3
-# How often a create counts again after another create of the same watcher (or of the
-# presentity, near its cap) won the race; each round has a winner.
-CREATE_ATTEMPTS = 10
-CONCURRENT_UPDATE = SipError(500, "Server Internal Error - Concurrent Update", {"Retry-After": "1"})
 
 
 def _checked_expires(ctx: Context) -> tuple[str, int]:
@@ -100,6 +93,7 @@ def handle_initial_subscribe(ctx: Context) -> None:
     watcher_contact = uri_of(pv("$ct"))
     if not watcher_contact:
         raise SipError(400, "Bad Request - Missing Contact")
+    trying_if_store_slow()
     read = _read(ctx, watcher, presentity, event)
     if read.presentity_account is None:
         raise SipError(404, NOT_FOUND)  # removed since the copy said it exists
@@ -171,7 +165,9 @@ def _create(ctx: Context, subscription: Subscription, counted: Census | None = N
 
     `counted` is the census read with the SUBSCRIBE's state; every later attempt counts anew.
     """
-    for _ in range(CREATE_ATTEMPTS):
+    # A create counts again after another create of the same watcher (or of the presentity,
+    # near its cap) won the race, until ours wins or a cap refuses it (blf_context.lost_races).
+    for _ in lost_races():
         census = counted if counted is not None else ctx.store.census(subscription.watcher, subscription.presentity)
         counted = None
         admission = admit(subscription, census.entries, census.presentity_count, ctx.subscriptions)
@@ -182,7 +178,7 @@ def _create(ctx: Context, subscription: Subscription, counted: Census | None = N
             return True
         if ctx.store.get_subscription(subscription.sub_id) is not None:
             return False
-    raise CONCURRENT_UPDATE
+    raise AssertionError("lost_races ends in a win or a 503")  # pragma: no cover
 
 
 def handle_in_dialog_subscribe(ctx: Context) -> None:
@@ -194,12 +190,14 @@ def handle_in_dialog_subscribe(ctx: Context) -> None:
     if watcher is None:
         return  # challenged, or a retransmission its transaction answers
     sub_id = subscription_id(pv("$ci"), pv("$ft"), pv("$tt"))
+    trying_if_store_slow()
     found = ctx.store.get_subscription(sub_id)
     if found is None:
         raise SipError(481, NO_SUCH_SUBSCRIPTION)
     check_watcher(found[0], watcher)  # someone else's: 481 as well
     reach = _reach(ctx, uri_of(pv("$ct")) or found[0].watcher_contact)
-    for _ in range(CAS_ATTEMPTS):
+    # A refresh retries its compare-and-swap against a concurrent writer until it wins.
+    for _ in lost_races():
         subscription, revision = found
         if subscription.event != event:
             raise SipError(489, "Bad Event", {"Allow-Events": subscription.event})
@@ -208,7 +206,6 @@ def handle_in_dialog_subscribe(ctx: Context) -> None:
         found = ctx.store.get_subscription(sub_id)
         if found is None:
             raise SipError(481, "Subscription Does Not Exist")
-    raise CONCURRENT_UPDATE
 
 
 def _refresh(ctx: Context, subscription: Subscription, revision: int, expires: int, reach: Reach) -> bool:

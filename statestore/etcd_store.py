@@ -153,8 +153,19 @@ class EtcdStore:
 
     def __init__(self, endpoint: str = "127.0.0.1:2379", timeout: float = 1.0) -> None:
         self.endpoint = endpoint
-        self.timeout = timeout
+        self._timeout = timeout
         self._client: Any = None
+
+    @property
+    def timeout(self) -> float:
+        """Each request's deadline in seconds; a change applies to the next request."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self._timeout = seconds
+        if self._client is not None:
+            self._client.timeout = seconds  # etcd3 0.12 reads it on every call
 
     @property
     def client(self) -> Any:

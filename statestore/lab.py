@@ -130,19 +130,25 @@ class Lab:
         self._ensure_etcd()
         self._ensure_memcached()
         for index in range(1, instances + 1):
-            self.start(f"ks{index}", wait=False)
+            self.start(f"ks{index}", wait=False, etcd=ETCD_CLIENT)
         for index in range(1, instances + 1):
             self._wait_instance(f"ks{index}")
 
-    def start(self, name: str, wait: bool = True) -> None:
+    def start(self, name: str, wait: bool = True, etcd: str | None = None) -> None:
+        """Start instance `name` (if it is not running) against `etcd` (host:port), by default
+        the caller's BLF_ETCD or else the lab's etcd: `BLF_ETCD=... blfctl lab start ks1` puts
+        something between one instance and the store (a delaying proxy in
+        tests/e2e/test_edge_store.py). `up` always uses the lab's. The lab's own etcd is
+        started either way."""
+        etcd = etcd or os.environ.get("BLF_ETCD") or ETCD_CLIENT
         port = instance_port(name)
         entry = self.state["instances"].get(name, {})
         if not alive(entry.get("pid")):
             _require_free(name, f"{HOST}:{port}", socket.SOCK_DGRAM)
             self._ensure_etcd()
             self._ensure_memcached()
-            pid = self._spawn_kamailio(name, port)
-            self.state["instances"][name] = {"sip": f"{HOST}:{port}", "pid": pid}
+            pid = self._spawn_kamailio(name, port, etcd)
+            self.state["instances"][name] = {"sip": f"{HOST}:{port}", "pid": pid, "etcd": etcd}
             self._save()
         if wait:
             self._wait_instance(name)
@@ -214,7 +220,7 @@ class Lab:
         self._save()
         _wait_for("memcached", lambda: _tcp_answers(host, int(port)), pid)
 
-    def _spawn_kamailio(self, name: str, port: int) -> int:
+    def _spawn_kamailio(self, name: str, port: int, etcd: str) -> int:
         directory = self.paths.instance_dir(name)
         run = directory / "run"
         run.mkdir(parents=True, exist_ok=True)
@@ -224,7 +230,7 @@ class Lab:
             BLF_AUTH_SECRET=self.state["secret"],
             BLF_INSTANCE=name,
             BLF_SIP=f"{HOST}:{port}",
-            BLF_ETCD=ETCD_CLIENT,
+            BLF_ETCD=etcd,
             BLF_MEMCACHED=MEMCACHED,
             BLF_LEASE_TTL=str(self.state.get("lease_ttl", 6)),
         )

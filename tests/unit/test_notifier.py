@@ -73,8 +73,14 @@ class Settings(FakeSettings):
 
 
 @pytest.fixture
-def ksr() -> Iterator[FakeKSR]:
-    yield install()
+def ksr(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKSR]:
+    fake = install()
+    import blf_notifier
+
+    # The instance lease confirmed just now, whatever the test's clock says (the lapse
+    # tests in test_notifier_ownership.py move it).
+    monkeypatch.setattr(blf_notifier, "shared_lease_confirmed", lambda: (1, blf_notifier.time.monotonic()))
+    yield fake
 
 
 @pytest.fixture
