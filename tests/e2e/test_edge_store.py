@@ -446,12 +446,9 @@ def _bye(caller: UserAgent, answer: Message, callee_uri: str) -> Message:
 THAW_QUIET_SECONDS = 2.0
 
 
-def test_an_instance_frozen_past_its_lease_sends_no_stale_notify_after_it_thaws(account, phones):
-    """ks1 owns the subscription and shows a call as busy. Frozen (SIGSTOP) then, it misses
-    the call's end (the BYE goes through ks2 while ks1's lease still runs) and its lease
-    expires: ks2 takes over and NOTIFYs idle at its epoch. After SIGCONT, ks1 must not send
-    the call's end it has queued, numbered below what ks2 sent: the watcher checks every
-    NOTIFY's CSeq and version on arrival (tests/e2e/blf_watch.py)."""
+def _busy_call_watched_at_ks1(account: Any, phones: list[UserAgent]) -> tuple[Watcher, Any, UserAgent, Message, str]:
+    """Catherine watches Boris through ks1 (which owns the subscription) while Alice's call
+    to him, set up through ks2, is answered: her lamp shows busy."""
     alice, boris, catherine = account("alice"), account("boris"), account("catherine")
     callee = Callee(phone(phones, boris, "ks2"))
     assert callee.ua.register(300).status == 200
@@ -463,6 +460,16 @@ def test_an_instance_frozen_past_its_lease_sends_no_stale_notify_after_it_thaws(
     answer = caller.request("INVITE", boris_uri, timeout=8)
     assert answer.status == 200, answer.first_line
     cat.wait_lamp(lamp, "busy", 10)
+    return cat, lamp, caller, answer, boris_uri
+
+
+def test_an_instance_frozen_past_its_lease_sends_no_stale_notify_after_it_thaws(account, phones):
+    """ks1 owns the subscription and shows a call as busy. Frozen (SIGSTOP) then, it misses
+    the call's end (the BYE goes through ks2 while ks1's lease still runs) and its lease
+    expires: ks2 takes over and NOTIFYs idle at its epoch. After SIGCONT, ks1 must not send
+    the call's end it has queued, numbered below what ks2 sent: the watcher checks every
+    NOTIFY's CSeq and version on arrival (tests/e2e/blf_watch.py)."""
+    cat, lamp, caller, answer, boris_uri = _busy_call_watched_at_ks1(account, phones)
     group = os.getpgid(_instance_pid("ks1"))
     sizes = log_sizes("ks1")
     os.killpg(group, signal.SIGSTOP)
@@ -494,17 +501,7 @@ def test_an_instance_cut_off_from_the_store_past_its_lease_sends_no_stale_notify
     """As above, with ks1 running but cut off from etcd (every connection closed and
     refused) instead of frozen: its watch breaks, and when etcd is back its notifier must
     not number from its old epoch what ks2 numbered above meanwhile."""
-    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
-    callee = Callee(phone(phones, boris, "ks2"))
-    assert callee.ua.register(300).status == 200
-    cat: Watcher = watcher(phones, catherine, "ks1")
-    lamp = cat.subscribe(boris[0])
-    caller = phone(phones, alice, "ks2")
-    boris_uri = f"sip:{boris[0]}@{DOMAIN}"
-    callee.finals.put(200)
-    answer = caller.request("INVITE", boris_uri, timeout=8)
-    assert answer.status == 200, answer.first_line
-    cat.wait_lamp(lamp, "busy", 10)
+    cat, lamp, caller, answer, boris_uri = _busy_call_watched_at_ks1(account, phones)
     sizes = log_sizes("ks1")
     slow_ks1.cut()
     try:
