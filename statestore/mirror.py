@@ -36,6 +36,13 @@ T = TypeVar("T")
 # How long after an expiry that another instance should have acted on (or a removal of
 # ours that failed) the subscription is looked at again.
 EXPIRY_RECHECK_SECONDS = 5.0
+# A subscription a SIP worker has just created: that worker answers 200 and sends its NOTIFY
+# number 0 right after the create, while this notifier may see the create through its watch
+# at the same moment. A NOTIFY of ours sent first (the state moved between the worker's read
+# and its create, or the record is numbered at an older epoch) would reach the watcher before
+# version 0 (RFC 4235 §4.1: the first NOTIFY carries version 0; a watcher drops a lower one
+# that comes later). So a new subscription's NOTIFYs wait this long after its create is seen.
+FIRST_NOTIFY_GRACE_SECONDS = 0.3
 # Errors a record that this version cannot read raises in its decoder.
 UNREADABLE = (ValueError, TypeError, KeyError, AttributeError)
 
@@ -87,6 +94,9 @@ class Mirror:
         self.epoch = 0
         self.sent: dict[str, Sent] = {}
         self.forced: set[str] = set()
+        # sub_id -> until when its NOTIFYs wait for the SIP worker's first one (see
+        # FIRST_NOTIFY_GRACE_SECONDS); entries go once that time has passed.
+        self.held: dict[str, float] = {}
         self._retries: list[tuple[float, str, int]] = []
         # An instance went away: subscriptions may move here; the notifier bumps the epoch
         # before it numbers any NOTIFY of theirs.
@@ -184,6 +194,8 @@ class Mirror:
     def _plan(self, before: Subscription | None, after: Subscription, now: float) -> None:
         """A written record asks for a NOTIFY: a new subscription its first, a refresh
         one (RFC 6665 §4.2.1.2), a timeout counted by the failure route a retry later."""
+        if before is None and now:
+            self.held[after.sub_id] = now + FIRST_NOTIFY_GRACE_SECONDS
         if before is None and self._sent_of(after) is not None:
             return  # created by a SIP worker of ours, which sent its first NOTIFY
         if before is None or after.expires_at != before.expires_at:
@@ -214,6 +226,7 @@ class Mirror:
         old = self.subs.pop(sub_id, None)
         self.sent.pop(sub_id, None)
         self.forced.discard(sub_id)
+        self.held.pop(sub_id, None)
         if old is None:
             return set()
         self._unindex(old[0])
@@ -309,6 +322,17 @@ class Mirror:
                 sent = self._sent_of(subscription)
                 if gone or sub_id in forced or sent is None or sent.digest != digest:
                     found[sub_id] = Due(subscription, revision, state, gone, body, digest)
+        return self._after_first_notifies(found, now)
+
+    def _after_first_notifies(self, found: dict[str, Due], now: float) -> list[Due]:
+        """`found` without the subscriptions whose SIP worker may still be sending their
+        first NOTIFY: those are looked at again on a later call (forced)."""
+        for sub_id, until in list(self.held.items()):
+            if until <= now:
+                del self.held[sub_id]
+            elif sub_id in found and not found[sub_id].expired:
+                del found[sub_id]
+                self.forced.add(sub_id)
         return list(found.values())
 
     def _sent_of(self, subscription: Subscription) -> Sent | None:

@@ -10,7 +10,7 @@ from statestore import codec, keys
 from statestore.domain import bodies
 from statestore.domain.model import Binding, Direction, Leg, LegState, Party, Subscription
 from statestore.domain.subscription import EPOCH_STRIDE, PACKAGES, EventPackage
-from statestore.mirror import EXPIRY_RECHECK_SECONDS, Due, Mirror, Sent
+from statestore.mirror import EXPIRY_RECHECK_SECONDS, FIRST_NOTIFY_GRACE_SECONDS, Due, Mirror, Sent
 
 NOW = 1_000_000.0
 ALICE = "alice@example.com"
@@ -290,10 +290,31 @@ def watched(*items: tuple[str, bytes, int]) -> Mirror:
     return mirror
 
 
-def test_a_new_subscription_is_due_at_once_whatever_it_was_sent() -> None:
+AFTER_GRACE = NOW + FIRST_NOTIFY_GRACE_SECONDS
+
+
+def test_a_new_subscription_is_due_once_its_workers_first_notify_had_time() -> None:
+    """The SIP worker that created it sends NOTIFY 0 right after the create: ours must not
+    overtake it (the watcher takes version 0 first, RFC 4235 §4.1)."""
     mirror = watched()
     mirror.apply(*sub_item(replace(SUB, sub_id="sub-2"), 6), now=NOW)
-    assert [due.subscription.sub_id for due in mirror.due("node-a", set(), NOW)] == ["sub-2"]
+    assert mirror.due("node-a", set(), NOW) == []
+    assert mirror.due("node-a", set(), AFTER_GRACE - 0.01) == []
+    assert [due.subscription.sub_id for due in mirror.due("node-a", set(), AFTER_GRACE)] == ["sub-2"]
+    assert mirror.held == {}
+
+
+def test_a_new_subscription_that_expires_within_the_grace_is_due_at_once() -> None:
+    mirror = watched()
+    mirror.apply(*sub_item(replace(SUB, sub_id="sub-2", expires_at=NOW), 6), now=NOW)
+    assert [(due.subscription.sub_id, due.expired) for due in mirror.due("node-a", set(), NOW)] == [("sub-2", True)]
+
+
+def test_a_subscription_removed_within_the_grace_leaves_nothing_held() -> None:
+    mirror = watched()
+    mirror.apply(*sub_item(replace(SUB, sub_id="sub-2"), 6), now=NOW)
+    mirror.apply(keys.sub("sub-2"), None, 7, now=NOW)
+    assert mirror.held == {} and mirror.due("node-a", set(), AFTER_GRACE) == []
 
 
 def test_a_refresh_is_due_at_once_with_the_same_state() -> None:
@@ -379,7 +400,7 @@ def test_a_subscription_our_worker_created_and_notified_goes_on_from_number_1() 
     mirror.apply(*sub_item(created, 6), now=NOW)
     assert [due.subscription.sub_id for due in mirror.due("node-a", {ALICE}, NOW)] == []
     mirror.apply(LEG_KEY, codec.encode_leg(LEG), 7)
-    assert [(due.subscription.sub_id, mirror.numbered(due).cseq) for due in mirror.due("node-a", {ALICE}, NOW)
+    assert [(due.subscription.sub_id, mirror.numbered(due).cseq) for due in mirror.due("node-a", {ALICE}, AFTER_GRACE)
             if due.subscription.sub_id == "sub-2"] == [("sub-2", 2)]
 
 
@@ -389,14 +410,15 @@ def test_a_subscription_our_worker_created_is_due_if_the_state_moved_meanwhile()
     mirror.apply(LEG_KEY, codec.encode_leg(LEG), 6)
     mirror.due("node-a", {ALICE}, NOW)
     mirror.apply(*sub_item(replace(SUB, sub_id="sub-2", epoch=3, last_digest=digest_of()), 7), now=NOW)
-    assert "sub-2" in {due.subscription.sub_id for due in mirror.due("node-a", {ALICE}, NOW)}
+    assert "sub-2" not in {due.subscription.sub_id for due in mirror.due("node-a", {ALICE}, NOW)}
+    assert "sub-2" in {due.subscription.sub_id for due in mirror.due("node-a", {ALICE}, AFTER_GRACE)}
 
 
 def test_a_subscription_created_at_another_epoch_is_due_at_once_numbered_at_ours() -> None:
     mirror = watched()
     mirror.epoch = 3
     mirror.apply(*sub_item(replace(SUB, sub_id="sub-2", epoch=2, last_digest=digest_of()), 6), now=NOW)
-    [due] = mirror.due("node-a", set(), NOW)
+    [due] = mirror.due("node-a", set(), AFTER_GRACE)
     sent = mirror.numbered(due)
     assert sent is not None and (sent.cseq, sent.version) == (1 + EPOCH_STRIDE, EPOCH_STRIDE)
 
