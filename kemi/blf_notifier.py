@@ -102,7 +102,7 @@ class Notifier:
         if len(dirty) > BULK_PRESENTITIES:
             self._to_backlog(dirty)
             dirty = set()
-        dues = self.mirror.due(me, dirty, now)
+        dues = self.mirror.due(me, dirty, now, blf_notify.first_sent)
         for due in dues[:NOTIFY_BUDGET]:
             self._act(due)
         self._to_backlog(due.subscription.presentity for due in dues[NOTIFY_BUDGET:])
@@ -113,7 +113,7 @@ class Notifier:
                 presentity = self.backlog.popleft()
                 self.in_backlog.discard(presentity)
                 chunk.add(presentity)
-            for due in self.mirror.due(me, chunk, now):
+            for due in self.mirror.due(me, chunk, now, blf_notify.first_sent):
                 self._act(due)
                 budget -= 1
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Container
 
+import KSR  # type: ignore[import-not-found]
 from blf_context import Context, shared_instances
 from blf_routing import watcher_reach
 from blf_sip import NotifyDialog, notify_dialog, send_notify
@@ -88,3 +89,17 @@ def _dialog(ctx: Context, subscription: Subscription, cache: bool) -> NotifyDial
             _dialogs.clear()
         _dialogs[subscription.sub_id] = (subscription, instances, dialog)
     return dialog
+
+
+# Subscriptions whose NOTIFY 0 a SIP worker of this instance has sent (htable, kamailio.cfg).
+FIRST_SENT_TABLE = "blf_first"
+
+
+def mark_first_sent(sub_id: str) -> None:
+    """The SIP worker that created the subscription is done with its NOTIFY 0."""
+    KSR.htable.sht_seti(FIRST_SENT_TABLE, sub_id, 1)
+
+
+def first_sent(sub_id: str) -> bool:
+    """Whether a SIP worker said it sent the subscription's NOTIFY 0 (mirror.due)."""
+    return KSR.htable.sht_get(FIRST_SENT_TABLE, sub_id) is not None

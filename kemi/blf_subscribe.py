@@ -123,9 +123,11 @@ def handle_initial_subscribe(ctx: Context) -> None:
     counted = read.census if read.watcher_account is not None and read.watcher_account.aor == watcher else None
     fresh = _create(ctx, first, counted)
     reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx, first.transport))
-    if fresh and not blf_notify.send(ctx, first, state, now, None):
-        # Rare (tm out of shared memory): the lamp shows from the next change or refresh.
-        KSR.warn(f"blf: first NOTIFY of {first.sub_id} could not be sent\n")
+    if fresh:
+        if not blf_notify.send(ctx, first, state, now, None):
+            # Rare (tm out of shared memory): the lamp shows from the next change or refresh.
+            KSR.warn(f"blf: first NOTIFY of {first.sub_id} could not be sent\n")
+        blf_notify.mark_first_sent(first.sub_id)  # the notifier's NOTIFYs may follow it now
 
 
 def _read(ctx: Context, watcher: str, presentity: str, event: str) -> SubscribeRead:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -41,7 +41,8 @@ EXPIRY_RECHECK_SECONDS = 5.0
 # at the same moment. A NOTIFY of ours sent first (the state moved between the worker's read
 # and its create, or the record is numbered at an older epoch) would reach the watcher before
 # version 0 (RFC 4235 §4.1: the first NOTIFY carries version 0; a watcher drops a lower one
-# that comes later). So a new subscription's NOTIFYs wait this long after its create is seen.
+# that comes later). So a new subscription's NOTIFYs wait until that worker says it has sent
+# NOTIFY 0 (the notifier passes `first_sent`), and at most this long after its create is seen.
 FIRST_NOTIFY_GRACE_SECONDS = 0.3
 # Errors a record that this version cannot read raises in its decoder.
 UNREADABLE = (ValueError, TypeError, KeyError, AttributeError)
@@ -288,10 +289,14 @@ class Mirror:
             list(self.legs.get(presentity, {}).values()), list(self.bindings.get(presentity, {}).values())
         )
 
-    def due(self, me: str, dirty: set[str], now: float) -> list[Due]:
+    def due(
+        self, me: str, dirty: set[str], now: float, first_sent: Callable[[str], bool] | None = None
+    ) -> list[Due]:
         """Subscriptions `me` sends for that need a NOTIFY: of dirty presentities whose
         body changed, and every one that expired. State, digest and body are computed
-        once per presentity and event, whatever its number of watchers."""
+        once per presentity and event, whatever its number of watchers. `first_sent(sub_id)`:
+        whether the SIP worker that created a subscription has sent its NOTIFY 0 (without
+        it, a new subscription waits FIRST_NOTIFY_GRACE_SECONDS)."""
         live = sorted(self.instances)
         if not live:
             return []
@@ -322,13 +327,15 @@ class Mirror:
                 sent = self._sent_of(subscription)
                 if gone or sub_id in forced or sent is None or sent.digest != digest:
                     found[sub_id] = Due(subscription, revision, state, gone, body, digest)
-        return self._after_first_notifies(found, now)
+        return self._after_first_notifies(found, now, first_sent)
 
-    def _after_first_notifies(self, found: dict[str, Due], now: float) -> list[Due]:
+    def _after_first_notifies(
+        self, found: dict[str, Due], now: float, first_sent: Callable[[str], bool] | None
+    ) -> list[Due]:
         """`found` without the subscriptions whose SIP worker may still be sending their
         first NOTIFY: those are looked at again on a later call (forced)."""
         for sub_id, until in list(self.held.items()):
-            if until <= now:
+            if until <= now or (first_sent is not None and first_sent(sub_id)):
                 del self.held[sub_id]
             elif sub_id in found and not found[sub_id].expired:
                 del found[sub_id]

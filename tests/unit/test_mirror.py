@@ -304,6 +304,16 @@ def test_a_new_subscription_is_due_once_its_workers_first_notify_had_time() -> N
     assert mirror.held == {}
 
 
+def test_a_new_subscription_is_due_as_soon_as_its_worker_sent_notify_0() -> None:
+    mirror = watched()
+    mirror.apply(*sub_item(replace(SUB, sub_id="sub-2"), 6), now=NOW)
+    sent: set[str] = set()
+    assert mirror.due("node-a", set(), NOW, sent.__contains__) == []
+    sent.add("sub-2")
+    assert [due.subscription.sub_id for due in mirror.due("node-a", set(), NOW, sent.__contains__)] == ["sub-2"]
+    assert mirror.held == {}
+
+
 def test_a_new_subscription_that_expires_within_the_grace_is_due_at_once() -> None:
     mirror = watched()
     mirror.apply(*sub_item(replace(SUB, sub_id="sub-2", expires_at=NOW), 6), now=NOW)
