@@ -308,6 +308,14 @@ class UserAgent:
 
         return _take(self.responses, final_answer, timeout, f"final response to CSeq {cseq} of {call_id}")
 
+    def wait_provisional(self, call_id: str, cseq: int, status: int, timeout: float) -> Message:
+        """The provisional response `status` (100, 180, ...) to CSeq `cseq` of `call_id`."""
+        def wanted(message: Message) -> bool:
+            number = int((message.header("cseq") or "0").split()[0])
+            return message.header("call-id") == call_id and number == cseq and message.status == status
+
+        return _take(self.responses, wanted, timeout, f"{status} to CSeq {cseq} of {call_id}")
+
     def wait_request(self, method: str = "NOTIFY", timeout: float = 5.0) -> Message:
         return _take(self.requests, lambda message: message.method == method, timeout, method)
 

@@ -192,9 +192,12 @@ class Stamped(queue.Queue[Message]):
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[tuple[float, Message]] = []
+        self._arrived = threading.Condition()
 
     def put(self, item: Message, block: bool = True, timeout: float | None = None) -> None:
-        self.seen.append((time.monotonic(), item))
+        with self._arrived:
+            self.seen.append((time.monotonic(), item))
+            self._arrived.notify_all()
         super().put(item, block, timeout)
 
     def first(self, call_id: str, since: float, statuses: Callable[[int], bool] = lambda status: True) -> float:
@@ -204,6 +207,13 @@ class Stamped(queue.Queue[Message]):
                 return at - since
         raise AssertionError(f"no matching response to {call_id}")
 
+    def wait_for(self, call_id: str, status: int, timeout: float) -> bool:
+        """Whether a response `status` of `call_id` arrives within `timeout` (or has arrived)."""
+        with self._arrived:
+            return self._arrived.wait_for(
+                lambda: any(m.header("call-id") == call_id and m.status == status for _, m in self.seen), timeout
+            )
+
 
 def stamped(ua: UserAgent) -> Stamped:
     ua.responses = Stamped()
@@ -211,21 +221,23 @@ def stamped(ua: UserAgent) -> Stamped:
     return ua.responses
 
 
-# How long the callee rings before its final answer: sent back to back, the 180 and the
-# final response could reach two SIP workers in either order, and a 180 behind the final
-# response is dropped (the transaction has ended).
-RING_SECONDS = 0.05
+# How long the callee waits, at most, for its 180 to reach the caller before its final answer:
+# sent back to back, the 180 and the final response could reach two SIP workers in either
+# order, and a 180 behind the final response is dropped (the transaction has ended).
+RINGING_HEARD_SECONDS = 2.0
 
 
 class Callee:
-    """A phone that answers each INVITE with 180 and, RING_SECONDS later, the next status of
-    `finals` (486 unless told otherwise)."""
+    """A phone that answers each INVITE with 180 and then the next status of `finals` (486
+    unless told otherwise): once the caller heard the 180 when `heard` (the caller's
+    responses) is set, at once otherwise."""
 
     def __init__(self, ua: UserAgent) -> None:
         self.ua = ua
         ua.answer_requests = False
         self.finals: queue.Queue[int] = queue.Queue()
         self.answered: queue.Queue[Message] = queue.Queue()
+        self.heard: Stamped | None = None
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -243,7 +255,8 @@ class Callee:
                     tag = uuid.uuid4().hex[:8]
                     self.ua.sock.sendto(response_bytes(request, 180, "Ringing", self.ua.contact, tag, True), source)
                     final = self.finals.get_nowait() if not self.finals.empty() else 486
-                    time.sleep(RING_SECONDS)
+                    if self.heard is not None:
+                        self.heard.wait_for(request.header("call-id") or "", 180, RINGING_HEARD_SECONDS)
                     reason = "OK" if final == 200 else "Busy Here"
                     self.ua.sock.sendto(
                         response_bytes(request, final, reason, self.ua.contact, tag, final == 200), source
@@ -294,6 +307,7 @@ def test_a_slow_or_stalled_store_never_delays_a_call_and_a_slow_one_is_not_decla
     assert callee.ua.register(300).status == 200
     caller = phone(phones, alice, "ks1")
     caller_responses = stamped(caller)
+    callee.heard = caller_responses
     measure_calls(caller, caller_responses, boris[0], 2)  # takes a nonce, warms the path
     healthy = measure_calls(caller, caller_responses, boris[0], CALLS)
 

@@ -7,10 +7,9 @@ compare-and-swap of each subscription (which cost one write per watcher per chan
 
 from __future__ import annotations
 
-import time
-
 from tests.e2e.conftest import (
     DOMAIN,
+    etcdctl,
     free_port,
     phone,
     register_contact,
@@ -26,8 +25,7 @@ def writes_of_one_call(phones, sipp, caller, callee, lamps) -> list[str]:
     """The keys etcd wrote (put or deleted) from the call's start until every watcher saw
     it ring and end, each once per write, read back from etcd's own history."""
     port = free_port()
-    register_contact(phone(phones, callee, "ks2"), port)
-    time.sleep(0.5)  # let the registration's NOTIFY-free writes settle
+    register_contact(phone(phones, callee, "ks2"), port)  # its writes are done before its 200
     seen = [len(sub.notifies) for _, sub in lamps]
     before = store_revision()
     sipp.callee(port, ring_ms=300, busy=True)
@@ -38,10 +36,19 @@ def writes_of_one_call(phones, sipp, caller, callee, lamps) -> list[str]:
 
 
 def of_the_call(keys: list[str], *accounts: str) -> list[str]:
-    """The writes that belong to the call: its legs and any subscription (the rest of the
-    lab, other tests' phones expiring for instance, writes too, unrelated)."""
-    legs = tuple(f"/blf/legs/{aor}/" for aor in accounts)
-    return [key for key in keys if key.startswith((*legs, "/blf/subs/", "/blf/watchers/", "/blf/watched/"))]
+    """The writes that belong to the call: its legs, and the subscriptions to or by its
+    accounts with their index keys (the rest of the lab, other tests' subscriptions
+    expiring for instance, writes too, unrelated)."""
+    subs = {
+        key.rpartition("/")[2]
+        for aor in accounts
+        for key in etcdctl("get", "--prefix", "--keys-only", f"/blf/watched/{aor}/").stdout.split()
+    }
+    mine = tuple(f"/blf/{kind}/{aor}/" for kind in ("legs", "watchers", "watched") for aor in accounts)
+    return [
+        key for key in keys
+        if key.startswith(mine) or (key.startswith("/blf/subs/") and key.rpartition("/")[2] in subs)
+    ]
 
 
 def test_notifies_write_nothing_to_the_store_whatever_the_number_of_watchers(account, phones, sipp):
