@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -101,16 +102,23 @@ def _rewritten(entry: str, victim: Victim, extra: str = "") -> str:
     return f"<sip:{VICTIM_ADDRESS}:{victim.port};{params}{extra}>"
 
 
-def test_a_rewritten_route_entry_relays_to_nobody(account, phones, victim):
-    """Finding 1: Mallory copies the signed entry of her own call and appends it again with the
-    victim's host and port (UDP and TCP), or adds maddr: every request is refused, nothing
-    reaches the victim, the callee gets nothing either."""
+def _mallory_calls_boris(account: Any, phones: list[UserAgent]) -> tuple[UserAgent, UserAgent, Message]:
+    """Mallory, with an account of her own, calls Boris (registered at ks2): his phone, hers,
+    and the call's answer (its Record-Route is what she tampers with)."""
     boris = account("boris")
     boris_phone = phone(phones, boris, "ks2")
     assert boris_phone.register(300).status == 200
     attacker = mallory(phones, account("mallory"))
     answer = _call(attacker, boris[0])
     boris_phone.wait_request("INVITE", 3)
+    return boris_phone, attacker, answer
+
+
+def test_a_rewritten_route_entry_relays_to_nobody(account, phones, victim):
+    """Finding 1: Mallory copies the signed entry of her own call and appends it again with the
+    victim's host and port (UDP and TCP), or adds maddr: every request is refused, nothing
+    reaches the victim, the callee gets nothing either."""
+    boris_phone, attacker, answer = _mallory_calls_boris(account, phones)
     ours = list(reversed(answer.all("record-route")))
     assert ours, "the call is record-routed"
     tricks = {
@@ -134,12 +142,7 @@ def test_a_rewritten_route_entry_relays_to_nobody(account, phones, victim):
 def test_a_dialogs_routes_die_with_it(account, phones):
     """Finding 1: after the BYE, a re-INVITE, MESSAGE, OPTIONS or INFO along the same route set
     gets 481 and reaches nobody; the BYE's retransmission still gets its 200."""
-    boris = account("boris")
-    boris_phone = phone(phones, boris, "ks2")
-    assert boris_phone.register(300).status == 200
-    attacker = mallory(phones, account("mallory"))
-    answer = _call(attacker, boris[0])
-    boris_phone.wait_request("INVITE", 3)
+    boris_phone, attacker, answer = _mallory_calls_boris(account, phones)
     assert _in_dialog(attacker, answer, "MESSAGE").status == 200, "routed while the call lasts"
     boris_phone.wait_request("MESSAGE", 3)
     bye = _bye_bytes(attacker, answer)
