@@ -254,15 +254,20 @@ class SharedDirectory:
         """Whether the copy follows etcd through a live watch (what it lacks, etcd lacks)."""
         return str(KSR.pv.get(CURRENT_VAR) or "0") == "1"
 
-    def _lookup(self, key: str, decode: Callable[[str], T | None], from_store: Callable[[], T | None]) -> T | None:
+    def _lookup(
+        self, key: str, decode: Callable[[str], T | None], from_store: Callable[[], T | None],
+        miss_asks_store: bool = True,
+    ) -> T | None:
         """`key` from the copy once loaded (decoded), before that from etcd; and from etcd
-        when the copy lacks it and is not known current (a resync under way)."""
+        when the copy lacks it and is not known current (a resync under way), unless
+        `miss_asks_store` is False (a lookup made before any authentication: a flood of
+        made-up names must not turn into store reads)."""
         started = time.perf_counter()
         if self.loaded():
             raw = KSR.htable.sht_get(TABLE, key)
             self.stats.record("shm", time.perf_counter() - started)
             if raw is None:
-                if self.current() or self.ctx.store_down():
+                if self.current() or self.ctx.store_down() or not miss_asks_store:
                     # Current: etcd has none either. Store down: the copy is all there is
                     # (calls keep being routed from it; REGISTER and SUBSCRIBE get 503 anyway).
                     return None
@@ -318,8 +323,11 @@ class SharedDirectory:
 
     def get(self, domain: str, /) -> policy.DomainRules | None:
         name = domain.lower()
+        # Read before any challenge (the realm, a served Request-URI): once the copy is
+        # loaded, a domain it lacks is not served, even while it resyncs.
         return self._lookup(
-            f"domains/{name}", lambda raw: rules_from_record(codec.decode(raw)), lambda: self._domain_from_store(name)
+            f"domains/{name}", lambda raw: rules_from_record(codec.decode(raw)), lambda: self._domain_from_store(name),
+            miss_asks_store=False,
         )
 
     # --- accounts ---

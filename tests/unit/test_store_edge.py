@@ -247,6 +247,23 @@ def test_a_miss_in_a_lagging_copy_the_store_cannot_answer_is_a_503_then_the_copy
     assert store.calls == []
 
 
+def test_a_domain_missing_from_a_lagging_copy_is_not_asked_of_the_store(ksr: FakeKSR) -> None:
+    """Domains are looked up before any challenge: a flood of made-up From domains while
+    the copy resyncs must not become store reads (only accounts, read after a valid
+    nonce of ours, are asked)."""
+    keeper, view, store = _copy(ksr)
+    keeper.tick()
+    assert store.watch is not None
+    store.watch(RuntimeError("etcd gone"))
+    store.fail = True
+    keeper.tick()
+    store.fail = False
+    store.calls.clear()
+    assert view.get("made-up.example") is None
+    assert view.get("acme.example") is not None  # what the copy has is served
+    assert store.calls == []
+
+
 def test_a_miss_in_a_current_copy_is_final_and_costs_no_store_read(ksr: FakeKSR) -> None:
     keeper, view, store = _copy(ksr)
     keeper.tick()
