@@ -7,15 +7,21 @@ from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 
 from statestore.domain import dialoginfo
-from statestore.domain.model import Binding, Leg
+from statestore.domain.model import Binding, Leg, Publication, Subscription
 
 
 @dataclass(frozen=True)
 class PresentityState:
-    """Everything the store knows of one account that a body may show."""
+    """Everything the store knows of one account that a body may show: its call legs on
+    every instance, its registered contacts, its publications (RFC 3903) and the
+    subscriptions to it (`watchers`, what watcher information shows, RFC 3857). `now` is
+    when it was read (remaining expiries in a body); never part of a comparison."""
 
     legs: tuple[Leg, ...]
     bindings: tuple[Binding, ...]
+    publications: tuple[Publication, ...] = ()
+    watchers: tuple[Subscription, ...] = ()
+    now: float = field(default=0.0, compare=False)
 
 
 # (entity, version, state); version may be a stand-in string (Template).

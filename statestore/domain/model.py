@@ -216,11 +216,22 @@ class Subscription:
     # e.g. "noresource": its presentity's account was removed); "" for an expiry or an
     # unsubscribe (subscription.final_reason).
     termination_reason: str = ""
+    # RFC 6665 §4.1.3 state of the subscription (statestore.domain.lifecycle): "active",
+    # or "pending" while its presentity has not authorized the watcher (RFC 3857 §3.2).
+    status: str = "active"
+    # The RFC 3857 §3.2.4 event that brought it to `status` ("subscribe", "approved", ...).
+    status_event: str = "subscribe"
+    # Rendering profile of the watcher's phone (statestore.domain.profiles), fixed when it
+    # subscribes or refreshes: e.g. ("single-dialog", "no-terminated").
+    profile: tuple[str, ...] = field(default_factory=tuple)
+    # Body type chosen from the SUBSCRIBE's Accept among the package's (RFC 6665 §4.1.2).
+    content_type: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["route_set"] = list(self.route_set)
         data["accept"] = list(self.accept)
+        data["profile"] = list(self.profile)
         return data
 
     @classmethod
@@ -230,6 +241,7 @@ class Subscription:
         values = {name: value for name, value in data.items() if name in _SUBSCRIPTION_FIELDS}
         values["route_set"] = tuple(values.get("route_set", ()))
         values["accept"] = tuple(values.get("accept", ()))
+        values["profile"] = tuple(values.get("profile", ()))
         return cls(**values)
 
     def remaining(self, now: float) -> int:
@@ -303,3 +315,40 @@ class Account:
         return cls(
             user=data["user"], domain=data["domain"], ha1=data["ha1"], ha1_sha256=data.get("ha1_sha256", "") or ""
         )
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One event state publication of an account (RFC 3903), shared by every instance.
+
+    `etag` is the entity-tag we assigned (SIP-ETag); `body` the published document as
+    received (checked well-formed and schema-valid), `content_type` its type. `device` is
+    what tells the publishing devices apart (RFC 5626 +sip.instance, else the Contact or
+    source), `published_at` when it was last modified (composition puts newer first),
+    `instance` the instance that took the last PUBLISH. A publication is removed by
+    `Expires: 0` or when `expires_at` passes (statestore.domain.publication).
+    """
+
+    account: str
+    event: str
+    etag: str
+    expires_at: float
+    content_type: str
+    body: str
+    published_at: float
+    instance: str = ""
+    device: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Publication:
+        known = {name: value for name, value in data.items() if name in _PUBLICATION_FIELDS}
+        return cls(**known)
+
+    def remaining(self, now: float) -> int:
+        return max(0, int(self.expires_at - now))
+
+
+_PUBLICATION_FIELDS = frozenset(Publication.__dataclass_fields__)
