@@ -235,7 +235,7 @@ class Phone(asyncio.DatagramProtocol):
             self.provisional.pop(key, None)
 
     async def request(self, method: str, uri: str, to: str, extra: list[str] | None = None,
-                      call_id: str = "", from_tag: str = "") -> tuple[Msg | None, str, str, int]:
+                      call_id: str = "", from_tag: str = "", body: bytes = b"") -> tuple[Msg | None, str, str, int]:
         """An out-of-dialog request with digest: (final response, call-id, from-tag, cseq)."""
         call_id = call_id or uuid.uuid4().hex
         from_tag = from_tag or uuid.uuid4().hex[:10]
@@ -247,7 +247,8 @@ class Phone(asyncio.DatagramProtocol):
             auth = [self._auth_line(method, uri, header)] if self.challenge else []
             cseq = next(self.cseq)
             branch = "z9hG4bK" + uuid.uuid4().hex[:16]
-            data = self.build(method, uri, call_id, cseq, from_tag, to, extra=(extra or []) + auth, branch=branch)
+            data = self.build(method, uri, call_id, cseq, from_tag, to, extra=(extra or []) + auth, branch=branch,
+                              body=body)
             answer = await self.transaction(method, uri, call_id, cseq, data)
             if answer is None or answer.status not in (401, 407):
                 return answer, call_id, from_tag, cseq

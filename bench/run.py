@@ -12,6 +12,11 @@ process of the system under test (from /proc/PID/stat; ours: both instances, etc
 memcached), and for ours etcd's write counters per answered call.
 
     python -m bench.run [--quick] [--reps 3] [--workloads 50x2,200x25,1000x100] [--duration 10]
+    python -m bench.run --workloads presence-200x25,presence-1000x25   # PUBLISH/s instead of calls/s
+
+The presence workloads (bench/presence.py) publish PIDF documents (PUBLISH, Event: presence)
+at rising rates to W presence watchers of each of P presentities; they are not in the default
+plan (name them in --workloads).
 
 Results: bench/results/bench-<UTC stamp>.json (+ latest.json / quick.json), and with
 matplotlib a PNG of p99 against call rate (bench/results/p99-<stamp>.png).
@@ -492,7 +497,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over repetitions, with min/max as the noise seen, per workload, system and rate."""
     out: dict[str, Any] = {}
     for run in runs:
-        key = f"{run['presentities']}x{run['watchers']}"
+        key = run.get("workload") or f"{run['presentities']}x{run['watchers']}"
         out.setdefault(key, {}).setdefault(run["system"], []).append(run)
     summary: dict[str, Any] = {}
     for workload, systems in out.items():
@@ -503,14 +508,16 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 for entry in rep["rates"]:
                     slot = per_rate.setdefault(entry["rate"], {})
                     for field in ("p50_ms", "p99_ms", "missed", "cpu_ms_per_call", "etcd_write_requests_per_call",
-                                  "others_cores"):
+                                  "others_cores", "cpu_ms_per_publish", "publish_answered_per_s",
+                                  "etcd_write_requests_per_publish", "failed_publishes"):
                         value = entry.get(field)
                         if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
                             slot.setdefault(field, []).append(float(value))
             summary[workload][name] = {
                 "reps": len(reps),
                 "held_rate": _spread([rep.get("held_rate", 0) for rep in reps]),
-                "subscribe_per_second": _spread([rep["subscriptions"]["per_second"] or 0 for rep in reps]),
+                "subscribe_per_second": _spread([(rep.get("subscriptions") or {}).get("per_second") or 0
+                                                 for rep in reps]),
                 "pss_mb_per_10k_subs": _spread([rep["pss_mb_per_10k_subs"] or 0 for rep in reps]),
                 "rates": {str(rate): {field: _spread(values) for field, values in fields.items()}
                           for rate, fields in sorted(per_rate.items())},
@@ -550,7 +557,7 @@ def plot(summary: dict[str, Any], path: Path) -> bool:
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_title(f"{workload} (presentities x watchers)")
-        axis.set_xlabel("calls/s")
+        axis.set_xlabel("PUBLISH/s" if workload.startswith("presence-") else "calls/s")
         axis.set_ylabel("NOTIFY latency p99 (ms)")
         axis.legend()
     figure.tight_layout()
@@ -579,9 +586,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # A stopped bench stops what it started (the finally clauses below).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    from bench import presence
+
     plan = dict(QUICK) if args.quick else dict(WORKLOADS)
     if args.workloads:
-        plan = {name: plan.get(name, WORKLOADS.get(name, [2.0, 5.0])) for name in args.workloads.split(",")}
+        known = {**WORKLOADS, **presence.WORKLOADS, **presence.QUICK}
+        plan = {name: plan.get(name, known.get(name, [2.0, 5.0])) for name in args.workloads.split(",")}
     if args.rates:
         plan = {name: [float(r) for r in args.rates.split(",")] for name in plan}
     reps = args.reps or (1 if args.quick else 3)
@@ -606,19 +616,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for rep in range(reps):
             for workload, rates in plan.items():
-                presentities, watchers = (int(n) for n in workload.split("x"))
+                presentities, watchers = presence.shape(workload)
                 names = order if rep % 2 == 0 else order[::-1]
                 for name in names:
                     system = systems[name]
-                    callees, groups, callers = accounts(presentities, watchers)
+                    if presence.is_presence(workload):
+                        publishers, groups = presence.accounts(presentities, watchers)
+                        users = publishers + [u for g in groups for u in g]
+                    else:
+                        callees, groups, callers = accounts(presentities, watchers)
+                        users = callees + [u for g in groups for u in g] + callers
                     print(f"rep {rep + 1}/{reps} {workload} {name}: starting", flush=True)
                     try:
-                        system.start(callees + [u for g in groups for u in g] + callers)
-                        run = asyncio.run(drive(system, presentities, watchers, rates, duration, sys.stdout,
-                                                args.subscribe_budget, args.restart_rate,
-                                                args.subscribe_window))
+                        system.start(users)
+                        if presence.is_presence(workload):
+                            run = asyncio.run(presence.drive(system, presentities, watchers, rates, duration,
+                                                             sys.stdout, args.subscribe_budget,
+                                                             args.subscribe_window))
+                        else:
+                            run = asyncio.run(drive(system, presentities, watchers, rates, duration, sys.stdout,
+                                                    args.subscribe_budget, args.restart_rate,
+                                                    args.subscribe_window))
                     except Exception as exc:  # noqa: BLE001 - one failed run is reported, not fatal
-                        run = {"system": name, "presentities": presentities, "watchers": watchers, "rates": [],
+                        run = {"system": name, "workload": workload, "presentities": presentities,
+                               "watchers": watchers, "rates": [],
                                "error": f"{type(exc).__name__}: {exc}", "held_rate": 0,
                                "subscriptions": {"per_second": None}, "pss_mb_per_10k_subs": None}
                         print(f"  {name} {workload} failed: {run['error']}", flush=True)
