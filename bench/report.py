@@ -2,6 +2,8 @@
 [min-max] the noise seen, ratio ours/native).
 
     python -m bench.report bench/results/latest.json [--at 50x2=10,200x25=5,1000x100=2]
+
+Presence workloads (`presence-PxW`) get a table of their own: per PUBLISH rate, both systems.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def _memory(workload: str, *systems: dict[str, Any]) -> list[dict[str, float] | 
 def table(report: dict[str, Any], reference_rates: dict[str, float]) -> str:
     lines = ["| workload | figure | ours | native | ours/native |", "|---|---|---|---|---|"]
     for workload, systems in report["summary"].items():
+        if workload.startswith("presence-"):
+            continue
         ours, native = systems.get("ours", {}), systems.get("native", {})
         rate = reference_rates.get(workload, 10.0)
         rows: list[tuple[str, dict[str, float] | None, dict[str, float] | None, str]] = [
@@ -75,6 +79,8 @@ def rates_table(report: dict[str, Any]) -> str:
     lines = ["| workload | calls/s | ours p50 / p99 (ms) | missed | native p50 / p99 (ms) | missed |",
              "|---|---|---|---|---|---|"]
     for workload, systems in report["summary"].items():
+        if workload.startswith("presence-"):
+            continue
         rates = sorted({float(r) for s in systems.values() for r in s.get("rates", {})})
         for rate in rates:
             cells = []
@@ -92,6 +98,40 @@ def rates_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def presence_table(report: dict[str, Any]) -> str:
+    """Per presence workload and PUBLISH rate: answered PUBLISH/s, NOTIFY p50/p99, missed
+    NOTIFYs and CPU per PUBLISH of both systems, ratios ours/native."""
+    lines = ["| workload | PUBLISH/s | system | answered/s | NOTIFY p50 (ms) | NOTIFY p99 (ms) | missed | "
+             "CPU per PUBLISH (ms) |", "|---|---|---|---|---|---|---|---|"]
+    fields = ("publish_answered_per_s", "p50_ms", "p99_ms", "missed", "cpu_ms_per_publish")
+    for workload, systems in report["summary"].items():
+        if not workload.startswith("presence-"):
+            continue
+        rates = sorted({float(r) for s in systems.values() for r in s.get("rates", {})})
+        for rate in rates:
+            entries = {name: _rate_entry(systems[name], rate) for name in ("ours", "native") if name in systems}
+            for name, entry in entries.items():
+                if not entry:
+                    lines.append(f"| {workload} | {rate:g} | {name} | not run (a lower rate was not held) |"
+                                 " – | – | – | – |")
+                    continue
+                reps = systems[name].get("reps", 0)
+                reached = (entry.get("p99_ms") or {}).get("n", 0)
+                note = f" ({reached} of {reps} reps)" if reached < reps else ""
+                lines.append(f"| {workload} | {rate:g} | {name}{note} | "
+                             + " | ".join(_cell(entry.get(field)) for field in fields) + " |")
+            if len(entries) == 2 and all(entries.values()):
+                ours, native = entries["ours"] or {}, entries["native"] or {}
+                lines.append(f"| {workload} | {rate:g} | ours/native | "
+                             + " | ".join(_ratio(ours.get(field), native.get(field)) for field in fields) + " |")
+        for name in ("ours", "native"):
+            system = systems.get(name)
+            if system:
+                lines.append(f"| {workload} | held | {name} | {_cell(system.get('held_rate'))} PUBLISH/s | "
+                             f"initial SUBSCRIBE/s {_cell(system.get('subscribe_per_second'))} | | | |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("results", type=Path)
@@ -103,9 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         at = {name: float(rate) for name, _, rate in (part.partition("=") for part in args.at.split(","))}
     else:
         at = {workload: float(args.at) for workload in report["summary"]}
-    print(table(report, at))
-    print()
-    print(rates_table(report))
+    if any(not workload.startswith("presence-") for workload in report["summary"]):
+        print(table(report, at))
+        print()
+        print(rates_table(report))
+    if any(workload.startswith("presence-") for workload in report["summary"]):
+        print()
+        print(presence_table(report))
     return 0
 
 
