@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -678,10 +678,12 @@ class EtcdStore:
         revision, (mine, theirs) = self._read(_census_reads(watcher, presentity))
         return _census(mine, theirs, revision, presentity)
 
-    def initial_subscribe_read(self, watcher: str, presentity: str, with_bindings: bool) -> SubscribeRead:
+    def initial_subscribe_read(self, watcher: str, presentity: str, inputs: Collection[str]) -> SubscribeRead:
         """Everything an initial SUBSCRIBE reads, in one read transaction (one round trip,
-        one revision): both accounts, the presentity's legs (and its bindings when the
-        package's bodies show them), and the census its create is guarded by.
+        one revision): both accounts, the presentity's legs (and its bindings and
+        publications when the package's bodies show them: `inputs`), the presentity's
+        authorization record, the watcher's rendering profile and the User-Agent profile
+        rules, and the census its create is guarded by.
 
         Serializable: etcd answers from what it has applied, without first confirming
         through raft that it is current (a linearizable read waits for that, behind the
@@ -689,30 +691,34 @@ class EtcdStore:
         A read a few writes behind is safe here: the create compares the index against
         this read's revision and fails if anything changed since (caps hold), and the
         notifier compares the state shown (last_digest) with its own."""
+        optional = [(kind, prefix) for kind, prefix in (("regs", keys.regs_of), ("pubs", keys.pubs_of)) if kind in inputs]
         reads = [
             _key_read(keys.account(watcher)),
             _key_read(keys.account(presentity)),
             _prefix_read(keys.legs_of(presentity), limit=SNAPSHOT_PAGE),
             *_census_reads(watcher, presentity),
+            _key_read(keys.authz(presentity)),
+            _key_read(keys.profile(watcher)),
+            _key_read(keys.UA_PROFILES),
+            *(_prefix_read(prefix(presentity), limit=SNAPSHOT_PAGE) for _, prefix in optional),
         ]
-        if with_bindings:
-            reads.append(_prefix_read(keys.regs_of(presentity), limit=SNAPSHOT_PAGE))
         revision, responses = self._read(reads, serializable=True)
-        watcher_account, presentity_account, legs, mine, theirs = responses[:5]
-        if legs.more:
-            leg_values = [kv.value for kv in self.range(keys.legs_of(presentity))]  # rare: page through them
-        else:
-            leg_values = [kv.value for kv in legs.kvs]
-        bindings: list[Binding] = []
-        if with_bindings:
-            found = responses[5].kvs if not responses[5].more else self.range(keys.regs_of(presentity))
-            bindings = [codec.decode_binding(kv.value) for kv in found]
+        watcher_account, presentity_account, legs, mine, theirs, authz, profile, ua_profiles = responses[:8]
+        found: dict[str, list[bytes]] = {}
+        for (kind, prefix), answer in zip(optional, responses[8:], strict=True):
+            kvs = answer.kvs if not answer.more else self.range(prefix(presentity))  # rare: page through
+            found[kind] = [kv.value for kv in kvs]
+        leg_values = [kv.value for kv in (legs.kvs if not legs.more else self.range(keys.legs_of(presentity)))]
         return SubscribeRead(
             watcher_account=_account(watcher_account),
             presentity_account=_account(presentity_account),
             legs=[codec.decode_leg(value) for value in leg_values],
-            bindings=bindings,
+            bindings=[codec.decode_binding(value) for value in found.get("regs", [])],
             census=_census(mine, theirs, revision, presentity),
+            publications=[codec.decode_publication(value) for value in found.get("pubs", [])],
+            authz=_object(authz),
+            profile=_object(profile),
+            ua_profiles=_object(ua_profiles),
         )
 
     def _read(self, reads: Sequence[Any], serializable: bool = False) -> tuple[int, list[Any]]:
@@ -1099,6 +1105,16 @@ def _census(mine: Any, theirs: Any, revision: int, presentity: str) -> Census:
 def _counted_only(key: str) -> WatcherEntry:
     """An index entry of another presentity: it counts for the watcher's cap, nothing else."""
     return WatcherEntry(key.rpartition("/")[2], "", "", "")
+
+
+def _object(answer: Any) -> dict[str, Any] | None:
+    """The JSON object a single-key read found; None when absent or unreadable."""
+    if not answer.kvs:
+        return None
+    try:
+        return codec.decode(answer.kvs[0].value)
+    except ValueError:
+        return None
 
 
 def _account(answer: Any) -> Account | None:

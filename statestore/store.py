@@ -11,12 +11,12 @@ waits on it); any other error is a bug and keeps its own type and traceback.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from statestore.domain.directory import AccountEntry, DirectoryError
-from statestore.domain.model import Account, Binding, Leg, Subscription, WatcherEntry
+from statestore.domain.model import Account, Binding, Leg, Publication, Subscription, WatcherEntry
 from statestore.domain.policy import DomainRules
 
 if TYPE_CHECKING:
@@ -56,6 +56,12 @@ class SubscribeRead:
     legs: list[Leg]
     bindings: list[Binding]
     census: Census
+    publications: list[Publication] = field(default_factory=list)
+    # The presentity's authorization record (keys.authz), the watcher's rendering profile
+    # (keys.profile) and the User-Agent profile rules (keys.UA_PROFILES), when stored.
+    authz: dict[str, Any] | None = None
+    profile: dict[str, Any] | None = None
+    ua_profiles: dict[str, Any] | None = None
 
 
 class StateStore(Protocol):
@@ -114,7 +120,7 @@ class StateStore(Protocol):
     def subscriptions_to(self, presentity: str) -> list[Subscription]: ...
     def get_subscription(self, sub_id: str) -> tuple[Subscription, int] | None: ...
     def census(self, watcher: str, presentity: str) -> Census: ...
-    def initial_subscribe_read(self, watcher: str, presentity: str, with_bindings: bool) -> SubscribeRead: ...
+    def initial_subscribe_read(self, watcher: str, presentity: str, inputs: Collection[str]) -> SubscribeRead: ...
     def create_subscription(
         self,
         subscription: Subscription,

@@ -12,17 +12,15 @@ from hypothesis import strategies as st
 
 from statestore.domain.errors import SipError
 from statestore.domain.model import Subscription
+from statestore.domain.packages import DIALOG, check_accept, event_package
 from statestore.domain.subscription import (
-    DIALOG,
     EPOCH_STRIDE,
     MAX_CSEQ,
     REASON_NORESOURCE,
     TERMINATING_NOTIFY_CODES,
     SubscriptionPolicy,
-    check_accept,
     ended,
     ends_subscription,
-    event_package,
     final_reason,
     granted_expires,
     is_expired,
