@@ -56,13 +56,18 @@ class _LocalXmlXsd(etree.Resolver):
         return None
 
 
-@functools.cache
-def presence_schema() -> etree.XMLSchema:
-    """presence-all.xsd (pidf + data-model + rpid), compiled once per process."""
+def schema_parser() -> etree.XMLParser:
+    """The parser to read a vendored schema with: its imports never leave the package."""
     os.environ["XML_CATALOG_FILES"] = str(SCHEMAS_DIR / "catalog.xml")
     parser = _safe_parser()
     parser.resolvers.add(_LocalXmlXsd())
-    return etree.XMLSchema(etree.parse(str(SCHEMAS_DIR / "presence-all.xsd"), parser))
+    return parser
+
+
+@functools.cache
+def presence_schema() -> etree.XMLSchema:
+    """presence-all.xsd (pidf + data-model + rpid), compiled once per process."""
+    return etree.XMLSchema(etree.parse(str(SCHEMAS_DIR / "presence-all.xsd"), schema_parser()))
 
 
 def _bad_request(why: str) -> SipError:
