@@ -19,8 +19,12 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lxml import etree
+
+if TYPE_CHECKING:
+    from lxml.etree._docloader import _InputDocument
 
 from statestore.domain.errors import SipError
 
@@ -50,7 +54,7 @@ class _LocalXmlXsd(etree.Resolver):
     """Serves the W3C `xml.xsd` that the RFC schemas import from the package copy, whether
     or not libxml2 read XML_CATALOG_FILES before (it reads it once per process)."""
 
-    def resolve(self, system_url: str | None, public_id: str | None, context: object) -> object:
+    def resolve(self, system_url: str | None, public_id: str | None, context: object) -> _InputDocument | None:
         if system_url in _XML_XSD_LOCATIONS:
             return self.resolve_filename(str(SCHEMAS_DIR / "xml.xsd"), context)
         return None

@@ -17,7 +17,9 @@ Pure: no I/O, no clock (`state.now` is when the state was read). The rules, in o
    `expires_at > state.now`) is one tuple `reg-<hash>`, basic `open`, with the <contact>
    of its preferred binding (highest q, then contact): the account is reachable
    (RFC 3863 §4.1.4), whatever number of devices it has. With no publication and no
-   registration, one tuple with basic `closed`.
+   registration, one tuple with basic `closed`. A contact that libxml2's xs:anyURI would
+   refuse (an IPv6 reference: RFC 3986 §3.3 allows no brackets in the path of a `sip:`
+   URI) is left out (<contact> is optional) rather than make the document invalid.
 5. Calls (the BLF core's legs, RFC 4235 states). A `confirmed` leg puts RPID activity
    <rpid:on-the-phone/> (RFC 4480 §3.2) in the person, merged into its first
    <rpid:activities> (`unknown` removed, never twice), or in a new person when there is
@@ -46,6 +48,8 @@ EVENT = "presence"
 _NSMAP = {None: PIDF_NS, "dm": DM_NS, "rpid": RPID_NS}
 _NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _DIGEST_ENTITY = "sip:digest.invalid"
+# A URI that any xs:anyURI check accepts: a scheme, no authority, RFC 3986 §2 characters.
+_PLAIN_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?!/)(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*")
 
 
 def _short_hash(value: str) -> str:
@@ -92,9 +96,9 @@ def _tuple(tuple_id: str, basic: str, binding: Binding | None) -> etree._Element
     element = etree.Element(f"{{{PIDF_NS}}}tuple", nsmap=_NSMAP, id=tuple_id)
     status = etree.SubElement(element, f"{{{PIDF_NS}}}status")
     etree.SubElement(status, f"{{{PIDF_NS}}}basic").text = basic
-    if binding is not None:
+    if binding is not None and _PLAIN_URI.fullmatch(binding.contact):
         contact = etree.SubElement(element, f"{{{PIDF_NS}}}contact", priority=_qvalue(binding.q))
-        contact.text = _NOT_XML.sub("\ufffd", binding.contact)
+        contact.text = binding.contact
     return element
 
 

@@ -67,7 +67,9 @@ def test_billion_laughs_is_refused_without_expansion() -> None:
     error = refused(billion_laughs())
     # libxml2 may already stop at the amplification (not well-formed); else the DOCTYPE is.
     assert error.status == 400
-    assert error.reason in ("Bad Request - DOCTYPE not allowed in PIDF", "Bad Request - PIDF body is not well-formed XML")
+    assert error.reason in (
+        "Bad Request - DOCTYPE not allowed in PIDF", "Bad Request - PIDF body is not well-formed XML"
+    )
     assert time.monotonic() - started < 1.0
 
 
@@ -187,7 +189,8 @@ def test_invalid_rpid_extension_is_refused() -> None:
 def test_missing_or_empty_entity_is_refused(entity: str) -> None:
     body = f'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="{entity}"/>'.encode()
     assert refused(body).status == 400
-    assert refused(b'<presence xmlns="urn:ietf:params:xml:ns:pidf"/>').reason == "Bad Request - PIDF presence has no entity"
+    no_entity = refused(b'<presence xmlns="urn:ietf:params:xml:ns:pidf"/>')
+    assert no_entity.reason == "Bad Request - PIDF presence has no entity"
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[path.name for path in EXAMPLES])
