@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from dataclasses import dataclass
 
-from statestore.domain import bodies, dialoginfo
+from statestore.domain import bodies, dialoginfo, presence
 from statestore.domain.bodies import PresentityState, Renderer
 from statestore.domain.errors import SipError
 from statestore.domain.model import Subscription
@@ -116,6 +116,19 @@ DIALOG = EventPackage(
     min_interval=0.2,
 )
 
+PRESENCE = EventPackage(
+    name="presence",
+    content_types=("application/pidf+xml",),
+    render=presence.render,
+    digest=presence.digest,
+    # Calls show as the RPID activity on-the-phone; registrations as open/closed.
+    inputs=frozenset({Input.LEGS, Input.REGS, Input.PUBS}),
+    # RFC 3856 §6.10: not more than one notification every 5 seconds per watcher.
+    min_interval=5.0,
+    authorization=True,
+    publishing=Publishing(content_types=("application/pidf+xml",)),
+)
+
 PACKAGES: dict[str, EventPackage] = {}
 
 
@@ -124,7 +137,7 @@ def declare(*packages: EventPackage) -> None:
         PACKAGES[package.name] = package
 
 
-declare(DIALOG)
+declare(DIALOG, PRESENCE)
 
 
 def allow_events(packages: Sequence[EventPackage] | None = None) -> str:
