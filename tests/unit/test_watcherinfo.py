@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -21,8 +22,8 @@ NOW = 1000.0
 NO_PROFILE: frozenset[str] = frozenset()
 
 
-def watcher(watcher_aor: str, sub_id: str, event: str = "presence", **changes: object) -> Subscription:
-    values: dict[str, object] = {"expires_at": NOW + 600, **changes}
+def watcher(watcher_aor: str, sub_id: str, event: str = "presence", **changes: Any) -> Subscription:
+    values: dict[str, Any] = {"expires_at": NOW + 600, **changes}
     return subscription(watcher=watcher_aor, sub_id=sub_id, event=event, **values)
 
 
