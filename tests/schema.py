@@ -62,7 +62,7 @@ def validate_reginfo(body: bytes) -> etree._Element:
 
 
 def validate_watcherinfo(body: bytes) -> etree._Element:
-    """Validate an application/watcherinfo+xml body (RFC 3858 §4.4) and return it parsed."""
+    """Validate an application/watcherinfo+xml body (RFC 3858) and return it parsed."""
     return _validate(body, "watcherinfo.xsd", "watcherinfo")
 
 

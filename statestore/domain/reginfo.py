@@ -4,12 +4,15 @@ Pure: no I/O, no clock (`state.now` is when the state was read). One <registrati
 the watched address of record (`entity`), with one <contact> per binding
 (statestore.domain.model.Binding). A binding is live while `expires_at > now`.
 
-Registration state (RFC 3680 §5.2, §5.3): `active` while the AOR has a live binding;
+States and events are those of the registration and contact state machines (RFC 3680
+§4.7); the document's structure is §5.1, how a partial document applies §5.2.
+
+Registration state: `active` while the AOR has a live binding;
 otherwise `init` in a full document, and `terminated` in a partial one whose previous
 state had a live binding. Its `id` is a constant: a subscription sees one registration,
-and §5.3 asks only that it be unique and stable within the subscription.
+and §5.1 asks only that it be unique and stable within the subscription.
 
-Contact (RFC 3680 §5.2, §5.3): `id` is the binding's store id (registrar.binding_id: the
+Contact: `id` is the binding's store id (registrar.binding_id: the
 device's instance-id and reg-id, else its Contact URI), `expires` the seconds left at
 `now` (active contacts only), `q` when not 1.
 
@@ -46,7 +49,7 @@ REGISTRATION_ID = "reg"
 
 @dataclass(frozen=True)
 class ContactChange:
-    """One <contact> of a document: the binding, and its RFC 3680 §5.2 state and event."""
+    """One <contact> of a document: the binding, and its RFC 3680 §4.7 state and event."""
 
     binding: Binding
     state: str
@@ -64,7 +67,7 @@ def _live(state: PresentityState) -> dict[str, Binding]:
 
 
 def _updated(old: Binding, new: Binding) -> str | None:
-    """The §5.2 event of a kept binding, None when nothing a watcher sees changed."""
+    """The §4.7 event of a kept binding, None when nothing a watcher sees changed."""
     if new.expires_at < old.expires_at:
         return "shortened"
     if new.expires_at > old.expires_at or (new.contact, new.q) != (old.contact, old.q):
@@ -98,7 +101,7 @@ def changed(previous: PresentityState, state: PresentityState) -> bool:
 
 
 def _registration_state(live: bool, previous: PresentityState | None) -> str:
-    """RFC 3680 §5.2: init -> active -> terminated (-> init)."""
+    """RFC 3680 §4.7: init -> active -> terminated (-> init)."""
     if live:
         return "active"
     if previous is not None and _live(previous):
@@ -112,7 +115,7 @@ def _q(value: float) -> str:
 
 
 def _contact(out: list[str], change: ContactChange, now: float) -> None:
-    """<contact> (RFC 3680 §5.3): `expires` only on an active contact."""
+    """<contact> (RFC 3680 §5.1): `expires` only on an active contact."""
     binding = change.binding
     attributes = f'id="{xml_attribute(binding_id(binding))}" state="{change.state}" event="{change.event}"'
     if change.state == "active":
@@ -134,7 +137,7 @@ def _changes(state: PresentityState, previous: PresentityState | None) -> list[C
 def render(
     entity: str, version: int | str, state: PresentityState, profile: frozenset[str], previous: PresentityState | None
 ) -> bytes:
-    """A reginfo document (RFC 3680 §5.3), UTF-8: full state when `previous` is None,
+    """A reginfo document (RFC 3680 §5.1), UTF-8: full state when `previous` is None,
     else the differences since `previous`. No profile applies to this package."""
     kind = "full" if previous is None else "partial"
     registration = _registration_state(bool(_live(state)), previous)

@@ -5,7 +5,7 @@ is the renderer of `presence.winfo`, `render_for("dialog")` that of `dialog.winf
 <watcher-list resource=entity package=watched event> listing the subscriptions to the
 presentity (`state.watchers`) whose package is the watched one.
 
-Watcher (RFC 3858 §4.1, RFC 3857 §3.2): `id` is the subscription id, the text the watcher's
+Watcher (RFC 3858 §3, RFC 3857 §3.2): `id` is the subscription id, the text the watcher's
 URI ("sip:" + its AOR). `status` is the subscription's own ("active", "pending",
 "waiting"), with the RFC 3857 §3.2.4 event that brought it there (`status_event`:
 "subscribe", "approved"). A subscription that ended on purpose (`termination_reason`) or
@@ -14,10 +14,10 @@ whose expiry passed is `terminated`, its event the reason when RFC 3857 §3.2.4 
 unsubscribe, §3.2.4). Neither `expiration` nor `duration-subscribed` is shown: a refresh
 is not a state change (§3.2), and we do not keep when a subscription began.
 
-- Full state (no previous NOTIFY): every watcher not terminated (RFC 3858 §4.1).
+- Full state (no previous NOTIFY): every watcher not terminated (RFC 3858 §3).
 - Partial state (against what the watcher's last NOTIFY showed): watchers new or changed
   since, with their state, and watchers shown then but absent now as `terminated`/`timeout`
-  (RFC 3858 §4.2).
+  (RFC 3858 §4: what a partial document changes).
 
 The digest covers the watcher, status, event and termination reason of every
 subscription of the package held, never its expiry or `now`: a refresh changes nothing
@@ -137,7 +137,7 @@ Digester = Callable[["PresentityState", frozenset[str]], str]
 
 
 def render_for(watched_event: str) -> Renderer:
-    """The renderer of `<watched_event>.winfo` (RFC 3857 §4); no profile applies."""
+    """The renderer of the `<watched_event>.winfo` template package (RFC 3857); no profile applies."""
 
     def render(
         entity: str,

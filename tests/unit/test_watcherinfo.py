@@ -168,7 +168,7 @@ def test_partial_after_full_is_valid_and_consistent(
     listed = shown(full)
     assert set(listed) == {s.sub_id for s in first if s.event == "presence" and not s.termination_reason}
     partial = shown(render(state, previous, version=version + 1))
-    # Applying the partial document to the full one gives the next full document (RFC 3858 §4.2).
+    # Applying the partial document to the full one gives the next full document (RFC 3858 §4).
     merged = {**listed, **partial}
     live = {key: value for key, value in merged.items() if value[0] != "terminated"}
     assert live == shown(render(state))
