@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from dataclasses import dataclass
 
-from statestore.domain import bodies, dialoginfo, presence
+from statestore.domain import bodies, dialoginfo, presence, reginfo, watcherinfo
 from statestore.domain.bodies import PresentityState, Renderer
 from statestore.domain.errors import SipError
 from statestore.domain.model import Subscription
@@ -95,21 +95,11 @@ class EventPackage:
         return kind in self.inputs
 
 
-def _dialog_body(
-    entity: str, version: int | str, state: PresentityState, profile: frozenset[str], previous: PresentityState | None
-) -> bytes:
-    return dialoginfo.render_dialog_info(entity, version, state.legs)
-
-
-def _dialog_digest(state: PresentityState, profile: frozenset[str]) -> str:
-    return dialoginfo.body_digest(state.legs)
-
-
 DIALOG = EventPackage(
     name="dialog",
     content_types=(dialoginfo.CONTENT_TYPE,),
-    render=_dialog_body,
-    digest=_dialog_digest,
+    render=dialoginfo.render,
+    digest=dialoginfo.digest,
     inputs=frozenset({Input.LEGS}),
     # A lamp must follow a call as a person sees it: only NOTIFYs of the same subscription
     # closer than this are merged (a flapping line), far below what anyone notices.
@@ -129,6 +119,31 @@ PRESENCE = EventPackage(
     publishing=Publishing(content_types=("application/pidf+xml",)),
 )
 
+REG = EventPackage(
+    name="reg",
+    content_types=(reginfo.CONTENT_TYPE,),
+    render=reginfo.render,
+    digest=reginfo.digest,
+    inputs=frozenset({Input.REGS}),
+    partial=True,  # RFC 3680 §5.2: full state first, then the contacts that changed
+)
+
+
+def _winfo(watched: EventPackage) -> EventPackage:
+    """RFC 3857 template package `<package>.winfo`: the presentity itself watches who
+    watches it (§5.1: only the presentity may subscribe to its own watcher information)."""
+    return EventPackage(
+        name=f"{watched.name}.winfo",
+        content_types=(watcherinfo.CONTENT_TYPE,),
+        render=watcherinfo.render_for(watched.name),
+        digest=watcherinfo.digest_for(watched.name),
+        inputs=frozenset({Input.SUBS}),
+        subscribers=Subscribers.SELF,
+        partial=True,  # RFC 3858 §4: full state first, then the watchers that changed
+        watched_event=watched.name,
+    )
+
+
 PACKAGES: dict[str, EventPackage] = {}
 
 
@@ -137,7 +152,7 @@ def declare(*packages: EventPackage) -> None:
         PACKAGES[package.name] = package
 
 
-declare(DIALOG, PRESENCE)
+declare(DIALOG, PRESENCE, REG, _winfo(PRESENCE), _winfo(DIALOG))
 
 
 def allow_events(packages: Sequence[EventPackage] | None = None) -> str:

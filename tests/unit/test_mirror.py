@@ -574,12 +574,12 @@ def test_a_subscription_with_fields_this_version_does_not_know_is_read() -> None
 
 
 def test_a_subscription_of_an_unknown_event_package_is_skipped_and_counted() -> None:
-    presence = replace(SUB, sub_id="sub-2", event="presence")
-    other = replace(presence, sub_id="sub-3")
-    mirror = mirror_with(*live("node-a"), sub_item(SUB, 5), sub_item(presence, 6), sub_item(other, 7))
+    unknown = replace(SUB, sub_id="sub-2", event="message-summary")
+    other = replace(unknown, sub_id="sub-3")
+    mirror = mirror_with(*live("node-a"), sub_item(SUB, 5), sub_item(unknown, 6), sub_item(other, 7))
     assert set(mirror.subs) == {"sub-1"}
-    assert mirror.unknown_packages == {"presence": 2}
-    assert len(mirror.notes) == 1 and "presence" in mirror.notes[0]  # logged once
+    assert mirror.unknown_packages == {"message-summary": 2}
+    assert len(mirror.notes) == 1 and "message-summary" in mirror.notes[0]  # logged once
     assert [d.subscription.sub_id for d in mirror.due("node-a", {ALICE}, NOW)] == ["sub-1"]
 
 
