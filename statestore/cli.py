@@ -196,7 +196,7 @@ def show(store: StateStore, aor: str, now: float) -> dict[str, Any]:
                 "watcher": s.watcher, "event": s.event, "expires": s.remaining(now), "owner": s.owner,
                 "cseq": s.cseq, "version": s.version, "contact": s.watcher_contact, "id": s.sub_id,
                 "notify_timeouts": s.notify_timeouts, "received": s.received, "flow_instance": s.flow_instance,
-                "nat": s.nat,
+                "nat": s.nat, "status": s.status, "profile": list(s.profile),
             }
             for s in subscriptions
         ],
@@ -222,7 +222,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     for leg in view["legs"]:
         print(f"  leg         {leg['instance']} {leg['call_id']} {leg['state']} {leg['direction']} {leg['remote']}")
     for sub in view["subscriptions"]:
-        print(f"  watched by  {sub['watcher']} event={sub['event']} expires in {sub['expires']}s owner={sub['owner']}")
+        print(f"  watched by  {sub['watcher']} event={sub['event']} {sub['status']} expires in {sub['expires']}s "
+              f"owner={sub['owner']}")
     return 0
 
 

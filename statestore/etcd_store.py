@@ -691,7 +691,8 @@ class EtcdStore:
         A read a few writes behind is safe here: the create compares the index against
         this read's revision and fails if anything changed since (caps hold), and the
         notifier compares the state shown (last_digest) with its own."""
-        optional = [(kind, prefix) for kind, prefix in (("regs", keys.regs_of), ("pubs", keys.pubs_of)) if kind in inputs]
+        kinds = (("regs", keys.regs_of), ("pubs", keys.pubs_of))
+        optional = [(kind, prefix) for kind, prefix in kinds if kind in inputs]
         reads = [
             _key_read(keys.account(watcher)),
             _key_read(keys.account(presentity)),

@@ -218,7 +218,7 @@ class Mirror:
         one (RFC 6665 §4.2.1.2), a timeout counted by the failure route a retry later."""
         if before is None and now:
             self.held[after.sub_id] = now + FIRST_NOTIFY_GRACE_SECONDS
-        if before is None and self._sent_of(after) is not None:
+        if before is None and self._sent_of(after, now) is not None:
             return  # created by a SIP worker of ours, which sent its first NOTIFY
         if before is None or after.expires_at != before.expires_at:
             self.forced.add(after.sub_id)
@@ -425,14 +425,20 @@ class Mirror:
                 self.forced.add(sub_id)
         return list(found.values())
 
-    def _sent_of(self, subscription: Subscription) -> Sent | None:
+    def _sent_of(self, subscription: Subscription, now: float = 0.0) -> Sent | None:
         """What this notifier sent for the subscription. A record numbered at this
         notifier's own epoch was created by a SIP worker of this instance, which answered
         200 and then sent NOTIFY number 0 showing `last_digest` (RFC 6665 §4.2.1.1: the 200
-        first); epochs are never handed out twice, so no other process numbered at it."""
+        first); epochs are never handed out twice, so no other process numbered at it.
+        For a package with partial state, what it showed is the state here now if that
+        has the same digest (seen when its create comes in): the next NOTIFY is partial."""
         sent = self.sent.get(subscription.sub_id)
         if sent is None and self.epoch and subscription.epoch == self.epoch:
-            sent = self.sent[subscription.sub_id] = Sent(self.epoch, 1, subscription.last_digest)
+            shown = None
+            if PACKAGES[subscription.event].partial:
+                state = self.state_of(subscription.presentity, now)
+                shown = state if packages.digest_for(subscription, state) == subscription.last_digest else None
+            sent = self.sent[subscription.sub_id] = Sent(self.epoch, 1, subscription.last_digest, 0.0, shown)
         return sent
 
     def _retries_due(self, now: float) -> set[str]:
