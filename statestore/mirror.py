@@ -83,6 +83,8 @@ class Mirror:
         self.records: dict[str, dict[str, dict[str, object]]] = {kind: {} for kind in records.STATE_KINDS}
         self.subs: dict[str, tuple[Subscription, int]] = {}
         self.instances: set[str] = set()
+        # The event packages each live instance announced it serves (a rolling upgrade).
+        self.serves: dict[str, frozenset[str]] = {}
         self.by_presentity: dict[str, set[str]] = {}
         self.by_owner: dict[str, set[str]] = {}
         # (when to look, sub_id, expires_at): stale entries (refreshed or gone) are dropped
@@ -173,6 +175,8 @@ class Mirror:
         if parsed.kind == "subs":
             return self._apply_sub(parsed.name, value, revision, now)
         if parsed.kind == "instances":
+            if value is not None:
+                self.serves[parsed.name] = _packages_served(value)
             return self._apply_instance(parsed.name, value is not None)
         return set()
 
@@ -260,6 +264,8 @@ class Mirror:
         if alive == (name in self.instances):
             return set()
         (self.instances.add if alive else self.instances.discard)(name)
+        if not alive:
+            self.serves.pop(name, None)
         self.bump_wanted = self.bump_wanted or not alive
         owners = {name} | {owner for owner in self.by_owner if owner not in self.instances}
         return {self.subs[sub_id][0].presentity for owner in owners for sub_id in self.by_owner.get(owner, ())}
@@ -363,7 +369,8 @@ class Mirror:
             ids = self.by_presentity.get(presentity, set())
             mine = []
             for sub_id in ids:
-                if responsible_instance(self.subs[sub_id][0], live) == me:
+                subscription = self.subs[sub_id][0]
+                if responsible_instance(subscription, self._serving(subscription.event, live)) == me:
                     mine.append(self.subs[sub_id])
                 else:
                     self.sent.pop(sub_id, None)  # another sends: start afresh if it comes back
@@ -389,6 +396,11 @@ class Mirror:
                         continue
                     found[sub_id] = Due(subscription, revision, state, gone, body, digest)
         return self._after_first_notifies(found, now, first_sent)
+
+    def _serving(self, event: str, live: list[str]) -> list[str]:
+        """The live instances that serve `event`: only they may be made responsible for
+        its subscriptions (an instance of an older version in a rolling upgrade does not)."""
+        return [name for name in live if event in self.serves.get(name, LEGACY_PACKAGES)]
 
     def _throttle(self, subscription: Subscription, sent: Sent | None, now: float) -> bool:
         """Whether the subscription's NOTIFY waits for its package's min_interval (RFC 3856
@@ -463,9 +475,22 @@ class Mirror:
             if current is None or current[0].expires_at != expires_at:
                 continue  # gone, or refreshed: a newer entry is in the heap
             heapq.heappush(self._expiry, (now + EXPIRY_RECHECK_SECONDS, sub_id, expires_at))
-            if responsible_instance(current[0], live) == me:
+            if responsible_instance(current[0], self._serving(current[0].event, live)) == me:
                 expired.append(sub_id)
         return expired
+
+
+# What an instance that announces no packages serves: the versions before packages were
+# announced served BLF only.
+LEGACY_PACKAGES = frozenset({"dialog"})
+
+
+def _packages_served(value: bytes) -> frozenset[str]:
+    try:
+        announced = codec.decode(value).get("packages")
+    except ValueError:
+        return LEGACY_PACKAGES
+    return frozenset(str(name) for name in announced) if isinstance(announced, list) else LEGACY_PACKAGES
 
 
 def _put(table: dict[str, dict[str, T]], account: str, key: str, value: T | None) -> None:

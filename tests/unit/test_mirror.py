@@ -36,7 +36,8 @@ EMPTY = bodies.presentity_state([], [])
 
 
 def info() -> bytes:
-    return codec.encode({"host": "10.0.0.1"})
+    """An instance record of this version: it serves every package."""
+    return codec.encode({"host": "10.0.0.1", "packages": sorted(PACKAGES)})
 
 
 def mirror_with(*items: tuple[str, bytes, int]) -> Mirror:
