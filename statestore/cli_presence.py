@@ -158,10 +158,10 @@ def add_parsers(sub: Any) -> None:
     presence = sub.add_parser("presence", help="who may watch a presentity's presence").add_subparsers(
         dest="subcommand", required=True
     )
-    policy = presence.add_parser(
-        "policy", help="allow: every watcher is active at once (the default); ask: a new watcher is pending until "
-        "approved. Switching to allow approves every pending presence subscription (a blocked watcher's aside)",
-    )
+    policy_help = ("allow: every watcher is active at once (the default); ask: a new watcher is pending until "
+                   "approved. Switching to allow approves every pending presence subscription (a blocked watcher's "
+                   "aside)")
+    policy = presence.add_parser("policy", help=policy_help, description=policy_help)
     policy.add_argument("account", help="the presentity, USER@DOMAIN")
     policy.add_argument("policy", choices=[p.value for p in Policy])
     watcher = sub.add_parser("watcher", help="a presentity's watchers and its decisions about them").add_subparsers(
@@ -173,7 +173,7 @@ def add_parsers(sub: Any) -> None:
         "block": "remembered; its presence subscriptions end (reason=rejected), later SUBSCRIBEs get 403",
     }
     for name, text in helps.items():
-        decide = watcher.add_parser(name, help=text)
+        decide = watcher.add_parser(name, help=text, description=text)
         decide.add_argument("account", help="the presentity, USER@DOMAIN")
         decide.add_argument("watcher", help="the watcher's account, [sip:]USER@DOMAIN")
     listing = watcher.add_parser("list", help="every subscription to the account and the decisions stored")
@@ -185,7 +185,8 @@ def add_parsers(sub: Any) -> None:
     known = ", ".join(sorted(profiles.PROFILES))
     for name, text in (("set", f"set ACCOUNT's profile, or a User-Agent rule's (names: {known})"),
                        ("clear", "clear ACCOUNT's profile, or remove a User-Agent rule")):
-        parser = profile.add_parser(name, help=text, usage=f"blfctl profile {name} (ACCOUNT | --user-agent REGEX)"
+        parser = profile.add_parser(name, help=text, description=f"{text}; it applies to a phone's subscriptions "
+                                    "from their next SUBSCRIBE or refresh", usage=f"blfctl profile {name} (ACCOUNT | --user-agent REGEX)"
                                     + (" [NAME ...]" if name == "set" else ""))
         parser.add_argument("words", nargs="*", metavar="ACCOUNT NAME", help="USER@DOMAIN, then profile names")
         parser.add_argument("--user-agent", metavar="REGEX", help="a rule for phones whose User-Agent matches")
