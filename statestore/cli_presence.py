@@ -185,9 +185,9 @@ def add_parsers(sub: Any) -> None:
     known = ", ".join(sorted(profiles.PROFILES))
     for name, text in (("set", f"set ACCOUNT's profile, or a User-Agent rule's (names: {known})"),
                        ("clear", "clear ACCOUNT's profile, or remove a User-Agent rule")):
-        parser = profile.add_parser(name, help=text, description=f"{text}; it applies to a phone's subscriptions "
-                                    "from their next SUBSCRIBE or refresh", usage=f"blfctl profile {name} (ACCOUNT | --user-agent REGEX)"
-                                    + (" [NAME ...]" if name == "set" else ""))
+        usage = f"blfctl profile {name} (ACCOUNT | --user-agent REGEX)" + (" [NAME ...]" if name == "set" else "")
+        description = f"{text}; it applies to a phone's subscriptions from their next SUBSCRIBE or refresh"
+        parser = profile.add_parser(name, help=text, description=description, usage=usage)
         parser.add_argument("words", nargs="*", metavar="ACCOUNT NAME", help="USER@DOMAIN, then profile names")
         parser.add_argument("--user-agent", metavar="REGEX", help="a rule for phones whose User-Agent matches")
     show = profile.add_parser("show", help="the User-Agent rules, and ACCOUNT's profile if given")
