@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from statestore import maintenance
+from statestore import cli_presence, maintenance
 from statestore.domain import digest, directory
 from statestore.domain.directory import AccountEntry, DirectoryError, NameTaken, UnknownAccount
-from statestore.domain.errors import StoreUnavailable
+from statestore.domain.errors import Contended, StoreUnavailable
 from statestore.domain.lamp import lamp_state
 from statestore.domain.model import Account
 from statestore.domain.policy import DomainRules
@@ -448,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="only if a member's file is mostly free pages, near the quota, or alarmed")
     maintain_parser.add_argument("--every", type=float, metavar="SECONDS",
                                  help="keep running, maintaining every SECONDS")
+    cli_presence.add_parsers(sub)
     run = sub.add_parser("run", help="run the lab in the foreground with a demo domain")
     run.add_argument("--instances", type=int, default=2)
     run.add_argument("--lease-ttl", type=int, default=int(os.environ.get("BLF_LEASE_TTL", "6")))
@@ -460,6 +461,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "account add": cmd_account_add, "account remove": cmd_account_remove, "account import": cmd_account_import,
     "alias add": cmd_alias_add, "alias remove": cmd_alias_remove,
     "store health": cmd_store_health, "store maintain": cmd_store_maintain,
+    **cli_presence.COMMANDS,
 }
 
 
@@ -475,6 +477,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if isinstance(exc, NameTaken | UnknownAccount) else 2
     except Refused as exc:
         print(f"blfctl: {exc}", file=sys.stderr)
+        return 1
+    except cli_presence.Invalid as exc:
+        print(f"blfctl: {exc}", file=sys.stderr)
+        return 2
+    except Contended as exc:
+        print(f"blfctl: {exc}; try again", file=sys.stderr)
         return 1
     except StoreUnavailable as exc:
         print(f"blfctl: etcd unreachable: {exc}", file=sys.stderr)
