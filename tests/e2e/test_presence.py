@@ -108,3 +108,56 @@ def test_blfctl_show_lists_presence_subscriptions(account, phones):
     watcher(phones, catherine, "ks1").subscribe(alice[0], headers={"Event": "presence"})
     shown = json.loads(blfctl("show", f"{alice[0]}@{DOMAIN}", "--json").stdout)
     assert "presence" in json.dumps(shown)
+
+
+def test_ask_policy_keeps_a_watcher_pending_until_approved_and_winfo_sees_each_step(account, phones):
+    alice, catherine, dmitri = account("alice"), account("catherine"), account("dmitri")
+    presentity = f"{alice[0]}@{DOMAIN}"
+    blfctl("presence", "policy", presentity, "ask")
+    own = watcher(phones, alice, "ks1")
+    winfo = own.subscribe(alice[0], headers={"Event": "presence.winfo"})
+    cat = watcher(phones, catherine, "ks2")
+    pending = cat.subscribe(alice[0], headers={"Event": "presence"})
+    first = pending.notifies[0]
+    assert first.state_header.startswith("pending;expires=") and not first.message.body
+    assert first.message.header("content-type") is None
+    own.wait(winfo, lambda s: s.lamp == f"sip:{catherine[0]}@{DOMAIN}=pending", 8)
+    blfctl("watcher", "approve", presentity, f"{catherine[0]}@{DOMAIN}")
+    cat.wait(pending, lambda s: s.notifies[-1].state_header.startswith("active;"), 8)
+    assert pending.lamp == "closed"
+    own.wait(winfo, lambda s: s.lamp == f"sip:{catherine[0]}@{DOMAIN}=active", 8)
+    assert b'event="approved"' in winfo.notifies[-1].message.body
+
+    dim = watcher(phones, dmitri, "ks1")
+    refused = dim.subscribe(alice[0], headers={"Event": "presence"})
+    blfctl("watcher", "deny", presentity, f"{dmitri[0]}@{DOMAIN}")
+    final = dim.wait_terminated(refused, 8)
+    assert final.state_header == "terminated;reason=rejected"
+    assert json.loads(blfctl("watcher", "list", presentity, "--json").stdout)["policy"] == "ask"
+
+
+def test_a_blocked_watcher_is_refused_and_blf_is_not_governed_by_the_presence_policy(account, phones):
+    alice, catherine = account("alice"), account("catherine")
+    presentity = f"{alice[0]}@{DOMAIN}"
+    blfctl("presence", "policy", presentity, "ask")
+    blfctl("watcher", "block", presentity, f"{catherine[0]}@{DOMAIN}")
+    ua = phone(phones, catherine, "ks2")
+    response = ua.request("SUBSCRIBE", f"sip:{presentity}", {"Event": "presence"})
+    assert response.status == 403
+    lamp = watcher(phones, catherine, "ks1").subscribe(alice[0])  # BLF: the could-call rule alone
+    assert lamp.notifies[0].state_header.startswith("active;")
+
+
+def test_a_watcher_profile_single_dialog_shows_one_dialog(account, phones, sipp):
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    blfctl("profile", "set", f"{catherine[0]}@{DOMAIN}", "single-dialog", "no-identities")
+    port = free_port()
+    register_contact(phone(phones, boris, "ks2"), port)
+    cat = watcher(phones, catherine, "ks1")
+    sub = cat.subscribe(boris[0])
+    callee = sipp.callee(port, ring_ms=500)
+    caller = sipp.call("ks2", alice, boris[0], hold_ms=1500)
+    cat.wait_lamp(sub, "busy", 8)
+    body = sub.notifies[-1].message.body
+    assert body.count(b"<dialog ") == 1 and b"<identity" not in body
+    assert wait_exit(caller) == 0 and wait_exit(callee) == 0
