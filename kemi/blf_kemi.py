@@ -36,7 +36,7 @@ from blf_sip import pv, refused, reply, reply_error
 from blf_subscribe import handle_in_dialog_subscribe, handle_initial_subscribe
 
 from statestore.domain.errors import SipError, StoreUnavailable, store_unavailable_error
-from statestore.domain.subscription import allow_events
+from statestore.domain.packages import allow_events
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY"
 

@@ -16,10 +16,10 @@ from blf_context import Context, shared_instances
 from blf_routing import watcher_reach
 from blf_sip import NotifyDialog, notify_dialog, send_notify
 
-from statestore.domain import bodies
-from statestore.domain.bodies import PresentityState
+from statestore.domain import packages
+from statestore.domain.bodies import PresentityState, Template
 from statestore.domain.model import Subscription
-from statestore.domain.subscription import PACKAGES, event_header, subscription_state
+from statestore.domain.subscription import event_header, subscription_state
 
 
 def contact(ctx: Context, transport: str = "udp") -> str:
@@ -28,13 +28,9 @@ def contact(ctx: Context, transport: str = "udp") -> str:
     return f"<sip:blf@{ctx.settings.sip}{suffix}>"
 
 
-def load_state(ctx: Context, presentity: str) -> PresentityState:
-    return bodies.presentity_state(ctx.store.legs_of(presentity), ctx.store.bindings_of(presentity))
-
-
 def send(
     ctx: Context, subscription: Subscription, state: PresentityState, now: float, reason: str | None,
-    template: bodies.Template | None = None,
+    template: Template | None = None,
 ) -> bool:
     """Send the NOTIFY that `subscription` (numbered: its CSeq and version) describes (a SIP
     worker: the first NOTIFY of a subscription, a fetch's only one). False when tm could
@@ -53,15 +49,16 @@ DIALOG_CACHE = 20_000
 
 def send_numbered(
     ctx: Context, subscription: Subscription, cseq: int, version: int, state: PresentityState, now: float,
-    reason: str | None, template: bodies.Template | None = None, cache: bool = True,
+    reason: str | None, template: Template | None = None, cache: bool = True,
 ) -> bool:
     """Send the NOTIFY of the stored record `subscription` numbered `cseq` and `version`;
     `template`, the presentity's body rendered once for all its watchers, when the caller
     has one. False when tm could not send it at all."""
-    template = template if template is not None else bodies.Template(subscription.event, state)
+    template = template if template is not None else packages.template_for(subscription, state)
     body = template.fill(subscription.entity, version)
     return send_notify(
-        _dialog(ctx, subscription, cache), cseq, subscription_state(subscription, now, reason), body
+        _dialog(ctx, subscription, cache), cseq, subscription_state(subscription, now, reason), body,
+        template.content_type,
     ) >= 0
 
 
@@ -81,8 +78,8 @@ def _dialog(ctx: Context, subscription: Subscription, cache: bool) -> NotifyDial
     if cached is not None and cached[0] is subscription and cached[1] == instances:
         return cached[2]
     dialog = notify_dialog(
-        subscription, event_header(subscription), PACKAGES[subscription.event].content_type,
-        contact(ctx, subscription.transport), watcher_reach(ctx, subscription),
+        subscription, event_header(subscription), contact(ctx, subscription.transport),
+        watcher_reach(ctx, subscription),
     )
     if cache:
         if len(_dialogs) >= DIALOG_CACHE:

@@ -120,9 +120,7 @@ class NotifyDialog:
     head: str
 
 
-def notify_dialog(
-    subscription: Subscription, event: str, content_type: str, contact: str, reach: Reach | None = None
-) -> NotifyDialog:
+def notify_dialog(subscription: Subscription, event: str, contact: str, reach: Reach | None = None) -> NotifyDialog:
     """RFC 6665 §4.2.2 in-dialog NOTIFY. With `reach` (every record that has a flow), to the
     flow the SUBSCRIBE or its last refresh came from, never to an address only its Contact or
     Record-Route names; the route set stays in the Route headers (or a flow route alone, when
@@ -137,7 +135,6 @@ def notify_dialog(
         *(f"Route: {route}" for route in routes),
         "Max-Forwards: 70",
         f"Event: {event}",
-        f"Content-Type: {content_type}",
     ]
     nexthop = uri_of(subscription.route_set[0]) if subscription.route_set else ""
     if reach is not None:
@@ -145,10 +142,12 @@ def notify_dialog(
     return NotifyDialog(subscription.watcher_contact, nexthop, "\r\n".join(lines) + "\r\n")
 
 
-def send_notify(dialog: NotifyDialog, cseq: int, state_header: str, body: bytes) -> int:
+def send_notify(dialog: NotifyDialog, cseq: int, state_header: str, body: bytes, content_type: str) -> int:
     """Send one NOTIFY of `dialog` through tm (a transaction of its own); tm's result,
-    negative when it could not send it at all."""
-    headers = f"{dialog.head}CSeq: {cseq} NOTIFY\r\nSubscription-State: {state_header}\r\n"
+    negative when it could not send it at all. No body, no Content-Type (a pending
+    subscription's NOTIFY, RFC 6665 §4.2.1)."""
+    typed = f"Content-Type: {content_type}\r\n" if body else ""
+    headers = f"{dialog.head}CSeq: {cseq} NOTIFY\r\nSubscription-State: {state_header}\r\n{typed}"
     return int(KSR.tm.t_uac_send("NOTIFY", dialog.ruri, dialog.nexthop, "", headers, body.decode()))
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from statestore.domain.legs import CallParties, Ending, LegChange, order_of
-from statestore.domain.model import Binding, Leg, LegState, Subscription, TerminationEvent
+from statestore.domain.model import Binding, Leg, LegState, Publication, Subscription, TerminationEvent
 
 
 def encode(data: dict[str, Any]) -> bytes:
@@ -46,6 +46,14 @@ def encode_binding(binding: Binding) -> bytes:
 
 def decode_binding(raw: bytes | str) -> Binding:
     return Binding.from_dict(decode(raw))
+
+
+def encode_publication(publication: Publication) -> bytes:
+    return encode(publication.to_dict())
+
+
+def decode_publication(raw: bytes | str) -> Publication:
+    return Publication.from_dict(decode(raw))
 
 
 def encode_subscription(subscription: Subscription) -> bytes:

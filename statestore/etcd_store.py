@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +21,8 @@ import etcd3  # type: ignore[import-untyped]
 import grpc  # type: ignore[import-untyped]
 
 from statestore import codec, keys
+from statestore.domain import profiles
+from statestore.domain.authorization import Authorization
 from statestore.domain.directory import (
     AccountEntry,
     DirectoryError,
@@ -338,10 +340,10 @@ class EtcdStore:
         raise StoreUnavailable(f"etcd at {self.endpoint}: alias removal contended {DIRECTORY_ATTEMPTS} times")
 
     def remove_account(self, aor: str, now: float | None = None) -> bool:
-        """Remove an account with its aliases, legs, registrations and the subscriptions it
-        is watcher of (records and both index entries), and end the subscriptions to it:
-        each is rewritten due now with reason `noresource` (subscription.ended), so that
-        the notifier responsible for it sends the final NOTIFY (`Subscription-State:
+        """Remove an account with its aliases, legs, registrations, authorization and profile
+        records and the subscriptions it is watcher of (records and both index entries), and
+        end the subscriptions to it: each is rewritten due now with reason `noresource`
+        (subscription.ended), so that the notifier responsible for it sends the final NOTIFY (`Subscription-State:
         terminated;reason=noresource`, RFC 6665 §4.2.2) and removes it (issue 7 §1).
 
         One transaction, guarded by the account, both index prefixes as read and each
@@ -364,10 +366,11 @@ class EtcdStore:
             deletes = [key for key in watched + dangling if not key.startswith(own)]  # own: a prefix delete
             record = codec.decode(account.kvs[0].value)
             aliases = [str(name) for name in record.get("aliases", [])]
-            if max(len(deletes) + len(to_end) + len(aliases) + 4, len(to_end) + 3) > MAX_TXN_OPS:
+            # + 6: the account, three prefixes, its authorization and its profile record
+            if max(len(deletes) + len(to_end) + len(aliases) + 6, len(to_end) + 3) > MAX_TXN_OPS:
                 self._delete_in_batches(watched + dangling)
                 self._end_in_batches(to_end, due)
-                if len(aliases) + 4 > MAX_TXN_OPS:
+                if len(aliases) + 6 > MAX_TXN_OPS:
                     self._shed_aliases(aor, record, int(account.kvs[0].mod_revision))
                 continue
             domain = aor.rpartition("@")[2]
@@ -380,6 +383,8 @@ class EtcdStore:
             success = [tx.delete(keys.account(aor))]
             success += [tx.delete(keys.alias(domain, name)) for name in aliases]
             success += [_prefix_delete(tx, prefix) for prefix in (keys.legs_of(aor), keys.regs_of(aor), own)]
+            # Its presence authorization and rendering profile go with it (records.AUTHZ, PROFILES).
+            success += [tx.delete(keys.authz(aor)), tx.delete(keys.profile(aor))]
             success += [tx.delete(key) for key in deletes]
             success += [tx.put(keys.sub(sub.sub_id), codec.encode_subscription(_ended(sub, due))) for sub, _ in to_end]
             with self._guard():
@@ -430,7 +435,7 @@ class EtcdStore:
         tx = self.client.transactions
         aliases = [str(name) for name in record.get("aliases", [])]
         domain = aor.rpartition("@")[2]
-        while len(aliases) + 4 > MAX_TXN_OPS:
+        while len(aliases) + 6 > MAX_TXN_OPS:  # what remove_account writes besides them
             shed, aliases = aliases[: MAX_TXN_OPS - 1], aliases[MAX_TXN_OPS - 1 :]
             with self._guard():
                 ok, responses = self.client.transaction(
@@ -678,10 +683,12 @@ class EtcdStore:
         revision, (mine, theirs) = self._read(_census_reads(watcher, presentity))
         return _census(mine, theirs, revision, presentity)
 
-    def initial_subscribe_read(self, watcher: str, presentity: str, with_bindings: bool) -> SubscribeRead:
+    def initial_subscribe_read(self, watcher: str, presentity: str, inputs: Collection[str]) -> SubscribeRead:
         """Everything an initial SUBSCRIBE reads, in one read transaction (one round trip,
-        one revision): both accounts, the presentity's legs (and its bindings when the
-        package's bodies show them), and the census its create is guarded by.
+        one revision): both accounts, the presentity's legs (and its bindings and
+        publications when the package's bodies show them: `inputs`), the presentity's
+        authorization record, the watcher's rendering profile and the User-Agent profile
+        rules, and the census its create is guarded by.
 
         Serializable: etcd answers from what it has applied, without first confirming
         through raft that it is current (a linearizable read waits for that, behind the
@@ -689,30 +696,35 @@ class EtcdStore:
         A read a few writes behind is safe here: the create compares the index against
         this read's revision and fails if anything changed since (caps hold), and the
         notifier compares the state shown (last_digest) with its own."""
+        kinds = (("regs", keys.regs_of), ("pubs", keys.pubs_of))
+        optional = [(kind, prefix) for kind, prefix in kinds if kind in inputs]
         reads = [
             _key_read(keys.account(watcher)),
             _key_read(keys.account(presentity)),
             _prefix_read(keys.legs_of(presentity), limit=SNAPSHOT_PAGE),
             *_census_reads(watcher, presentity),
+            _key_read(keys.authz(presentity)),
+            _key_read(keys.profile(watcher)),
+            _key_read(keys.UA_PROFILES),
+            *(_prefix_read(prefix(presentity), limit=SNAPSHOT_PAGE) for _, prefix in optional),
         ]
-        if with_bindings:
-            reads.append(_prefix_read(keys.regs_of(presentity), limit=SNAPSHOT_PAGE))
         revision, responses = self._read(reads, serializable=True)
-        watcher_account, presentity_account, legs, mine, theirs = responses[:5]
-        if legs.more:
-            leg_values = [kv.value for kv in self.range(keys.legs_of(presentity))]  # rare: page through them
-        else:
-            leg_values = [kv.value for kv in legs.kvs]
-        bindings: list[Binding] = []
-        if with_bindings:
-            found = responses[5].kvs if not responses[5].more else self.range(keys.regs_of(presentity))
-            bindings = [codec.decode_binding(kv.value) for kv in found]
+        watcher_account, presentity_account, legs, mine, theirs, authz, profile, ua_profiles = responses[:8]
+        found: dict[str, list[bytes]] = {}
+        for (kind, prefix), answer in zip(optional, responses[8:], strict=True):
+            kvs = answer.kvs if not answer.more else self.range(prefix(presentity))  # rare: page through
+            found[kind] = [kv.value for kv in kvs]
+        leg_values = [kv.value for kv in (legs.kvs if not legs.more else self.range(keys.legs_of(presentity)))]
         return SubscribeRead(
             watcher_account=_account(watcher_account),
             presentity_account=_account(presentity_account),
             legs=[codec.decode_leg(value) for value in leg_values],
-            bindings=bindings,
+            bindings=[codec.decode_binding(value) for value in found.get("regs", [])],
             census=_census(mine, theirs, revision, presentity),
+            publications=[codec.decode_publication(value) for value in found.get("pubs", [])],
+            authz=_object(authz),
+            profile=_object(profile),
+            ua_profiles=_object(ua_profiles),
         )
 
     def _read(self, reads: Sequence[Any], serializable: bool = False) -> tuple[int, list[Any]]:
@@ -821,6 +833,79 @@ class EtcdStore:
 
     def subscriptions(self) -> list[Subscription]:
         return [codec.decode_subscription(kv.value) for kv in self.range(keys.SUBS)]
+
+    # --- presence authorization and rendering profiles ------------------------------------
+    #
+    # Records of blfctl (keys.authz, keys.profile, keys.UA_PROFILES), each rewritten by
+    # compare-and-swap on the revision it was read at. An account's records are written only
+    # while the account exists (the write compares it): its removal deletes them, and one
+    # written after it would be an orphan.
+
+    def authorization(self, presentity: str) -> Authorization:
+        """The presentity's policy and decisions (the default, allow, when none is stored)."""
+        with self._guard():
+            value, _ = self.client.get(keys.authz(presentity))
+        return Authorization.from_dict(None if value is None else codec.decode(value))
+
+    def update_authorization(
+        self, presentity: str, change: Callable[[Authorization], Authorization]
+    ) -> Authorization | None:
+        """Write `change` of the stored record (read-modify-write, retried when another
+        writer came first); the record written, or None when there is no such account."""
+        key, account_key = keys.authz(presentity), keys.account(presentity)
+        for _ in range(DIRECTORY_ATTEMPTS):
+            _, (account, stored) = self._read([_key_read(account_key), _key_read(key)])
+            if not account.kvs:
+                return None
+            written = change(Authorization.from_dict(_object(stored)))
+            ok = self._put_if_unchanged(key, stored, codec.encode(written.to_dict()), account_key)
+            if ok:
+                return written
+        raise Contended(f"etcd at {self.endpoint}: authorization of {presentity} contended {DIRECTORY_ATTEMPTS} times")
+
+    def profile_of(self, aor: str) -> tuple[str, ...] | None:
+        """The account's own rendering profile; None when not set."""
+        with self._guard():
+            value, _ = self.client.get(keys.profile(aor))
+        return profiles.profile_from_record(None if value is None else codec.decode(value))
+
+    def set_profile(self, aor: str, names: Sequence[str] | None) -> bool:
+        """Set the account's rendering profile (None: clear it); False when there is no
+        such account, and nothing is written."""
+        tx = self.client.transactions
+        key, account_key = keys.profile(aor), keys.account(aor)
+        write = tx.delete(key) if names is None else tx.put(key, codec.encode(profiles.profile_record(names)))
+        with self._guard():
+            ok, _ = self.client.transaction(compare=[tx.version(account_key) > 0], success=[write], failure=[])
+        return bool(ok)
+
+    def ua_profile_rules(self) -> list[profiles.UaRule]:
+        with self._guard():
+            value, _ = self.client.get(keys.UA_PROFILES)
+        return profiles.ua_rules_from_record(None if value is None else codec.decode(value))
+
+    def update_ua_profile_rules(
+        self, change: Callable[[list[profiles.UaRule]], list[profiles.UaRule]]
+    ) -> list[profiles.UaRule]:
+        """Write `change` of the stored User-Agent rules (read-modify-write, retried when
+        another writer came first); the rules written."""
+        for _ in range(DIRECTORY_ATTEMPTS):
+            _, (stored,) = self._read([_key_read(keys.UA_PROFILES)])
+            written = change(profiles.ua_rules_from_record(_object(stored)))
+            if self._put_if_unchanged(keys.UA_PROFILES, stored, codec.encode(profiles.ua_rules_record(written))):
+                return written
+        raise Contended(f"etcd at {self.endpoint}: User-Agent profile rules contended {DIRECTORY_ATTEMPTS} times")
+
+    def _put_if_unchanged(self, key: str, stored: Any, value: bytes, account_key: str | None = None) -> bool:
+        """Put `value` if `key` is as read (`stored`, a range answer) and, with
+        `account_key`, that account still exists."""
+        tx = self.client.transactions
+        compare = [tx.mod(key) == int(stored.kvs[0].mod_revision) if stored.kvs else tx.version(key) == 0]
+        if account_key is not None:
+            compare.append(tx.version(account_key) > 0)
+        with self._guard():
+            ok, _ = self.client.transaction(compare=compare, success=[tx.put(key, value)], failure=[])
+        return bool(ok)
 
     # --- reading and watching ---------------------------------------------------------------
 
@@ -1099,6 +1184,16 @@ def _census(mine: Any, theirs: Any, revision: int, presentity: str) -> Census:
 def _counted_only(key: str) -> WatcherEntry:
     """An index entry of another presentity: it counts for the watcher's cap, nothing else."""
     return WatcherEntry(key.rpartition("/")[2], "", "", "")
+
+
+def _object(answer: Any) -> dict[str, Any] | None:
+    """The JSON object a single-key read found; None when absent or unreadable."""
+    if not answer.kvs:
+        return None
+    try:
+        return codec.decode(answer.kvs[0].value)
+    except ValueError:
+        return None
 
 
 def _account(answer: Any) -> Account | None:

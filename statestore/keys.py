@@ -6,6 +6,10 @@
     /blf/instances/<name>                       live instance, under its lease
     /blf/legs/<account>/<instance>/<leg_id>     call leg, under the serving instance's lease
     /blf/regs/<account>/<binding_id>            registered contact, under a lease of its expiry
+    /blf/pubs/<account>/<etag>                  publication (RFC 3903), until its expiry
+    /blf/authz/<presentity>                     who may watch its presence (policy, decisions)
+    /blf/profiles/<account>                     rendering profile of that watcher's phones
+    /blf/uaprofiles                             rendering profiles by User-Agent pattern
     /blf/subs/<sub_id>                          subscription (survives its instance)
     /blf/watchers/<watcher>/<sub_id>            index: a subscription of that watcher
     /blf/watched/<presentity>/<sub_id>          index: a subscription to that presentity
@@ -29,6 +33,10 @@ INSTANCES = ROOT + "instances/"
 LEGS = ROOT + "legs/"
 REGS = ROOT + "regs/"
 SUBS = ROOT + "subs/"
+PUBS = ROOT + "pubs/"
+AUTHZ = ROOT + "authz/"
+PROFILES = ROOT + "profiles/"
+UA_PROFILES = ROOT + "uaprofiles"
 WATCHERS = ROOT + "watchers/"
 WATCHED = ROOT + "watched/"
 # Bumped by compare-and-swap when a notifier starts or takes subscriptions over; NOTIFY
@@ -74,6 +82,22 @@ def reg(aor: str, binding_id: str) -> str:
     return f"{REGS}{aor}/{binding_id}"
 
 
+def pubs_of(aor: str) -> str:
+    return f"{PUBS}{aor}/"
+
+
+def pub(aor: str, etag: str) -> str:
+    return f"{PUBS}{aor}/{etag}"
+
+
+def authz(presentity: str) -> str:
+    return AUTHZ + presentity
+
+
+def profile(aor: str) -> str:
+    return PROFILES + aor
+
+
 def sub(sub_id: str) -> str:
     return SUBS + sub_id
 
@@ -108,7 +132,7 @@ def parse(key: str) -> ParsedKey | None:
     if not key.startswith(ROOT):
         return None
     kind, _, rest = key[len(ROOT):].partition("/")
-    if kind in ("legs", "regs"):
+    if kind in ("legs", "regs", "pubs"):
         aor, _, name = rest.partition("/")
         return ParsedKey(kind, name, aor)
     if kind == "aliases":
@@ -117,6 +141,6 @@ def parse(key: str) -> ParsedKey | None:
     if kind in ("watchers", "watched"):
         aor, _, sub_id = rest.rpartition("/")  # the sub id is one segment; the aor is the rest
         return ParsedKey(kind, sub_id, aor)
-    if kind in ("domains", "accounts", "instances", "subs"):
+    if kind in ("domains", "accounts", "instances", "subs", "authz", "profiles"):
         return ParsedKey(kind, rest)
     return None

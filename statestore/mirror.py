@@ -19,15 +19,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from statestore import codec, keys
-from statestore.domain import bodies
+from statestore import codec, keys, records
+from statestore.domain import bodies, packages
 from statestore.domain.bodies import PresentityState
-from statestore.domain.model import Binding, Leg, Subscription
+from statestore.domain.model import Binding, Leg, Publication, Subscription
+from statestore.domain.packages import PACKAGES
 from statestore.domain.subscription import (
     EPOCH_STRIDE,
-    PACKAGES,
     is_expired,
     notify_numbers,
+    responsible_for,
     responsible_instance,
     retry_delay,
 )
@@ -66,19 +67,24 @@ class Due:
 @dataclass(frozen=True)
 class Sent:
     """What this notifier sent for one subscription: `count` NOTIFYs at `epoch`, the
-    last showing a state of `digest`. Memory of this process only (never written)."""
+    last showing a state of `digest`, sent `at` (rate control), showing `shown` (kept
+    for packages that send partial state only). Memory of this process only."""
 
     epoch: int
     count: int
     digest: str
+    at: float = 0.0
+    shown: PresentityState | None = None
 
 
 class Mirror:
     def __init__(self) -> None:
-        self.legs: dict[str, dict[str, Leg]] = {}
-        self.bindings: dict[str, dict[str, Binding]] = {}
+        # Records of the state kinds (records.STATE_KINDS), by kind, account and key.
+        self.records: dict[str, dict[str, dict[str, object]]] = {kind: {} for kind in records.STATE_KINDS}
         self.subs: dict[str, tuple[Subscription, int]] = {}
         self.instances: set[str] = set()
+        # The event packages each live instance announced it serves (a rolling upgrade).
+        self.serves: dict[str, frozenset[str]] = {}
         self.by_presentity: dict[str, set[str]] = {}
         self.by_owner: dict[str, set[str]] = {}
         # (when to look, sub_id, expires_at): stale entries (refreshed or gone) are dropped
@@ -99,16 +105,35 @@ class Mirror:
         # FIRST_NOTIFY_GRACE_SECONDS); entries go once that time has passed.
         self.held: dict[str, float] = {}
         self._retries: list[tuple[float, str, int]] = []
+        # (when, sub_id): subscriptions whose NOTIFY waits for its package's min_interval.
+        self._throttled: list[tuple[float, str]] = []
+        self.throttled: set[str] = set()
+        # (when, account): a publication of that account expires then (its body changes).
+        self._publication_expiry: list[tuple[float, str]] = []
+        self._to_sweep: set[str] = set()
         # An instance went away: subscriptions may move here; the notifier bumps the epoch
         # before it numbers any NOTIFY of theirs.
         self.bump_wanted = False
 
+    @property
+    def legs(self) -> dict[str, dict[str, Leg]]:
+        return self.records["legs"]  # type: ignore[return-value]
+
+    @property
+    def bindings(self) -> dict[str, dict[str, Binding]]:
+        return self.records["regs"]  # type: ignore[return-value]
+
+    @property
+    def publications(self) -> dict[str, dict[str, Publication]]:
+        return self.records["pubs"]  # type: ignore[return-value]
+
     @staticmethod
     def prefixes() -> tuple[str, ...]:
-        """The parts of the store it reads (and the notifier watches): registrations only
-        if some event package's bodies are made of them, never the index or accounts."""
-        reads_regs = any("regs" in package.inputs for package in PACKAGES.values())
-        return (keys.INSTANCES, keys.SUBS, keys.LEGS) + ((keys.REGS,) if reads_regs else ())
+        """The parts of the store it reads (and the notifier watches): the state kinds
+        some event package's bodies are made of (packages.inputs_read), never the index
+        or accounts."""
+        kinds = [kind.prefix for name, kind in records.STATE_KINDS.items() if packages.inputs_read(name)]
+        return (keys.INSTANCES, keys.SUBS, *kinds)
 
     def load(self, items: Iterable[tuple[str, bytes, int]]) -> None:
         """Replace the copy of the store with a snapshot; what was sent stays known (so
@@ -140,22 +165,24 @@ class Mirror:
     def _apply(
         self, parsed: keys.ParsedKey, key: str, value: bytes | None, revision: int, now: float = 0.0
     ) -> set[str]:
-        if parsed.kind == "legs":
-            _put(self.legs, parsed.account, key, None if value is None else codec.decode_leg(value))
-            return self._dirty_by(parsed.account, "legs")
-        if parsed.kind == "regs":
-            binding = None if value is None else codec.decode_binding(value)
-            _put(self.bindings, parsed.account, key, binding)
-            return self._dirty_by(parsed.account, "regs")
+        kind = records.STATE_KINDS.get(parsed.kind)
+        if kind is not None:
+            record = None if value is None else kind.decode(value)
+            _put(self.records[kind.name], parsed.account, key, record)
+            if isinstance(record, Publication):
+                heapq.heappush(self._publication_expiry, (record.expires_at, parsed.account))
+            return self._dirty_by(parsed.account, kind.name)
         if parsed.kind == "subs":
             return self._apply_sub(parsed.name, value, revision, now)
         if parsed.kind == "instances":
+            if value is not None:
+                self.serves[parsed.name] = _packages_served(value)
             return self._apply_instance(parsed.name, value is not None)
         return set()
 
     def _drop(self, parsed: keys.ParsedKey, key: str) -> set[str]:
         """Forget what an unreadable value replaced: its older value is no longer true."""
-        if parsed.kind in ("legs", "regs"):
+        if parsed.kind in records.STATE_KINDS:
             return self._apply(parsed, key, None, 0)
         if parsed.kind == "subs":
             return self._remove_sub(parsed.name)
@@ -167,12 +194,10 @@ class Mirror:
         self.unreadable[kind] += 1
 
     def _dirty_by(self, presentity: str, source: str) -> set[str]:
-        """{presentity} if a package of one of its subscriptions reads `source` (bodies.INPUTS)."""
-        if source == "legs":
-            return {presentity}  # the lamp of every package; also what the state is made of
+        """{presentity} if the package of one of its subscriptions reads `source` (its inputs)."""
         ids = self.by_presentity.get(presentity, ())
         events = {self.subs[sub_id][0].event for sub_id in ids}
-        return {presentity} if any(source in PACKAGES[event].inputs for event in events) else set()
+        return {presentity} if any(PACKAGES[event].reads(source) for event in events) else set()
 
     # --- subscriptions ----------------------------------------------------------------------
 
@@ -197,7 +222,7 @@ class Mirror:
         one (RFC 6665 §4.2.1.2), a timeout counted by the failure route a retry later."""
         if before is None and now:
             self.held[after.sub_id] = now + FIRST_NOTIFY_GRACE_SECONDS
-        if before is None and self._sent_of(after) is not None:
+        if before is None and self._sent_of(after, now) is not None:
             return  # created by a SIP worker of ours, which sent its first NOTIFY
         if before is None or after.expires_at != before.expires_at:
             self.forced.add(after.sub_id)
@@ -239,6 +264,8 @@ class Mirror:
         if alive == (name in self.instances):
             return set()
         (self.instances.add if alive else self.instances.discard)(name)
+        if not alive:
+            self.serves.pop(name, None)
         self.bump_wanted = self.bump_wanted or not alive
         owners = {name} | {owner for owner in self.by_owner if owner not in self.instances}
         return {self.subs[sub_id][0].presentity for owner in owners for sub_id in self.by_owner.get(owner, ())}
@@ -266,7 +293,8 @@ class Mirror:
             sent = Sent(epoch, 0, "")
         result = notify_numbers(subscription, sent.epoch, sent.count)
         if result is not None:
-            self.sent[subscription.sub_id] = Sent(sent.epoch, sent.count + 1, due.digest)
+            shown = due.state if PACKAGES[subscription.event].partial else None
+            self.sent[subscription.sub_id] = Sent(sent.epoch, sent.count + 1, due.digest, due.state.now, shown)
         return result
 
     def numbered(self, due: Due) -> Subscription | None:
@@ -280,14 +308,45 @@ class Mirror:
         CSeq and version step by one, and the subscription is due again at its next look."""
         sent = self.sent.get(sub_id)
         if sent is not None and sent.count > 0:
-            self.sent[sub_id] = Sent(sent.epoch, sent.count - 1, "")
+            self.sent[sub_id] = Sent(sent.epoch, sent.count - 1, "", 0.0, None)
 
     # --- what to send -----------------------------------------------------------------------
 
-    def state_of(self, presentity: str) -> PresentityState:
-        return bodies.presentity_state(
-            list(self.legs.get(presentity, {}).values()), list(self.bindings.get(presentity, {}).values())
+    def state_of(self, presentity: str, now: float = 0.0) -> PresentityState:
+        """What the bodies of `presentity` are made of at `now`; its watchers only when a
+        package of one of its subscriptions shows them (watcher information)."""
+        subs = [self.subs[sub_id][0] for sub_id in self.by_presentity.get(presentity, ())]
+        shown = any(PACKAGES[sub.event].reads("subs") for sub in subs)
+        watchers = sorted(subs, key=lambda sub: sub.sub_id) if shown else []
+        return PresentityState(
+            tuple(self.legs.get(presentity, {}).values()),
+            tuple(self.bindings.get(presentity, {}).values()),
+            tuple(self.publications.get(presentity, {}).values()),
+            tuple(watchers),
+            now,
         )
+
+    def _publications_expired(self, now: float) -> set[str]:
+        """Accounts a publication of which expired by `now` (their bodies change); they are
+        also left for the sweep (expired_publications)."""
+        accounts: set[str] = set()
+        while self._publication_expiry and self._publication_expiry[0][0] <= now:
+            accounts.add(heapq.heappop(self._publication_expiry)[1])
+        self._to_sweep |= accounts
+        return accounts
+
+    def expired_publications(self, me: str, now: float) -> list[tuple[str, Publication]]:
+        """(key, publication) of the expired publications `me` removes from the store: those
+        of accounts whose expiry came up, when `me` is the live instance chosen for the
+        account by rendezvous hashing (one sweeper per account, no lease per publication)."""
+        live = sorted(self.instances)
+        found: list[tuple[str, Publication]] = []
+        for account in self._to_sweep:
+            if responsible_for(account, live) == me:
+                entries = self.publications.get(account, {})
+                found += [(key, pub) for key, pub in entries.items() if pub.expires_at <= now]
+        self._to_sweep = set()
+        return found
 
     def due(
         self, me: str, dirty: set[str], now: float, first_sent: Callable[[str], bool] | None = None
@@ -303,31 +362,67 @@ class Mirror:
         found: dict[str, Due] = {}
         expired = set(self._expired(me, live, now))
         forced, self.forced = (self.forced | self._retries_due(now)) & self.subs.keys(), set()
-        presentities = set(dirty) | {self.subs[sub_id][0].presentity for sub_id in forced | expired}
+        waited = self._throttle_over(now)
+        presentities = (set(dirty) | self._publications_expired(now)
+                        | {self.subs[sub_id][0].presentity for sub_id in forced | expired | waited})
         for presentity in presentities:
             ids = self.by_presentity.get(presentity, set())
             mine = []
             for sub_id in ids:
-                if responsible_instance(self.subs[sub_id][0], live) == me:
+                subscription = self.subs[sub_id][0]
+                if responsible_instance(subscription, self._serving(subscription.event, live)) == me:
                     mine.append(self.subs[sub_id])
                 else:
                     self.sent.pop(sub_id, None)  # another sends: start afresh if it comes back
             if not mine:
                 continue
-            state = self.state_of(presentity)
-            plans: dict[str, tuple[str, bodies.Template]] = {}
+            state = self.state_of(presentity, now)
+            plans: dict[tuple[object, ...], tuple[str, bodies.Template]] = {}
             for subscription, revision in mine:
-                if subscription.event not in plans:
-                    plans[subscription.event] = (
-                        bodies.digest(subscription.event, state), bodies.Template(subscription.event, state)
-                    )
-                digest, body = plans[subscription.event]
                 sub_id = subscription.sub_id
                 gone = sub_id in expired or is_expired(subscription, now)
                 sent = self._sent_of(subscription)
+                previous = sent.shown if sent is not None else None
+                plan = (subscription.event, subscription.profile, subscription.status, subscription.content_type,
+                        id(previous) if previous is not None else None)
+                if plan not in plans:
+                    plans[plan] = (
+                        packages.digest_for(subscription, state),
+                        packages.template_for(subscription, state, previous),
+                    )
+                digest, body = plans[plan]
                 if gone or sub_id in forced or sent is None or sent.digest != digest:
+                    if not gone and sub_id not in forced and self._throttle(subscription, sent, now):
+                        continue
                     found[sub_id] = Due(subscription, revision, state, gone, body, digest)
         return self._after_first_notifies(found, now, first_sent)
+
+    def _serving(self, event: str, live: list[str]) -> list[str]:
+        """The live instances that serve `event`: only they may be made responsible for
+        its subscriptions (an instance of an older version in a rolling upgrade does not)."""
+        return [name for name in live if event in self.serves.get(name, LEGACY_PACKAGES)]
+
+    def _throttle(self, subscription: Subscription, sent: Sent | None, now: float) -> bool:
+        """Whether the subscription's NOTIFY waits for its package's min_interval (RFC 3856
+        §6.10 rate control): then it is looked at again once the interval is over, with the
+        state current then, so changes in between are merged and the last one is sent."""
+        interval = PACKAGES[subscription.event].min_interval
+        if sent is None or not sent.at or now >= sent.at + interval:
+            return False
+        if subscription.sub_id not in self.throttled:
+            self.throttled.add(subscription.sub_id)
+            heapq.heappush(self._throttled, (sent.at + interval, subscription.sub_id))
+        return True
+
+    def _throttle_over(self, now: float) -> set[str]:
+        """Subscriptions whose wait for min_interval is over."""
+        over: set[str] = set()
+        while self._throttled and self._throttled[0][0] <= now:
+            sub_id = heapq.heappop(self._throttled)[1]
+            self.throttled.discard(sub_id)
+            if sub_id in self.subs:
+                over.add(sub_id)
+        return over
 
     def _after_first_notifies(
         self, found: dict[str, Due], now: float, first_sent: Callable[[str], bool] | None
@@ -342,14 +437,20 @@ class Mirror:
                 self.forced.add(sub_id)
         return list(found.values())
 
-    def _sent_of(self, subscription: Subscription) -> Sent | None:
+    def _sent_of(self, subscription: Subscription, now: float = 0.0) -> Sent | None:
         """What this notifier sent for the subscription. A record numbered at this
         notifier's own epoch was created by a SIP worker of this instance, which answered
         200 and then sent NOTIFY number 0 showing `last_digest` (RFC 6665 §4.2.1.1: the 200
-        first); epochs are never handed out twice, so no other process numbered at it."""
+        first); epochs are never handed out twice, so no other process numbered at it.
+        For a package with partial state, what it showed is the state here now if that
+        has the same digest (seen when its create comes in): the next NOTIFY is partial."""
         sent = self.sent.get(subscription.sub_id)
         if sent is None and self.epoch and subscription.epoch == self.epoch:
-            sent = self.sent[subscription.sub_id] = Sent(self.epoch, 1, subscription.last_digest)
+            shown = None
+            if PACKAGES[subscription.event].partial:
+                state = self.state_of(subscription.presentity, now)
+                shown = state if packages.digest_for(subscription, state) == subscription.last_digest else None
+            sent = self.sent[subscription.sub_id] = Sent(self.epoch, 1, subscription.last_digest, 0.0, shown)
         return sent
 
     def _retries_due(self, now: float) -> set[str]:
@@ -374,9 +475,22 @@ class Mirror:
             if current is None or current[0].expires_at != expires_at:
                 continue  # gone, or refreshed: a newer entry is in the heap
             heapq.heappush(self._expiry, (now + EXPIRY_RECHECK_SECONDS, sub_id, expires_at))
-            if responsible_instance(current[0], live) == me:
+            if responsible_instance(current[0], self._serving(current[0].event, live)) == me:
                 expired.append(sub_id)
         return expired
+
+
+# What an instance that announces no packages serves: the versions before packages were
+# announced served BLF only.
+LEGACY_PACKAGES = frozenset({"dialog"})
+
+
+def _packages_served(value: bytes) -> frozenset[str]:
+    try:
+        announced = codec.decode(value).get("packages")
+    except ValueError:
+        return LEGACY_PACKAGES
+    return frozenset(str(name) for name in announced) if isinstance(announced, list) else LEGACY_PACKAGES
 
 
 def _put(table: dict[str, dict[str, T]], account: str, key: str, value: T | None) -> None:

@@ -1,4 +1,5 @@
-"""Bodies of each event package: the one table that maps a package to its renderer."""
+"""What a NOTIFY body is made of (PresentityState) and the body rendered once for every
+watcher who sees it alike (Template). Packages and their renderers: domain.packages."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 
-from statestore.domain import dialoginfo
 from statestore.domain.model import Binding, Leg, Publication, Subscription
 
 
@@ -24,28 +24,14 @@ class PresentityState:
     now: float = field(default=0.0, compare=False)
 
 
-# (entity, version, state); version may be a stand-in string (Template).
-Renderer = Callable[[str, int | str, PresentityState], bytes]
-Digester = Callable[[PresentityState], str]
+# (entity, version, state, profile, previous) -> body; version may be a stand-in (Template).
+Renderer = Callable[[str, "int | str", PresentityState, frozenset[str], "PresentityState | None"], bytes]
 
 
-def _dialog_body(entity: str, version: int | str, state: PresentityState) -> bytes:
-    return dialoginfo.render_dialog_info(entity, version, state.legs)
-
-
-def _dialog_digest(state: PresentityState) -> str:
-    return dialoginfo.body_digest(state.legs)
-
-
-RENDERERS: dict[str, tuple[Renderer, Digester]] = {"dialog": (_dialog_body, _dialog_digest)}
-
-
-def render(event: str, entity: str, version: int, state: PresentityState) -> bytes:
-    return RENDERERS[event][0](entity, version, state)
-
-
-def digest(event: str, state: PresentityState) -> str:
-    return RENDERERS[event][1](state)
+def _no_body(
+    entity: str, version: int | str, state: PresentityState, profile: frozenset[str], previous: PresentityState | None
+) -> bytes:
+    return b""
 
 
 # Stand-ins for the two attributes that differ between the watchers of one presentity.
@@ -59,18 +45,34 @@ _ATTRIBUTE_ESCAPES = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
 @dataclass
 class Template:
     """The body of one event package for one presentity state, rendered once (on first
-    use) for every watcher of that presentity: only entity and version differ."""
+    use) for every watcher of that presentity that sees it alike (same profile, same
+    previous state for partial documents): only entity and version differ. An empty
+    body (a pending subscription's NOTIFY, RFC 6665 §4.2.1) has `content_type` "".
+    """
 
-    event: str
+    render: Renderer
     state: PresentityState
+    content_type: str
+    profile: frozenset[str] = frozenset()
+    previous: PresentityState | None = None
     _rendered: bytes | None = field(default=None, repr=False, compare=False)
 
     def fill(self, entity: str, version: int) -> bytes:
         if self._rendered is None:
-            self._rendered = RENDERERS[self.event][0](_ENTITY_MARK, _VERSION_MARK, self.state)
+            self._rendered = self.render(_ENTITY_MARK, _VERSION_MARK, self.state, self.profile, self.previous)
+        if not self._rendered:
+            return b""
         body = self._rendered.replace(_VERSION_MARK.encode(), str(version).encode(), 1)
         return body.replace(_ENTITY_MARK.encode(), escape(entity, _ATTRIBUTE_ESCAPES).encode(), 1)
 
 
-def presentity_state(legs: Sequence[Leg], bindings: Sequence[Binding]) -> PresentityState:
-    return PresentityState(tuple(legs), tuple(bindings))
+def empty(state: PresentityState) -> Template:
+    """A NOTIFY without a body: no state to show (a pending subscription)."""
+    return Template(_no_body, state, "")
+
+
+def presentity_state(
+    legs: Sequence[Leg], bindings: Sequence[Binding], publications: Sequence[Publication] = (),
+    watchers: Sequence[Subscription] = (), now: float = 0.0,
+) -> PresentityState:
+    return PresentityState(tuple(legs), tuple(bindings), tuple(publications), tuple(watchers), now)

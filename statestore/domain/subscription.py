@@ -10,25 +10,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from statestore.domain import dialoginfo
 from statestore.domain.errors import SipError
 from statestore.domain.model import Subscription, WatcherEntry
 from statestore.domain.registrar import normalise_uri
-
-
-@dataclass(frozen=True)
-class EventPackage:
-    """An event package the notifier serves (RFC 6665 §7). `inputs` are the kinds of
-    record its bodies are made of ("legs", "regs"): a change of any other kind does not
-    make its watchers due."""
-
-    name: str
-    content_type: str
-    inputs: frozenset[str] = frozenset({"legs"})
-
-
-DIALOG = EventPackage("dialog", dialoginfo.CONTENT_TYPE)
-PACKAGES: dict[str, EventPackage] = {DIALOG.name: DIALOG}
 
 
 @dataclass(frozen=True)
@@ -72,19 +56,6 @@ NO_SUCH_SUBSCRIPTION = "Subscription Does Not Exist"
 TERMINATING_NOTIFY_CODES = frozenset({404, 405, 410, 416, 480, 481, 482, 483, 484, 485, 489, 501, 604})
 
 
-def allow_events(packages: Sequence[EventPackage] = tuple(PACKAGES.values())) -> str:
-    return ", ".join(sorted(p.name for p in packages))
-
-
-def event_package(event_header: str | None) -> EventPackage:
-    """The package named by the Event header (RFC 6665 §8.2.1); 489 when unsupported."""
-    name = (event_header or "").split(";", 1)[0].strip().lower()
-    package = PACKAGES.get(name)
-    if package is None:
-        raise SipError(489, "Bad Event", {"Allow-Events": allow_events()})
-    return package
-
-
 def event_id(event_header: str | None) -> str:
     """The Event header's id parameter, echoed in every NOTIFY (RFC 6665 §8.2.1)."""
     for param in (event_header or "").split(";")[1:]:
@@ -96,18 +67,6 @@ def event_id(event_header: str | None) -> str:
 
 def event_header(subscription: Subscription) -> str:
     return f"{subscription.event};id={subscription.event_id}" if subscription.event_id else subscription.event
-
-
-def check_accept(accept_values: Sequence[str], package: EventPackage) -> None:
-    """406 when an Accept header is present and admits none of the package's bodies (§4.1.2)."""
-    offered = [v.split(";", 1)[0].strip().lower() for value in accept_values for v in value.split(",")]
-    offered = [v for v in offered if v]
-    if not offered:
-        return
-    main = package.content_type.split("/", 1)[0]
-    acceptable = {package.content_type, f"{main}/*", "*/*"}
-    if not acceptable.intersection(offered):
-        raise SipError(406, "Not Acceptable", {"Accept": package.content_type})
 
 
 def parse_expires(value: str | None) -> int | None:
@@ -137,10 +96,12 @@ def subscription_id(call_id: str, remote_tag: str, local_tag: str) -> str:
 
 
 def subscription_state(subscription: Subscription, now: float, reason: str | None = None) -> str:
-    """Subscription-State header value (§8.2.3)."""
+    """Subscription-State header value (§8.2.3): active or pending with the time left,
+    or terminated with the reason."""
     if reason is not None:
         return f"terminated;reason={reason}"
-    return f"active;expires={subscription.remaining(now)}"
+    status = "pending" if subscription.status == "pending" else "active"
+    return f"{status};expires={subscription.remaining(now)}"
 
 
 def refreshed(
@@ -307,6 +268,14 @@ def after_notify_timeout(subscription: Subscription, policy: SubscriptionPolicy)
     if timeouts >= policy.max_notify_timeouts:
         return None
     return replace(subscription, notify_timeouts=timeouts)
+
+
+def responsible_for(name: str, live_instances: Sequence[str]) -> str | None:
+    """The live instance chosen for `name` by rendezvous hashing: every instance agrees
+    without talking, and only the names of an instance that goes away move."""
+    if not live_instances:
+        return None
+    return max(live_instances, key=lambda instance: hashlib.sha1(f"{name}/{instance}".encode()).hexdigest())
 
 
 def responsible_instance(subscription: Subscription, live_instances: Sequence[str]) -> str | None:

@@ -73,7 +73,7 @@ def test_one_round_trip_brings_accounts_state_and_census_at_one_revision(store: 
     stub = CountingStub(store.client.kvstub)
     store.client.kvstub = stub
 
-    read = store.initial_subscribe_read(WATCHER, PRESENTITY, with_bindings=True)
+    read = store.initial_subscribe_read(WATCHER, PRESENTITY, inputs={"legs", "regs"})
 
     assert stub.calls == ["Txn"]
     assert read.watcher_account == account(WATCHER)
@@ -88,7 +88,7 @@ def test_one_round_trip_brings_accounts_state_and_census_at_one_revision(store: 
 def test_bindings_are_read_only_for_a_package_that_shows_them(store: EtcdStore) -> None:
     store.apply_bindings([("b1", Binding(PRESENTITY, "sip:alice@10.0.0.1", time.time() + 60, "r@itest", 1), 60)],
                          [], PRESENTITY)
-    read = store.initial_subscribe_read(WATCHER, PRESENTITY, with_bindings=False)
+    read = store.initial_subscribe_read(WATCHER, PRESENTITY, inputs={"legs"})
     assert read.bindings == []
     assert read.watcher_account is None and read.presentity_account is None
 
@@ -117,14 +117,14 @@ def test_a_device_subscribing_again_is_recognised_from_the_read(store: EtcdStore
     old = subscription()
     store.create_subscription(old)
     again = subscription(watcher_contact=old.watcher_contact)
-    census = store.initial_subscribe_read(WATCHER, PRESENTITY, with_bindings=False).census
+    census = store.initial_subscribe_read(WATCHER, PRESENTITY, inputs={"legs"}).census
     assert admit(again, census.entries, census.presentity_count, SubscriptionPolicy()).replaced == (
         WatcherEntry.of(old),
     )
 
 
 def test_a_create_guarded_by_the_read_fails_after_a_concurrent_create_of_the_watcher(store: EtcdStore) -> None:
-    census = store.initial_subscribe_read(WATCHER, PRESENTITY, with_bindings=False).census
+    census = store.initial_subscribe_read(WATCHER, PRESENTITY, inputs={"legs"}).census
     assert store.create_subscription(subscription(presentity=OTHER), counted=None) is not None  # the other worker
     assert store.create_subscription(subscription(), (), census) is None
     assert store.range(keys.subs_of_presentity(PRESENTITY)) == []
@@ -133,7 +133,7 @@ def test_a_create_guarded_by_the_read_fails_after_a_concurrent_create_of_the_wat
 
 
 def test_a_create_guarded_on_the_presentity_fails_after_another_watchers_create(store: EtcdStore) -> None:
-    census = store.initial_subscribe_read(WATCHER, PRESENTITY, with_bindings=False).census
+    census = store.initial_subscribe_read(WATCHER, PRESENTITY, inputs={"legs"}).census
     assert store.create_subscription(subscription(watcher=OTHER)) is not None
     assert store.create_subscription(subscription(), (), census, guard_presentity=True) is None
     assert store.create_subscription(subscription(), (), census, guard_presentity=False) is not None

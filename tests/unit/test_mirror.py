@@ -7,9 +7,10 @@ from dataclasses import replace
 import pytest
 
 from statestore import codec, keys
-from statestore.domain import bodies
+from statestore.domain import bodies, packages
 from statestore.domain.model import Binding, Direction, Leg, LegState, Party, Subscription
-from statestore.domain.subscription import EPOCH_STRIDE, PACKAGES, EventPackage
+from statestore.domain.packages import PACKAGES, Input
+from statestore.domain.subscription import EPOCH_STRIDE
 from statestore.mirror import EXPIRY_RECHECK_SECONDS, FIRST_NOTIFY_GRACE_SECONDS, Due, Mirror, Sent
 
 NOW = 1_000_000.0
@@ -35,7 +36,8 @@ EMPTY = bodies.presentity_state([], [])
 
 
 def info() -> bytes:
-    return codec.encode({"host": "10.0.0.1"})
+    """An instance record of this version: it serves every package."""
+    return codec.encode({"host": "10.0.0.1", "packages": sorted(PACKAGES)})
 
 
 def mirror_with(*items: tuple[str, bytes, int]) -> Mirror:
@@ -50,7 +52,7 @@ def sub_item(sub: Subscription, revision: int) -> tuple[str, bytes, int]:
 
 def seen(sub: Subscription, *legs: Leg) -> Subscription:
     """The subscription as it is once a NOTIFY showed these legs."""
-    return replace(sub, last_digest=bodies.digest(sub.event, bodies.presentity_state(legs, [])))
+    return replace(sub, last_digest=packages.digest(sub.event, bodies.presentity_state(legs, [])))
 
 
 # --- load and apply ---------------------------------------------------------------------------
@@ -79,21 +81,23 @@ def test_load_replaces_what_was_there() -> None:
     assert (mirror.legs, mirror.bindings, mirror.subs, mirror.instances) == ({}, {}, {"sub-1": (SUB, 30)}, set())
 
 
-def test_apply_leg_returns_its_account() -> None:
+def test_apply_leg_returns_its_account_when_a_package_watching_it_reads_legs() -> None:
     mirror = Mirror()
+    assert mirror.apply(LEG_KEY, codec.encode_leg(LEG), 4) == set()  # nobody watches it
+    mirror = mirror_with(sub_item(SUB, 3))
     assert mirror.apply(LEG_KEY, codec.encode_leg(LEG), 5) == {ALICE}
     assert mirror.state_of(ALICE) == bodies.presentity_state([LEG], [])
 
 
 def test_apply_newer_leg_value_replaces_it() -> None:
-    mirror = mirror_with((LEG_KEY, codec.encode_leg(LEG), 5))
+    mirror = mirror_with(sub_item(SUB, 4), (LEG_KEY, codec.encode_leg(LEG), 5))
     confirmed = replace(LEG, state=LegState.CONFIRMED, version=2)
     assert mirror.apply(LEG_KEY, codec.encode_leg(confirmed), 6) == {ALICE}
     assert mirror.legs == {ALICE: {LEG_KEY: confirmed}}
 
 
 def test_apply_leg_deletion() -> None:
-    mirror = mirror_with((LEG_KEY, codec.encode_leg(LEG), 5))
+    mirror = mirror_with(sub_item(SUB, 4), (LEG_KEY, codec.encode_leg(LEG), 5))
     assert mirror.apply(LEG_KEY, None, 6) == {ALICE}
     assert mirror.legs == {}
     assert mirror.state_of(ALICE) == EMPTY
@@ -102,7 +106,7 @@ def test_apply_leg_deletion() -> None:
 def test_apply_deletion_of_one_leg_keeps_the_others() -> None:
     other_key = keys.leg(ALICE, "node-b", "leg-2")
     other = replace(LEG, instance="node-b", leg_id="leg-2")
-    mirror = mirror_with((LEG_KEY, codec.encode_leg(LEG), 5), (other_key, codec.encode_leg(other), 6))
+    mirror = mirror_with(sub_item(SUB, 4), (LEG_KEY, codec.encode_leg(LEG), 5), (other_key, codec.encode_leg(other), 6))
     assert mirror.apply(LEG_KEY, None, 7) == {ALICE}
     assert mirror.legs == {ALICE: {other_key: other}}
 
@@ -116,7 +120,7 @@ def test_apply_reg_and_its_deletion_do_not_dirty_a_dialog_presentity() -> None:
 
 
 def test_deleting_an_unknown_leg_or_reg_is_harmless() -> None:
-    mirror = Mirror()
+    mirror = mirror_with(sub_item(SUB, 4))
     assert mirror.apply(LEG_KEY, None, 5) == {ALICE}
     assert mirror.apply(REG_KEY, None, 6) == set()
     assert (mirror.legs, mirror.bindings) == ({}, {})
@@ -212,11 +216,11 @@ def live(*names: str) -> list[tuple[str, bytes, int]]:
 
 def told(mirror: Mirror, sub: Subscription, *legs: Leg) -> None:
     """This notifier has sent `sub` a NOTIFY showing these legs."""
-    mirror.sent[sub.sub_id] = Sent(1, 1, bodies.digest(sub.event, bodies.presentity_state(legs, [])))
+    mirror.sent[sub.sub_id] = Sent(1, 1, packages.digest(sub.event, bodies.presentity_state(legs, [])))
 
 
 def digest_of(*legs: Leg) -> str:
-    return bodies.digest("dialog", bodies.presentity_state(legs, []))
+    return packages.digest("dialog", bodies.presentity_state(legs, []))
 
 
 def test_due_when_the_body_changed() -> None:
@@ -382,7 +386,8 @@ def test_a_retry_is_dropped_when_a_refresh_resets_the_count() -> None:
 # --- numbering --------------------------------------------------------------------------------
 
 
-def numbers(mirror: Mirror, now: float = NOW) -> list[tuple[int, int]]:
+def numbers(mirror: Mirror, now: float = NOW + 1) -> list[tuple[int, int]]:
+    """NOTIFYs due at `now` (by default after the dialog package's min_interval)."""
     result = []
     for due in mirror.due("node-a", {ALICE}, now):
         sent = mirror.numbered(due)
@@ -398,7 +403,7 @@ def test_one_sender_numbers_by_one_from_the_records_first_notify() -> None:
     assert numbers(mirror) == []
     for n in range(1, 4):
         mirror.apply(LEG_KEY, codec.encode_leg(replace(LEG, version=n, state=list(LegState)[n])), 5 + n)
-        assert numbers(mirror) == [(1 + n, n)]
+        assert numbers(mirror, NOW + n) == [(1 + n, n)]
 
 
 def test_a_subscription_our_worker_created_and_notified_goes_on_from_number_1() -> None:
@@ -442,7 +447,7 @@ def test_a_taken_over_subscription_jumps_forward_and_then_steps_by_one() -> None
     mirror.epoch, mirror.bump_wanted = 4, False  # the notifier's compare-and-swap
     assert numbers(mirror) == [(1 + EPOCH_STRIDE, EPOCH_STRIDE)]
     mirror.apply(LEG_KEY, codec.encode_leg(LEG), 7)
-    assert numbers(mirror) == [(2 + EPOCH_STRIDE, 1 + EPOCH_STRIDE)]
+    assert numbers(mirror, NOW + 2) == [(2 + EPOCH_STRIDE, 1 + EPOCH_STRIDE)]
 
 
 def test_numbering_goes_on_across_a_reload() -> None:
@@ -470,7 +475,7 @@ def test_a_used_up_epoch_asks_for_a_new_one_and_keeps_the_notify_due() -> None:
 
 
 def test_a_registration_dirties_presentities_watched_by_a_package_that_reads_them(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    presence = EventPackage("presence", "application/pidf+xml", frozenset({"legs", "regs"}))
+    presence = replace(PACKAGES["dialog"], name="presence", inputs=frozenset({Input.LEGS, Input.REGS}))
     monkeypatch.setitem(PACKAGES, "presence", presence)
     mirror = mirror_with(sub_item(replace(SUB, event="presence"), 4))
     assert mirror.apply(REG_KEY, codec.encode_binding(BINDING), 5) == {ALICE}
@@ -547,7 +552,7 @@ def test_the_watchers_of_one_presentity_share_one_body_template() -> None:
     assert len(dues) == 2 and dues[0].body is dues[1].body and dues[0].body is not None
     for due in dues:
         sub = due.subscription
-        assert due.body.fill(sub.entity, sub.version) == bodies.render(sub.event, sub.entity, sub.version, due.state)
+        assert due.body.fill(sub.entity, sub.version) == packages.render(sub.event, sub.entity, sub.version, due.state)
 
 
 @pytest.mark.parametrize("entity", ["sip:alice@example.com", 'sip:a&b<c>"d\'@example.com', "sip:\u00e9l\u00e8ve@x.org"])
@@ -555,7 +560,7 @@ def test_the_watchers_of_one_presentity_share_one_body_template() -> None:
 def test_a_filled_template_is_the_body_rendered_for_that_watcher(entity: str, version: int) -> None:
     tricky = replace(LEG, local=Party(entity, display='"version" & entity'), remote=Party("sip:b@example.com"))
     state = bodies.presentity_state([tricky, LEG], [])
-    assert bodies.Template("dialog", state).fill(entity, version) == bodies.render("dialog", entity, version, state)
+    assert packages.template_for(SUB, state).fill(entity, version) == packages.render("dialog", entity, version, state)
 
 
 # --- forward compatibility (issue 6, finding 5) -------------------------------------------------
@@ -569,12 +574,12 @@ def test_a_subscription_with_fields_this_version_does_not_know_is_read() -> None
 
 
 def test_a_subscription_of_an_unknown_event_package_is_skipped_and_counted() -> None:
-    presence = replace(SUB, sub_id="sub-2", event="presence")
-    other = replace(presence, sub_id="sub-3")
-    mirror = mirror_with(*live("node-a"), sub_item(SUB, 5), sub_item(presence, 6), sub_item(other, 7))
+    unknown = replace(SUB, sub_id="sub-2", event="message-summary")
+    other = replace(unknown, sub_id="sub-3")
+    mirror = mirror_with(*live("node-a"), sub_item(SUB, 5), sub_item(unknown, 6), sub_item(other, 7))
     assert set(mirror.subs) == {"sub-1"}
-    assert mirror.unknown_packages == {"presence": 2}
-    assert len(mirror.notes) == 1 and "presence" in mirror.notes[0]  # logged once
+    assert mirror.unknown_packages == {"message-summary": 2}
+    assert len(mirror.notes) == 1 and "message-summary" in mirror.notes[0]  # logged once
     assert [d.subscription.sub_id for d in mirror.due("node-a", {ALICE}, NOW)] == ["sub-1"]
 
 
@@ -594,7 +599,7 @@ def test_one_bad_subscription_record_does_not_stop_the_others(value: bytes) -> N
 def test_a_record_that_becomes_unreadable_is_dropped() -> None:
     mirror = mirror_with(sub_item(SUB, 5), (LEG_KEY, codec.encode_leg(LEG), 6))
     assert mirror.apply(SUB_KEY, b"{}", 7) == {ALICE}
-    assert mirror.apply(LEG_KEY, b"{broken", 8) == {ALICE}
+    assert mirror.apply(LEG_KEY, b"{broken", 8) == set()  # nobody watches it any more
     assert (mirror.subs, mirror.legs, mirror.by_presentity) == ({}, {}, {})
     assert mirror.unreadable == {"subs": 1, "legs": 1}
 

@@ -90,6 +90,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     import blf_notifier
 
     monkeypatch.setattr(blf_notifier.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(blf_notifier.time, "time", lambda: 1_700_000_000.0 + now[0])
     return now
 
 
@@ -130,6 +131,7 @@ def test_a_notify_tm_refuses_goes_out_a_second_later_with_the_same_cseq(ksr: Fak
     assert len(sent) == 1
     ksr.calls.clear()
     ksr.answers["tm.t_uac_send"] = -1  # e.g. tm out of shared memory
+    clock[0] += 1.0  # past the dialog package's min_interval
     assert store.watch is not None
     store.watch([WatchEvent(keys.leg(ALICE, "ks1", "leg-1"), codec.encode_leg(LEG), 50)])
     notifier.tick()

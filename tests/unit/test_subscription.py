@@ -12,17 +12,15 @@ from hypothesis import strategies as st
 
 from statestore.domain.errors import SipError
 from statestore.domain.model import Subscription
+from statestore.domain.packages import DIALOG, check_accept, event_package
 from statestore.domain.subscription import (
-    DIALOG,
     EPOCH_STRIDE,
     MAX_CSEQ,
     REASON_NORESOURCE,
     TERMINATING_NOTIFY_CODES,
     SubscriptionPolicy,
-    check_accept,
     ended,
     ends_subscription,
-    event_package,
     final_reason,
     granted_expires,
     is_expired,
@@ -73,11 +71,12 @@ def test_event_package_dialog(header: str) -> None:
     assert event_package(header) == DIALOG
 
 
-@pytest.mark.parametrize("header", [None, "", "presence", "dialog-info", "message-summary", ";dialog"])
+@pytest.mark.parametrize("header", [None, "", "dialog-info", "message-summary", ";dialog", "presence.winfo.winfo"])
 def test_event_package_unsupported_is_489_with_allow_events(header: str | None) -> None:
     with pytest.raises(SipError) as excinfo:
         event_package(header)
-    assert error_of(excinfo) == (489, "Bad Event", {"Allow-Events": "dialog"})
+    allowed = "dialog, dialog.winfo, presence, presence.winfo, reg"
+    assert error_of(excinfo) == (489, "Bad Event", {"Allow-Events": allowed})
 
 
 # --- check_accept -----------------------------------------------------------------------------
