@@ -10,9 +10,14 @@ no etcd lease of its own: lease expiry storms of a few hundred per second have s
 etcd clusters (etcd issue #9360, KAMAILIO-NOTES), and phones publish in step (a PBX
 restart, a morning log-in) so their publications would expire in step too. A lease per
 publication would also cost a grant per PUBLISH and a lease the leader tracks and
-revokes. Watchers do not wait for the sweep: the mirror re-renders a presentity at its
-publication's expiry; the sweep only frees the store, one guarded delete per publication
-(compared on its value, so a refresh that won meanwhile is never deleted).
+revokes. Measured on one local member (bench/lease_vs_sweep.py, one client): grant + put
+190-320 per second against 620-650 plain puts; guarded deletes (the sweep) 500-600 per
+second; 3,000 leases expiring together were all gone 2.7 s late (etcd revokes about 1,000
+a second), while a probe's writes kept their idle latency: the stall of #9360 is a
+cluster's risk, not reproduced on one member. Watchers do not wait for the sweep: the
+mirror re-renders a presentity at its publication's expiry; the sweep only frees the
+store, one guarded delete per publication (compared on its value, so a refresh that won
+meanwhile is never deleted).
 """
 
 from __future__ import annotations
