@@ -26,6 +26,7 @@ from blf_routing import BOOT_TIME
 
 from statestore.domain.contention import store_is_slow
 from statestore.domain.errors import StoreUnavailable
+from statestore.domain.packages import PACKAGES
 from statestore.etcd_store import NOSPACE_ERROR
 from statestore.maintenance import AlarmLog
 from statestore.store import StateStore
@@ -113,7 +114,12 @@ class LeaseKeeper:
         if self.lease_id:
             KSR.err(f"blf lease: lease {self.lease_id:x} expired; call legs on it are gone\n")
         lease_id = self.store.grant_lease(ttl)
-        info = {"sip": self.ctx.settings.sip, "pid": os.getppid(), "started": time.time(), "boot": BOOT_TIME}
+        # `packages`: the event packages this version serves; no subscription is made the
+        # responsibility of an instance that does not (a rolling upgrade, issue 13).
+        info = {
+            "sip": self.ctx.settings.sip, "pid": os.getppid(), "started": time.time(), "boot": BOOT_TIME,
+            "packages": sorted(PACKAGES),
+        }
         self.store.announce_instance(self.ctx.settings.instance, info, lease_id)
         self.lease_id = lease_id
         # The leg writer sees the new id and writes the legs of live calls back at once.

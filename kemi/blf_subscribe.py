@@ -24,21 +24,22 @@ from blf_context import Context, lost_races, shared_epoch, trying_if_store_slow
 from blf_directory import directory, realm_candidates, request_identities, require_served_target
 from blf_sip import header, list_header, pv, reply, uri_of
 
-from statestore.domain import bodies
+from statestore.domain import bodies, packages
+from statestore.domain.authorization import Authorization, initial_status
 from statestore.domain.errors import SipError, StoreUnavailable, store_unavailable_error
 from statestore.domain.identity import NOT_FOUND, check_reach
 from statestore.domain.model import Subscription
+from statestore.domain.packages import EventPackage, Subscribers, event_package, negotiate
+from statestore.domain.profiles import choose_profile
 from statestore.domain.routing import behind_nat
 from statestore.domain.subscription import (
     NO_SUCH_SUBSCRIPTION,
-    PACKAGES,
     Reach,
+    SubscriptionPolicy,
     admit,
-    check_accept,
     check_watcher,
     ended,
     event_id,
-    event_package,
     granted_expires,
     parse_expires,
     refreshed,
@@ -47,15 +48,27 @@ from statestore.domain.subscription import (
 )
 from statestore.store import Census, SubscribeRead
 
+ONLY_SELF = "Forbidden - Only The Presentity May Watch Its Watchers"
 
-def _checked_expires(ctx: Context) -> tuple[str, int]:
+
+def _expiry(ctx: Context, package: EventPackage) -> SubscriptionPolicy:
+    """The package's durations within the operator's (BLF_SUB_MIN/MAX_EXPIRES): the lower
+    of the two minimums (a lab shortens it for every package), the lower maximum."""
+    operator = ctx.subscriptions
+    low = min(package.expiry.min_expires, operator.min_expires)
+    high = max(low, min(package.expiry.max_expires, operator.max_expires))
+    return replace(operator, min_expires=low, max_expires=high,
+                   default_expires=min(max(package.expiry.default_expires, low), high))
+
+
+def _checked_expires(ctx: Context) -> tuple[EventPackage, str, int]:
     """Checks that need no store: package (489), Accept (406), Expires (400/423)."""
     package = event_package(header("Event"))
-    check_accept(list_header("Accept"), package)
-    expires = granted_expires(parse_expires(header("Expires")), ctx.subscriptions)
+    content_type = negotiate(list_header("Accept"), package)
+    expires = granted_expires(parse_expires(header("Expires")), _expiry(ctx, package))
     if ctx.store_down():
         raise store_unavailable_error()
-    return package.name, expires
+    return package, content_type, expires
 
 
 def _transport() -> str:
@@ -80,7 +93,8 @@ def _reach(ctx: Context, contact: str) -> Reach:
 
 
 def handle_initial_subscribe(ctx: Context) -> None:
-    event, expires = _checked_expires(ctx)
+    package, content_type, expires = _checked_expires(ctx)
+    event = package.name
     require_served_target(ctx)
     watcher = authenticate(ctx, realm_for(ctx, realm_candidates()), store_required=True)
     if watcher is None:
@@ -90,13 +104,21 @@ def handle_initial_subscribe(ctx: Context) -> None:
     found = request_identities(ctx, watcher)
     check_reach(found, directory(ctx))
     presentity, entity = str(found.callee), str(found.entity)
+    if package.subscribers is Subscribers.SELF and presentity != watcher:
+        raise SipError(403, ONLY_SELF)  # RFC 3857 §5.1: a presentity's own watcher information
     watcher_contact = uri_of(pv("$ct"))
     if not watcher_contact:
         raise SipError(400, "Bad Request - Missing Contact")
     trying_if_store_slow()
-    read = _read(ctx, watcher, presentity, event)
+    read = _read(ctx, watcher, presentity, package)
     if read.presentity_account is None:
         raise SipError(404, NOT_FOUND)  # removed since the copy said it exists
+    status, status_event = "active", "subscribe"
+    if package.authorization:
+        status, status_event = initial_status(Authorization.from_dict(read.authz), watcher, presentity)
+    profile = choose_profile(
+        (read.profile or {}).get("profile") or None, header("User-Agent") or "", _ua_rules(read.ua_profiles)
+    )
     now = time.time()
     local_tag = pv("$ltt(t)")  # the To tag tm answers with (SUBSCRIBE is stateful)
     reach = _reach(ctx, watcher_contact)
@@ -109,8 +131,10 @@ def handle_initial_subscribe(ctx: Context) -> None:
         owner=ctx.settings.instance, event_id=event_id(header("Event")), transport=_transport(),
         received=reach.received, flow_instance=reach.flow_instance, nat=reach.nat,
         cseq=1, version=0, epoch=_epoch(ctx),
+        status=status, status_event=status_event, profile=profile, content_type=content_type,
     )
-    state = bodies.presentity_state(read.legs, read.bindings)
+    watchers = ctx.store.subscriptions_to(presentity) if package.reads("subs") else []
+    state = bodies.presentity_state(read.legs, read.bindings, read.publications, watchers, now)
     if expires == 0:
         # A fetch stores nothing (§4.4.3): its one NOTIFY, CSeq 1 and version 0, is ours.
         reply(200, "OK", {"Expires": "0"}, blf_notify.contact(ctx, subscription.transport))
@@ -119,7 +143,7 @@ def handle_initial_subscribe(ctx: Context) -> None:
     # The first NOTIFY is sent here, after the 200; the notifier numbers on from the
     # record (digest of what it showed included). A retransmitted SUBSCRIBE finds the
     # subscription its first copy created (and NOTIFYed): the same 200 again.
-    first = replace(subscription, last_digest=bodies.digest(event, state))
+    first = replace(subscription, last_digest=packages.digest_for(subscription, state))
     counted = read.census if read.watcher_account is not None and read.watcher_account.aor == watcher else None
     fresh = _create(ctx, first, counted)
     reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx, first.transport))
@@ -130,15 +154,26 @@ def handle_initial_subscribe(ctx: Context) -> None:
         blf_notify.mark_first_sent(first.sub_id)  # the notifier's NOTIFYs may follow it now
 
 
-def _read(ctx: Context, watcher: str, presentity: str, event: str) -> SubscribeRead:
+def _ua_rules(record: dict[str, object] | None) -> list[tuple[str, tuple[str, ...]]]:
+    """The User-Agent profile rules of keys.UA_PROFILES ({"rules": [[regex, [names]]]})."""
+    rules: list[tuple[str, tuple[str, ...]]] = []
+    raw = (record or {}).get("rules")
+    for rule in raw if isinstance(raw, list) else []:
+        if isinstance(rule, list) and len(rule) == 2 and isinstance(rule[1], list):
+            rules.append((str(rule[0]), tuple(str(name) for name in rule[1])))
+    return rules
+
+
+def _read(ctx: Context, watcher: str, presentity: str, package: EventPackage) -> SubscribeRead:
     """The one store read of an initial SUBSCRIBE (one round trip, one revision): the
-    watcher's and the presentity's accounts, the presentity's state (bindings only for
-    a package whose bodies show them) and the census its create is guarded by. Both
-    accounts go to memcached, for calls while neither etcd nor the directory copy can answer."""
+    watcher's and the presentity's accounts, the presentity's state (what the package's
+    bodies are made of), its authorization, the watcher's profile and the census its
+    create is guarded by. Both accounts go to memcached, for calls while neither etcd nor
+    the directory copy can answer."""
     if ctx.store_down():
         raise StoreUnavailable("store marked down")
     try:
-        read = ctx.store.initial_subscribe_read(watcher, presentity, "regs" in PACKAGES[event].inputs)
+        read = ctx.store.initial_subscribe_read(watcher, presentity, package.inputs)
     except StoreUnavailable:
         ctx.mark_store_down()
         raise
@@ -185,7 +220,8 @@ def _create(ctx: Context, subscription: Subscription, counted: Census | None = N
 
 def handle_in_dialog_subscribe(ctx: Context) -> None:
     """Refresh or end a subscription: only its watcher may (481 for anyone else)."""
-    event, expires = _checked_expires(ctx)
+    package, _, expires = _checked_expires(ctx)
+    event = package.name
     # Authenticated before any store read (issue 12, finding 4): a stranger costs no round
     # trip and no shared memory. The realm is chosen as when it subscribed.
     watcher = authenticate(ctx, realm_for(ctx, realm_candidates()), store_required=True)

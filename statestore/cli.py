@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from statestore import maintenance
+from statestore import cli_presence, maintenance
 from statestore.domain import digest, directory
 from statestore.domain.directory import AccountEntry, DirectoryError, NameTaken, UnknownAccount
-from statestore.domain.errors import StoreUnavailable
+from statestore.domain.errors import Contended, StoreUnavailable
 from statestore.domain.lamp import lamp_state
 from statestore.domain.model import Account
 from statestore.domain.policy import DomainRules
@@ -196,7 +196,7 @@ def show(store: StateStore, aor: str, now: float) -> dict[str, Any]:
                 "watcher": s.watcher, "event": s.event, "expires": s.remaining(now), "owner": s.owner,
                 "cseq": s.cseq, "version": s.version, "contact": s.watcher_contact, "id": s.sub_id,
                 "notify_timeouts": s.notify_timeouts, "received": s.received, "flow_instance": s.flow_instance,
-                "nat": s.nat,
+                "nat": s.nat, "status": s.status, "profile": list(s.profile),
             }
             for s in subscriptions
         ],
@@ -222,7 +222,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     for leg in view["legs"]:
         print(f"  leg         {leg['instance']} {leg['call_id']} {leg['state']} {leg['direction']} {leg['remote']}")
     for sub in view["subscriptions"]:
-        print(f"  watched by  {sub['watcher']} event={sub['event']} expires in {sub['expires']}s owner={sub['owner']}")
+        print(f"  watched by  {sub['watcher']} event={sub['event']} {sub['status']} expires in {sub['expires']}s "
+              f"owner={sub['owner']}")
     return 0
 
 
@@ -447,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="only if a member's file is mostly free pages, near the quota, or alarmed")
     maintain_parser.add_argument("--every", type=float, metavar="SECONDS",
                                  help="keep running, maintaining every SECONDS")
+    cli_presence.add_parsers(sub)
     run = sub.add_parser("run", help="run the lab in the foreground with a demo domain")
     run.add_argument("--instances", type=int, default=2)
     run.add_argument("--lease-ttl", type=int, default=int(os.environ.get("BLF_LEASE_TTL", "6")))
@@ -459,6 +461,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "account add": cmd_account_add, "account remove": cmd_account_remove, "account import": cmd_account_import,
     "alias add": cmd_alias_add, "alias remove": cmd_alias_remove,
     "store health": cmd_store_health, "store maintain": cmd_store_maintain,
+    **cli_presence.COMMANDS,
 }
 
 
@@ -474,6 +477,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if isinstance(exc, NameTaken | UnknownAccount) else 2
     except Refused as exc:
         print(f"blfctl: {exc}", file=sys.stderr)
+        return 1
+    except cli_presence.Invalid as exc:
+        print(f"blfctl: {exc}", file=sys.stderr)
+        return 2
+    except Contended as exc:
+        print(f"blfctl: {exc}; try again", file=sys.stderr)
         return 1
     except StoreUnavailable as exc:
         print(f"blfctl: etcd unreachable: {exc}", file=sys.stderr)

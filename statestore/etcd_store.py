@@ -21,6 +21,8 @@ import etcd3  # type: ignore[import-untyped]
 import grpc  # type: ignore[import-untyped]
 
 from statestore import codec, keys
+from statestore.domain import profiles
+from statestore.domain.authorization import Authorization
 from statestore.domain.directory import (
     AccountEntry,
     DirectoryError,
@@ -338,10 +340,10 @@ class EtcdStore:
         raise StoreUnavailable(f"etcd at {self.endpoint}: alias removal contended {DIRECTORY_ATTEMPTS} times")
 
     def remove_account(self, aor: str, now: float | None = None) -> bool:
-        """Remove an account with its aliases, legs, registrations and the subscriptions it
-        is watcher of (records and both index entries), and end the subscriptions to it:
-        each is rewritten due now with reason `noresource` (subscription.ended), so that
-        the notifier responsible for it sends the final NOTIFY (`Subscription-State:
+        """Remove an account with its aliases, legs, registrations, authorization and profile
+        records and the subscriptions it is watcher of (records and both index entries), and
+        end the subscriptions to it: each is rewritten due now with reason `noresource`
+        (subscription.ended), so that the notifier responsible for it sends the final NOTIFY (`Subscription-State:
         terminated;reason=noresource`, RFC 6665 §4.2.2) and removes it (issue 7 §1).
 
         One transaction, guarded by the account, both index prefixes as read and each
@@ -364,10 +366,11 @@ class EtcdStore:
             deletes = [key for key in watched + dangling if not key.startswith(own)]  # own: a prefix delete
             record = codec.decode(account.kvs[0].value)
             aliases = [str(name) for name in record.get("aliases", [])]
-            if max(len(deletes) + len(to_end) + len(aliases) + 5, len(to_end) + 3) > MAX_TXN_OPS:
+            # + 7: the account, four prefixes, its authorization and its profile record
+            if max(len(deletes) + len(to_end) + len(aliases) + 7, len(to_end) + 3) > MAX_TXN_OPS:
                 self._delete_in_batches(watched + dangling)
                 self._end_in_batches(to_end, due)
-                if len(aliases) + 5 > MAX_TXN_OPS:
+                if len(aliases) + 7 > MAX_TXN_OPS:
                     self._shed_aliases(aor, record, int(account.kvs[0].mod_revision))
                 continue
             domain = aor.rpartition("@")[2]
@@ -382,6 +385,8 @@ class EtcdStore:
             # Its publications (RFC 3903) go with it: no sweep would remove them before they expire.
             success += [_prefix_delete(tx, prefix)
                         for prefix in (keys.legs_of(aor), keys.regs_of(aor), keys.pubs_of(aor), own)]
+            # Its presence authorization and rendering profile go with it (records.AUTHZ, PROFILES).
+            success += [tx.delete(keys.authz(aor)), tx.delete(keys.profile(aor))]
             success += [tx.delete(key) for key in deletes]
             success += [tx.put(keys.sub(sub.sub_id), codec.encode_subscription(_ended(sub, due))) for sub, _ in to_end]
             with self._guard():
@@ -432,7 +437,7 @@ class EtcdStore:
         tx = self.client.transactions
         aliases = [str(name) for name in record.get("aliases", [])]
         domain = aor.rpartition("@")[2]
-        while len(aliases) + 5 > MAX_TXN_OPS:
+        while len(aliases) + 7 > MAX_TXN_OPS:  # what remove_account writes besides them
             shed, aliases = aliases[: MAX_TXN_OPS - 1], aliases[MAX_TXN_OPS - 1 :]
             with self._guard():
                 ok, responses = self.client.transaction(
@@ -693,7 +698,8 @@ class EtcdStore:
         A read a few writes behind is safe here: the create compares the index against
         this read's revision and fails if anything changed since (caps hold), and the
         notifier compares the state shown (last_digest) with its own."""
-        optional = [(kind, prefix) for kind, prefix in (("regs", keys.regs_of), ("pubs", keys.pubs_of)) if kind in inputs]
+        kinds = (("regs", keys.regs_of), ("pubs", keys.pubs_of))
+        optional = [(kind, prefix) for kind, prefix in kinds if kind in inputs]
         reads = [
             _key_read(keys.account(watcher)),
             _key_read(keys.account(presentity)),
@@ -829,6 +835,79 @@ class EtcdStore:
 
     def subscriptions(self) -> list[Subscription]:
         return [codec.decode_subscription(kv.value) for kv in self.range(keys.SUBS)]
+
+    # --- presence authorization and rendering profiles ------------------------------------
+    #
+    # Records of blfctl (keys.authz, keys.profile, keys.UA_PROFILES), each rewritten by
+    # compare-and-swap on the revision it was read at. An account's records are written only
+    # while the account exists (the write compares it): its removal deletes them, and one
+    # written after it would be an orphan.
+
+    def authorization(self, presentity: str) -> Authorization:
+        """The presentity's policy and decisions (the default, allow, when none is stored)."""
+        with self._guard():
+            value, _ = self.client.get(keys.authz(presentity))
+        return Authorization.from_dict(None if value is None else codec.decode(value))
+
+    def update_authorization(
+        self, presentity: str, change: Callable[[Authorization], Authorization]
+    ) -> Authorization | None:
+        """Write `change` of the stored record (read-modify-write, retried when another
+        writer came first); the record written, or None when there is no such account."""
+        key, account_key = keys.authz(presentity), keys.account(presentity)
+        for _ in range(DIRECTORY_ATTEMPTS):
+            _, (account, stored) = self._read([_key_read(account_key), _key_read(key)])
+            if not account.kvs:
+                return None
+            written = change(Authorization.from_dict(_object(stored)))
+            ok = self._put_if_unchanged(key, stored, codec.encode(written.to_dict()), account_key)
+            if ok:
+                return written
+        raise Contended(f"etcd at {self.endpoint}: authorization of {presentity} contended {DIRECTORY_ATTEMPTS} times")
+
+    def profile_of(self, aor: str) -> tuple[str, ...] | None:
+        """The account's own rendering profile; None when not set."""
+        with self._guard():
+            value, _ = self.client.get(keys.profile(aor))
+        return profiles.profile_from_record(None if value is None else codec.decode(value))
+
+    def set_profile(self, aor: str, names: Sequence[str] | None) -> bool:
+        """Set the account's rendering profile (None: clear it); False when there is no
+        such account, and nothing is written."""
+        tx = self.client.transactions
+        key, account_key = keys.profile(aor), keys.account(aor)
+        write = tx.delete(key) if names is None else tx.put(key, codec.encode(profiles.profile_record(names)))
+        with self._guard():
+            ok, _ = self.client.transaction(compare=[tx.version(account_key) > 0], success=[write], failure=[])
+        return bool(ok)
+
+    def ua_profile_rules(self) -> list[profiles.UaRule]:
+        with self._guard():
+            value, _ = self.client.get(keys.UA_PROFILES)
+        return profiles.ua_rules_from_record(None if value is None else codec.decode(value))
+
+    def update_ua_profile_rules(
+        self, change: Callable[[list[profiles.UaRule]], list[profiles.UaRule]]
+    ) -> list[profiles.UaRule]:
+        """Write `change` of the stored User-Agent rules (read-modify-write, retried when
+        another writer came first); the rules written."""
+        for _ in range(DIRECTORY_ATTEMPTS):
+            _, (stored,) = self._read([_key_read(keys.UA_PROFILES)])
+            written = change(profiles.ua_rules_from_record(_object(stored)))
+            if self._put_if_unchanged(keys.UA_PROFILES, stored, codec.encode(profiles.ua_rules_record(written))):
+                return written
+        raise Contended(f"etcd at {self.endpoint}: User-Agent profile rules contended {DIRECTORY_ATTEMPTS} times")
+
+    def _put_if_unchanged(self, key: str, stored: Any, value: bytes, account_key: str | None = None) -> bool:
+        """Put `value` if `key` is as read (`stored`, a range answer) and, with
+        `account_key`, that account still exists."""
+        tx = self.client.transactions
+        compare = [tx.mod(key) == int(stored.kvs[0].mod_revision) if stored.kvs else tx.version(key) == 0]
+        if account_key is not None:
+            compare.append(tx.version(account_key) > 0)
+        with self._guard():
+            ok, _ = self.client.transaction(compare=compare, success=[tx.put(key, value)], failure=[])
+        return bool(ok)
 
     # --- publications ---------------------------------------------------------------------
     #

@@ -16,13 +16,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from statestore import keys
+from statestore import keys, records
 
 # `store health` exit codes: healthy, an alarm raised, etcd unreachable (as every blfctl command).
 HEALTHY, ALARMED, UNREACHABLE = 0, 1, 3
 
 # Key kinds counted by `store health`, each a prefix under keys.ROOT.
-KINDS = ("legs", "regs", "subs", "watchers", "watched", "accounts", "aliases", "domains", "instances")
+# Every kind of key, counted by `store health`: the record kinds (records.KINDS), the
+# subscription indexes, the directory and the instances.
+KINDS = (*records.KINDS, "watchers", "watched", "accounts", "aliases", "domains", "instances")
 
 # A member is defragmented (`maintain --if-needed`) when at least this share of its file is
 # free pages (compacted history etcd reuses but never gives back) and that is at least

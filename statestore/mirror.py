@@ -83,6 +83,8 @@ class Mirror:
         self.records: dict[str, dict[str, dict[str, object]]] = {kind: {} for kind in records.STATE_KINDS}
         self.subs: dict[str, tuple[Subscription, int]] = {}
         self.instances: set[str] = set()
+        # The event packages each live instance announced it serves (a rolling upgrade).
+        self.serves: dict[str, frozenset[str]] = {}
         self.by_presentity: dict[str, set[str]] = {}
         self.by_owner: dict[str, set[str]] = {}
         # (when to look, sub_id, expires_at): stale entries (refreshed or gone) are dropped
@@ -173,6 +175,8 @@ class Mirror:
         if parsed.kind == "subs":
             return self._apply_sub(parsed.name, value, revision, now)
         if parsed.kind == "instances":
+            if value is not None:
+                self.serves[parsed.name] = _packages_served(value)
             return self._apply_instance(parsed.name, value is not None)
         return set()
 
@@ -218,7 +222,7 @@ class Mirror:
         one (RFC 6665 §4.2.1.2), a timeout counted by the failure route a retry later."""
         if before is None and now:
             self.held[after.sub_id] = now + FIRST_NOTIFY_GRACE_SECONDS
-        if before is None and self._sent_of(after) is not None:
+        if before is None and self._sent_of(after, now) is not None:
             return  # created by a SIP worker of ours, which sent its first NOTIFY
         if before is None or after.expires_at != before.expires_at:
             self.forced.add(after.sub_id)
@@ -260,6 +264,8 @@ class Mirror:
         if alive == (name in self.instances):
             return set()
         (self.instances.add if alive else self.instances.discard)(name)
+        if not alive:
+            self.serves.pop(name, None)
         self.bump_wanted = self.bump_wanted or not alive
         owners = {name} | {owner for owner in self.by_owner if owner not in self.instances}
         return {self.subs[sub_id][0].presentity for owner in owners for sub_id in self.by_owner.get(owner, ())}
@@ -363,7 +369,8 @@ class Mirror:
             ids = self.by_presentity.get(presentity, set())
             mine = []
             for sub_id in ids:
-                if responsible_instance(self.subs[sub_id][0], live) == me:
+                subscription = self.subs[sub_id][0]
+                if responsible_instance(subscription, self._serving(subscription.event, live)) == me:
                     mine.append(self.subs[sub_id])
                 else:
                     self.sent.pop(sub_id, None)  # another sends: start afresh if it comes back
@@ -389,6 +396,11 @@ class Mirror:
                         continue
                     found[sub_id] = Due(subscription, revision, state, gone, body, digest)
         return self._after_first_notifies(found, now, first_sent)
+
+    def _serving(self, event: str, live: list[str]) -> list[str]:
+        """The live instances that serve `event`: only they may be made responsible for
+        its subscriptions (an instance of an older version in a rolling upgrade does not)."""
+        return [name for name in live if event in self.serves.get(name, LEGACY_PACKAGES)]
 
     def _throttle(self, subscription: Subscription, sent: Sent | None, now: float) -> bool:
         """Whether the subscription's NOTIFY waits for its package's min_interval (RFC 3856
@@ -425,14 +437,20 @@ class Mirror:
                 self.forced.add(sub_id)
         return list(found.values())
 
-    def _sent_of(self, subscription: Subscription) -> Sent | None:
+    def _sent_of(self, subscription: Subscription, now: float = 0.0) -> Sent | None:
         """What this notifier sent for the subscription. A record numbered at this
         notifier's own epoch was created by a SIP worker of this instance, which answered
         200 and then sent NOTIFY number 0 showing `last_digest` (RFC 6665 §4.2.1.1: the 200
-        first); epochs are never handed out twice, so no other process numbered at it."""
+        first); epochs are never handed out twice, so no other process numbered at it.
+        For a package with partial state, what it showed is the state here now if that
+        has the same digest (seen when its create comes in): the next NOTIFY is partial."""
         sent = self.sent.get(subscription.sub_id)
         if sent is None and self.epoch and subscription.epoch == self.epoch:
-            sent = self.sent[subscription.sub_id] = Sent(self.epoch, 1, subscription.last_digest)
+            shown = None
+            if PACKAGES[subscription.event].partial:
+                state = self.state_of(subscription.presentity, now)
+                shown = state if packages.digest_for(subscription, state) == subscription.last_digest else None
+            sent = self.sent[subscription.sub_id] = Sent(self.epoch, 1, subscription.last_digest, 0.0, shown)
         return sent
 
     def _retries_due(self, now: float) -> set[str]:
@@ -457,9 +475,22 @@ class Mirror:
             if current is None or current[0].expires_at != expires_at:
                 continue  # gone, or refreshed: a newer entry is in the heap
             heapq.heappush(self._expiry, (now + EXPIRY_RECHECK_SECONDS, sub_id, expires_at))
-            if responsible_instance(current[0], live) == me:
+            if responsible_instance(current[0], self._serving(current[0].event, live)) == me:
                 expired.append(sub_id)
         return expired
+
+
+# What an instance that announces no packages serves: the versions before packages were
+# announced served BLF only.
+LEGACY_PACKAGES = frozenset({"dialog"})
+
+
+def _packages_served(value: bytes) -> frozenset[str]:
+    try:
+        announced = codec.decode(value).get("packages")
+    except ValueError:
+        return LEGACY_PACKAGES
+    return frozenset(str(name) for name in announced) if isinstance(announced, list) else LEGACY_PACKAGES
 
 
 def _put(table: dict[str, dict[str, T]], account: str, key: str, value: T | None) -> None:

@@ -21,7 +21,7 @@ import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from statestore import keys
+from statestore import codec, keys
 
 # Terminated legs hang on a shared lease of a few seconds (kemi/blf_legs.py ENDED_TTL = 3);
 # any lease granted at most this long is such a short one, keyless or not.
@@ -33,7 +33,7 @@ BINDING_GRACE_SECONDS = 2
 # and the snapshot's clock is the reader's.
 EXPIRY_SLACK_SECONDS = 10.0
 # Kinds that describe the run's live state; after the run none may remain.
-LIVE_STATE_KINDS = ("legs", "regs", "subs", "watchers", "watched")
+LIVE_STATE_KINDS = ("legs", "regs", "pubs", "subs", "watchers", "watched")
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,8 @@ def _orphaned(
         return _binding_orphaned(snapshot, stored, now)
     if kind == "subs":
         return _subscription_orphaned(snapshot, parsed, stored, now)
+    if kind == "pubs":
+        return _publication_orphaned(stored, now)
     if kind in ("watchers", "watched"):
         return _index_orphaned(snapshot, parsed)
     return ""
@@ -159,6 +161,21 @@ def _binding_orphaned(snapshot: Snapshot, stored: StoredKey, now: float) -> str:
     left = snapshot.leases[stored.lease].ttl
     if left > expires_at - now + BINDING_GRACE_SECONDS + EXPIRY_SLACK_SECONDS:
         return f"binding's lease outlives it: {left}s left, the binding expires in {expires_at - now:.0f}s"
+    return ""
+
+
+# The instance responsible for an account sweeps its expired publications within a few
+# seconds (kemi/blf_notifier.py); one left longer than this is an orphan.
+PUBLICATION_SWEEP_GRACE = 30.0
+
+
+def _publication_orphaned(stored: StoredKey, now: float) -> str:
+    try:
+        expires_at = float(codec.decode(stored.value).get("expires_at", 0))
+    except (ValueError, TypeError):
+        return "unreadable publication"
+    if expires_at + PUBLICATION_SWEEP_GRACE < now:
+        return f"publication {now - expires_at:.0f}s past its expiry"
     return ""
 
 

@@ -11,13 +11,15 @@ waits on it); any other error is a bug and keeps its own type and traceback.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from statestore.domain.authorization import Authorization
 from statestore.domain.directory import AccountEntry, DirectoryError
 from statestore.domain.model import Account, Binding, Leg, Publication, Subscription, WatcherEntry
 from statestore.domain.policy import DomainRules
+from statestore.domain.profiles import UaRule
 
 if TYPE_CHECKING:
     # Value types the adapter defines today; they move here with a second adapter.
@@ -143,6 +145,18 @@ class StateStore(Protocol):
     # NOTIFY numbering: a new ownership epoch (notifier start, takeover); Contended when
     # the compare-and-swap lost every try (not StoreUnavailable: the store answered)
     def next_epoch(self) -> int: ...
+
+    # presence authorization and rendering profiles (blfctl presence|watcher|profile):
+    # read-modify-write by compare-and-swap; Contended when it lost every try; an account's
+    # records only while it exists (None, False: no such account)
+    def authorization(self, presentity: str) -> Authorization: ...
+    def update_authorization(
+        self, presentity: str, change: Callable[[Authorization], Authorization]
+    ) -> Authorization | None: ...
+    def profile_of(self, aor: str) -> tuple[str, ...] | None: ...
+    def set_profile(self, aor: str, names: Sequence[str] | None) -> bool: ...
+    def ua_profile_rules(self) -> list[UaRule]: ...
+    def update_ua_profile_rules(self, change: Callable[[list[UaRule]], list[UaRule]]) -> list[UaRule]: ...
 
     # reading and watching (the notifier's mirror)
     def snapshot(self, prefix: str | Sequence[str] = ..., page: int = ...) -> tuple[int, list[KeyValue]]: ...

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-
 from dataclasses import dataclass
 
 from statestore.domain import bodies, dialoginfo, presence, reginfo, watcherinfo

@@ -17,7 +17,8 @@ first User-Agent rule that matches, else none.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 SINGLE_DIALOG = "single-dialog"
 DUMMY_IDLE = "dummy-idle"
@@ -60,3 +61,57 @@ def choose_profile(
         if _matches(pattern, user_agent):
             return tuple(profile)
     return ()
+
+
+# The records blfctl writes and an initial SUBSCRIBE reads: an account's profile
+# (keys.profile: {"profile": [names]}) and the User-Agent rules (keys.UA_PROFILES:
+# {"rules": [[regex, [names]], ...]}, in the order they are tried).
+UaRule = tuple[str, tuple[str, ...]]
+
+
+def profile_record(names: Sequence[str]) -> dict[str, Any]:
+    return {"profile": list(names)}
+
+
+def profile_from_record(data: Mapping[str, Any] | None) -> tuple[str, ...] | None:
+    """An account's profile, None when not set; names this version does not know are
+    dropped (a record written by a newer version still applies what it can)."""
+    raw = data.get("profile") if data else None
+    if not isinstance(raw, list):
+        return None
+    return tuple(name for name in raw if name in PROFILES)
+
+
+def ua_rules_record(rules: Sequence[UaRule]) -> dict[str, Any]:
+    return {"rules": [[pattern, list(names)] for pattern, names in rules]}
+
+
+def ua_rules_from_record(data: Mapping[str, Any] | None) -> list[UaRule]:
+    """The User-Agent rules in order; a malformed rule is skipped, not the whole list."""
+    raw = data.get("rules") if data else None
+    rules: list[UaRule] = []
+    for rule in raw if isinstance(raw, list) else ():
+        if isinstance(rule, list) and len(rule) == 2 and isinstance(rule[0], str) and isinstance(rule[1], list):
+            rules.append((rule[0], tuple(name for name in rule[1] if name in PROFILES)))
+    return rules
+
+
+def check_pattern(pattern: str) -> str:
+    """A User-Agent regex as given; ValueError when it does not compile."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid User-Agent regex {pattern!r}: {exc}") from exc
+    return pattern
+
+
+def with_rule(rules: Sequence[UaRule], pattern: str, names: Sequence[str]) -> list[UaRule]:
+    """The rules with `pattern`'s profile set: replaced where it is, else appended last."""
+    rule = (pattern, tuple(names))
+    if any(existing == pattern for existing, _ in rules):
+        return [rule if existing == pattern else (existing, kept) for existing, kept in rules]
+    return [*rules, rule]
+
+
+def without_rule(rules: Sequence[UaRule], pattern: str) -> list[UaRule]:
+    return [(existing, names) for existing, names in rules if existing != pattern]

@@ -7,9 +7,8 @@ from dataclasses import replace
 import pytest
 
 from statestore import codec, keys
-from statestore.domain import bodies
+from statestore.domain import bodies, packages
 from statestore.domain.model import Binding, Direction, Leg, LegState, Party, Subscription
-from statestore.domain import packages
 from statestore.domain.packages import PACKAGES, Input
 from statestore.domain.subscription import EPOCH_STRIDE
 from statestore.mirror import EXPIRY_RECHECK_SECONDS, FIRST_NOTIFY_GRACE_SECONDS, Due, Mirror, Sent
@@ -37,7 +36,8 @@ EMPTY = bodies.presentity_state([], [])
 
 
 def info() -> bytes:
-    return codec.encode({"host": "10.0.0.1"})
+    """An instance record of this version: it serves every package."""
+    return codec.encode({"host": "10.0.0.1", "packages": sorted(PACKAGES)})
 
 
 def mirror_with(*items: tuple[str, bytes, int]) -> Mirror:
