@@ -588,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     from bench import presence
 
-    plan = dict(QUICK) if args.quick else dict(WORKLOADS)
+    plan = {**QUICK, **presence.QUICK} if args.quick else dict(WORKLOADS)
     if args.workloads:
         known = {**WORKLOADS, **presence.WORKLOADS, **presence.QUICK}
         plan = {name: plan.get(name, known.get(name, [2.0, 5.0])) for name in args.workloads.split(",")}
