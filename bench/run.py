@@ -18,7 +18,8 @@ The presence workloads (bench/presence.py) publish PIDF documents (PUBLISH, Even
 at rising rates to W presence watchers of each of P presentities; they are not in the default
 plan (name them in --workloads).
 
-Results: bench/results/bench-<UTC stamp>.json (+ latest.json / quick.json), and with
+Results: bench/results/bench-<UTC stamp>.json (+ latest.json, latest-presence.json when only presence
+workloads ran, or quick.json), and with
 matplotlib a PNG of p99 against call rate (bench/results/p99-<stamp>.png).
 """
 
@@ -660,7 +661,9 @@ def main(argv: list[str] | None = None) -> int:
     report["plot"] = png.name if plot(report["summary"], png) else None
     out.write_text(json.dumps(report, indent=2))
     if not args.quick and not args.out:
-        shutil.copy(out, RESULTS / "latest.json")
+        # A run of presence workloads only does not replace the call workloads' latest.json.
+        only_presence = all(presence.is_presence(workload) for workload in plan)
+        shutil.copy(out, RESULTS / ("latest-presence.json" if only_presence else "latest.json"))
     print(json.dumps(report["summary"], indent=1))
     print(f"results: {out}")
     return 0
