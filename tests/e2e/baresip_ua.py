@@ -127,19 +127,24 @@ class PresencePhone(Baresip):
         return {uri: status for status, uri in _CONTACT_LINE.findall(listed)}
 
     def wait_shown(self, uri: str, status: str, timeout: float = 10.0) -> None:
-        """Wait until baresip shows `status` for the contact `uri` (its `contacts` listing is
-        read again each time its log grows: a NOTIFY it took in is logged by the SIP trace)."""
+        """Wait until baresip shows `status` for the contact `uri`: its listing is read again
+        each time a NOTIFY reaches it (its SIP trace logs each before baresip handles it, and
+        a command is handled after that)."""
         assert status in STATUSES, status
         deadline = time.monotonic() + timeout
-        after = len(self.text())
+        mark = len(self.text())
         while (now := self.shown().get(uri)) != status:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"baresip shows {uri} as {now}, not {status}, after {timeout}s; log {self.log}")
-            with self.logged:
-                if len(self.text()) == after and not self.ended:
-                    self.logged.wait(min(left, 1.0))
-            after = len(self.text())
+            try:
+                mark = self.wait_for("NOTIFY sip:", deadline - time.monotonic(), mark) + 1
+            except AssertionError:
+                raise AssertionError(
+                    f"baresip shows {uri} as {now}, not {status}, after {timeout}s; log {self.log}"
+                ) from None
+
+    def wait_published(self, after: int, timeout: float = 10.0) -> int:
+        """Wait until a PUBLISH of baresip's past offset `after` is accepted (a 2xx gives it
+        a SIP-ETag); that answer's offset in the log."""
+        return self.wait_for("SIP-ETag: ", timeout, after)
 
     def stop(self) -> None:
         self.control.close()
