@@ -144,7 +144,12 @@ class PresencePhone(Baresip):
     def wait_published(self, after: int, timeout: float = 10.0) -> int:
         """Wait until a PUBLISH of baresip's past offset `after` is accepted (a 2xx gives it
         a SIP-ETag); that answer's offset in the log."""
-        return self.wait_for("SIP-ETag: ", timeout, after)
+        try:
+            return self.wait_for("SIP-ETag: ", timeout, after)
+        except AssertionError as error:
+            refused = ANSI.sub("", self.text()[after:]).splitlines()
+            answers = [line for line in refused if "publisher got error response" in line]
+            raise AssertionError(f"no PUBLISH of baresip's accepted: {answers or error}; log {self.log}") from None
 
     def stop(self) -> None:
         self.control.close()
