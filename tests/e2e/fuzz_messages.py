@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 
 MARK = "fuzz"
 CRLF = "\r\n"
-METHODS = ("REGISTER", "SUBSCRIBE", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY", "MESSAGE")
-OTHER_METHODS = ("PUBLISH", "REFER", "INFO", "UPDATE", "PRACK", "FOO", "invite", "")
+METHODS = ("REGISTER", "SUBSCRIBE", "PUBLISH", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY", "MESSAGE")
+OTHER_METHODS = ("REFER", "INFO", "UPDATE", "PRACK", "FOO", "invite", "")
 COMPACT = {"Call-ID": "i", "From": "f", "To": "t", "Contact": "m", "Via": "v", "Content-Length": "l",
            "Content-Type": "c", "Event": "o", "Supported": "k", "Subject": "s", "Refer-To": "r"}
 NONCE_PLACEHOLDER = "@@NONCE@@"
@@ -152,9 +152,10 @@ def base(ctx: Ctx, method: str, in_dialog: bool = False) -> Draft:
     if method == "REGISTER":
         headers.append(("Expires", rng.choice(["60", "3600", "0", "300"])))
     elif method == "SUBSCRIBE":
-        headers += [("Event", rng.choice(["dialog", "presence", "dialog;sla", "message-summary"])),
+        headers += [("Event", rng.choice(["dialog", "presence", "dialog;sla", "message-summary", "reg",
+                                          "presence.winfo", "dialog.winfo"])),
                     ("Expires", rng.choice(["600", "0", "3600", "60"])),
-                    ("Accept", "application/dialog-info+xml")]
+                    ("Accept", rng.choice(["application/dialog-info+xml", "application/pidf+xml", "*/*"]))]
     elif method in ("INVITE", "UPDATE") or (method == "ACK" and rng.random() < 0.3):
         body = sdp(ctx).encode()
         headers.append(("Content-Type", "application/sdp"))
@@ -166,8 +167,16 @@ def base(ctx: Ctx, method: str, in_dialog: bool = False) -> Draft:
         headers.append(("Content-Type", "text/plain"))
         body = f"{MARK} message {ctx.n}".encode()
     elif method == "PUBLISH":
-        headers += [("Event", "dialog"), ("Expires", "60"), ("Content-Type", "application/dialog-info+xml")]
-        body = dialog_info(ctx).encode()
+        event = rng.choice(["presence", "presence", "dialog", "reg"])
+        headers += [("Event", event), ("Expires", rng.choice(["60", "0", "3600", "1"]))]
+        if rng.random() < 0.3:
+            headers.append(("SIP-If-Match", rng.choice([ctx.tag(), "", "0" * 64])))
+        if event == "presence":
+            headers.append(("Content-Type", "application/pidf+xml"))
+            body = pidf(ctx).encode()
+        else:
+            headers.append(("Content-Type", "application/dialog-info+xml"))
+            body = dialog_info(ctx).encode()
     elif method == "REFER":
         headers.append(("Refer-To", f"<{ctx.sink_uri}>"))
     return Draft(method, f"{method} {ruri} SIP/2.0", headers, body)
@@ -187,6 +196,28 @@ def dialog_info(ctx: Ctx) -> str:
         f'state="full" entity="sip:{ctx.user()}@{ctx.target.domain}"><dialog id="{MARK}{ctx.n}">'
         "<state>confirmed</state></dialog></dialog-info>"
     )
+
+
+def pidf(ctx: Ctx) -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
+        f'entity="sip:{ctx.user()}@{ctx.target.domain}"><tuple id="{MARK}{ctx.n}"><status><basic>'
+        f'{ctx.rng.choice(["open", "closed"])}</basic></status></tuple></presence>'
+    )
+
+
+# Hostile PIDF documents (issue 13 "Bad input"): each is refused with a 4xx, nothing fetched.
+HOSTILE_PIDF = (
+    '<?xml version="1.0"?><!DOCTYPE p [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+    '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:a@b"><tuple id="t"><status><basic>&x;'
+    "</basic></status></tuple></presence>",
+    '<?xml version="1.0"?><!DOCTYPE p SYSTEM "http://127.0.0.1:9/x.dtd">'
+    '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:a@b"/>',
+    '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:a@b"><tuple id="t"><status>'
+    + "<x>" * 200 + "</x>" * 200 + "<basic>open</basic></status></tuple></presence>",
+    '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:a@b">'
+    + '<tuple id="t"><status><basic>open</basic></status><note>' + "A" * 40000 + "</note></tuple></presence>",
+)
 
 
 def relay_trick(ctx: Ctx) -> Draft:
@@ -451,10 +482,13 @@ def bad_body(ctx: Ctx, d: Draft) -> None:
         + ']><dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info">&lol8;</dialog-info>'
     )
     d.body = rng.choice([
-        bomb.encode(), rng.randbytes(rng.randrange(1, 3000)), b"v=0\r\nm=audio 99999999 RTP/AVP x\r\n" * 10,
+        bomb.encode(), rng.choice(HOSTILE_PIDF).encode(),
+        rng.randbytes(rng.randrange(1, 3000)), b"v=0\r\nm=audio 99999999 RTP/AVP x\r\n" * 10,
         b"<" * 5000, b"\x00" * 100, "é€😀".encode() * 100, b"\xff\xfe\xfd" * 50,
     ])
-    d.set("Content-Type", rng.choice(["application/dialog-info+xml", "application/sdp", "text/plain", "x/y"]))
+    d.set("Content-Type", rng.choice(
+        ["application/dialog-info+xml", "application/pidf+xml", "application/sdp", "text/plain", "x/y"]
+    ))
 
 
 def non_utf8(ctx: Ctx, d: Draft) -> None:
