@@ -21,10 +21,11 @@ Quirks of this client, and how each is handled
 4. Every PUBLISH, the refreshes and modifications too, is challenged (it does not reuse a
    nonce) and resent with credentials: twice the messages, no harm.
 5. A status change while the previous PUBLISH is unanswered goes out with the entity-tag it
-   holds, now replaced: 412, and baresip publishes anew without SIP-If-Match (RFC 3903 §6
-   recovery). The replaced publication stays until it expires (Expires = `pubint`) beside the
-   new one; open tuples are composed first (quirk 6), so baresip's own watchers see the
-   newest status unless the stale one is `open`. The tests wait for each PUBLISH's answer.
+   holds, soon replaced: 412, and baresip publishes anew without SIP-If-Match (RFC 3903 §6
+   recovery), forgetting the publication that replaced it, which would stay until it expires
+   (Expires = `pubint`) and, were it `open`, show the account open after it went offline.
+   Handled by us: statestore.domain.presence leaves out a tuple that a newer publication of
+   the same device (here its connection) carries again under the same id (test 5).
 6. It reads a NOTIFY's status from the first `<basic>` only (then `<rpid:away/>`,
    `<rpid:busy/>`, `<rpid:on-the-phone/>` matched as text, `rpid` prefix included). Handled
    by us: statestore.domain.presence composes open tuples first (any open device shows
@@ -153,3 +154,21 @@ def test_a_pending_subscription_shows_unknown_until_the_presentity_approves(acco
     assert baresip.shown()[uri(bob[0])] == "Unknown"  # quirk 8: no body, no status
     blfctl("watcher", "approve", f"{bob[0]}@{DOMAIN}", f"{pat[0]}@{DOMAIN}")
     baresip.wait_shown(uri(bob[0]), "Online", 12)
+
+
+def test_two_status_changes_in_a_row_end_on_the_last_one(account, presence_phones, phones):
+    pat, wendy, xavier = account("pat"), account("wendy"), account("xavier")
+    baresip = presence_phones(pat, "ks1", pubint=PUBINT)
+    baresip.wait_published(0, 10)
+    published(baresip, "offline")
+    mark = len(baresip.text())
+    baresip.set_online()
+    baresip.set_offline()  # before its "online" PUBLISH is answered: quirk 5, usually a 412
+    baresip.wait_published(baresip.wait_published(mark, 10) + 1, 10)
+    raced = "412 Conditional Request Failed" in baresip.text()[mark:]
+    # A watcher that comes now is told the state as composed at once.
+    watching = watcher(phones, wendy, "ks2")
+    sub = watching.subscribe(pat[0], headers={"Event": "presence"})
+    assert sub.lamp == "closed", f"412 race: {raced}; body {sub.notifies[-1].message.body!r}"
+    late = presence_phones(xavier, "ks2", watching=(pat[0],))
+    late.wait_shown(uri(pat[0]), "Offline", 10)
