@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from statestore.domain import lifecycle
 from statestore.domain.errors import SipError
 from statestore.domain.model import Subscription, WatcherEntry
 from statestore.domain.registrar import normalise_uri
@@ -230,8 +231,14 @@ REASON_NORESOURCE = "noresource"  # its presentity no longer exists: do not subs
 def ended(subscription: Subscription, now: float, reason: str = "") -> Subscription:
     """The record of an ended subscription, due now; its notifier sends the final NOTIFY
     and removes it, as for an expiry. An unsubscribe (Expires: 0, §4.2.1.4) gives no
-    reason (`final_reason`); a removed account `REASON_NORESOURCE`."""
-    return replace(subscription, expires_at=now, termination_reason=reason)
+    reason (`final_reason`); a removed account `REASON_NORESOURCE`. The move is the
+    lifecycle table's (statestore.domain.lifecycle); one already over stays over."""
+    event = lifecycle.Event(reason) if reason else lifecycle.Event.TIMEOUT
+    try:
+        return lifecycle.step(subscription, event, now)
+    except lifecycle.NoSuchMove:
+        return replace(subscription, expires_at=min(subscription.expires_at, now),
+                       termination_reason=subscription.termination_reason or reason)
 
 
 def final_reason(subscription: Subscription) -> str:

@@ -94,8 +94,10 @@ def test_pages_after_the_first_are_read_at_its_revision(store: EtcdStore) -> Non
     assert len(items) == 30 and b"changed" not in {kv.value for kv in items}
 
 
-def test_the_snapshot_and_watch_scope_leave_out_the_index_registrations_and_accounts() -> None:
-    assert set(Mirror.prefixes()) == {keys.INSTANCES, keys.SUBS, keys.LEGS}
+def test_the_snapshot_and_watch_scope_leave_out_the_index_and_accounts() -> None:
+    """What event package bodies are made of (legs, registrations, publications), the
+    subscriptions and the instances: never the index, the directory or authorizations."""
+    assert set(Mirror.prefixes()) == {keys.INSTANCES, keys.SUBS, keys.LEGS, keys.REGS, keys.PUBS}
 
 
 def test_a_watch_from_a_compacted_revision_fails_so_the_notifier_reads_again(store: EtcdStore) -> None:
@@ -119,7 +121,7 @@ def test_a_watch_from_a_compacted_revision_fails_so_the_notifier_reads_again(sto
     assert len(items) == 3
     ids = store.watch_prefixes(again + 1, events.put, Mirror.prefixes())
     store.client.put(keys.sub("s" * 24), codec.encode_subscription(subscription(1)))
-    store.client.put(keys.reg(ALICE, "b1"), b"{}")  # not watched
+    store.client.put(keys.watcher_sub(ALICE, "s" * 24), b"{}")  # not watched
     store.client.put(keys.leg(ALICE, "ks1", "leg-9"), b"{}")
     got: list[str] = []
     deadline = time.monotonic() + 5

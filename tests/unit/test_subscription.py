@@ -252,13 +252,13 @@ def test_a_numbered_subscription_carries_its_numbers() -> None:
 
 
 def test_an_unsubscribe_makes_the_record_due_now() -> None:
-    assert ended(subscription(), NOW) == subscription(expires_at=NOW)
+    assert ended(subscription(), NOW) == subscription(expires_at=NOW, status_event="timeout")
     assert final_reason(ended(subscription(), NOW)) == "timeout"
 
 
 def test_a_removed_account_ends_the_subscriptions_to_it_with_noresource() -> None:
     removed = ended(subscription(), NOW, REASON_NORESOURCE)
-    assert removed == subscription(expires_at=NOW, termination_reason="noresource")
+    assert removed == subscription(expires_at=NOW, termination_reason="noresource", status_event="noresource")
     assert is_expired(removed, NOW)
     assert final_reason(removed) == "noresource"
     assert subscription_state(removed, NOW, final_reason(removed)) == "terminated;reason=noresource"
@@ -383,3 +383,9 @@ def test_event_id_is_read_from_the_event_header(header, expected_id):
     assert event_id(header) == expected_id
     rendered = event_header(subscription(event_id=expected_id))
     assert rendered == (f"dialog;id={expected_id}" if expected_id else "dialog")
+
+
+def test_ending_a_subscription_already_over_keeps_it_over_with_its_first_reason() -> None:
+    over = ended(subscription(), NOW, REASON_NORESOURCE)
+    again = ended(over, NOW + 5)
+    assert is_expired(again, NOW + 5) and final_reason(again) == "noresource"
