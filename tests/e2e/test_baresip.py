@@ -133,11 +133,12 @@ def test_baresip_shows_registration_calls_and_unregistration_of_an_account_it_wa
     assert "415 Unsupported Media Type" not in baresip.text()
 
 
-def test_one_baresip_sees_another_change_its_status_across_instances(account, presence_phones):
+@pytest.mark.parametrize(("publishes", "watches"), [("tcp", "tcp"), ("udp", "tcp"), ("tcp", "udp")])
+def test_one_baresip_sees_another_change_its_status_across_instances(account, presence_phones, publishes, watches):
     pat, quinn = account("pat"), account("quinn")
-    publisher = presence_phones(pat, "ks1", pubint=PUBINT)
+    publisher = presence_phones(pat, "ks1", pubint=PUBINT, transport=publishes)
     publisher.wait_published(0, 10)
-    watching = presence_phones(quinn, "ks2", watching=(pat[0],))
+    watching = presence_phones(quinn, "ks2", watching=(pat[0],), transport=watches)
     watching.wait_shown(uri(pat[0]), "Online", 10)
     published(publisher, "offline")
     watching.wait_shown(uri(pat[0]), "Offline", 12)
