@@ -51,8 +51,9 @@ from pathlib import Path
 
 import pytest
 
+from statestore import keys
 from tests.e2e.baresip_ua import PresencePhone
-from tests.e2e.conftest import DOMAIN, KS, blfctl, free_port, phone, register_contact, watcher
+from tests.e2e.conftest import DOMAIN, KS, blfctl, etcdctl, free_port, phone, register_contact, watcher
 from tests.e2e.real_phone import MODULES, available
 from tests.e2e.test_call_flows import wait_exit
 
@@ -110,6 +111,9 @@ def test_baresip_publishes_its_status_to_a_watcher_on_the_other_instance(account
     published(baresip, "online")
     watching.wait_lamp(sub, "open", 12)
     assert "publisher got error response 412" not in baresip.text()
+    baresip.stop()  # quirk 10: its publication is removed (PUBLISH Expires: 0)
+    left = etcdctl("get", "--prefix", "--keys-only", keys.pubs_of(f"{pat[0]}@{DOMAIN}"))
+    assert left.returncode == 0 and not left.stdout.strip(), f"publications left: {left.stdout}"
 
 
 def test_baresip_shows_registration_calls_and_unregistration_of_an_account_it_watches(
