@@ -111,8 +111,10 @@ def test_baresip_publishes_its_status_to_a_watcher_on_the_other_instance(account
     published(baresip, "online")
     watching.wait_lamp(sub, "open", 12)
     assert "publisher got error response 412" not in baresip.text()
+    stored = ("get", "--prefix", "--keys-only", keys.pubs_of(f"{pat[0]}@{DOMAIN}"))
+    assert etcdctl(*stored).stdout.strip(), "baresip's publication is stored"
     baresip.stop()  # quirk 10: its publication is removed (PUBLISH Expires: 0)
-    left = etcdctl("get", "--prefix", "--keys-only", keys.pubs_of(f"{pat[0]}@{DOMAIN}"))
+    left = etcdctl(*stored)
     assert left.returncode == 0 and not left.stdout.strip(), f"publications left: {left.stdout}"
 
 
