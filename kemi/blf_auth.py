@@ -42,7 +42,7 @@ _NC_MARGIN_SECONDS = 60
 # Requests this server answers itself, as a UAS: challenged with 401 + WWW-Authenticate,
 # credentials in Authorization. Every other request is proxied: 407 + Proxy-Authenticate,
 # credentials in Proxy-Authorization (RFC 3261 §22.3).
-UAS_METHODS = frozenset({"REGISTER", "SUBSCRIBE"})
+UAS_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "PUBLISH"})
 
 _policy: digest.DigestPolicy | None = None
 

@@ -50,6 +50,9 @@ class Settings:
     nat_expires: int
     # Signs nonces, Record-Route entries and flow routes; the same on every instance.
     secret: str
+    # The least Expires of a PUBLISH (423 below it); 0: the package's (Publishing.min_expires).
+    # Lowered in tests only, so that a publication's expiry is seen within one.
+    pub_min_expires: int = 0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -71,6 +74,7 @@ class Settings:
             max_bindings=int(env.get("BLF_MAX_BINDINGS", "10")),
             nat_expires=int(env.get("BLF_NAT_EXPIRES", "60")),
             secret=env["BLF_AUTH_SECRET"],
+            pub_min_expires=int(env.get("BLF_PUB_MIN_EXPIRES", "0")),
         )
 
 

@@ -30,6 +30,7 @@ from blf_lease import LeaseKeeper
 from blf_legs import LegWriter
 from blf_notifier import Notifier
 from blf_notify_replies import on_notify_failure
+from blf_publish import handle_publish
 from blf_register import handle_register
 from blf_routing import flooding, in_dialog_routes, initial_routes, on_branch, relay, relay_in_dialog, relay_to_flow
 from blf_sip import pv, refused, reply, reply_error
@@ -38,7 +39,7 @@ from blf_subscribe import handle_in_dialog_subscribe, handle_initial_subscribe
 from statestore.domain.errors import SipError, StoreUnavailable, store_unavailable_error
 from statestore.domain.packages import allow_events
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, PUBLISH"
 
 
 def _answering(step: Callable[[Context], None]) -> int:
@@ -110,6 +111,8 @@ def route_initial(ctx: Context, method: str) -> None:
         handle_register(ctx)
     elif method == "SUBSCRIBE":
         handle_initial_subscribe(ctx)
+    elif method == "PUBLISH":
+        handle_publish(ctx)
     elif method == "INVITE":
         handle_initial_invite(ctx)
     elif method == "OPTIONS":

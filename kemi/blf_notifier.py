@@ -3,6 +3,21 @@
 Runs in its own rtimer process. The etcd watch thread hands changes over through a
 queue; each tick blocks on that queue for a few milliseconds, the only time the watch
 thread can run, since Kamailio 5.6 never releases the GIL otherwise (KAMAILIO-NOTES).
+
+It also sweeps expired publications (RFC 3903) from the store, those of the accounts it is
+responsible for (Mirror.expired_publications), about once a second. A publication holds
+no etcd lease of its own: lease expiry storms of a few hundred per second have stalled
+etcd clusters (etcd issue #9360, KAMAILIO-NOTES), and phones publish in step (a PBX
+restart, a morning log-in) so their publications would expire in step too. A lease per
+publication would also cost a grant per PUBLISH and a lease the leader tracks and
+revokes. Measured on one local member (bench/lease_vs_sweep.py, one client): grant + put
+190-320 per second against 620-650 plain puts; guarded deletes (the sweep) 500-600 per
+second; 3,000 leases expiring together were all gone 2.7 s late (etcd revokes about 1,000
+a second), while a probe's writes kept their idle latency: the stall of #9360 is a
+cluster's risk, not reproduced on one member. Watchers do not wait for the sweep: the
+mirror re-renders a presentity at its publication's expiry; the sweep only frees the
+store, one guarded delete per publication (compared on its value, so a refresh that won
+meanwhile is never deleted).
 """
 
 from __future__ import annotations
@@ -20,6 +35,7 @@ from blf_context import Context, share_epoch, shared_lease_confirmed
 
 from statestore.domain.contention import ownership_current
 from statestore.domain.errors import Contended, StoreUnavailable
+from statestore.domain.model import Publication
 from statestore.domain.subscription import final_reason
 from statestore.etcd_store import WatchEvent
 from statestore.mirror import Due, Mirror
@@ -41,6 +57,8 @@ BULK_PRESENTITIES = 256
 BACKLOG_CHUNK = 32
 # How often the NOTIFY headers cached for subscriptions that have gone are dropped.
 PRUNE_SECONDS = 30.0
+# How often expired publications are removed from the store (see the module's docstring).
+SWEEP_SECONDS = 1.0
 
 
 def resync_backoff(failures: int) -> float:
@@ -71,6 +89,9 @@ class Notifier:
         # sending because that confirmation grew too old (see _owning).
         self.lease_seen = 0
         self.lapsed = False
+        self.next_sweep = 0.0
+        # Expired publications a sweep could not remove (store unavailable): tried again.
+        self.unswept: list[Publication] = []
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -93,7 +114,23 @@ class Notifier:
             if now >= self.next_prune:
                 blf_notify.forget_dialogs(self.mirror.subs)
                 self.next_prune = now + PRUNE_SECONDS
+            if now >= self.next_sweep:
+                self._sweep(time.time())
+                self.next_sweep = now + SWEEP_SECONDS
         self._log_notes()
+
+    def _sweep(self, now: float) -> None:
+        """Remove from the store the expired publications this instance sweeps; each only if
+        still as the mirror saw it (refreshed meanwhile: a new key, and the old one is gone)."""
+        found = self.unswept + [pub for _, pub in self.mirror.expired_publications(self.ctx.settings.instance, now)]
+        self.unswept = []
+        for index, publication in enumerate(found):
+            try:
+                self.ctx.store.delete_publication(publication.account, publication.etag, expected=publication)
+            except StoreUnavailable as exc:
+                self.unswept = found[index:]
+                KSR.warn(f"blf notifier: {len(self.unswept)} expired publications left for later: {exc}\n")
+                return
 
     def _notify(self, dirty: set[str], now: float) -> None:
         """NOTIFY what is due: the live changes first, then the backlog, NOTIFY_BUDGET at most.

@@ -33,7 +33,7 @@ from statestore.domain.directory import (
 )
 from statestore.domain.errors import Contended, StoreUnavailable
 from statestore.domain.legbook import WriteOutcome
-from statestore.domain.model import Account, Binding, Leg, Subscription, WatcherEntry
+from statestore.domain.model import Account, Binding, Leg, Publication, Subscription, WatcherEntry
 from statestore.domain.policy import DomainRules
 from statestore.domain.subscription import REASON_NORESOURCE, ended
 from statestore.maintenance import KINDS, MaintenanceRecord, MemberStatus, status_field
@@ -366,11 +366,11 @@ class EtcdStore:
             deletes = [key for key in watched + dangling if not key.startswith(own)]  # own: a prefix delete
             record = codec.decode(account.kvs[0].value)
             aliases = [str(name) for name in record.get("aliases", [])]
-            # + 6: the account, three prefixes, its authorization and its profile record
-            if max(len(deletes) + len(to_end) + len(aliases) + 6, len(to_end) + 3) > MAX_TXN_OPS:
+            # + 7: the account, four prefixes, its authorization and its profile record
+            if max(len(deletes) + len(to_end) + len(aliases) + 7, len(to_end) + 3) > MAX_TXN_OPS:
                 self._delete_in_batches(watched + dangling)
                 self._end_in_batches(to_end, due)
-                if len(aliases) + 6 > MAX_TXN_OPS:
+                if len(aliases) + 7 > MAX_TXN_OPS:
                     self._shed_aliases(aor, record, int(account.kvs[0].mod_revision))
                 continue
             domain = aor.rpartition("@")[2]
@@ -382,7 +382,9 @@ class EtcdStore:
             ]
             success = [tx.delete(keys.account(aor))]
             success += [tx.delete(keys.alias(domain, name)) for name in aliases]
-            success += [_prefix_delete(tx, prefix) for prefix in (keys.legs_of(aor), keys.regs_of(aor), own)]
+            # Its publications (RFC 3903) go with it: no sweep would remove them before they expire.
+            success += [_prefix_delete(tx, prefix)
+                        for prefix in (keys.legs_of(aor), keys.regs_of(aor), keys.pubs_of(aor), own)]
             # Its presence authorization and rendering profile go with it (records.AUTHZ, PROFILES).
             success += [tx.delete(keys.authz(aor)), tx.delete(keys.profile(aor))]
             success += [tx.delete(key) for key in deletes]
@@ -435,7 +437,7 @@ class EtcdStore:
         tx = self.client.transactions
         aliases = [str(name) for name in record.get("aliases", [])]
         domain = aor.rpartition("@")[2]
-        while len(aliases) + 6 > MAX_TXN_OPS:  # what remove_account writes besides them
+        while len(aliases) + 7 > MAX_TXN_OPS:  # what remove_account writes besides them
             shed, aliases = aliases[: MAX_TXN_OPS - 1], aliases[MAX_TXN_OPS - 1 :]
             with self._guard():
                 ok, responses = self.client.transaction(
@@ -905,6 +907,55 @@ class EtcdStore:
             compare.append(tx.version(account_key) > 0)
         with self._guard():
             ok, _ = self.client.transaction(compare=compare, success=[tx.put(key, value)], failure=[])
+        return bool(ok)
+
+    # --- publications ---------------------------------------------------------------------
+    #
+    # A publication (RFC 3903) is one key, keys.pub(account, etag), without a lease: an
+    # expired one is removed by the sweep of the notifier responsible for its account
+    # (kemi/blf_notifier.py says why no lease); watchers stop seeing it at its expiry
+    # whether or not it has been swept (the mirror re-renders then).
+
+    def get_publication(self, aor: str, etag: str) -> tuple[Publication, int] | None:
+        """The publication and its mod revision; None when there is none under that tag."""
+        with self._guard():
+            value, meta = self.client.get(keys.pub(aor, etag))
+        if value is None:
+            return None
+        return codec.decode_publication(value), int(meta.mod_revision)
+
+    def put_publication(self, publication: Publication, replaces: tuple[str, int] | None = None) -> bool:
+        """Store a publication under its (new) entity-tag and, with `replaces` (etag, mod
+        revision), delete the one it replaces, in one transaction: the new key must not
+        exist and the old one must be as read. Of two refreshes of one publication at once
+        (through two instances) one wins; the other gets False (its PUBLISH: 412)."""
+        tx = self.client.transactions
+        key = keys.pub(publication.account, publication.etag)
+        compare = [tx.version(key) == 0]
+        success = [tx.put(key, codec.encode_publication(publication))]
+        if replaces is not None:
+            old_key = keys.pub(publication.account, replaces[0])
+            compare.append(tx.mod(old_key) == replaces[1])
+            success.append(tx.delete(old_key))
+        with self._guard():
+            ok, _ = self.client.transaction(compare=compare, success=success, failure=[])
+        return bool(ok)
+
+    def delete_publication(
+        self, aor: str, etag: str, mod_revision: int | None = None, expected: Publication | None = None
+    ) -> bool:
+        """Delete a publication; with `mod_revision`, only if unchanged since read; with
+        `expected` (the sweep, whose mirror keeps no revisions), only if its value is still
+        that one. False when it is gone or changed (or, unguarded, was not there)."""
+        tx = self.client.transactions
+        key = keys.pub(aor, etag)
+        compare = [tx.version(key) > 0]
+        if mod_revision is not None:
+            compare.append(tx.mod(key) == mod_revision)
+        if expected is not None:
+            compare.append(tx.value(key) == codec.encode_publication(expected))
+        with self._guard():
+            ok, _ = self.client.transaction(compare=compare, success=[tx.delete(key)], failure=[])
         return bool(ok)
 
     # --- reading and watching ---------------------------------------------------------------

@@ -277,7 +277,7 @@ class UserAgent:
         nonce = self.challenge["nonce"]
         self.nonce_counts[nonce] = self.nonce_counts.get(nonce, 0) + 1
         value = digest_credentials(self.challenge, method, uri, self.user, self.password, self.nonce_counts[nonce])
-        uas = status == 401 if status is not None else method in ("REGISTER", "SUBSCRIBE")
+        uas = status == 401 if status is not None else method in ("REGISTER", "SUBSCRIBE", "PUBLISH")
         line = f"{'Authorization' if uas else 'Proxy-Authorization'}: {value}\r\n"
         self.sent_credentials.append(line)
         return line

@@ -35,6 +35,9 @@ DOMAIN = "example.com"
 KS = {"ks1": ("127.0.0.1", 5071), "ks2": ("127.0.0.1", 5072)}
 LEASE_TTL = 4
 SUB_MIN_EXPIRES = 2
+# PUBLISH's minimum lowered from 60 (BLF_PUB_MIN_EXPIRES) so that a publication expires
+# within a test.
+PUB_MIN_EXPIRES = 2
 RECONCILE_SECONDS = 2
 # Lowered from 300 so that a test reaches it in a dozen SUBSCRIBEs; the other caps keep
 # their defaults (4 per watcher and presentity, 500 per presentity).
@@ -66,6 +69,7 @@ def lab() -> Iterator[dict[str, tuple[str, int]]]:
     shutil.rmtree(var, ignore_errors=True)
     os.environ["BLF_VAR"] = str(var)
     os.environ["BLF_SUB_MIN_EXPIRES"] = str(SUB_MIN_EXPIRES)
+    os.environ["BLF_PUB_MIN_EXPIRES"] = str(PUB_MIN_EXPIRES)
     os.environ["BLF_RECONCILE_SECONDS"] = str(RECONCILE_SECONDS)
     os.environ["BLF_MAX_SUBS_PER_WATCHER"] = str(MAX_SUBS_PER_WATCHER)
     up = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)
