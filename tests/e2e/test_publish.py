@@ -176,3 +176,17 @@ def test_account_removal_removes_its_publications(account, phones):
     assert publish(phone(phones, alice, "ks1"), pidf(alice[0])).status == 200
     blfctl("account", "remove", f"{alice[0]}@{DOMAIN}")
     assert stored_etags(alice[0]) == set()
+
+
+def test_a_device_publishing_anew_replaces_its_older_state_and_two_devices_keep_theirs(account, phones):
+    alice = account("alice")
+    desk, mobile = phone(phones, alice, "ks1"), phone(phones, alice, "ks2")
+    first = publish(desk, pidf(alice[0]))
+    other = publish(mobile, pidf(alice[0], "closed"))
+    assert first.status == 200 and other.status == 200
+    # The desk phone lost its entity-tag (a reboot): its new initial PUBLISH replaces its old state.
+    again = publish(desk, pidf(alice[0]))
+    assert again.status == 200
+    wanted = {again.header("sip-etag"), other.header("sip-etag")}
+    prefix = f"/blf/pubs/{alice[0]}@{DOMAIN}/"
+    assert wait_store(lambda: stored_etags(alice[0]) == wanted, 5, prefix), stored_etags(alice[0])
