@@ -13,11 +13,7 @@ Pure: no I/O, no clock (`state.now` is when the state was read). The rules, in o
    basic status is `open` come first, then the others, each group in publication order:
    RFC 3863 gives the order of tuples no meaning, and a watcher that reads only the first
    <basic> (baresip 1.0: tests/e2e/test_baresip.py) then shows the presentity available
-   when any of its devices is, as one that reads every tuple does. A tuple whose id a
-   newer publication of the same device (`Publication.device`) also has is left out: the
-   device published that service again under a new entity-tag, and the older state is
-   stale (baresip, answered 412 for a modification that raced another, publishes anew and
-   forgets the publication it replaced, which would otherwise stay until it expires).
+   when any of its devices is, as one that reads every tuple does.
 3. Person. The <dm:person> (RFC 4479 §3.1) of the newest publication that has one; the
    others are dropped (one human user). Presence-level <note>s and <dm:device>s of the
    publications are not carried.
@@ -49,7 +45,7 @@ from lxml import etree
 
 from statestore.domain.bodies import PresentityState
 from statestore.domain.model import Binding, LegState, Publication
-from statestore.domain.pidf import DM_NS, PIDF_NS, RPID_NS, PidfDocument, PidfTuple, element_of, parse_stored
+from statestore.domain.pidf import DM_NS, PIDF_NS, RPID_NS, PidfDocument, element_of, parse_stored
 
 CONTENT_TYPE = "application/pidf+xml"
 EVENT = "presence"
@@ -153,27 +149,12 @@ def _new_person(used: set[str]) -> etree._Element:
     return person
 
 
-def _current_tuples(documents: list[tuple[Publication, PidfDocument]]) -> list[tuple[Publication, PidfTuple]]:
-    """Rule 2: every tuple of the publications (newest first), but those a newer
-    publication of the same device has republished (same tuple id)."""
-    seen: set[tuple[str, str]] = set()
-    kept: list[tuple[Publication, PidfTuple]] = []
-    for publication, document in documents:
-        for pidf_tuple in document.tuples:
-            key = (publication.device, pidf_tuple.id)
-            if publication.device and key in seen:
-                continue
-            seen.add(key)
-            kept.append((publication, pidf_tuple))
-    return kept
-
-
 def _compose(entity: str, state: PresentityState) -> etree._Element:
     root = etree.Element(f"{{{PIDF_NS}}}presence", nsmap=_NSMAP, entity=_NOT_XML.sub("\ufffd", entity))
     documents = list(_documents(_live_publications(state)))
     used: set[str] = set()
     person: etree._Element | None = None
-    published = _current_tuples(documents)
+    published = [(publication, pidf_tuple) for publication, document in documents for pidf_tuple in document.tuples]
     # Rule 2: open tuples first (a stable sort keeps publication order within each group).
     for publication, pidf_tuple in sorted(published, key=lambda item: item[1].basic != "open"):
         element = element_of(pidf_tuple.xml)

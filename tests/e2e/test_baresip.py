@@ -24,8 +24,8 @@ Quirks of this client, and how each is handled
    holds, soon replaced: 412, and baresip publishes anew without SIP-If-Match (RFC 3903 §6
    recovery), forgetting the publication that replaced it, which would stay until it expires
    (Expires = `pubint`) and, were it `open`, show the account open after it went offline.
-   Handled by us: statestore.domain.presence leaves out a tuple that a newer publication of
-   the same device (here its connection) carries again under the same id (test 5).
+   Handled by us: an initial PUBLISH replaces the older publications of the same device
+   (statestore.domain.publication.admit; the device is here its connection) (test 5).
 6. It reads a NOTIFY's status from the first `<basic>` only (then `<rpid:away/>`,
    `<rpid:busy/>`, `<rpid:on-the-phone/>` matched as text, `rpid` prefix included). Handled
    by us: statestore.domain.presence composes open tuples first (any open device shows

@@ -114,20 +114,6 @@ def test_open_tuples_come_first_whatever_their_age() -> None:
     assert fourth[1:] == ("closed", "sip:alice@192.0.2.2") and fourth[0].endswith("-t1")
 
 
-def test_a_tuple_its_device_published_again_is_left_out() -> None:
-    # baresip after a 412: its replaced publication (open) and its new one (closed).
-    stale = publication("e-stale", 10, tuple_xml("t4109", "sip:alice@example.com"), device="tcp:192.0.2.1:5060")
-    again = publication(
-        "e-again", 20, tuple_xml("t4109", "sip:alice@example.com", "closed"), device="tcp:192.0.2.1:5060"
-    )
-    other = publication("e-other", 5, tuple_xml("t4109", "sip:alice@192.0.2.2", "closed"), device="sip:alice@x")
-    anonymous = publication("e-anon", 1, tuple_xml("t4109", "sip:alice@192.0.2.3", "closed"))
-    found = tuples(compose(state((stale, again, other, anonymous))))
-    assert [t[1:] for t in found] == [
-        ("closed", "sip:alice@example.com"), ("closed", "sip:alice@192.0.2.2"), ("closed", "sip:alice@192.0.2.3")
-    ]
-
-
 # Rule 3: the person of the newest publication that has one.
 def test_the_newest_person_is_taken() -> None:
     older = publication("e-1", 10, tuple_xml("a", "sip:a@192.0.2.1"), person_xml("p1", "meal"))
