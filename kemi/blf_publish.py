@@ -28,6 +28,7 @@ from statestore.domain.publication import (
     Action,
     PublishRequest,
     Verdict,
+    admit,
     check,
     decide,
     device_of,
@@ -74,10 +75,22 @@ def handle_publish(ctx: Context) -> None:
         publication, revision = stored if stored is not None else (None, 0)
         verdict = decide(checked, account, publication, time.time(), secrets.token_hex(ETAG_BYTES), device,
                          ctx.settings.instance)
+        replaced = _admitted(ctx, verdict) if verdict.action is Action.CREATE else []
         if _carry_out(ctx, verdict, revision):
             reply(200, "OK", verdict.headers)
             _log(verdict, account)
+            for old, old_revision in replaced:  # its device's older state (after the 200: not on its path)
+                ctx.store.delete_publication(old.account, old.etag, old_revision)
             return
+
+
+def _admitted(ctx: Context, verdict: Verdict) -> list[tuple[Publication, int]]:
+    """A new publication within the account's cap (403 over it, publication.admit); the
+    publications of the same device it replaces, with their revisions."""
+    assert verdict.write is not None
+    existing = ctx.store.publications_of(verdict.write.account)
+    replaced = admit(verdict.write, [pub for pub, _ in existing], time.time())
+    return [(pub, revision) for pub, revision in existing if pub in replaced]
 
 
 def _carry_out(ctx: Context, verdict: Verdict, revision: int) -> bool:

@@ -174,6 +174,7 @@ def show(store: StateStore, aor: str, now: float) -> dict[str, Any]:
     legs = store.legs_of(aor)
     bindings = store.bindings_of(aor)
     subscriptions = store.subscriptions_to(aor)
+    publications = [pub for pub, _ in store.publications_of(aor)]
     return {
         "account": aor,
         "state": lamp_state(legs, bindings, now).value,
@@ -200,6 +201,13 @@ def show(store: StateStore, aor: str, now: float) -> dict[str, Any]:
             }
             for s in subscriptions
         ],
+        "publications": [
+            {
+                "event": p.event, "etag": p.etag, "expires": p.remaining(now), "device": p.device,
+                "instance": p.instance, "content_type": p.content_type, "body": p.body,
+            }
+            for p in sorted(publications, key=lambda p: p.published_at)
+        ],
     }
 
 
@@ -221,6 +229,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"  registered  {reg['contact']} expires in {reg['expires']}s (via {reg['instance']}){nat}")
     for leg in view["legs"]:
         print(f"  leg         {leg['instance']} {leg['call_id']} {leg['state']} {leg['direction']} {leg['remote']}")
+    for pub in view["publications"]:
+        print(f"  published   {pub['event']} etag={pub['etag']} expires in {pub['expires']}s by {pub['device']} "
+              f"(via {pub['instance']})")
     for sub in view["subscriptions"]:
         print(f"  watched by  {sub['watcher']} event={sub['event']} {sub['status']} expires in {sub['expires']}s "
               f"owner={sub['owner']}")

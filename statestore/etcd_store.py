@@ -941,6 +941,10 @@ class EtcdStore:
             ok, _ = self.client.transaction(compare=compare, success=success, failure=[])
         return bool(ok)
 
+    def publications_of(self, aor: str) -> list[tuple[Publication, int]]:
+        """An account's publications and their mod revisions (a few: publication.admit caps them)."""
+        return [(codec.decode_publication(kv.value), kv.mod_revision) for kv in self.range(keys.pubs_of(aor))]
+
     def delete_publication(
         self, aor: str, etag: str, mod_revision: int | None = None, expected: Publication | None = None
     ) -> bool:

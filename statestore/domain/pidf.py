@@ -119,6 +119,26 @@ def _check_structure(root: etree._Element) -> None:
         raise _bad_request("PIDF presence has no entity")
 
 
+def _tuples_first(root: etree._Element) -> etree._Element:
+    """The document with <presence>'s children in the order RFC 3863 §4.4's schema asks for
+    (every <tuple>, then every <note>, then the extensions such as <dm:person>), each group
+    in the order it came in.
+
+    baresip (1.0) publishes its <dm:person> before its <tuple>, which the schema refuses.
+    Composition reads tuples and persons by kind and id, never by position, so nothing is
+    lost by moving them; the document is stored in the schema's order, so that what watchers
+    receive is valid whoever composed it. Anything still invalid after that is refused."""
+    ordered = etree.Element(root.tag, root.attrib, nsmap=root.nsmap)
+    ordered.text = root.text
+    children = list(root)
+    tuples = [child for child in children if child.tag == f"{{{PIDF_NS}}}tuple"]
+    notes = [child for child in children if child.tag == f"{{{PIDF_NS}}}note"]
+    others = [child for child in children if child not in tuples and child not in notes]
+    for child in tuples + notes + others:
+        ordered.append(child)
+    return ordered
+
+
 def check_pidf(body: bytes, content_type: str) -> str:
     """The published document as text to store, or SipError (415, 413, 400)."""
     _check_content_type(content_type)
@@ -128,7 +148,9 @@ def check_pidf(body: bytes, content_type: str) -> str:
     _check_structure(root)
     schema = presence_schema()
     if not schema.validate(root):
-        raise _bad_request("PIDF body is not valid")
+        root = _tuples_first(root)
+        if not schema.validate(root):
+            raise _bad_request("PIDF body is not valid")
     # Stored without its XML declaration: the text is UTF-8 from here on, whatever
     # encoding the body declared.
     return etree.tostring(root, encoding="unicode")

@@ -8,8 +8,12 @@ Pure: no I/O, no clock (`state.now` is when the state was read). The rules, in o
 2. Tuples. Every <tuple> of every live publication is kept as it was published, one
    each: RFC 3863 §3.2 and RFC 4479 §3.2 model a tuple as one service or device, so a
    merge of two devices' tuples would lose each device's <contact> and status. Ids are
-   xs:ID, unique in a document: an id already used (by a newer publication) is prefixed
-   with a short hash of its publication's etag (`x<hash>-<id>`).
+   xs:ID, unique in a document: an id already used (by a tuple placed before it) is
+   prefixed with a short hash of its publication's etag (`x<hash>-<id>`). Tuples whose
+   basic status is `open` come first, then the others, each group in publication order:
+   RFC 3863 gives the order of tuples no meaning, and a watcher that reads only the first
+   <basic> (baresip 1.0: tests/e2e/test_baresip.py) then shows the presentity available
+   when any of its devices is, as one that reads every tuple does.
 3. Person. The <dm:person> (RFC 4479 §3.1) of the newest publication that has one; the
    others are dropped (one human user). Presence-level <note>s and <dm:device>s of the
    publications are not carried.
@@ -150,11 +154,12 @@ def _compose(entity: str, state: PresentityState) -> etree._Element:
     documents = list(_documents(_live_publications(state)))
     used: set[str] = set()
     person: etree._Element | None = None
-    for publication, document in documents:
-        for pidf_tuple in document.tuples:
-            element = element_of(pidf_tuple.xml)
-            _unique_ids(element, publication.etag, used)
-            root.append(element)
+    published = [(publication, pidf_tuple) for publication, document in documents for pidf_tuple in document.tuples]
+    # Rule 2: open tuples first (a stable sort keeps publication order within each group).
+    for publication, pidf_tuple in sorted(published, key=lambda item: item[1].basic != "open"):
+        element = element_of(pidf_tuple.xml)
+        _unique_ids(element, publication.etag, used)
+        root.append(element)
     if not documents:
         root.append(_registration_tuple(state))
     # Rule 3: the newest publication that has a person (ids checked after the tuples').

@@ -22,7 +22,7 @@ a lost race, never an overwrite).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from statestore.domain import pidf
@@ -223,3 +223,24 @@ def decide(
             written = replace(written, content_type=checked.content_type, body=checked.document, published_at=now,
                               device=device or stored.device)
     return Verdict(action, written, stored, {"SIP-ETag": new_etag, "Expires": str(checked.expires)})
+
+
+# An account's publications at most (RFC 3903 leaves it to the ESC): a person has a few
+# devices; without a cap one account could fill the store with initial PUBLISHes until they
+# expire. Publications of the device that publishes anew do not count: they are replaced.
+MAX_PUBLICATIONS_PER_ACCOUNT = 16
+TOO_MANY_PUBLICATIONS = "Forbidden - Too Many Publications"
+
+
+def admit(
+    new: Publication, existing: Sequence[Publication], now: float, cap: int = MAX_PUBLICATIONS_PER_ACCOUNT
+) -> tuple[Publication, ...]:
+    """The live publications of the account that a new (initial) one replaces: those of
+    its device and event (a device that lost its entity-tag, after a 412 or a reboot,
+    publishes anew: its older state must not stay beside the new one); 403 when the
+    account would hold more than `cap` live publications."""
+    live = [pub for pub in existing if pub.expires_at > now and pub.etag != new.etag]
+    replaced = tuple(pub for pub in live if new.device and pub.device == new.device and pub.event == new.event)
+    if cap > 0 and len(live) - len(replaced) + 1 > cap:
+        raise SipError(403, TOO_MANY_PUBLICATIONS)
+    return replaced

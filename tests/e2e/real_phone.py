@@ -26,8 +26,9 @@ BARESIP = "baresip"
 MODULES = "/usr/lib/baresip/modules"
 
 
-def config_text(sip_port: int) -> str:
-    """baresip's `config`: SIP on 127.0.0.1:`sip_port` (UDP and TCP), no audio device, no console."""
+def config_text(sip_port: int, extra: tuple[str, ...] = ()) -> str:
+    """baresip's `config`: SIP on 127.0.0.1:`sip_port` (UDP and TCP), no audio device, no console;
+    `extra` lines after (more modules and their settings)."""
     return "\n".join([
         "poll_method\t\tepoll",
         # baresip finds no network interface with an address in a namespace with only `lo`: name it.
@@ -43,19 +44,22 @@ def config_text(sip_port: int) -> str:
         "module\t\t\taubridge.so",
         "module_tmp\t\taccount.so",
         "module_app\t\tmenu.so",
+        *extra,
         "",
     ])
 
 
 def account_line(
-    user: str, domain: str, password: str, proxy: tuple[str, int], transport: str = "tcp", regint: int = 60
+    user: str, domain: str, password: str, proxy: tuple[str, int], transport: str = "tcp", regint: int = 60,
+    extra: str = "",
 ) -> str:
-    """One line of baresip's `accounts`: register through `proxy` on `transport`, answer at once."""
+    """One line of baresip's `accounts`: register through `proxy` on `transport`, answer at once;
+    `extra`: more account parameters (`;name=value...`)."""
     host, port = proxy
     return (
         f"<sip:{user}@{domain};transport={transport}>;auth_pass={password};"
         f'outbound="sip:{host}:{port};transport={transport}";regint={regint};'
-        "answermode=auto;mwi=no;audio_codecs=PCMU,PCMA\n"
+        f"answermode=auto;mwi=no;audio_codecs=PCMU,PCMA{extra}\n"
     )
 
 
@@ -78,14 +82,17 @@ class Baresip:
     def __init__(
         self, directory: Path, user: str, domain: str, password: str, proxy: tuple[str, int],
         sip_port: int, transport: str = "tcp", lifetime: int = 120,
+        extra_config: tuple[str, ...] = (), account_params: str = "", contacts: str = "",
     ) -> None:
         self.directory, self.user, self.domain, self.transport = directory, user, domain, transport
         self.log = directory / "baresip.log"
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
-        (directory / "config").write_text(config_text(sip_port))
-        (directory / "accounts").write_text(account_line(user, domain, password, proxy, transport))
-        (directory / "contacts").write_text("")
+        (directory / "config").write_text(config_text(sip_port, extra_config))
+        (directory / "accounts").write_text(
+            account_line(user, domain, password, proxy, transport, extra=account_params)
+        )
+        (directory / "contacts").write_text(contacts)
         self.log.write_bytes(b"")
         # Its output comes through a pipe: a thread copies it to the log and wakes wait_for.
         self.logged = threading.Condition()

@@ -4,6 +4,7 @@ its presence watchers see (the publication, across an instance's death, gone at 
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -176,3 +177,26 @@ def test_account_removal_removes_its_publications(account, phones):
     assert publish(phone(phones, alice, "ks1"), pidf(alice[0])).status == 200
     blfctl("account", "remove", f"{alice[0]}@{DOMAIN}")
     assert stored_etags(alice[0]) == set()
+
+
+def test_a_device_publishing_anew_replaces_its_older_state_and_two_devices_keep_theirs(account, phones):
+    alice = account("alice")
+    desk, mobile = phone(phones, alice, "ks1"), phone(phones, alice, "ks2")
+    first = publish(desk, pidf(alice[0]))
+    other = publish(mobile, pidf(alice[0], "closed"))
+    assert first.status == 200 and other.status == 200
+    # The desk phone lost its entity-tag (a reboot): its new initial PUBLISH replaces its old state.
+    again = publish(desk, pidf(alice[0]))
+    assert again.status == 200
+    wanted = {again.header("sip-etag"), other.header("sip-etag")}
+    prefix = f"/blf/pubs/{alice[0]}@{DOMAIN}/"
+    assert wait_store(lambda: stored_etags(alice[0]) == wanted, 5, prefix), stored_etags(alice[0])
+
+
+def test_blfctl_show_lists_an_accounts_publications(account, phones):
+    alice = account("alice")
+    done = publish(phone(phones, alice, "ks1"), pidf(alice[0]))
+    shown = json.loads(blfctl("show", f"{alice[0]}@{DOMAIN}", "--json").stdout)
+    [listed] = shown["publications"]
+    assert listed["etag"] == done.header("sip-etag") and listed["event"] == "presence"
+    assert 0 < listed["expires"] <= 60 and listed["instance"] == "ks1"

@@ -134,7 +134,9 @@ def test_remove_account_takes_everything_of_it_and_ends_its_watchers_subscriptio
     stored = {s.sub_id: s for s in store.subscriptions()}
     assert sorted(stored) == sorted(s.sub_id for s in ending + kept)
     for sub in ending:  # due now, for their notifier to send the final NOTIFY and remove them
-        assert stored[sub.sub_id] == replace(sub, expires_at=NOW, termination_reason="noresource", status_event="noresource")
+        assert stored[sub.sub_id] == replace(
+            sub, expires_at=NOW, termination_reason="noresource", status_event="noresource"
+        )
     for sub in kept:
         assert stored[sub.sub_id] == sub
     expected_index = {keys.watcher_sub(s.watcher, s.sub_id) for s in ending + kept} | {

@@ -233,3 +233,50 @@ def test_parse_stored_reads_tuples_and_persons() -> None:
     assert only.xml.startswith("<tuple")
     (someone,) = document.persons
     assert (someone.id, someone.activities) == ("p1", ("meal", "busy"))
+
+
+# baresip 1.0 (Debian 12, modules/presence/publisher.c), byte for byte apart from the AoR:
+# its person comes before its tuple, and before it has registered its status is "unknown".
+BARESIP = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="no"?>\r\n'
+    '<presence xmlns="urn:ietf:params:xml:ns:pidf"\r\n'
+    '    xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model"\r\n'
+    '    xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid"\r\n'
+    '    entity="sip:pat@example.com">\r\n'
+    '  <dm:person id="p4159"><rpid:activities/></dm:person>\r\n'
+    '  <tuple id="t4109">\r\n'
+    "    <status>\r\n"
+    "      <basic>{}</basic>\r\n"
+    "    </status>\r\n"
+    "    <contact>sip:pat@example.com</contact>\r\n"
+    "  </tuple>\r\n"
+    "</presence>\r\n"
+)
+
+
+@pytest.mark.parametrize("basic", ["open", "closed"])
+def test_a_person_before_the_tuples_is_accepted_and_stored_after_them(basic: str) -> None:
+    stored = check_pidf(BARESIP.format(basic).encode(), CONTENT_TYPE)
+    validate_pidf(stored.encode())
+    assert stored.index("<tuple") < stored.index("<dm:person")
+    document = parse_stored(stored)
+    assert [(t.id, t.basic) for t in document.tuples] == [("t4109", basic)]
+    assert [p.id for p in document.persons] == ["p4159"]
+
+
+def test_notes_and_extensions_are_put_after_the_tuples_each_in_their_order() -> None:
+    person = (
+        '<dm:person xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" id="p{}"/>'
+    )
+    second = OPEN_TUPLE.replace('id="t1"', 'id="t2"')
+    body = pidf_body(person.format(1) + "<note>a</note>" + OPEN_TUPLE + person.format(2) + second + "<note>b</note>")
+    stored = check_pidf(body, CONTENT_TYPE)
+    validate_pidf(stored.encode())
+    document = parse_stored(stored)
+    assert [t.id for t in document.tuples] == ["t1", "t2"]
+    assert [p.id for p in document.persons] == ["p1", "p2"]
+    assert stored.index(">a<") < stored.index(">b<") < stored.index('id="p1"')
+
+
+def test_an_unknown_basic_status_is_refused_even_in_baresips_order() -> None:
+    assert refused(BARESIP.format("unknown").encode()).reason == "Bad Request - PIDF body is not valid"

@@ -104,6 +104,16 @@ def test_each_device_keeps_its_own_tuple_and_colliding_ids_are_renamed() -> None
     assert second[0].startswith("x") and second[0].endswith("-t1")
 
 
+def test_open_tuples_come_first_whatever_their_age() -> None:
+    desk = publication("e-desk", 10, tuple_xml("t1", "sip:alice@192.0.2.1"))
+    mobile = publication("e-mobile", 20, tuple_xml("t1", "sip:alice@192.0.2.2", "closed"))
+    tablet = publication("e-tablet", 30, tuple_xml("t3", "sip:alice@192.0.2.3"), tuple_xml("t4", "sip:a@b", "closed"))
+    (first, second, third, fourth) = tuples(compose(state((desk, mobile, tablet))))
+    assert [first, second] == [("t3", "open", "sip:alice@192.0.2.3"), ("t1", "open", "sip:alice@192.0.2.1")]
+    assert third == ("t4", "closed", "sip:a@b")
+    assert fourth[1:] == ("closed", "sip:alice@192.0.2.2") and fourth[0].endswith("-t1")
+
+
 # Rule 3: the person of the newest publication that has one.
 def test_the_newest_person_is_taken() -> None:
     older = publication("e-1", 10, tuple_xml("a", "sip:a@192.0.2.1"), person_xml("p1", "meal"))

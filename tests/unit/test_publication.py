@@ -14,12 +14,14 @@ from statestore.domain.errors import SipError
 from statestore.domain.model import Publication
 from statestore.domain.packages import PRESENCE, publishable
 from statestore.domain.publication import (
+    TOO_MANY_PUBLICATIONS,
     TRANSITIONS,
     Action,
     Checked,
     Held,
     Kind,
     PublishRequest,
+    admit,
     check,
     decide,
     device_of,
@@ -252,3 +254,27 @@ def test_every_successful_publish_carries_a_new_etag_and_the_old_one_stops_worki
 def test_checked_is_what_decide_takes() -> None:
     checked = check(request())
     assert isinstance(checked, Checked) and checked.kind is Kind.INITIAL and checked.etag == ""
+
+
+# --- admit: the per-account cap, and a device publishing anew ------------------------------------
+
+def _pub(etag: str, device: str, expires_at: float = 2e9) -> Publication:
+    return Publication("alice@example.com", "presence", etag, expires_at, "application/pidf+xml", "<x/>", 1.0,
+                       device=device)
+
+
+def test_a_device_publishing_anew_replaces_its_older_publication() -> None:
+
+
+    older, other = _pub("e1", "urn:uuid:phone"), _pub("e2", "urn:uuid:desk")
+    assert admit(_pub("e3", "urn:uuid:phone"), [older, other], 1e9) == (older,)
+
+
+def test_the_cap_counts_live_publications_of_other_devices_only() -> None:
+
+
+    existing = [_pub(f"e{n}", f"dev-{n}") for n in range(3)] + [_pub("old", "dev-x", expires_at=1.0)]
+    assert admit(_pub("new", "dev-0"), existing, 1e9, cap=3) == (existing[0],)
+    with pytest.raises(SipError) as refused:
+        admit(_pub("new", "dev-9"), existing, 1e9, cap=3)
+    assert (refused.value.status, refused.value.reason) == (403, TOO_MANY_PUBLICATIONS)
