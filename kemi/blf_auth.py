@@ -176,25 +176,23 @@ def _credentials(name: str, realm: str) -> tuple[int, digest.Credentials] | None
     return None
 
 
-def _highest_nc(nonce: str) -> int:
-    """The highest nonce count accepted so far for `nonce` on this instance (0: none)."""
+def _seen_nc(nonce: str) -> digest.NonceCounts:
+    """The nonce counts accepted so far for `nonce` on this instance."""
     stored = KSR.htable.sht_get(_NC_TABLE, nonce)
-    try:
-        return int(str(stored), 16) if stored is not None else 0
-    except ValueError:
-        return 0
+    return digest.NonceCounts.decode(None if stored is None else str(stored))
 
 
 def _advance_nc(rules: digest.DigestPolicy, credentials: digest.Credentials) -> bool:
-    """Record the nonce count if it is higher than any accepted before, atomically for all
-    the processes of this instance (htable slot lock). Counts are kept as hex strings:
-    nc goes to ffffffff, beyond the htable's 32-bit signed integers."""
+    """Record the nonce count if it was not used before (digest.nonce_count_accepted: a
+    window of recent counts), atomically for all the processes of this instance (htable
+    slot lock). Kept as a hex string: nc goes to ffffffff, beyond the htable's integers."""
     key = credentials.nonce
     KSR.htable.sht_lock(_NC_TABLE, key)
     try:
-        if not digest.nonce_count_accepted(credentials.nonce_count, _highest_nc(key)):
+        seen = digest.nonce_count_accepted(credentials.nonce_count, _seen_nc(key))
+        if seen is None:
             return False
-        KSR.htable.sht_sets(_NC_TABLE, key, f"{credentials.nonce_count:08x}")
+        KSR.htable.sht_sets(_NC_TABLE, key, seen.encode())
         KSR.htable.sht_setex(_NC_TABLE, key, rules.lifetime + _NC_MARGIN_SECONDS)
         return True
     finally:

@@ -182,9 +182,51 @@ def _decode(nonce: str) -> bytes | None:
         return None
 
 
-def nonce_count_accepted(nc: int, highest_seen: int) -> bool:
-    """RFC 7616 §3.4.5 (nc) and §5.3 (replay): each nonce count is used once, increasing."""
-    return nc > highest_seen
+# How far below the highest nonce count seen a count may still arrive, once. A phone with
+# many BLF keys sends its SUBSCRIBEs with one nonce and counts 1, 2, 3, ... at once; over
+# UDP and across the instance's workers they may be taken out of order. Requiring strictly
+# increasing counts made every overtaken request "stale" (a new challenge, a lost
+# subscription after three); a window of recently seen counts, as IPsec's anti-replay
+# window (RFC 4303 §3.4.3), still lets each (nonce, nc) be used only once.
+NC_WINDOW = 64
+_WINDOW_MASK = (1 << NC_WINDOW) - 1
+
+
+@dataclass(frozen=True)
+class NonceCounts:
+    """The counts accepted for one nonce: the highest, and a bitmap of the NC_WINDOW counts
+    below it (bit k set: count `highest - 1 - k` was accepted)."""
+
+    highest: int = 0
+    below: int = 0
+
+    def encode(self) -> str:
+        return f"{self.highest:08x}:{self.below:016x}"
+
+    @classmethod
+    def decode(cls, text: str | None) -> NonceCounts:
+        """A stored value; a value of the older form (the highest count alone) has no window."""
+        highest, _, below = (text or "").partition(":")
+        try:
+            return cls(int(highest, 16) if highest else 0, int(below, 16) if below else 0)
+        except ValueError:
+            return cls()
+
+
+def nonce_count_accepted(nc: int, seen: NonceCounts) -> NonceCounts | None:
+    """RFC 7616 §3.4.5 (nc) and §5.3 (replay): each nonce count is used once. The counts
+    seen after this one is accepted, or None for a replay, a zero count or one older than
+    the window."""
+    if nc <= 0:
+        return None
+    if nc > seen.highest:
+        shift = nc - seen.highest
+        below = ((seen.below << shift) | (1 << (shift - 1))) & _WINDOW_MASK if seen.highest else 0
+        return NonceCounts(nc, below)
+    k = seen.highest - 1 - nc
+    if nc == seen.highest or k >= NC_WINDOW or seen.below >> k & 1:
+        return None
+    return NonceCounts(seen.highest, seen.below | 1 << k)
 
 
 # --- challenges -------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def test_verified_credentials_make_the_transaction_before_the_nonce_count_advanc
     nonce = _credentials(fake)
     assert _authenticate(fake) == "alice@example.com"
     assert _order(fake) == ["tm.t_newtran", "htable.sht_sets"]
-    assert table[nonce] == "00000001"
+    assert table[nonce] == "00000001:0000000000000000"
 
 
 def test_a_retransmission_whose_transaction_exists_answers_nothing_and_counts_nothing(

@@ -124,12 +124,17 @@ def test_damaged_or_foreign_nonces_are_forged():
         assert digest.check_nonce(KS1, bad, NOW) is NonceStatus.FORGED, bad
 
 
-def test_nonce_count_strictly_increases():
-    assert digest.nonce_count_accepted(1, 0)
-    assert digest.nonce_count_accepted(3, 1)
-    assert not digest.nonce_count_accepted(1, 1)
-    assert not digest.nonce_count_accepted(0, 0)
-    assert not digest.nonce_count_accepted(2, 5)
+def test_each_nonce_count_is_accepted_once_in_any_order_within_the_window():
+    accepted = digest.nonce_count_accepted
+    first = accepted(1, digest.NonceCounts())
+    assert first == digest.NonceCounts(1, 0)
+    assert accepted(1, first) is None  # a replay
+    assert accepted(0, digest.NonceCounts()) is None
+    later = accepted(5, first)
+    assert later is not None and later.highest == 5
+    overtaken = accepted(3, later)  # taken after 5, sent before it: once
+    assert overtaken is not None and accepted(3, overtaken) is None
+    assert accepted(1, later) is None  # 1 was used already
 
 
 def test_nonce_count_is_eight_hex_digits():
@@ -281,3 +286,25 @@ def test_the_digest_uri_is_the_request_uri_or_this_service(uri, found):
 def test_a_service_uri_does_not_excuse_other_problems():
     credentials = sip_credentials(uri="sip:127.0.0.1:5071", qop="")
     assert digest.problem(credentials, digest.SUPPORTED_ALGORITHMS, "sip:example.com", SERVICE) is Problem.QOP
+
+
+@given(st.permutations(list(range(1, 41))))
+def test_counts_taken_in_any_order_are_each_accepted_once(order: list[int]) -> None:
+    seen = digest.NonceCounts()
+    for nc in order:
+        after = digest.nonce_count_accepted(nc, seen)
+        assert after is not None, nc
+        assert digest.nonce_count_accepted(nc, after) is None
+        seen = digest.NonceCounts.decode(after.encode())
+
+
+def test_a_count_older_than_the_window_is_refused() -> None:
+    seen = digest.nonce_count_accepted(digest.NC_WINDOW + 2, digest.NonceCounts())
+    assert seen is not None
+    assert digest.nonce_count_accepted(1, seen) is None
+    assert digest.nonce_count_accepted(2, seen) is not None
+
+
+def test_a_stored_count_of_the_older_form_reads_as_a_highest_without_window() -> None:
+    assert digest.NonceCounts.decode("0000000a") == digest.NonceCounts(10, 0)
+    assert digest.NonceCounts.decode("junk") == digest.NonceCounts()
