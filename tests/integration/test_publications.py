@@ -19,15 +19,17 @@ from statestore.etcd_store import EtcdStore
 pytestmark = [pytest.mark.integration]
 
 ALICE = "alice@example.com"
-NOW = round(time.time(), 3)
 PIDF = (
     '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:alice@example.com">'
     '<tuple id="t1"><status><basic>open</basic></status></tuple></presence>'
 )
 
 
-def publication(etag: str = "e1", expires_at: float = NOW + 60) -> Publication:
-    return Publication(ALICE, "presence", etag, expires_at, "application/pidf+xml", PIDF, NOW, "ks1", "dev")
+def publication(etag: str = "e1", expires_in: float = 60) -> Publication:
+    """Alive for `expires_in` seconds from now (the module may be imported long before a
+    test runs: a full run collects every test first)."""
+    now = round(time.time(), 3)
+    return Publication(ALICE, "presence", etag, now + expires_in, "application/pidf+xml", PIDF, now, "ks1", "dev")
 
 
 def refresh_of(etag: str) -> PublishRequest:
@@ -36,12 +38,13 @@ def refresh_of(etag: str) -> PublishRequest:
 
 def test_put_get_and_delete_a_publication_without_a_lease(store: EtcdStore) -> None:
     pub = publication()
+    leases = store.lease_count()  # other tests' leases may still run out in this etcd
     assert store.put_publication(pub) is True
     found = store.get_publication(ALICE, "e1")
     assert found is not None and found[0] == pub
     [kv] = store.client.get_prefix(keys.pubs_of(ALICE))
     assert kv[1].lease_id == 0
-    assert store.lease_count() == 0
+    assert store.lease_count() <= leases
     assert store.delete_publication(ALICE, "e1", found[1]) is True
     assert store.get_publication(ALICE, "e1") is None
     assert store.delete_publication(ALICE, "e1") is False
@@ -103,9 +106,9 @@ def test_a_guarded_delete_loses_to_a_change(store: EtcdStore) -> None:
 
 
 def test_the_sweep_deletes_only_the_value_it_saw(store: EtcdStore) -> None:
-    seen = publication(expires_at=NOW - 1)
+    seen = publication(expires_in=-1)
     store.put_publication(seen)
-    assert store.delete_publication(ALICE, "e1", expected=replace(seen, expires_at=NOW + 60)) is False
+    assert store.delete_publication(ALICE, "e1", expected=replace(seen, expires_at=seen.expires_at + 61)) is False
     assert store.delete_publication(ALICE, "e1", expected=seen) is True
     assert store.range(keys.pubs_of(ALICE)) == []
 
