@@ -38,6 +38,7 @@ from bench.run import (
     PRESENTITIES_PER_WATCHER,
     SUBSCRIBE_BUDGET_S,
     SUBSCRIBE_WINDOW,
+    cpu_used,
     describe,
     etcd_counters,
     gather_limited,
@@ -249,16 +250,8 @@ async def publishes_at(client: PresenceClient, system: Any, publishers: list[Pho
         publication.done = True
     answered = sum(1 for p in publications if p.answered)
     figures = summarize(publications, client.watchers_of)
-    cpu: dict[str, float] = {}
-    per_process: list[tuple[float, str]] = []
-    for pid, (program, seconds) in procs_after.items():
-        used = seconds - procs_before.get(pid, (program, 0.0))[1]
-        cpu[program] = round(cpu.get(program, 0.0) + used, 3)
-        per_process.append((used, roles.get(pid, f"{program} {pid}")))
-    total_cpu = sum(cpu.values())
-    per_process.sort(reverse=True)
-    client_cpu = (client_cpu_after.ru_utime + client_cpu_after.ru_stime
-                  - client_cpu_before.ru_utime - client_cpu_before.ru_stime)
+    usage = cpu_used(procs_before, procs_after, roles, client_cpu_before, client_cpu_after, wall)
+    cpu, total_cpu, client_cpu = usage.by_program, usage.total, usage.client
     entry: dict[str, Any] = {
         "rate": rate, "published": len(publications), "answered": answered,
         "failed_publishes": len(publications) - answered,
@@ -269,7 +262,7 @@ async def publishes_at(client: PresenceClient, system: Any, publishers: list[Pho
         "min_gap_s": round(min(gaps), 2) if gaps else None,
         **figures,
         "cpu_seconds": cpu,
-        "busiest_processes": [{"process": role, "cores": round(used / wall, 2)} for used, role in per_process[:12]],
+        "busiest_processes": usage.busiest,
         "cpu_ms_per_publish": round(total_cpu / answered * 1000, 2) if answered else None,
         "client_cpu_seconds": round(client_cpu, 2),
         "others_cores": round(max(0.0, busy_after - busy_before - total_cpu - client_cpu) / wall, 2),

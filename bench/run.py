@@ -44,6 +44,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -386,6 +387,33 @@ async def drive(system: Native | Ours, presentities: int, watchers: int, rates: 
     return result
 
 
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds used over a step: per program of the system under test, their total,
+    the load client's own, and the busiest processes in cores."""
+
+    by_program: dict[str, float]
+    total: float
+    client: float
+    busiest: list[dict[str, Any]]
+
+
+def cpu_used(
+    procs_before: dict[int, tuple[str, float]], procs_after: dict[int, tuple[str, float]], roles: dict[int, str],
+    client_before: resource.struct_rusage, client_after: resource.struct_rusage, wall: float,
+) -> CpuUse:
+    by_program: dict[str, float] = {}
+    per_process: list[tuple[float, str]] = []
+    for pid, (program, seconds) in procs_after.items():
+        used = seconds - procs_before.get(pid, (program, 0.0))[1]
+        by_program[program] = round(by_program.get(program, 0.0) + used, 3)
+        per_process.append((used, roles.get(pid, f"{program} {pid}")))
+    per_process.sort(reverse=True)
+    client = client_after.ru_utime + client_after.ru_stime - client_before.ru_utime - client_before.ru_stime
+    busiest = [{"process": role, "cores": round(used / wall, 2)} for used, role in per_process[:12]]
+    return CpuUse(by_program, sum(by_program.values()), client, busiest)
+
+
 async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], callees: list[str],
                    rate: float, duration: float) -> dict[str, Any]:
     leaders = system.leaders()
@@ -423,16 +451,8 @@ async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], 
         call.done = True
     answered = sum(1 for call in calls if call.answered)
     figures = summarize(calls, client.watchers_of)
-    cpu: dict[str, float] = {}
-    per_process: list[tuple[float, str]] = []
-    for pid, (program, seconds) in procs_after.items():
-        used = seconds - procs_before.get(pid, (program, 0.0))[1]
-        cpu[program] = round(cpu.get(program, 0.0) + used, 3)
-        per_process.append((used, roles.get(pid, f"{program} {pid}")))
-    total_cpu = sum(cpu.values())
-    per_process.sort(reverse=True)
-    client_cpu = (client_cpu_after.ru_utime + client_cpu_after.ru_stime
-                  - client_cpu_before.ru_utime - client_cpu_before.ru_stime)
+    usage = cpu_used(procs_before, procs_after, roles, client_cpu_before, client_cpu_after, wall)
+    cpu, total_cpu, client_cpu = usage.by_program, usage.total, usage.client
     entry: dict[str, Any] = {
         "rate": rate, "placed": len(calls), "answered": answered,
         "achieved_rate": round((len(calls) - 1) / placing, 1) if placing > 0 else None,
@@ -440,7 +460,7 @@ async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], 
         "cpu_seconds": cpu,
         # The busiest processes, in cores (CPU seconds / wall seconds of this step): one near 1.0
         # is a serial bottleneck.
-        "busiest_processes": [{"process": role, "cores": round(used / wall, 2)} for used, role in per_process[:12]],
+        "busiest_processes": usage.busiest,
         "cpu_ms_per_call": round(total_cpu / answered * 1000, 2) if answered else None,
         "client_cpu_seconds": round(client_cpu, 2),
         # Noise: cores used meanwhile by everything else on the machine (other sessions' tests).
