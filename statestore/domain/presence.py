@@ -30,6 +30,8 @@ Pure: no I/O, no clock (`state.now` is when the state was read). The rules, in o
    none. Legs that only ring (trying, proceeding, early) change nothing: RPID has no
    activity for ringing, a ringing phone does not make its user busy, and the dialog
    package already shows it. Terminated legs are ignored.
+6. Size. Publications are taken newest first while their tuples fit in MAX_TUPLE_BYTES
+   (24 KiB; the newest always): a NOTIFY must stay sendable over UDP.
 
 `profile`, `version` and `previous` are part of the renderer signature shared with the
 other packages; PIDF has no version and no watcher-specific rendering, so they are unused.
@@ -66,12 +68,26 @@ def _live_publications(state: PresentityState) -> list[Publication]:
     return sorted(live, key=lambda p: (-p.published_at, p.etag))
 
 
+# Rule 6: the tuples a document carries, in bytes at most. A NOTIFY goes over UDP too (RFC
+# 3261 §18.1.1: well under 64 KB), and one account may hold 16 publications of 16 KB
+# (publication.MAX_PUBLICATIONS_PER_ACCOUNT, pidf.MAX_PIDF_BYTES): composed whole, its
+# watchers' NOTIFYs could not be sent and would be retried for ever.
+MAX_TUPLE_BYTES = 24 * 1024
+
+
 def _documents(publications: list[Publication]) -> Iterator[tuple[Publication, PidfDocument]]:
+    """Rules 1 and 6: the parsed live publications, newest first, as long as their tuples
+    fit in MAX_TUPLE_BYTES (the newest always)."""
+    total = 0
     for publication in publications:
         try:
-            yield publication, parse_stored(publication.body)
+            document = parse_stored(publication.body)
         except etree.XMLSyntaxError:
             continue
+        total += sum(len(pidf_tuple.xml) for pidf_tuple in document.tuples)
+        if total > MAX_TUPLE_BYTES and publication is not publications[0]:
+            return
+        yield publication, document
 
 
 def _unique_ids(element: etree._Element, etag: str, used: set[str]) -> None:

@@ -254,3 +254,17 @@ def test_every_combination_validates(
     assert len(root.findall(f"{DM}person")) <= 1
     if LegState.CONFIRMED in leg_states:
         assert activities(root)[0].count("on-the-phone") == 1
+
+
+def test_rule_6_old_publications_beyond_the_size_budget_are_left_out() -> None:
+    """A NOTIFY must stay sendable over UDP: 16 publications of ~15 KB are not all shown."""
+    note = "n" * 15_000
+    pubs = [
+        publication(f"e{n}", NOW - 100 + n, f'<tuple id="t{n}"><status><basic>open</basic></status>'
+                                            f"<note>{note}</note></tuple>")
+        for n in range(16)
+    ]
+    body = render(ENTITY, 0, PresentityState((), (), tuple(pubs), (), NOW), NO_PROFILE, None)
+    validate_pidf(body)
+    assert len(body) < 40_000
+    assert b'id="t15"' in body and b'id="t0"' not in body  # the newest kept, the oldest left out
