@@ -140,14 +140,15 @@ class Sipp:
         )
 
     def call(
-        self, via: str, caller: tuple[str, str], callee_user: str, hold_ms: int = 1000, transport: str = "u1"
+        self, via: str, caller: tuple[str, str], callee_user: str, hold_ms: int = 1000, transport: str = "u1",
+        scenario: str = "caller.xml",
     ) -> subprocess.Popen[bytes]:
         # -auth_uri: sipp's digest-uri is remote_ip:port by default; the server checks that it
         # names the Request-URI (RFC 7616 §3.4.6), which is what real phones put there.
         host, port = KS[via]
         local = free_port()
         return self._start(
-            [f"{host}:{port}", "-sf", str(SCENARIOS / "caller.xml"), "-i", "127.0.0.1", "-p", str(local),
+            [f"{host}:{port}", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(local),
              "-m", "1", "-s", callee_user, "-key", "domain", DOMAIN, "-key", "caller", caller[0],
              "-au", caller[0], "-ap", caller[1], "-auth_uri", f"{callee_user}@{DOMAIN}",
              "-d", str(hold_ms), "-t", transport],

@@ -129,7 +129,7 @@ def test_baresip_shows_registration_calls_and_unregistration_of_an_account_it_wa
     register_contact(bob_phone, port)
     baresip.wait_shown(uri(bob[0]), "Online", 12)
     callee = sipp.callee(port, ring_ms=300)
-    caller = sipp.call("ks1", carl, bob[0], hold_ms=8000)
+    caller = sipp.call("ks1", carl, bob[0], hold_ms=8000, scenario="caller_late_1xx.xml")  # see test_real_phone
     baresip.wait_shown(uri(bob[0]), "Busy", 12)  # quirk 6: <rpid:on-the-phone/>
     assert wait_exit(caller) == 0 and wait_exit(callee) == 0
     baresip.wait_shown(uri(bob[0]), "Online", 12)

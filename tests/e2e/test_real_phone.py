@@ -18,6 +18,11 @@ import pytest
 from tests.e2e.conftest import DOMAIN, KS, free_port, watcher
 from tests.e2e.real_phone import Baresip, available
 
+# baresip auto-answers: its 180 and 200 leave together, reach two Kamailio workers, and the
+# 180 is sometimes relayed after the 200 (tm decides under a lock but sends after it). A
+# phone's transaction layer drops such a 180 (RFC 3261 §17.1.1.2); sipp's scenario must say so.
+ANSWERS_AT_ONCE = "caller_late_1xx.xml"
+
 
 @pytest.fixture
 def real_phones(lab: dict[str, tuple[str, int]]) -> Iterator[object]:
@@ -56,7 +61,7 @@ def answered(phone: Baresip, caller: object, after: int = 0) -> None:
 def test_real_phone_on_tcp_answers_a_call_through_the_instance_it_registered_with(account, real_phones, sipp):
     pat, carl = account("pat"), account("carl")
     phone = real_phones(pat, "ks1", "tcp")
-    caller = sipp.call("ks1", carl, pat[0], hold_ms=1000)
+    caller = sipp.call("ks1", carl, pat[0], hold_ms=1000, scenario=ANSWERS_AT_ONCE)
     answered(phone, caller)
 
 
@@ -67,7 +72,7 @@ def test_real_phone_on_tcp_at_ks1_answers_a_call_through_ks2_and_its_lamp_goes_b
     phone = real_phones(pat, "ks1", "tcp")
     watching = watcher(phones, wendy, "ks2")
     lamp = watching.subscribe(pat[0])
-    caller = sipp.call("ks2", carl, pat[0], hold_ms=1500)
+    caller = sipp.call("ks2", carl, pat[0], hold_ms=1500, scenario=ANSWERS_AT_ONCE)
     watching.wait_lamp(lamp, "busy", 8)
     answered(phone, caller)
     watching.wait_lamp(lamp, "idle", 8)
@@ -77,6 +82,6 @@ def test_real_phone_on_tcp_at_ks1_answers_a_call_through_ks2_and_its_lamp_goes_b
 def test_real_phone_on_udp_answers_calls_through_either_instance(account, real_phones, sipp):
     pat, carl = account("pat"), account("carl")
     phone = real_phones(pat, "ks2", "udp")
-    answered(phone, sipp.call("ks1", carl, pat[0], hold_ms=500))
+    answered(phone, sipp.call("ks1", carl, pat[0], hold_ms=500, scenario=ANSWERS_AT_ONCE))
     mark = len(phone.text())
-    answered(phone, sipp.call("ks2", carl, pat[0], hold_ms=500), mark)
+    answered(phone, sipp.call("ks2", carl, pat[0], hold_ms=500, scenario=ANSWERS_AT_ONCE), mark)
