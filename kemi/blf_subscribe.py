@@ -30,7 +30,7 @@ from statestore.domain.errors import SipError, StoreUnavailable, store_unavailab
 from statestore.domain.identity import NOT_FOUND, check_reach
 from statestore.domain.model import Subscription
 from statestore.domain.packages import EventPackage, Subscribers, event_package, negotiate
-from statestore.domain.profiles import choose_profile
+from statestore.domain.profiles import choose_profile, profile_from_record, ua_rules_from_record
 from statestore.domain.routing import behind_nat
 from statestore.domain.subscription import (
     NO_SUCH_SUBSCRIPTION,
@@ -117,7 +117,7 @@ def handle_initial_subscribe(ctx: Context) -> None:
     if package.authorization:
         status, status_event = initial_status(Authorization.from_dict(read.authz), watcher, presentity)
     profile = choose_profile(
-        (read.profile or {}).get("profile") or None, header("User-Agent") or "", _ua_rules(read.ua_profiles)
+        profile_from_record(read.profile), header("User-Agent") or "", ua_rules_from_record(read.ua_profiles)
     )
     now = time.time()
     local_tag = pv("$ltt(t)")  # the To tag tm answers with (SUBSCRIBE is stateful)
@@ -152,16 +152,6 @@ def handle_initial_subscribe(ctx: Context) -> None:
             # Rare (tm out of shared memory): the lamp shows from the next change or refresh.
             KSR.warn(f"blf: first NOTIFY of {first.sub_id} could not be sent\n")
         blf_notify.mark_first_sent(first.sub_id)  # the notifier's NOTIFYs may follow it now
-
-
-def _ua_rules(record: dict[str, object] | None) -> list[tuple[str, tuple[str, ...]]]:
-    """The User-Agent profile rules of keys.UA_PROFILES ({"rules": [[regex, [names]]]})."""
-    rules: list[tuple[str, tuple[str, ...]]] = []
-    raw = (record or {}).get("rules")
-    for rule in raw if isinstance(raw, list) else []:
-        if isinstance(rule, list) and len(rule) == 2 and isinstance(rule[1], list):
-            rules.append((str(rule[0]), tuple(str(name) for name in rule[1])))
-    return rules
 
 
 def _read(ctx: Context, watcher: str, presentity: str, package: EventPackage) -> SubscribeRead:
