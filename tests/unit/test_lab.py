@@ -7,7 +7,10 @@ import socket
 
 import pytest
 
-from statestore.lab import LabError, _require_free, alive, instance_port, kamailio_environment
+from statestore.lab import LabError, instance_port
+from statestore.lab_kamailio import kamailio_environment
+from statestore.lab_process import alive
+from statestore.lab_process import require_free as _require_free
 
 
 @pytest.mark.parametrize(("name", "port"), [("ks1", 5071), ("ks2", 5072), ("ks12", 5082)])
