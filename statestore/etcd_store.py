@@ -36,6 +36,7 @@ from statestore.domain.legbook import WriteOutcome
 from statestore.domain.model import Account, Binding, Leg, Publication, Subscription, WatcherEntry
 from statestore.domain.policy import DomainRules
 from statestore.domain.subscription import REASON_NORESOURCE, ended
+from statestore.etcd_failover import FailoverClient, split_endpoint, split_endpoints
 from statestore.maintenance import KINDS, MaintenanceRecord, MemberStatus, status_field
 from statestore.maintenance import metric as metric_sample
 from statestore.store import Census, StoredBindings, SubscribeRead
@@ -122,6 +123,17 @@ NOSPACE_ERROR = "database space exceeded"
 DEFRAG_TIMEOUT = 300.0
 
 
+def compacted(exc: BaseException) -> bool:
+    """Whether a watch ended because the revision it was at has been compacted away: it
+    cannot be resumed, what it watched must be read again."""
+    if isinstance(exc, etcd3.exceptions.RevisionCompactedError):
+        return True
+    return (
+        isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None))
+        and exc.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in str(exc.details())
+    )
+
+
 def unavailability(exc: BaseException) -> bool:
     """Whether an error of the etcd client means etcd is unavailable (not a bug).
 
@@ -145,16 +157,13 @@ def unavailability(exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and "closed channel" in str(exc)
 
 
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    host, _, port = endpoint.rpartition(":")
-    return host or "127.0.0.1", int(port or 2379)
-
-
 class EtcdStore:
     """StateStore adapter. The gRPC channel is created on first use, in the process using it."""
 
     def __init__(self, endpoint: str = "127.0.0.1:2379", timeout: float = 1.0) -> None:
+        # One member ("h:p") or a cluster's ("h:p,h:p,h:p"): statestore/etcd_failover.py.
         self.endpoint = endpoint
+        self.endpoints = split_endpoints(endpoint)
         self._timeout = timeout
         self._client: Any = None
 
@@ -172,9 +181,12 @@ class EtcdStore:
     @property
     def client(self) -> Any:
         if self._client is None:
-            host, port = split_endpoint(self.endpoint)
-            self._client = etcd3.client(host=host, port=port, timeout=self.timeout, grpc_options=GRPC_OPTIONS)
+            self._client = FailoverClient(self.endpoint, self.timeout, GRPC_OPTIONS)
         return self._client
+
+    def member_in_use(self) -> str:
+        """The member requests go to now (the first one until one fails)."""
+        return self.client.pool.current.endpoint if self._client is not None else self.endpoints[0]
 
     def close(self) -> None:
         if self._client is not None:
@@ -484,8 +496,14 @@ class EtcdStore:
         return bool(responses) and int(responses[0].TTL) > 0
 
     def revoke_lease(self, lease_id: int) -> None:
-        with self._guard():
-            self.client.revoke_lease(lease_id)
+        try:
+            with self._guard():
+                self.client.revoke_lease(lease_id)
+        except grpc.RpcError as exc:
+            # Gone already: expired, or revoked by an attempt whose answer was lost before
+            # the revocation was tried on another member (etcd_failover).
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
 
     def announce_instance(self, name: str, info: dict[str, Any], lease_id: int) -> None:
         with self._guard():
@@ -1028,7 +1046,7 @@ class EtcdStore:
 
     def member_status(self, endpoint: str | None = None) -> MemberStatus:
         """One member's database size, in-use size and revision (this store's own by default)."""
-        endpoint = endpoint or self.endpoint
+        endpoint = endpoint or self.member_in_use()
         with self._member(endpoint, self.timeout) as client, self._guard():
             response = client.maintenancestub.Status(
                 etcd3.etcdrpc.StatusRequest(), self.timeout, credentials=client.call_credentials,
@@ -1127,9 +1145,6 @@ class EtcdStore:
     @contextmanager
     def _member(self, endpoint: str, timeout: float) -> Iterator[Any]:
         """A client of one member: maintenance RPCs act on the member that receives them."""
-        if endpoint == self.endpoint and timeout <= self.timeout:
-            yield self.client
-            return
         host, port = split_endpoint(endpoint)
         client = etcd3.client(host=host, port=port, timeout=timeout, grpc_options=GRPC_OPTIONS)
         try:
@@ -1157,7 +1172,7 @@ class EtcdStore:
         """The member's --quota-backend-bytes, from its /metrics (etcd serves them on the
         client URL too); None if it cannot be read (TLS, a proxy in between)."""
         try:
-            with urllib.request.urlopen(f"http://{self.endpoint}/metrics", timeout=self.timeout) as answer:  # noqa: S310
+            with urllib.request.urlopen(f"http://{self.member_in_use()}/metrics", timeout=self.timeout) as answer:  # noqa: S310
                 text = answer.read().decode(errors="replace")
         except OSError:
             return None

@@ -46,6 +46,8 @@ class MemoryStore:
         self.watch: Callable[[list[WatchEvent] | Exception], None] | None = None
         self.snapshot_error: Exception | None = None
         self.snapshots = 0
+        self.watched: list[tuple[str, int]] = []
+        self.cancelled: list[int] = []
 
     def next_epoch(self) -> int:
         self.epoch += 1
@@ -59,7 +61,11 @@ class MemoryStore:
 
     def watch_prefixes(self, revision: int, callback: Any, prefixes: Any) -> list[int]:
         self.watch = callback
-        return [1]
+        self.watched += [(prefix, revision) for prefix in prefixes]
+        return [len(self.watched)]
+
+    def cancel_watch(self, watch_id: int) -> None:
+        self.cancelled.append(watch_id)
 
     def delete_subscription(self, subscription: Subscription, revision: int | None = None) -> bool:
         return True
@@ -275,3 +281,39 @@ def test_the_notify_headers_of_a_subscription_that_is_gone_are_dropped(ksr: Fake
     clock[0] += blf_notifier.PRUNE_SECONDS
     notifier.tick()
     assert SUB.sub_id not in blf_notify._dialogs
+
+
+def test_a_broken_watch_resumes_each_prefix_after_its_last_revision_without_a_snapshot(
+    ksr: FakeKSR, clock: list[float]
+) -> None:
+    notifier, store = lab(ksr)
+    notifier.tick()
+    snapshot_revision = len(store.items) + 1
+    assert store.snapshots == 1 and store.watch is not None
+    legs = keys.LEGS
+    store.watch([WatchEvent(keys.leg(ALICE, "ks1", "leg-1"), codec.encode_leg(LEG), 50)])
+    notifier.tick()
+    store.watch(ConnectionError("its member was killed"))  # etcd_failover moves to another member
+    watched_before = len(store.watched)
+    notifier.tick()  # takes the error
+    clock[0] += 1.0
+    notifier.tick()  # resumes
+    assert store.snapshots == 1, "resumed, not read again"
+    resumed = dict(store.watched[watched_before:])
+    assert resumed[legs] == 51
+    assert all(revision == snapshot_revision + 1 for prefix, revision in resumed.items() if prefix != legs)
+    assert len(store.cancelled) >= 1, "the broken watches are cancelled first"
+    assert "watch resumed after revision" in ksr.logged("info")
+
+
+def test_a_watch_ended_by_a_compaction_reads_a_snapshot_again(ksr: FakeKSR, clock: list[float]) -> None:
+    import etcd3  # type: ignore[import-untyped]
+
+    notifier, store = lab(ksr)
+    notifier.tick()
+    assert store.watch is not None
+    store.watch(etcd3.exceptions.RevisionCompactedError(60))
+    notifier.tick()  # takes the error
+    clock[0] += 1.0
+    notifier.tick()  # reads again
+    assert store.snapshots == 2
