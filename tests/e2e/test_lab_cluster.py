@@ -149,32 +149,38 @@ def test_store_health_reports_each_zone_and_member(cluster: None) -> None:
 
 
 def test_a_killed_member_restarts_and_rejoins_its_cluster_with_its_data(cluster: None) -> None:
-    blfctl("lab", "kill", "z1-etcd2")
+    # A follower: its cluster keeps its leader, so the write below commits at once (a
+    # killed leader is the failover tests' matter, not the lab's).
+    code, report, _ = health()
+    assert code == 0, report
+    name = next(name for name, member in report["zones"]["z1"]["members"].items() if not member["leader"])
+    index = int(name[-1]) - 1
+    others = [endpoint for position, endpoint in enumerate(Z1) if position != index]
+    blfctl("lab", "kill", name)
     try:
-        assert not status()["zones"]["z1"]["members"]["z1-etcd2"]["alive"]
+        assert not status()["zones"]["z1"]["members"][name]["alive"]
+        key = f"/lab-test/while-down-{uuid.uuid4().hex[:6]}"
+        put = etcdctl(others, "put", key, "written")
+        assert put.returncode == 0, put.stderr
         code, report, seconds = health()
         assert code == 4 and seconds < HEALTH_SECONDS
-        assert not report["zones"]["z1"]["members"]["z1-etcd2"]["reachable"]
-        assert report["zones"]["z1"]["leader"] is not None  # two of three still elect one
-        key = f"/lab-test/while-down-{uuid.uuid4().hex[:6]}"
-        assert etcdctl([Z1[0], Z1[2]], "put", key, "written").returncode == 0
+        assert not report["zones"]["z1"]["members"][name]["reachable"]
+        assert report["zones"]["z1"]["leader"] not in (None, name)
     finally:
-        blfctl("lab", "start", "z1-etcd2")
-    assert status()["zones"]["z1"]["members"]["z1-etcd2"]["alive"]
-    # A linearizable read from z1-etcd2 alone: it answers once it has applied what its
-    # cluster committed, the write made while it was down included.
-    assert etcdctl([Z1[1]], "get", key, "--print-value-only").stdout.strip() == "written"
-    endpoint = json.loads(etcdctl([Z1[1]], "endpoint", "status", "-w", "json").stdout)[0]["Status"]
-    others = json.loads(etcdctl([Z1[0]], "endpoint", "status", "-w", "json").stdout)[0]["Status"]
-    assert endpoint["header"]["cluster_id"] == others["header"]["cluster_id"], "the same cluster, not a new one"
-    assert endpoint["leader"] == others["leader"] != 0
+        blfctl("lab", "start", name)
+    assert status()["zones"]["z1"]["members"][name]["alive"]
+    # A linearizable read from the restarted member alone: it answers once it has applied
+    # what its cluster committed, the write made while it was down included.
+    assert etcdctl([Z1[index]], "get", key, "--print-value-only").stdout.strip() == "written"
+    rejoined = json.loads(etcdctl([Z1[index]], "endpoint", "status", "-w", "json").stdout)[0]["Status"]
+    other = json.loads(etcdctl(others[:1], "endpoint", "status", "-w", "json").stdout)[0]["Status"]
+    assert rejoined["header"]["cluster_id"] == other["header"]["cluster_id"], "the same cluster, not a new one"
+    assert rejoined["leader"] == other["leader"] != 0
     assert health()[0] == 0
     etcdctl(Z1, "del", key)
 
 
-def test_stop_and_cont_freeze_and_thaw_a_member_and_an_instance(cluster: None, creds: Any) -> None:
-    phones: list[UserAgent] = []
-    alice = creds("alice")
+def test_stop_and_cont_freeze_and_thaw_a_member_and_an_instance(cluster: None) -> None:
     blfctl("lab", "stop", "z1-etcd1")
     try:
         member = status()["zones"]["z1"]["members"]["z1-etcd1"]
@@ -182,21 +188,18 @@ def test_stop_and_cont_freeze_and_thaw_a_member_and_an_instance(cluster: None, c
         code, report, seconds = health()
         assert code == 4 and seconds < HEALTH_SECONDS, "a frozen member costs one short deadline"
         assert not report["zones"]["z1"]["members"]["z1-etcd1"]["reachable"]
-        # The instances fail over to the members that answer (BLF_ETCD lists all three).
-        ua = phone(phones, alice, "ks1")
-        answers = [ua.register(60).status for _ in range(3)]
-        assert 200 in answers, answers
+        assert report["zones"]["z2"]["leader"] is not None
     finally:
         blfctl("lab", "cont", "z1-etcd1")
-        for ua in phones:
-            ua.close()
     assert not status()["zones"]["z1"]["members"]["z1-etcd1"]["stopped"]
+    assert etcdctl(Z1[:1], "get", "/blf/domains/", "--prefix", "--keys-only").returncode == 0  # it answers again
     blfctl("lab", "stop", "ks2")
     try:
         assert status()["instances"]["ks2"]["stopped"]
         assert sip_options("127.0.0.1", 5072) == 0, "a stopped instance answers nothing"
     finally:
         blfctl("lab", "cont", "ks2")
+    assert not status()["instances"]["ks2"]["stopped"]
     assert sip_options("127.0.0.1", 5072, timeout=2.0) == 200
 
 
@@ -214,7 +217,9 @@ def test_an_instance_cut_off_from_the_store_answers_503_routes_calls_and_recover
         blfctl("lab", "cut", "ks1")
         try:
             assert status()["instances"]["ks1"]["store"] == "cut"
-            wait_logged(sizes, r"blf lease: store unavailable", DETECTION_SECONDS)
+            # Its watches break at once (the link resets them) and cannot resync: whichever
+            # of its processes notices first says so.
+            wait_logged(sizes, r"store unavailable", DETECTION_SECONDS)
             registered = alice_phone.register(300)
             assert registered.status == 503 and registered.header("retry-after"), registered.first_line
             subscribed = alice_phone.request("SUBSCRIBE", f"sip:{boris[0]}@{DOMAIN}",
