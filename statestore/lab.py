@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from statestore import lab_etcd
+from statestore import lab_etcd, lab_link
 from statestore.domain.errors import StoreUnavailable
 from statestore.etcd_store import EtcdStore
 from statestore.lab_edge import apply_edge_firewall, remove_edge_firewall
@@ -188,15 +188,12 @@ class Lab:
         relay = self.state["relays"].get(name, {})
         if not alive(relay.get("pid")):
             raise LabError(f"{name} has no store link (not started, or the lab is up with --direct-store)")
-        pid, word = int(relay["pid"]), "healed" if heal else "cut"
-        log = self.paths.instance_dir(name) / "storelink.log"
-        before = _said(log, word)
-        os.kill(pid, signal.SIGUSR2 if heal else signal.SIGUSR1)
-        wait_for(f"{name}'s store link", lambda: _said(log, word) > before, pid, SIGNAL_TIMEOUT)
+        lab_link.signal(self.paths.instance_dir(name), int(relay["pid"]), heal)
         relay["cut"] = not heal
         self._save()
 
     def down(self) -> None:
+        stop(self.state["etcd"].get("pid"))  # a lab started before zones knew only this one
         for entry in self.state["instances"].values():
             stop(entry.get("pid"))
         for entry in self.state["relays"].values():
@@ -337,22 +334,16 @@ class Lab:
         return {zone: [f"{HOST}:{ports[endpoint]}" for endpoint in endpoints] for zone, endpoints in direct.items()}
 
     def _ensure_link(self, name: str, upstreams: list[str]) -> dict[str, int]:
-        """Instance `name`'s store link (statestore.storelink), started if needed; the
-        port it listens on for each member. A running link keeps its ports (and its cut)."""
+        """Instance `name`'s store link, started if needed; the port it listens on for each
+        member. A running link keeps its ports (and its cut)."""
         entry = self.state["relays"].get(name, {})
         if alive(entry.get("pid")) and sorted(entry.get("ports", {})) == sorted(upstreams):
             return dict(entry["ports"])
         stop(entry.get("pid"))
-        directory = self.paths.instance_dir(name)
-        directory.mkdir(parents=True, exist_ok=True)
-        ports_file = directory / "storelink.json"
-        ports_file.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "statestore.storelink", "--ports-file", str(ports_file), *upstreams]
-        pid = spawn(command, directory / "storelink.log", os.environ.copy())
+        pid = lab_link.spawn_link(self.paths.instance_dir(name), upstreams)
         self.state["relays"][name] = {"pid": pid, "ports": {}, "cut": False}
         self._save()
-        wait_for(f"{name}'s store link", ports_file.exists, pid)
-        ports: dict[str, int] = json.loads(ports_file.read_text())
+        ports = lab_link.wait_ports(self.paths.instance_dir(name), pid, name)
         self.state["relays"][name]["ports"] = ports
         self._save()
         return ports
@@ -407,9 +398,3 @@ def _process_status(defaults: dict[str, Any], entry: Mapping[str, Any]) -> dict[
     return {**defaults, **entry, "pid": pid, "alive": alive(pid), "stopped": stopped(pid)}
 
 
-def _said(log: Path, word: str) -> int:
-    """How many times a store link has logged `storelink: WORD` (it does once per signal)."""
-    try:
-        return log.read_text(errors="replace").count(f"storelink: {word}")
-    except OSError:
-        return 0

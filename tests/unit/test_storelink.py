@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from statestore.lab_process import alive
 from statestore.storelink import StoreLink
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +98,7 @@ def test_the_process_writes_its_ports_and_obeys_usr1_usr2_and_term(tmp_path: Pat
 
         try:
             await said("listening")  # the ports file is written before
+            assert alive(process.pid), "the lab knows its store links as its own processes"
             port = json.loads(ports_file.read_text())[upstream]
             assert await _round_trip(port, b"ping") == b"ping"
             os.kill(process.pid, signal.SIGUSR1)
