@@ -31,7 +31,7 @@ from statestore.domain.directory import (
     rules_from_record,
     rules_to_record,
 )
-from statestore.domain.errors import Contended, StoreUnavailable
+from statestore.domain.errors import Contended, LeaseGone, StoreUnavailable
 from statestore.domain.legbook import WriteOutcome
 from statestore.domain.model import Account, Binding, Leg, Publication, Subscription, WatcherEntry
 from statestore.domain.policy import DomainRules
@@ -142,6 +142,8 @@ def unavailability(exc: BaseException) -> bool:
     """
     if isinstance(exc, etcd3.exceptions.ConnectionFailedError | etcd3.exceptions.ConnectionTimeoutError):
         return True  # etcd3's names for UNAVAILABLE and DEADLINE_EXCEEDED
+    if isinstance(exc, etcd3.exceptions.WatchTimedOut):
+        return True  # no member confirmed a new watch in time (etcd_failover)
     if isinstance(exc, etcd3.exceptions.RevisionCompactedError):
         return True
     if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)):
@@ -202,7 +204,7 @@ class EtcdStore:
         except Exception as exc:
             if not unavailability(exc):
                 raise  # a bug, not an outage: no 503 for it, its traceback in the log
-            raise StoreUnavailable(f"etcd at {self.endpoint}: {type(exc).__name__}: {exc}") from exc
+            raise StoreUnavailable(f"etcd at {self.endpoint}: {type(exc).__name__}: {exc}", self.endpoint) from exc
 
     # --- provisioning -------------------------------------------------------------------
 
@@ -549,8 +551,13 @@ class EtcdStore:
                 failure = [tx.get(key) for key in key_of]
             success = [tx.put(key, value, lease=lease_id) for key, value in zip(key_of, values, strict=True)]
             nested.append(etcd3.transactions.Txn(compare, success, failure))
-        with self._guard():
-            _, responses = self.client.transaction(compare=[], success=nested, failure=[])
+        try:
+            with self._guard():
+                _, responses = self.client.transaction(compare=[], success=nested, failure=[])
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND and "lease not found" in str(exc.details()):
+                raise LeaseGone(str(exc.details())) from exc
+            raise
         outcomes = []
         for (_, _, create), response in zip(writes, responses, strict=True):
             inner = response.response_txn

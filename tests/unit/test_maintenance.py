@@ -135,9 +135,7 @@ def ksr(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKSR]:
     fake = install()
     import blf_lease
 
-    monkeypatch.setattr(blf_lease, "note_store_reached", lambda: None)
     monkeypatch.setattr(blf_lease, "share_instances", lambda instances: None)
-    monkeypatch.setattr(blf_lease, "share_lease_id", lambda lease_id: None)
     yield fake
 
 

@@ -85,7 +85,7 @@ def ksr(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKSR]:
 
     # The instance lease confirmed just now, whatever the test's clock says (the lapse
     # tests in test_notifier_ownership.py move it).
-    monkeypatch.setattr(blf_notifier, "shared_lease_confirmed", lambda: (1, blf_notifier.time.monotonic()))
+    monkeypatch.setattr(blf_notifier, "shared_lease_confirmed", lambda zone=None: (1, blf_notifier.time.monotonic()))
     yield fake
 
 

@@ -123,9 +123,6 @@ def test_the_lease_keeper_shares_the_round_trip_and_when_etcd_confirmed_the_leas
     import blf_context
     import blf_lease
 
-    monkeypatch.setattr(blf_lease, "note_store_reached", lambda: None)
-    monkeypatch.setattr(blf_lease, "share_lease_id", lambda lease_id: None)
-
     clock = [100.0]
     store = LeaseStore(clock, 0.6)
     keeper = blf_lease.LeaseKeeper(FakeContext(store), clock=lambda: clock[0], store=store)  # type: ignore[arg-type]
