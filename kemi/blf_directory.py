@@ -46,7 +46,7 @@ from statestore.domain.directory import rules_from_record
 from statestore.domain.errors import SipError, StoreUnavailable
 from statestore.domain.identity import DOMAIN_NOT_SERVED, Identities, RequestFacts, resolve
 from statestore.domain.model import Account, Binding
-from statestore.etcd_store import WatchEvent
+from statestore.store import WatchEvent
 
 TABLE = "blf_dir"
 LOADED_VAR = "$shv(blf_dir)"

@@ -13,7 +13,7 @@ from statestore.domain.directory import rules_to_record
 from statestore.domain.errors import StoreUnavailable
 from statestore.domain.model import Account
 from statestore.domain.policy import DomainRules, NumberRule
-from statestore.etcd_store import KeyValue, WatchEvent
+from statestore.store import KeyValue, WatchEvent
 from tests.fakeksr import FakeContext, FakeKSR, back_htables, install
 
 ALICE = Account("alice", "acme.example", "0" * 32, "1" * 64)

@@ -15,7 +15,7 @@ from statestore import codec, keys
 from statestore.domain.errors import Contended
 from statestore.domain.model import Direction, Leg, LegState, Party, Subscription
 from statestore.domain.subscription import SubscriptionPolicy
-from statestore.etcd_store import KeyValue, WatchEvent
+from statestore.store import KeyValue, WatchEvent
 from tests.fakeksr import FakeContext, FakeKSR, FakeSettings, install
 
 ALICE = "alice@example.com"
