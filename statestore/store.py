@@ -27,6 +27,7 @@ from statestore.domain.profiles import UaRule
 
 if TYPE_CHECKING:
     from statestore.etcd import EtcdStore
+    from statestore.memory import MemoryStore
 
 
 @dataclass(frozen=True)
@@ -226,3 +227,6 @@ if TYPE_CHECKING:
 
     def _etcd_store_is_a_state_store(store: EtcdStore) -> StateStore:
         return store  # mypy --strict fails here when EtcdStore drifts from the seam
+
+    def _memory_store_is_a_state_store(store: MemoryStore) -> StateStore:
+        return store  # and here when the in-memory store does

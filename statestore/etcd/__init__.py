@@ -13,7 +13,7 @@ one boundary that answers requests logs it with its traceback (`unavailability`)
 
 from __future__ import annotations
 
-from statestore.etcd.bindings import REGISTRATION_GRACE_SECONDS, EtcdBindings
+from statestore.etcd.bindings import EtcdBindings
 from statestore.etcd.client import GRPC_OPTIONS, NOSPACE_ERROR, UNAVAILABLE_CODES, split_endpoint, unavailability
 from statestore.etcd.directory import DIRECTORY_ATTEMPTS, EtcdDirectory
 from statestore.etcd.kv import MAX_TXN_OPS, SNAPSHOT_PAGE
@@ -25,6 +25,7 @@ from statestore.etcd.publications import EtcdPublications
 from statestore.etcd.removal import EtcdAccountRemoval
 from statestore.etcd.subscriptions import EPOCH_ATTEMPTS, EtcdSubscriptions
 from statestore.etcd.watching import EtcdWatching
+from statestore.stored import REGISTRATION_GRACE_SECONDS
 
 __all__ = [
     "CALLS_PER_REQUEST", "DEFRAG_TIMEOUT", "DIRECTORY_ATTEMPTS", "EPOCH_ATTEMPTS", "GRPC_OPTIONS", "MAX_TXN_OPS",

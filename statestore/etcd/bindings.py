@@ -12,8 +12,7 @@ from statestore import codec, keys
 from statestore.domain.model import Binding
 from statestore.etcd.kv import MAX_TXN_OPS, EtcdKv, _range
 from statestore.store import StoredBindings
-
-REGISTRATION_GRACE_SECONDS = 2
+from statestore.stored import REGISTRATION_GRACE_SECONDS
 
 
 class EtcdBindings(EtcdKv):

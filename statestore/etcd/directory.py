@@ -14,7 +14,6 @@ from statestore import codec, keys
 from statestore.domain.directory import (
     AccountEntry,
     DirectoryError,
-    Found,
     merged_record,
     rules_from_record,
     rules_to_record,
@@ -23,6 +22,7 @@ from statestore.domain.errors import StoreUnavailable
 from statestore.domain.model import Account
 from statestore.domain.policy import DomainRules
 from statestore.etcd.kv import MAX_TXN_OPS, EtcdKv, _key_read
+from statestore.stored import entry_keys, found
 
 # Optimistic directory writes retried when a concurrent writer changed what they read.
 DIRECTORY_ATTEMPTS = 10
@@ -105,14 +105,14 @@ class EtcdDirectory(EtcdKv):
         batch: list[AccountEntry] = []
         touched: set[str] = set()
         for entry in entries:
-            entry_keys = _entry_keys(entry)
+            written = entry_keys(entry)
             # etcd refuses a transaction writing one key twice: an entry touching what the
             # batch writes goes into the next one (and is checked against it).
-            if batch and (len(touched) + len(entry_keys) > MAX_TXN_OPS or touched.intersection(entry_keys)):
+            if batch and (len(touched) + len(written) > MAX_TXN_OPS or touched.intersection(written)):
                 refused += self._write_batch(batch)
                 batch, touched = [], set()
             batch.append(entry)
-            touched.update(entry_keys)
+            touched.update(written)
         if batch:
             refused += self._write_batch(batch)
         return refused
@@ -120,7 +120,7 @@ class EtcdDirectory(EtcdKv):
     def _write_batch(self, batch: Sequence[AccountEntry]) -> list[DirectoryError]:
         tx = self.client.transactions
         for _ in range(DIRECTORY_ATTEMPTS):
-            reads = [key for entry in batch for key in _entry_keys(entry)]
+            reads = [key for entry in batch for key in entry_keys(entry)]
             _, responses = self._read([_key_read(key) for key in reads])
             stored = {key: (answer.kvs[0].value, int(answer.kvs[0].mod_revision)) if answer.kvs else None
                       for key, answer in zip(reads, responses, strict=True)}
@@ -129,11 +129,11 @@ class EtcdDirectory(EtcdKv):
             success: list[Any] = []
             for entry in batch:
                 try:
-                    record = merged_record(entry, _found(entry, stored))
+                    record = merged_record(entry, found(entry, stored))
                 except DirectoryError as exc:
                     refused.append(exc)
                     continue
-                for key in _entry_keys(entry):
+                for key in entry_keys(entry):
                     held = stored[key]
                     compare.append(tx.version(key) == 0 if held is None else tx.mod(key) == held[1])
                 success.append(tx.put(keys.account(entry.aor), codec.encode(record)))
@@ -169,29 +169,3 @@ class EtcdDirectory(EtcdKv):
             if ok:
                 return owner
         raise StoreUnavailable(f"etcd at {self.endpoint}: alias removal contended {DIRECTORY_ATTEMPTS} times")
-
-
-def _entry_keys(entry: AccountEntry) -> list[str]:
-    """Every key an account write reads and compares: the account, its user as an alias,
-    and per alias the alias key and the account of that name."""
-    found = [keys.account(entry.aor), keys.alias(entry.domain, entry.user)]
-    for name in entry.aliases:
-        found += [keys.alias(entry.domain, name), keys.account(f"{name}@{entry.domain}")]
-    return found
-
-
-def _found(entry: AccountEntry, stored: dict[str, tuple[bytes, int] | None]) -> Found:
-    def owner(key: str) -> str | None:
-        held = stored[key]
-        return None if held is None else bytes(held[0]).decode()
-
-    record = stored[keys.account(entry.aor)]
-    return Found(
-        record=None if record is None else codec.decode(record[0]),
-        user_alias_owner=owner(keys.alias(entry.domain, entry.user)),
-        alias_owners={name: str(owner(keys.alias(entry.domain, name)))
-                      for name in entry.aliases if stored[keys.alias(entry.domain, name)] is not None},
-        accounts_named=frozenset(
-            name for name in entry.aliases if stored[keys.account(f"{name}@{entry.domain}")] is not None
-        ),
-    )

@@ -14,7 +14,7 @@ from statestore.domain.model import Subscription
 from statestore.domain.removal import RemovalPlan, WatchedBy, plan_removal
 from statestore.etcd.directory import DIRECTORY_ATTEMPTS
 from statestore.etcd.kv import MAX_TXN_OPS, EtcdKv, _key_read, _prefix_delete, _prefix_read, _range
-from statestore.etcd.subscriptions import _watcher_entry
+from statestore.stored import watcher_entry
 
 
 class EtcdAccountRemoval(EtcdKv):
@@ -41,7 +41,7 @@ class EtcdAccountRemoval(EtcdKv):
             if not account.kvs:
                 return False
             record = codec.decode(account.kvs[0].value)
-            watching = [_watcher_entry(kv.key.decode(), kv.value) for kv in mine.kvs]
+            watching = [watcher_entry(kv.key.decode(), kv.value) for kv in mine.kvs]
             plan = plan_removal(
                 [str(name) for name in record.get("aliases", [])], watching, self._watched_by(aor, theirs.kvs),
                 records.ACCOUNT_REMOVAL, due,

@@ -7,7 +7,6 @@ subscription and the caps are counted from the index alone.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ from statestore.domain.errors import Contended
 from statestore.domain.model import Account, Subscription, WatcherEntry
 from statestore.etcd.kv import MAX_TXN_OPS, SNAPSHOT_PAGE, EtcdKv, _key_read, _object, _prefix_read, _range
 from statestore.store import Census, SubscribeRead
+from statestore.stored import census_entries
 
 # Compare-and-swap attempts for a new epoch (each failure is another notifier's success).
 EPOCH_ATTEMPTS = 20
@@ -196,29 +196,10 @@ def _census_reads(watcher: str, presentity: str) -> list[Any]:
 
 
 def _census(mine: Any, theirs: Any, revision: int, presentity: str) -> Census:
-    # A watcher has up to 300 entries: decoding them all was a tenth of an initial
-    # SUBSCRIBE's CPU. Only the entries of this presentity are (admit tells a device
-    # subscribing again by them); they hold it as codec.encode escapes it.
-    mention = json.dumps(presentity).encode()
-    entries = [
-        _watcher_entry(kv.key.decode(), kv.value) if mention in kv.value else _counted_only(kv.key.decode())
-        for kv in mine.kvs
-    ]
+    entries = census_entries([(kv.key.decode(), kv.value) for kv in mine.kvs], presentity)
     return Census(entries, revision, int(theirs.count), revision)
 
-
-def _counted_only(key: str) -> WatcherEntry:
-    """An index entry of another presentity: it counts for the watcher's cap, nothing else."""
-    return WatcherEntry(key.rpartition("/")[2], "", "", "")
 
 
 def _account(answer: Any) -> Account | None:
     return Account.from_dict(codec.decode(answer.kvs[0].value)) if answer.kvs else None
-
-
-def _watcher_entry(key: str, value: bytes) -> WatcherEntry:
-    sub_id = key.rpartition("/")[2]
-    try:
-        return WatcherEntry.from_dict(sub_id, codec.decode(value))
-    except ValueError:
-        return WatcherEntry(sub_id, "", "", "")  # unreadable: it still counts for the watcher
