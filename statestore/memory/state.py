@@ -18,7 +18,7 @@ class MemoryState(MemoryDirectory):
     """What instances write and the notifier reads, in memory."""
 
     closed = 0
-    raised: tuple[str, ...] = ()  # the alarms `alarms` reports (a test raises them)
+    raised: Sequence[str] = ()  # the alarms `alarms` reports (a test raises them)
 
     def close(self) -> None:
         self.closed += 1
