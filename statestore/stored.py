@@ -9,8 +9,8 @@ import json
 from collections.abc import Sequence
 
 from statestore import codec, keys
-from statestore.domain.directory import AccountEntry, Found
-from statestore.domain.model import WatcherEntry
+from statestore.domain.directory import AccountEntry, DirectoryError, Found
+from statestore.domain.model import Account, WatcherEntry
 
 # A binding key's lease is its expiry plus this much (orphans.py counts on it).
 REGISTRATION_GRACE_SECONDS = 2
@@ -64,3 +64,30 @@ def watcher_entry(key: str, value: bytes) -> WatcherEntry:
         return WatcherEntry.from_dict(sub_id, codec.decode(value))
     except ValueError:
         return WatcherEntry(sub_id, "", "", "")  # unreadable: it still counts for the watcher
+
+
+class AccountWrites:
+    """The directory writes of one account, each a `write_accounts` of one entry (which
+    every adapter implements: each entry whole or not at all)."""
+
+    def write_accounts(self, entries: Sequence[AccountEntry]) -> list[DirectoryError]:
+        raise NotImplementedError
+
+    def put_account(self, account: Account) -> None:
+        """Create an account or replace its HA1s, keeping the aliases it has (its record
+        lists them): add_account without new aliases, so NameTaken if its user is another
+        account's alias."""
+        self.add_account(account)
+
+    def add_account(self, account: Account, aliases: Sequence[str] = ()) -> None:
+        """Create or update an account (its HA1s) and add aliases to it, all or nothing:
+        NameTaken if any alias (or its user) belongs to another account."""
+        refused = self.write_accounts([AccountEntry(account.aor, account.to_dict(), tuple(dict.fromkeys(aliases)))])
+        if refused:
+            raise refused[0]
+
+    def add_aliases(self, aor: str, aliases: Sequence[str]) -> None:
+        """Add aliases to an existing account, all or nothing (UnknownAccount, NameTaken)."""
+        refused = self.write_accounts([AccountEntry(aor, None, tuple(dict.fromkeys(aliases)))])
+        if refused:
+            raise refused[0]

@@ -22,13 +22,13 @@ from statestore.domain.errors import StoreUnavailable
 from statestore.domain.model import Account
 from statestore.domain.policy import DomainRules
 from statestore.etcd.kv import MAX_TXN_OPS, EtcdKv, _key_read
-from statestore.stored import entry_keys, found
+from statestore.stored import AccountWrites, entry_keys, found
 
 # Optimistic directory writes retried when a concurrent writer changed what they read.
 DIRECTORY_ATTEMPTS = 10
 
 
-class EtcdDirectory(EtcdKv):
+class EtcdDirectory(EtcdKv, AccountWrites):
     """The directory: provisioning, accounts, aliases, domain rules."""
 
     def add_domain(self, name: str, rules: DomainRules | None = None) -> None:
@@ -51,12 +51,6 @@ class EtcdDirectory(EtcdKv):
 
     def domains(self) -> list[str]:
         return [kv.key[len(keys.DOMAINS):] for kv in self.range(keys.DOMAINS)]
-
-    def put_account(self, account: Account) -> None:
-        """Create an account or replace its HA1s, keeping the aliases it has (its record
-        lists them): add_account without new aliases, so NameTaken if its user is another
-        account's alias."""
-        self.add_account(account)
 
     def get_account(self, aor: str) -> Account | None:
         with self._guard():
@@ -83,19 +77,6 @@ class EtcdDirectory(EtcdKv):
         with self._guard():
             value, _ = self.client.get(keys.alias(domain, alias))
         return None if value is None else bytes(value).decode()
-
-    def add_account(self, account: Account, aliases: Sequence[str] = ()) -> None:
-        """Create or update an account (its HA1s) and add aliases to it, all or nothing:
-        NameTaken if any alias (or its user) belongs to another account."""
-        refused = self.write_accounts([AccountEntry(account.aor, account.to_dict(), tuple(dict.fromkeys(aliases)))])
-        if refused:
-            raise refused[0]
-
-    def add_aliases(self, aor: str, aliases: Sequence[str]) -> None:
-        """Add aliases to an existing account, all or nothing (UnknownAccount, NameTaken)."""
-        refused = self.write_accounts([AccountEntry(aor, None, tuple(dict.fromkeys(aliases)))])
-        if refused:
-            raise refused[0]
 
     def write_accounts(self, entries: Sequence[AccountEntry]) -> list[DirectoryError]:
         """Write accounts with their aliases in as few transactions as fit MAX_TXN_OPS

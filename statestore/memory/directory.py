@@ -22,7 +22,7 @@ from statestore.domain.model import Account
 from statestore.domain.policy import DomainRules
 from statestore.domain.removal import WatchedBy, plan_removal
 from statestore.memory.kv import MemoryKv
-from statestore.stored import entry_keys, found, watcher_entry
+from statestore.stored import AccountWrites, entry_keys, found, watcher_entry
 
 
 def _decoded(value: bytes | None) -> dict[str, Any] | None:
@@ -34,7 +34,7 @@ def _decoded(value: bytes | None) -> dict[str, Any] | None:
         return None
 
 
-class MemoryDirectory(MemoryKv):
+class MemoryDirectory(MemoryKv, AccountWrites):
     """Domains, accounts, aliases; removing an account; authorization and profiles."""
 
     def add_domain(self, name: str, rules: DomainRules | None = None) -> None:
@@ -58,9 +58,6 @@ class MemoryDirectory(MemoryKv):
         self.commit({keys.domain(rules.name): (codec.encode(rules_to_record(rules)), 0)}, ())
         return True
 
-    def put_account(self, account: Account) -> None:
-        self.add_account(account)
-
     def get_account(self, aor: str) -> Account | None:
         value = self.value(keys.account(aor))
         return None if value is None else Account.from_dict(codec.decode(value))
@@ -68,16 +65,6 @@ class MemoryDirectory(MemoryKv):
     def resolve_alias(self, domain: str, alias: str) -> str | None:
         value = self.value(keys.alias(domain, alias))
         return None if value is None else value.decode()
-
-    def add_account(self, account: Account, aliases: Sequence[str] = ()) -> None:
-        refused = self.write_accounts([AccountEntry(account.aor, account.to_dict(), tuple(dict.fromkeys(aliases)))])
-        if refused:
-            raise refused[0]
-
-    def add_aliases(self, aor: str, aliases: Sequence[str]) -> None:
-        refused = self.write_accounts([AccountEntry(aor, None, tuple(dict.fromkeys(aliases)))])
-        if refused:
-            raise refused[0]
 
     def write_accounts(self, entries: Sequence[AccountEntry]) -> list[DirectoryError]:
         refused: list[DirectoryError] = []
