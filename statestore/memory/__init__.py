@@ -3,8 +3,8 @@ values, revisions, leases and watches), with the same rules (statestore.domain,
 statestore.stored). Every unit test's store; a test that needs a failure subclasses it.
 
 Beyond the seam, what a test does behind the store user's back: `write_key`,
-`delete_key` (another writer), `expire_lease`, `break_watches` (an outage), `raised`
-(alarms), `watching()`.
+`delete_key`, `commit` (another writer's transaction), `expire_lease`, `break_watches`
+(an outage), `raised` (alarms), `watching()`.
 """
 
 from __future__ import annotations
