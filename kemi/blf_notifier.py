@@ -22,6 +22,7 @@ meanwhile is never deleted).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import random
 import time
@@ -37,6 +38,7 @@ from statestore.domain.contention import ownership_current
 from statestore.domain.errors import Contended, StoreUnavailable
 from statestore.domain.model import Publication
 from statestore.domain.subscription import final_reason
+from statestore.etcd import compacted
 from statestore.mirror import Due, Mirror
 from statestore.store import WatchEvent
 
@@ -74,6 +76,11 @@ class Notifier:
         self.mirror = Mirror()
         self.synced = False
         self.next_sync = 0.0
+        # The last revision each watched prefix delivered, the watches, and whether a broken
+        # watch may be resumed from there (not after a lapse or a compaction: read again).
+        self.reached: dict[str, int] = {}
+        self.watches: list[int] = []
+        self.resumable = False
         # Presentities whose NOTIFYs were deferred, and when to try them again.
         self.deferred: set[str] = set()
         self.next_retry = 0.0
@@ -185,7 +192,7 @@ class Notifier:
             # Read again what we own, numbered at an epoch above every other sender's: what
             # this notifier sent before is forgotten, or it would number on from there
             # (mirror.numbers), below what an instance that took over sent meanwhile.
-            self.synced, self.next_sync = False, 0.0
+            self.synced, self.next_sync, self.resumable = False, 0.0, False
             if self.mirror.epoch:
                 self.mirror.bump_wanted = True
             self.mirror.sent.clear()
@@ -247,11 +254,15 @@ class Notifier:
         # A queue of its own for each sync: what an older watch still delivers (events from
         # before the snapshot, its error) goes to the old queue, which nobody reads.
         self.events = queue.Queue()
+        if self.resumable:
+            self._resume()
+            return
         try:
             started = time.monotonic()
             revision, items = self.ctx.store.snapshot(Mirror.prefixes())
             self.mirror.load((kv.key, kv.value, kv.mod_revision) for kv in items)
-            self.ctx.store.watch_prefixes(revision + 1, self.events.put, Mirror.prefixes())
+            self.reached = dict.fromkeys(Mirror.prefixes(), revision)
+            self.watches = self.ctx.store.watch_prefixes(revision + 1, self.events.put, Mirror.prefixes())
         except StoreUnavailable as exc:
             self.ctx.store.close()
             self.next_sync = time.monotonic() + RESYNC_BACKOFF_SECONDS
@@ -277,6 +288,28 @@ class Notifier:
             f"{len(self.backlog)} presentities to look at\n"
         )
 
+    def _resume(self) -> None:
+        """Watch again each prefix from the revision after the last one it delivered, on
+        whichever member answers (statestore/etcd_failover.py): nothing missed, nothing
+        twice, and no snapshot to read. A revision compacted meanwhile ends the watch at
+        once with that error, and the next sync reads a snapshot (_take)."""
+        for watch_id in self.watches:
+            with contextlib.suppress(StoreUnavailable):
+                self.ctx.store.cancel_watch(watch_id)
+        try:
+            self.watches = [
+                watch_id
+                for prefix, revision in self.reached.items()
+                for watch_id in self.ctx.store.watch_prefixes(revision + 1, self.events.put, [prefix])
+            ]
+        except StoreUnavailable as exc:
+            self.ctx.store.close()
+            self.next_sync = time.monotonic() + RESYNC_BACKOFF_SECONDS
+            KSR.warn(f"blf notifier: store unavailable, retrying: {exc}\n")
+            return
+        self.synced = True
+        KSR.info(f"blf notifier: watch resumed after revision {min(self.reached.values())}\n")
+
     def _drain(self) -> set[str]:
         dirty: set[str] = set()
         try:
@@ -294,7 +327,8 @@ class Notifier:
 
     def _take(self, item: list[WatchEvent] | Exception) -> set[str]:
         if isinstance(item, Exception):
-            KSR.warn(f"blf notifier: watch broken ({item}), resyncing\n")
+            self.resumable = not compacted(item)
+            KSR.warn(f"blf notifier: watch broken ({item}), {'resuming' if self.resumable else 'resyncing'}\n")
             self.synced = False
             self.ctx.store.close()
             return set()
@@ -302,6 +336,9 @@ class Notifier:
         now = time.time()
         for event in item:
             dirty |= self.mirror.apply(event.key, event.value, event.revision, now)
+            prefix = next((prefix for prefix in self.reached if event.key.startswith(prefix)), None)
+            if prefix is not None:
+                self.reached[prefix] = max(self.reached[prefix], event.revision)
         return dirty
 
     def _act(self, due: Due) -> None:

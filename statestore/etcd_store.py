@@ -14,7 +14,9 @@ from statestore.etcd import (
     SNAPSHOT_PAGE,
     UNAVAILABLE_CODES,
     EtcdStore,
+    compacted,
     split_endpoint,
+    split_endpoints,
     unavailability,
 )
 from statestore.store import KeyValue, WatchCallback, WatchEvent
@@ -22,5 +24,5 @@ from statestore.store import KeyValue, WatchCallback, WatchEvent
 __all__ = [
     "CALLS_PER_REQUEST", "DEFRAG_TIMEOUT", "DIRECTORY_ATTEMPTS", "EPOCH_ATTEMPTS", "GRPC_OPTIONS", "MAX_TXN_OPS",
     "NOSPACE_ERROR", "REGISTRATION_GRACE_SECONDS", "SNAPSHOT_PAGE", "UNAVAILABLE_CODES", "EtcdStore", "KeyValue",
-    "WatchCallback", "WatchEvent", "split_endpoint", "unavailability",
+    "WatchCallback", "WatchEvent", "compacted", "split_endpoint", "split_endpoints", "unavailability",
 ]

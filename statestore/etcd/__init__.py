@@ -14,7 +14,7 @@ one boundary that answers requests logs it with its traceback (`unavailability`)
 from __future__ import annotations
 
 from statestore.etcd.bindings import EtcdBindings
-from statestore.etcd.client import GRPC_OPTIONS, NOSPACE_ERROR, UNAVAILABLE_CODES, split_endpoint, unavailability
+from statestore.etcd.client import GRPC_OPTIONS, NOSPACE_ERROR, UNAVAILABLE_CODES, compacted, unavailability
 from statestore.etcd.directory import DIRECTORY_ATTEMPTS, EtcdDirectory
 from statestore.etcd.kv import MAX_TXN_OPS, SNAPSHOT_PAGE
 from statestore.etcd.leases import EtcdLeases
@@ -25,12 +25,13 @@ from statestore.etcd.publications import EtcdPublications
 from statestore.etcd.removal import EtcdAccountRemoval
 from statestore.etcd.subscriptions import EPOCH_ATTEMPTS, EtcdSubscriptions
 from statestore.etcd.watching import EtcdWatching
+from statestore.etcd_failover import split_endpoint, split_endpoints
 from statestore.stored import REGISTRATION_GRACE_SECONDS
 
 __all__ = [
     "CALLS_PER_REQUEST", "DEFRAG_TIMEOUT", "DIRECTORY_ATTEMPTS", "EPOCH_ATTEMPTS", "GRPC_OPTIONS", "MAX_TXN_OPS",
     "NOSPACE_ERROR", "REGISTRATION_GRACE_SECONDS", "SNAPSHOT_PAGE", "UNAVAILABLE_CODES", "EtcdStore",
-    "split_endpoint", "unavailability",
+    "compacted", "split_endpoint", "split_endpoints", "unavailability",
 ]
 
 

@@ -16,6 +16,7 @@ import etcd3  # type: ignore[import-untyped]
 import grpc  # type: ignore[import-untyped]
 
 from statestore.domain.errors import StoreUnavailable
+from statestore.etcd_failover import FailoverClient, split_endpoint, split_endpoints
 
 # gRPC backs off reconnecting exponentially (to minutes), and shares that back-off between
 # channels to the same target: after an etcd outage a fresh client would still fail for
@@ -65,6 +66,17 @@ UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEAD
 NOSPACE_ERROR = "database space exceeded"
 
 
+def compacted(exc: BaseException) -> bool:
+    """Whether a watch ended because the revision it was at has been compacted away: it
+    cannot be resumed, what it watched must be read again."""
+    if isinstance(exc, etcd3.exceptions.RevisionCompactedError):
+        return True
+    return (
+        isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None))
+        and exc.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in str(exc.details())
+    )
+
+
 def unavailability(exc: BaseException) -> bool:
     """Whether an error of the etcd client means etcd is unavailable (not a bug).
 
@@ -88,16 +100,13 @@ def unavailability(exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and "closed channel" in str(exc)
 
 
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    host, _, port = endpoint.rpartition(":")
-    return host or "127.0.0.1", int(port or 2379)
-
-
 class EtcdClient:
     """One zone's etcd: the endpoint, the deadline, the client and the error guard."""
 
     def __init__(self, endpoint: str = "127.0.0.1:2379", timeout: float = 1.0) -> None:
+        # One member ("h:p") or a cluster's ("h:p,h:p,h:p"): statestore/etcd_failover.py.
         self.endpoint = endpoint
+        self.endpoints = split_endpoints(endpoint)
         self._timeout = timeout
         self._client: Any = None
 
@@ -115,9 +124,12 @@ class EtcdClient:
     @property
     def client(self) -> Any:
         if self._client is None:
-            host, port = split_endpoint(self.endpoint)
-            self._client = etcd3.client(host=host, port=port, timeout=self.timeout, grpc_options=GRPC_OPTIONS)
+            self._client = FailoverClient(self.endpoint, self.timeout, GRPC_OPTIONS)
         return self._client
+
+    def member_in_use(self) -> str:
+        """The member requests go to now (the first one until one fails)."""
+        return self.client.pool.current.endpoint if self._client is not None else self.endpoints[0]
 
     def close(self) -> None:
         if self._client is not None:
@@ -138,9 +150,6 @@ class EtcdClient:
     @contextmanager
     def _member(self, endpoint: str, timeout: float) -> Iterator[Any]:
         """A client of one member: maintenance RPCs act on the member that receives them."""
-        if endpoint == self.endpoint and timeout <= self.timeout:
-            yield self.client
-            return
         host, port = split_endpoint(endpoint)
         client = etcd3.client(host=host, port=port, timeout=timeout, grpc_options=GRPC_OPTIONS)
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc  # type: ignore[import-untyped]
+
 from statestore import codec, keys
 from statestore.etcd.kv import EtcdKv
 
@@ -23,8 +25,14 @@ class EtcdLeases(EtcdKv):
         return bool(responses) and int(responses[0].TTL) > 0
 
     def revoke_lease(self, lease_id: int) -> None:
-        with self._guard():
-            self.client.revoke_lease(lease_id)
+        try:
+            with self._guard():
+                self.client.revoke_lease(lease_id)
+        except grpc.RpcError as exc:
+            # Gone already: expired, or revoked by an attempt whose answer was lost before
+            # the revocation was tried on another member (etcd_failover).
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
 
     def announce_instance(self, name: str, info: dict[str, Any], lease_id: int) -> None:
         with self._guard():

@@ -32,7 +32,7 @@ class EtcdMaintenance(EtcdKv):
 
     def member_status(self, endpoint: str | None = None) -> MemberStatus:
         """One member's database size, in-use size and revision (this store's own by default)."""
-        endpoint = endpoint or self.endpoint
+        endpoint = endpoint or self.member_in_use()
         with self._member(endpoint, self.timeout) as client, self._guard():
             response = client.maintenancestub.Status(
                 etcd3.etcdrpc.StatusRequest(), self.timeout, credentials=client.call_credentials,
@@ -148,7 +148,7 @@ class EtcdMaintenance(EtcdKv):
         """The member's --quota-backend-bytes, from its /metrics (etcd serves them on the
         client URL too); None if it cannot be read (TLS, a proxy in between)."""
         try:
-            with urllib.request.urlopen(f"http://{self.endpoint}/metrics", timeout=self.timeout) as answer:  # noqa: S310
+            with urllib.request.urlopen(f"http://{self.member_in_use()}/metrics", timeout=self.timeout) as answer:  # noqa: S310
                 text = answer.read().decode(errors="replace")
         except OSError:
             return None

@@ -16,7 +16,7 @@ from statestore.domain.errors import Contended
 from statestore.domain.model import Direction, Leg, LegState, Party, Subscription
 from statestore.domain.subscription import SubscriptionPolicy
 from statestore.memory import MemoryStore
-from statestore.store import KeyValue
+from statestore.store import KeyValue, WatchCallback
 from tests.fakeksr import FakeContext, FakeKSR, FakeSettings, install
 
 ALICE = "alice@example.com"
@@ -39,18 +39,29 @@ LEG = Leg(
 
 
 class NotifierStore(MemoryStore):
-    """The shared in-memory store, counting snapshots (resyncs) and failing them when told."""
+    """The shared in-memory store, recording snapshots (resyncs) and watches, and failing
+    snapshots when told."""
 
     def __init__(self, items: list[tuple[str, bytes]]) -> None:
         super().__init__(items)
         self.snapshot_error: Exception | None = None
         self.snapshots = 0
+        self.watched: list[tuple[str, int]] = []
+        self.cancelled: list[int] = []
 
     def snapshot(self, prefix: str | Sequence[str] = keys.ROOT, page: int = 0) -> tuple[int, list[KeyValue]]:
         self.snapshots += 1
         if self.snapshot_error is not None:
             raise self.snapshot_error
         return super().snapshot(prefix, page)
+
+    def watch_prefixes(self, start_revision: int, callback: WatchCallback, prefixes: Sequence[str]) -> list[int]:
+        self.watched += [(prefix, start_revision) for prefix in prefixes]
+        return super().watch_prefixes(start_revision, callback, prefixes)
+
+    def cancel_watch(self, watch_id: int) -> None:
+        self.cancelled.append(watch_id)
+        super().cancel_watch(watch_id)
 
 
 class Settings(FakeSettings):
@@ -262,3 +273,39 @@ def test_the_notify_headers_of_a_subscription_that_is_gone_are_dropped(ksr: Fake
     clock[0] += blf_notifier.PRUNE_SECONDS
     notifier.tick()
     assert SUB.sub_id not in blf_notify._dialogs
+
+
+def test_a_broken_watch_resumes_each_prefix_after_its_last_revision_without_a_snapshot(
+    ksr: FakeKSR, clock: list[float]
+) -> None:
+    notifier, store = lab(ksr)
+    notifier.tick()
+    assert store.snapshots == 1 and store.watching()
+    snapshot_revision = store.watched[0][1] - 1
+    legs = keys.LEGS
+    written = store.write_key(keys.leg(ALICE, "ks1", "leg-1"), codec.encode_leg(LEG))
+    notifier.tick()
+    store.break_watches(ConnectionError("its member was killed"))  # etcd_failover moves to another member
+    watched_before = len(store.watched)
+    notifier.tick()  # takes the error
+    clock[0] += 1.0
+    notifier.tick()  # resumes
+    assert store.snapshots == 1, "resumed, not read again"
+    resumed = dict(store.watched[watched_before:])
+    assert resumed[legs] == written + 1
+    assert all(revision == snapshot_revision + 1 for prefix, revision in resumed.items() if prefix != legs)
+    assert len(store.cancelled) >= 1, "the broken watches are cancelled first"
+    assert "watch resumed after revision" in ksr.logged("info")
+
+
+def test_a_watch_ended_by_a_compaction_reads_a_snapshot_again(ksr: FakeKSR, clock: list[float]) -> None:
+    import etcd3  # type: ignore[import-untyped]
+
+    notifier, store = lab(ksr)
+    notifier.tick()
+    assert store.watching()
+    store.break_watches(etcd3.exceptions.RevisionCompactedError(60))
+    notifier.tick()  # takes the error
+    clock[0] += 1.0
+    notifier.tick()  # reads again
+    assert store.snapshots == 2
