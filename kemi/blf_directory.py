@@ -46,7 +46,7 @@ from statestore.domain.directory import rules_from_record
 from statestore.domain.errors import SipError, StoreUnavailable
 from statestore.domain.identity import DOMAIN_NOT_SERVED, Identities, RequestFacts, resolve
 from statestore.domain.model import Account, Binding
-from statestore.etcd_store import WatchEvent
+from statestore.store import WatchEvent
 
 TABLE = "blf_dir"
 # Per zone (blf_context.ZoneValues: the first zone's $shv(blf_dir) and $shv(blf_dir_current)).

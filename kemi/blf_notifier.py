@@ -38,9 +38,9 @@ from statestore.domain.contention import ownership_current
 from statestore.domain.errors import Contended, StoreUnavailable
 from statestore.domain.model import Publication
 from statestore.domain.subscription import final_reason
-from statestore.etcd_store import WatchEvent, compacted
+from statestore.etcd import compacted
 from statestore.mirror import Due, Mirror
-from statestore.store import StateStore
+from statestore.store import StateStore, WatchEvent
 
 # A NOTIFY deferred by a store outage is tried again this much later.
 RETRY_SECONDS = 1.0

@@ -11,15 +11,9 @@ from typing import Any
 
 import pytest
 
+from statestore.memory import MemoryStore
+
 KEMI = str(Path(__file__).resolve().parents[2] / "kemi")
-
-
-class FakeStore:
-    def __init__(self) -> None:
-        self.closed = 0
-
-    def close(self) -> None:
-        self.closed += 1
 
 
 @pytest.fixture
@@ -42,7 +36,7 @@ def handles(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def test_each_store_has_its_own_down_flag_and_lease(handles: Any) -> None:
     blf_context, shared = handles
-    home, eu = FakeStore(), FakeStore()
+    home, eu = MemoryStore(), MemoryStore()
     default, zone = blf_context.StoreHandle("z1", home), blf_context.StoreHandle("eu", eu, first=False)
     zone.mark_down()
     assert zone.down() and not default.down()
@@ -60,8 +54,8 @@ def test_each_store_has_its_own_down_flag_and_lease(handles: Any) -> None:
 def test_a_client_from_before_an_outage_is_dropped_at_its_next_use(handles: Any) -> None:
     """Another process's client may hold a channel gRPC is still backing off: it reconnects."""
     blf_context, shared = handles
-    store = FakeStore()
-    worker, keeper = blf_context.StoreHandle("", store), blf_context.StoreHandle("", FakeStore())
+    store = MemoryStore()
+    worker, keeper = blf_context.StoreHandle("", store), blf_context.StoreHandle("", MemoryStore())
     assert worker.store is store and store.closed == 0  # no outage yet: kept
     keeper.mark_down()  # another process of the instance found the store down
     keeper.mark_down()  # still the same outage
@@ -73,8 +67,8 @@ def test_a_client_from_before_an_outage_is_dropped_at_its_next_use(handles: Any)
 def test_a_process_holding_watches_keeps_its_client_after_an_outage(handles: Any) -> None:
     """Closing it would end a healthy watch silently; it resyncs on its watch's own error."""
     blf_context, shared = handles
-    store = FakeStore()
-    notifier, worker = blf_context.StoreHandle("", store), blf_context.StoreHandle("", FakeStore())
+    store = MemoryStore()
+    notifier, worker = blf_context.StoreHandle("", store), blf_context.StoreHandle("", MemoryStore())
     notifier.holds_watches = True
     worker.mark_down()
     worker.mark_reached()
