@@ -92,12 +92,13 @@ def _bindings(ctx: Context, callee: str) -> list[Binding]:
     if copied:
         return copied
     cached = ctx.cache.get_bindings(callee)
-    if cached or copied is not None or ctx.store_down() or store_is_slow(shared_round_trip(time.monotonic())):
+    zone = ctx.zone(callee)
+    if cached or copied is not None or zone.down() or store_is_slow(shared_round_trip(time.monotonic(), zone)):
         return cached
     try:
-        return ctx.store.bindings_of(callee)
+        return zone.store.bindings_of(callee)
     except StoreUnavailable:
-        ctx.mark_store_down()
+        zone.mark_down()
         return []
 
 

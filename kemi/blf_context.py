@@ -11,7 +11,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import KSR  # type: ignore[import-not-found]
 
@@ -24,7 +24,8 @@ from statestore.domain.contention import (
     request_timeout,
     store_is_slow,
 )
-from statestore.domain.errors import store_unavailable_error
+from statestore.domain.errors import StoreUnavailable, store_unavailable_error
+from statestore.domain.model import Subscription
 from statestore.domain.registrar import RegistrarPolicy
 from statestore.domain.subscription import SubscriptionPolicy
 from statestore.etcd_store import EtcdStore
@@ -53,6 +54,8 @@ class Settings:
     # The least Expires of a PUBLISH (423 below it); 0: the package's (Publishing.min_expires).
     # Lowered in tests only, so that a publication's expiry is seen within one.
     pub_min_expires: int = 0
+    # The zones served, name -> members (BLF_ZONES; one zone "z1" of BLF_ETCD without it).
+    zones: Mapping[str, str] = field(default_factory=lambda: {"z1": "127.0.0.1:2379"})
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -75,6 +78,7 @@ class Settings:
             nat_expires=int(env.get("BLF_NAT_EXPIRES", "60")),
             secret=env["BLF_AUTH_SECRET"],
             pub_min_expires=int(env.get("BLF_PUB_MIN_EXPIRES", "0")),
+            zones=zones_setting(env),
         )
 
 
@@ -88,31 +92,95 @@ def instance_name(value: str) -> str:
     return name
 
 
-class StoreHandle:
-    """One store and what this instance holds of it, shared by the instance's processes
-    through $shv variables named after the store's zone: whether it was last found down,
-    and the instance lease granted on it (every call leg written there carries it).
+# Values the processes of an instance share about a zone other than the first (htable,
+# shared memory made before the fork: the zones are not known to kamailio.cfg). The first
+# zone keeps its $shv variables (kamailio.cfg), named as before zones: blf_store, blf_lease...
+ZONES_TABLE = "blf_zones"
 
-    Today there is one store, the default zone "" (variables blf_store, blf_store_down_at
-    and blf_lease). A zone of its own (a later issue) needs its variables declared in
-    kamailio.cfg (modparam("pv", "shvset", ...)): a $shv created after the fork is not shared.
+
+class ZoneValues:
+    """What the processes of an instance share about one zone: whether its store was last
+    found down, the instance lease granted on it (every call leg written there carries it),
+    the notifier's epoch, the round trip the lease keeper measured. The first zone's values
+    are the $shv variables of kamailio.cfg (blf_store, blf_store_down_at, blf_lease...), any
+    other zone's are entries of the htable blf_zones ("<zone>:store", ...)."""
+
+    def __init__(self, zone: str = "", first: bool = True) -> None:
+        self.zone = zone
+        self.first = first
+
+    def get(self, name: str) -> str:
+        if self.first:
+            return str(KSR.pv.get(f"$shv(blf_{name})") or "")
+        return str(KSR.htable.sht_get(ZONES_TABLE, f"{self.zone}:{name}") or "")
+
+    def set(self, name: str, value: str) -> None:
+        if self.first:
+            KSR.pv.sets(f"$shv(blf_{name})", value)
+        else:
+            KSR.htable.sht_sets(ZONES_TABLE, f"{self.zone}:{name}", value)
+
+    def down(self) -> bool:
+        """Whether this instance last found the zone's store unreachable."""
+        return self.get("store") == "down"
+
+    def mark_reached(self) -> None:
+        self.set("store", "up")
+
+    def lease_id(self) -> int:
+        raw = self.get("lease")
+        return int(raw) if raw else 0
+
+    def share_lease_id(self, lease_id: int) -> None:
+        self.set("lease", str(lease_id))
+
+    def epoch(self) -> int:
+        """The notifier's ownership epoch in this zone, for the SIP workers that create subscriptions."""
+        raw = self.get("epoch")
+        return int(raw) if raw else 0
+
+    def share_epoch(self, epoch: int) -> None:
+        self.set("epoch", str(epoch))
+
+    def share_round_trip(self, at: float, seconds: float) -> None:
+        """The store's round trip as the lease keeper last measured it: "<monotonic time> <seconds>"."""
+        self.set("store_rtt", f"{at:.3f} {seconds:.4f}")
+
+    def round_trip(self, now: float) -> float | None:
+        """The store's recent round trip in seconds, None when none was measured lately."""
+        raw = self.get("store_rtt").split()
+        if len(raw) != 2:
+            return None
+        return recent_round_trip(float(raw[0]), float(raw[1]), now)
+
+    def share_lease_confirmed(self, lease_id: int, sent_at: float) -> None:
+        """When the lease keeper last had the lease confirmed: "<lease id> <monotonic time
+        the confirming request was sent>"; the notifier sends nothing once that is too old
+        (contention.ownership_current)."""
+        self.set("lease_confirmed", f"{lease_id} {sent_at:.3f}")
+
+    def lease_confirmed(self) -> tuple[int, float] | None:
+        raw = self.get("lease_confirmed").split()
+        return (int(raw[0]), float(raw[1])) if len(raw) == 2 else None
+
+
+
+
+class StoreHandle(ZoneValues):
+    """One zone's store, with what the instance's processes share about it (ZoneValues).
 
     After an outage each process's client may still hold a channel from before it, one that
     gRPC is still backing off reconnecting (up to minutes): its first call would fail, flag
-    the whole instance down again and answer 503. So a process whose client predates the
+    the whole zone down again and answer 503. So a process whose client predates the
     last outage (it has not used the store since the outage began) drops it at its next use
     and connects afresh. Not a process that holds watches (the notifier, the directory
     keeper, `holds_watches`): closing its client would end a healthy watch without telling
     it; those reconnect and resync when their watch reports an error.
     """
 
-    def __init__(self, zone: str, store: StateStore) -> None:
-        self.zone = zone
+    def __init__(self, zone: str, store: StateStore, first: bool = True) -> None:
+        super().__init__(zone, first)
         self._store = store
-        suffix = f"_{zone}" if zone else ""
-        self.state_var = f"$shv(blf_store{suffix})"
-        self.down_at_var = f"$shv(blf_store_down_at{suffix})"
-        self.lease_var = f"$shv(blf_lease{suffix})"
         self._outage_seen = ""
         self.holds_watches = False
         # The etcd adapter's request timeout as configured (BLF_STORE_TIMEOUT), adapted below.
@@ -121,7 +189,7 @@ class StoreHandle:
 
     @property
     def store(self) -> StateStore:
-        outage = str(KSR.pv.get(self.down_at_var) or "")
+        outage = self.get("store_down_at")
         if outage != self._outage_seen:
             if (self._outage_seen or outage) and not self.holds_watches:
                 self._store.close()
@@ -129,46 +197,63 @@ class StoreHandle:
         if self._timed is not None:
             # A store the lease keeper measured slow but answering is waited for longer
             # than BLF_STORE_TIMEOUT: used, not declared down (contention.request_timeout).
-            self._timed.timeout = request_timeout(self._base_timeout, shared_round_trip(time.monotonic()))
+            self._timed.timeout = request_timeout(self._base_timeout, self.round_trip(time.monotonic()))
         return self._store
 
-    def down(self) -> bool:
-        """Whether this instance last found the store unreachable."""
-        return str(KSR.pv.get(self.state_var)) == "down"
+    @property
+    def raw(self) -> StateStore:
+        """The store itself, without the checks of `store`."""
+        return self._store
 
     def mark_down(self) -> None:
         """Every process of the instance now answers without waiting on this store, until
         the lease keeper, which probes twice a second while it is down, reaches it again."""
         if not self.down():
-            KSR.pv.sets(self.down_at_var, repr(time.time()))
-        KSR.pv.sets(self.state_var, "down")
+            self.set("store_down_at", repr(time.time()))
+        self.set("store", "down")
         self._store.close()
 
-    def mark_reached(self) -> None:
-        KSR.pv.sets(self.state_var, "up")
 
-    def lease_id(self) -> int:
-        raw = KSR.pv.get(self.lease_var)
-        return int(raw) if raw else 0
+def zones_setting(env: Mapping[str, str]) -> dict[str, str]:
+    """The zones this instance serves, name -> its members ("h:p,h:p,h:p"), in order: the
+    first is the default zone (a domain not known to be elsewhere is looked for there).
+    BLF_ZONES="z1=h:p,h:p;z2=h:p,..." or, without it, one zone "z1" of BLF_ETCD."""
+    raw = env.get("BLF_ZONES", "").strip()
+    if not raw:
+        return {"z1": env.get("BLF_ETCD", "127.0.0.1:2379")}
+    zones: dict[str, str] = {}
+    for item in raw.split(";"):
+        if not item.strip():
+            continue
+        name, equals, members = item.partition("=")
+        name = name.strip()
+        if not equals or not name or not members.strip() or name in zones or ":" in name:
+            raise ValueError(f"BLF_ZONES: {item!r} is not zone=host:port,host:port")
+        zones[name] = members.strip()
+    if not zones:
+        raise ValueError(f"BLF_ZONES names no zone: {raw!r}")
+    return zones
 
-    def share_lease_id(self, lease_id: int) -> None:
-        KSR.pv.sets(self.lease_var, str(lease_id))
 
-
-DEFAULT_ZONE = ""
+# Where the directory keepers note which zone holds a domain (htable blf_dir, as the
+# domain's own record): "zoneof/<domain>" -> zone name.
+ZONE_OF = "zoneof/"
 
 
 class Context:
     def __init__(self) -> None:
         self.settings = Settings.from_env()
-        store = EtcdStore(self.settings.etcd, timeout=self.settings.store_timeout)
-        # The lease keeper's own client: its deadline is longer than a request's, so that a
-        # store that answers slowly is measured as slow instead of declared down.
-        self.probe = EtcdStore(
-            self.settings.etcd, timeout=probe_timeout(self.settings.store_timeout, self.settings.lease_ttl)
-        )
-        # One store per zone; the flag and the lease live with each (statestore/store.py).
-        self.stores = {DEFAULT_ZONE: StoreHandle(DEFAULT_ZONE, store)}
+        self.stores: dict[str, StoreHandle] = {}
+        # The lease keepers' own clients: their deadline is longer than a request's, so
+        # that a store that answers slowly is measured as slow instead of declared down.
+        self.probes: dict[str, StateStore] = {}
+        for index, (zone, members) in enumerate(self.settings.zones.items()):
+            store = EtcdStore(members, timeout=self.settings.store_timeout)
+            self.stores[zone] = StoreHandle(zone, store, first=index == 0)
+            self.probes[zone] = EtcdStore(
+                members, timeout=probe_timeout(self.settings.store_timeout, self.settings.lease_ttl)
+            )
+        self.probe = self.probes[next(iter(self.stores))]
         self.cache = Cache(self.settings.memcached)
         self.registrar = RegistrarPolicy(
             max_bindings=self.settings.max_bindings, nat_expires=self.settings.nat_expires
@@ -182,18 +267,40 @@ class Context:
 
     @property
     def home(self) -> StoreHandle:
-        """The store of the default zone (the only one today)."""
-        return self.stores[DEFAULT_ZONE]
+        """The first zone's store: the default for a domain not known to be elsewhere."""
+        return next(iter(self.stores.values()))
+
+    def zone(self, name: str) -> StoreHandle:
+        """The store of the zone holding `name`: an account ("user@domain") or a domain.
+        Which zone holds a domain comes from the directory copy (blf_directory notes it
+        as it loads each zone's domains); a domain it does not know is the first zone's."""
+        if len(self.stores) == 1:
+            return self.home
+        domain = name.rpartition("@")[2].lower()
+        held = KSR.htable.sht_get("blf_dir", ZONE_OF + domain)
+        return self.stores.get(str(held), self.home) if held else self.home
+
+    def zone_named(self, zone: str) -> StoreHandle:
+        """A zone's store by its name (a subscription's dialog carries it: subscription_zone)."""
+        return self.stores.get(zone, self.home)
 
     @property
     def store(self) -> StateStore:
         return self.home.store
 
     def store_down(self) -> bool:
-        """Whether this instance last found the default store unreachable (shared by its processes)."""
+        """Whether this instance last found the first zone's store unreachable (shared by its processes)."""
         return self.home.down()
 
     def mark_store_down(self) -> None:
+        self.home.mark_down()
+
+    def mark_unavailable(self, exc: StoreUnavailable) -> None:
+        """Flag down the zone whose store raised `exc` (the first zone when it does not say)."""
+        for handle in self.stores.values():
+            if isinstance(handle.raw, EtcdStore) and handle.raw.endpoint == exc.endpoint:
+                handle.mark_down()
+                return
         self.home.mark_down()
 
 
@@ -209,45 +316,37 @@ def share_instances(instances: Mapping[str, object]) -> None:
     KSR.pv.sets(INSTANCES_VAR, json.dumps(instances, sort_keys=True))
 
 
-# The notifier's ownership epoch, for the SIP workers that create subscriptions.
-EPOCH_VAR = "$shv(blf_epoch)"
+# The first zone's values (its $shv variables), for code that serves one zone only.
+FIRST_ZONE = ZoneValues()
 
 
-def shared_epoch() -> int:
-    raw = KSR.pv.get(EPOCH_VAR)
-    return int(raw) if raw else 0
+def shared_epoch(zone: ZoneValues = FIRST_ZONE) -> int:
+    return zone.epoch()
 
 
-def share_epoch(epoch: int) -> None:
-    KSR.pv.sets(EPOCH_VAR, str(epoch))
+def share_epoch(epoch: int, zone: ZoneValues = FIRST_ZONE) -> None:
+    zone.share_epoch(epoch)
 
 
 def note_store_reached() -> None:
-    context().home.mark_reached()
+    FIRST_ZONE.mark_reached()
 
 
 def shared_lease_id() -> int:
-    return context().home.lease_id()
+    return FIRST_ZONE.lease_id()
 
 
 def share_lease_id(lease_id: int) -> None:
-    context().home.share_lease_id(lease_id)
-
-
-# The store's round trip as the lease keeper last measured it: "<monotonic time> <seconds>".
-ROUND_TRIP_VAR = "$shv(blf_store_rtt)"
+    FIRST_ZONE.share_lease_id(lease_id)
 
 
 def share_round_trip(at: float, seconds: float) -> None:
-    KSR.pv.sets(ROUND_TRIP_VAR, f"{at:.3f} {seconds:.4f}")
+    FIRST_ZONE.share_round_trip(at, seconds)
 
 
-def shared_round_trip(now: float) -> float | None:
+def shared_round_trip(now: float, zone: ZoneValues = FIRST_ZONE) -> float | None:
     """The store's recent round trip in seconds, None when none was measured lately."""
-    raw = str(KSR.pv.get(ROUND_TRIP_VAR) or "").split()
-    if len(raw) != 2:
-        return None
-    return recent_round_trip(float(raw[0]), float(raw[1]), now)
+    return zone.round_trip(now)
 
 
 def trying_if_store_slow() -> bool:
@@ -261,19 +360,29 @@ def trying_if_store_slow() -> bool:
     return True
 
 
-# When the lease keeper last had the instance lease confirmed by etcd: "<lease id> <monotonic
-# time the confirmed request was sent>" (blf_lease); the notifier sends nothing once that is
-# too old (contention.ownership_current).
-LEASE_CONFIRMED_VAR = "$shv(blf_lease_confirmed)"
-
-
 def share_lease_confirmed(lease_id: int, sent_at: float) -> None:
-    KSR.pv.sets(LEASE_CONFIRMED_VAR, f"{lease_id} {sent_at:.3f}")
+    FIRST_ZONE.share_lease_confirmed(lease_id, sent_at)
 
 
-def shared_lease_confirmed() -> tuple[int, float] | None:
-    raw = str(KSR.pv.get(LEASE_CONFIRMED_VAR) or "").split()
-    return (int(raw[0]), float(raw[1])) if len(raw) == 2 else None
+def shared_lease_confirmed(zone: ZoneValues = FIRST_ZONE) -> tuple[int, float] | None:
+    return zone.lease_confirmed()
+
+
+def find_subscription(
+    ctx: Context, sub_id: str, domain: str
+) -> tuple[StoreHandle, tuple[Subscription, int] | None]:
+    """A subscription by its id, in the zone of `domain` (its presentity's, from the dialog's
+    URI on our side), then in the other zones (a domain moved meanwhile); that zone's store."""
+    first = ctx.zone(domain)
+    found = first.store.get_subscription(sub_id)
+    if found is not None or len(ctx.stores) == 1:
+        return first, found
+    for handle in ctx.stores.values():
+        if handle is not first and not handle.down():
+            found = handle.store.get_subscription(sub_id)
+            if found is not None:
+                return handle, found
+    return first, None
 
 
 def lost_races(

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import TypeVar, cast
 
 import KSR  # type: ignore[import-not-found]
-from blf_context import Context
+from blf_context import ZONE_OF, Context, StoreHandle
 from blf_sip import pv
 
 from statestore import codec, keys
@@ -46,11 +46,12 @@ from statestore.domain.directory import rules_from_record
 from statestore.domain.errors import SipError, StoreUnavailable
 from statestore.domain.identity import DOMAIN_NOT_SERVED, Identities, RequestFacts, resolve
 from statestore.domain.model import Account, Binding
-from statestore.etcd_store import WatchEvent
+from statestore.store import WatchEvent
 
 TABLE = "blf_dir"
-LOADED_VAR = "$shv(blf_dir)"
-CURRENT_VAR = "$shv(blf_dir_current)"
+# Per zone (blf_context.ZoneValues: the first zone's $shv(blf_dir) and $shv(blf_dir_current)).
+LOADED = "dir"
+CURRENT = "dir_current"
 PREFIXES = (keys.ACCOUNTS, keys.ALIASES, keys.DOMAINS, keys.REGS)
 REGS_TABLE = "regs/"  # + aor: that account's bindings, one JSON object
 RESYNC_BACKOFF_SECONDS = 1.0
@@ -69,6 +70,20 @@ def table_key(key: str) -> str:
     return key[len(keys.ROOT):]
 
 
+def zone_key(domain_key: str) -> str:
+    """Where the copy notes which zone holds a domain, from the domain's etcd key."""
+    return ZONE_OF + domain_key[len(keys.DOMAINS):].lower()
+
+
+def key_domain(key: str) -> str:
+    """The domain a key of the copy belongs to: accounts/<user@domain>, aliases/<domain>/<alias>,
+    domains/<domain>."""
+    kind, _, rest = key.partition("/")
+    if kind == "aliases":
+        return rest.partition("/")[0]
+    return rest.rpartition("@")[2]
+
+
 def binding_key(key: str) -> tuple[str, str] | None:
     """(aor, binding id) of a binding's etcd key, None for any other key."""
     if not key.startswith(keys.REGS):
@@ -78,10 +93,13 @@ def binding_key(key: str) -> tuple[str, str] | None:
 
 
 class Keeper:
-    """Fills and refreshes the shared copy (one process per instance)."""
+    """Fills and refreshes the shared copy from one zone's store (one process per instance
+    runs a keeper per zone). Domains are unique across zones: each keeper notes which zone
+    holds the domains it loads ("zoneof/<domain>", Context.zone)."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, zone: StoreHandle | None = None) -> None:
         self.ctx = ctx
+        self.zone = zone or ctx.home
         self.events: queue.Queue[list[WatchEvent] | Exception] = queue.Queue()
         self.synced = False
         self.next_sync = 0.0
@@ -97,10 +115,10 @@ class Keeper:
 
     def _resync(self) -> None:
         self.events = queue.Queue()  # an older watch's leftovers go to a queue nobody reads
-        KSR.pv.sets(CURRENT_VAR, "0")
+        self.zone.set(CURRENT, "0")
         started = time.monotonic()
         try:
-            revision, items = self.ctx.store.snapshot(PREFIXES)
+            revision, items = self.zone.store.snapshot(PREFIXES)
             fresh: dict[str, str] = {}
             regs: dict[str, dict[str, str]] = {}
             for kv in items:
@@ -112,6 +130,8 @@ class Keeper:
                     regs.setdefault(found[0], {})[found[1]] = value
                 else:
                     fresh[table_key(kv.key)] = value
+                    if kv.key.startswith(keys.DOMAINS):
+                        fresh[zone_key(kv.key)] = self.zone.zone
             for aor, bindings in regs.items():
                 fresh[REGS_TABLE + aor] = json.dumps(bindings, sort_keys=True)
             self.regs = regs
@@ -120,7 +140,7 @@ class Keeper:
             for key, value in fresh.items():
                 KSR.htable.sht_sets(TABLE, key, value)
             self.held = set(fresh)
-            self.ctx.store.watch_prefixes(revision + 1, self.events.put, PREFIXES)
+            self.zone.store.watch_prefixes(revision + 1, self.events.put, PREFIXES)
         except StoreUnavailable as exc:
             self._retry_later(f"store unavailable: {exc}")
             return
@@ -128,29 +148,29 @@ class Keeper:
             self._retry_later(f"resync failed: {traceback.format_exc()}")
             return
         self.synced = True
-        KSR.pv.sets(LOADED_VAR, str(revision))
-        KSR.pv.sets(CURRENT_VAR, "1")
+        self.zone.set(LOADED, str(revision))
+        self.zone.set(CURRENT, "1")
         KSR.info(
-            f"blf directory: copy loaded at revision {revision}, {len(fresh)} keys "
+            f"blf directory: copy of zone {self.zone.zone} loaded at revision {revision}, {len(fresh)} keys "
             f"in {time.monotonic() - started:.2f}s\n"
         )
 
     def _retry_later(self, why: str) -> None:
-        self.ctx.store.close()
+        self.zone.raw.close()
         self.next_sync = time.monotonic() + RESYNC_BACKOFF_SECONDS
         KSR.warn(f"blf directory: {why}; the copy stays as it is, resync in {RESYNC_BACKOFF_SECONDS:.0f}s\n")
 
     def _drain(self) -> None:
-        wait = self.ctx.settings.notifier_wait
+        wait = self.ctx.settings.notifier_wait / len(self.ctx.stores)
         try:
             # Blocking here is what lets the watch thread run (KAMAILIO-NOTES).
             item = self.events.get(timeout=wait) if wait > 0 else self.events.get_nowait()
             while True:
                 if isinstance(item, Exception):
                     KSR.warn(f"blf directory: watch broken ({item}), resyncing\n")
-                    KSR.pv.sets(CURRENT_VAR, "0")  # what it lacks from now on is asked of etcd
+                    self.zone.set(CURRENT, "0")  # what it lacks from now on is asked of etcd
                     self.synced = False
-                    self.ctx.store.close()
+                    self.zone.raw.close()
                     return
                 for event in item:
                     self._apply(event)
@@ -171,6 +191,14 @@ class Keeper:
         else:
             KSR.htable.sht_sets(TABLE, key, value)
             self.held.add(key)
+        if event.key.startswith(keys.DOMAINS):
+            noted = zone_key(event.key)
+            if value is None:
+                KSR.htable.sht_rm(TABLE, noted)
+                self.held.discard(noted)
+            else:
+                KSR.htable.sht_sets(TABLE, noted, self.zone.zone)
+                self.held.add(noted)
 
 
     def _apply_binding(self, aor: str, binding_id: str, value: str | None) -> None:
@@ -248,11 +276,13 @@ class SharedDirectory:
         self._decoded: dict[str, tuple[str, object]] = {}
 
     def loaded(self) -> bool:
-        return str(KSR.pv.get(LOADED_VAR) or "0") != "0"
+        """Whether the copy of every zone is in (a zone whose store is down counts: what it
+        has not loaded is not served until it comes back)."""
+        return all(zone.get(LOADED) not in ("", "0") or zone.down() for zone in self.ctx.stores.values())
 
     def current(self) -> bool:
         """Whether the copy follows etcd through a live watch (what it lacks, etcd lacks)."""
-        return str(KSR.pv.get(CURRENT_VAR) or "0") == "1"
+        return all(zone.get(CURRENT) == "1" for zone in self.ctx.stores.values())
 
     def _lookup(
         self, key: str, decode: Callable[[str], T | None], from_store: Callable[[], T | None],
@@ -267,7 +297,7 @@ class SharedDirectory:
             raw = KSR.htable.sht_get(TABLE, key)
             self.stats.record("shm", time.perf_counter() - started)
             if raw is None:
-                if self.current() or self.ctx.store_down() or not miss_asks_store:
+                if self.current() or self.ctx.zone(key_domain(key)).down() or not miss_asks_store:
                     # Current: etcd has none either. Store down: the copy is all there is
                     # (calls keep being routed from it; REGISTER and SUBSCRIBE get 503 anyway).
                     return None
@@ -316,7 +346,8 @@ class SharedDirectory:
 
     def alias(self, domain: str, alias: str) -> str | None:
         return self._lookup(
-            f"aliases/{domain}/{alias}", str, lambda: self._store(self.ctx.store.resolve_alias, domain, alias)
+            f"aliases/{domain}/{alias}", str,
+            lambda: self._store(self.ctx.zone(domain), lambda zone: zone.store.resolve_alias(domain, alias)),
         )
 
     # --- policy.Rules ---
@@ -343,21 +374,22 @@ class SharedDirectory:
 
     # --- before the copy is loaded ---
 
-    def _store(self, read: Callable[[str, str], str | None], *args: str) -> str | None:
-        if self.ctx.store_down():
+    def _store(self, zone: StoreHandle, read: Callable[[StoreHandle], str | None]) -> str | None:
+        if zone.down():
             raise StoreUnavailable("store marked down")
         try:
-            return read(*args)
+            return read(zone)
         except StoreUnavailable:
-            self.ctx.mark_store_down()
+            zone.mark_down()
             raise
 
     def _account_from_store(self, aor: str, store_required: bool) -> Account | None:
-        if not self.ctx.store_down():
+        zone = self.ctx.zone(aor)
+        if not zone.down():
             try:
-                account = self.ctx.store.get_account(aor)
+                account = zone.store.get_account(aor)
             except StoreUnavailable:
-                self.ctx.mark_store_down()
+                zone.mark_down()
             else:
                 if account is not None:
                     self.ctx.cache.put_account(account)
@@ -376,17 +408,37 @@ class SharedDirectory:
         if cached is not None and now - cached[1] < DOMAIN_CACHE_SECONDS:
             rules = cached[0]
         else:
-            if self.ctx.store_down():
-                raise StoreUnavailable("store marked down")
-            try:
-                rules = self.ctx.store.domain_rules(name)
-            except StoreUnavailable:
-                self.ctx.mark_store_down()
-                raise
+            rules = self._domain_in_zones(name)
             if len(self._domains) >= _DOMAIN_CACHE_ENTRIES:
                 self._domains.clear()
             self._domains[name] = (rules, now)
         return rules
+
+    def _domain_in_zones(self, name: str) -> policy.DomainRules | None:
+        """A domain's rules before the copy is in: from the zone known to hold it, else
+        from each zone in turn (503 when a zone that might hold it cannot answer)."""
+        first = self.ctx.zone(name)
+        unanswered: StoreUnavailable | None = None
+        for zone in [first, *(z for z in self.ctx.stores.values() if z is not first)]:
+            try:
+                rules = self._rules_from(zone, name)
+            except StoreUnavailable as exc:
+                unanswered = exc
+                continue
+            if rules is not None:
+                return rules
+        if unanswered is not None:
+            raise unanswered
+        return None
+
+    def _rules_from(self, zone: StoreHandle, name: str) -> policy.DomainRules | None:
+        if zone.down():
+            raise StoreUnavailable("store marked down")
+        try:
+            return zone.store.domain_rules(name)
+        except StoreUnavailable:
+            zone.mark_down()
+            raise
 
 
 _directory: SharedDirectory | None = None

@@ -10,6 +10,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from typing import Protocol
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
@@ -51,7 +52,7 @@ def _answering(step: Callable[[Context], None]) -> int:
         refused(error.status, error.reason)
         reply_error(error)
     except StoreUnavailable as exc:
-        ctx.mark_store_down()
+        ctx.mark_unavailable(exc)
         unavailable = store_unavailable_error()
         refused(unavailable.status, f"{unavailable.reason} - store unavailable: {exc}")
         reply_error(unavailable)
@@ -158,18 +159,30 @@ def route_in_dialog(ctx: Context, method: str) -> None:
 def _warm_up(ctx: Context) -> None:
     """Connect this SIP worker to etcd now (after the fork), not on its first call:
     a cold gRPC channel costs the first leg write about 8 ms."""
-    try:
-        ctx.store.instances()
-    except StoreUnavailable as exc:
-        KSR.warn(f"blf: etcd not reachable at start-up: {exc}\n")
+    for zone in ctx.stores.values():
+        try:
+            zone.store.instances()
+        except StoreUnavailable as exc:
+            KSR.warn(f"blf: etcd of zone {zone.zone} not reachable at start-up: {exc}\n")
+
+
+class _Ticking(Protocol):
+    def tick(self) -> None: ...
+
+
+def _ticking(process: _Ticking) -> Callable[[Context], None]:
+    """A step for _logging: one tick of one zone's keeper or notifier."""
+    return lambda ctx: process.tick()
 
 
 class kamailio:
     def __init__(self) -> None:
-        self.notifier: Notifier | None = None
-        self.lease: LeaseKeeper | None = None
+        # One of each per zone served, ticked in turn by their process (the leg writer
+        # serves every zone itself).
+        self.notifiers: list[Notifier] = []
+        self.leases: list[LeaseKeeper] = []
         self.legs: LegWriter | None = None
-        self.directory: DirectoryKeeper | None = None
+        self.directories: list[DirectoryKeeper] = []
 
     def child_init(self, rank: int) -> int:
         if rank > 0:
@@ -203,15 +216,21 @@ class kamailio:
         return _logging(on_notify_failure)
 
     def ksr_notifier_tick(self, msg: object, evname: str = "") -> int:
-        if self.notifier is None:
-            context().home.holds_watches = True
-            self.notifier = Notifier(context())
-        return _logging(lambda ctx: self.notifier.tick() if self.notifier else None)
+        if not self.notifiers:
+            zones = list(context().stores.values())
+            for zone in zones:
+                zone.holds_watches = True
+            self.notifiers = [Notifier(context(), zone, 1.0 / len(zones)) for zone in zones]
+        for notifier in self.notifiers:
+            _logging(_ticking(notifier))
+        return 1
 
     def ksr_lease_tick(self, msg: object, evname: str = "") -> int:
-        if self.lease is None:
-            self.lease = LeaseKeeper(context())
-        return _logging(lambda ctx: self.lease.tick() if self.lease else None)
+        if not self.leases:
+            self.leases = [LeaseKeeper(context(), zone=zone) for zone in context().stores.values()]
+        for keeper in self.leases:
+            _logging(_ticking(keeper))
+        return 1
 
     def ksr_legs_tick(self, msg: object, evname: str = "") -> int:
         if self.legs is None:
@@ -219,10 +238,13 @@ class kamailio:
         return _logging(lambda ctx: self.legs.tick() if self.legs else None)
 
     def ksr_directory_tick(self, msg: object, evname: str = "") -> int:
-        if self.directory is None:
-            context().home.holds_watches = True
-            self.directory = DirectoryKeeper(context())
-        return _logging(lambda ctx: self.directory.tick() if self.directory else None)
+        if not self.directories:
+            for zone in context().stores.values():
+                zone.holds_watches = True
+                self.directories.append(DirectoryKeeper(context(), zone))
+        for directory_keeper in self.directories:
+            _logging(_ticking(directory_keeper))
+        return 1
 
 
 def mod_init() -> kamailio:

@@ -14,14 +14,7 @@ import time
 from collections.abc import Callable
 
 import KSR  # type: ignore[import-not-found]
-from blf_context import (
-    Context,
-    note_store_reached,
-    share_instances,
-    share_lease_confirmed,
-    share_lease_id,
-    share_round_trip,
-)
+from blf_context import Context, StoreHandle, share_instances
 from blf_routing import BOOT_TIME
 
 from statestore.domain.contention import store_is_slow
@@ -35,14 +28,20 @@ PROBE_SECONDS = 0.5
 
 
 class LeaseKeeper:
+    """The instance lease in one zone (the lease process runs one keeper per zone served):
+    every zone has its own lease, "store down" flag and measured round trip."""
+
     def __init__(
-        self, ctx: Context, clock: Callable[[], float] = time.monotonic, store: StateStore | None = None
+        self, ctx: Context, clock: Callable[[], float] = time.monotonic, store: StateStore | None = None,
+        zone: StoreHandle | None = None,
     ) -> None:
         self.ctx = ctx
+        self.zone = zone or ctx.home
         self.clock = clock
-        # Its own client, with a deadline longer than a request's (Context.probe): a store
+        # Its own client, with a deadline longer than a request's (Context.probes): a store
         # that answers slowly is measured slow and shared as such, not declared down.
-        self.store: StateStore = store if store is not None else getattr(ctx, "probe", ctx.store)
+        probes = getattr(ctx, "probes", {})
+        self.store: StateStore = store if store is not None else probes.get(self.zone.zone, ctx.store)
         self.slow = False
         self.said = 0.0  # the round trip last reported slow
         self.lease_id = 0
@@ -51,7 +50,7 @@ class LeaseKeeper:
 
     def tick(self) -> None:
         now = self.clock()
-        if now < self.next_refresh and not self.ctx.store_down():
+        if now < self.next_refresh and not self.zone.down():
             return
         ttl = self.ctx.settings.lease_ttl
         interval = max(ttl / 3.0, 0.5)
@@ -60,23 +59,27 @@ class LeaseKeeper:
             if not self.lease_id or not self.store.refresh_lease(self.lease_id):
                 self._grant(ttl)
             # etcd counts the lease's TTL from when it received the refresh, after `sent`.
-            share_lease_confirmed(self.lease_id, sent)
+            self.zone.share_lease_confirmed(self.lease_id, sent)
             self._measured(self.clock() - sent)
-            # Who is alive, for routing to the instance that holds a phone's flow.
-            found = self.store.instances()
-            # Each with when it last started: a binding on a connection older than that is gone.
-            share_instances({
-                name: {"sip": str(info["sip"]), "boot": info.get("boot")}
-                for name, info in found.items() if info.get("sip")
-            })
-            if self.ctx.store_down():
-                KSR.info("blf lease: etcd reachable again\n")
-            note_store_reached()
+            # Who is alive, for routing to the instance that holds a phone's flow: as the
+            # first zone says, or another zone while the first is down.
+            if self.zone is self.ctx.home or self.ctx.home.down():
+                found = self.store.instances()
+                # Each with when it last started: a binding on a connection older than that is gone.
+                share_instances({
+                    name: {"sip": str(info["sip"]), "boot": info.get("boot")}
+                    for name, info in found.items() if info.get("sip")
+                })
+            if self.zone.down():
+                KSR.info(f"blf lease: etcd reachable again (zone {self.zone.zone})\n")
+            self.zone.mark_reached()
             self._watch_alarms(now)
         except StoreUnavailable as exc:
-            if not self.ctx.store_down():
-                KSR.warn(f"blf lease: store unavailable, probing every {PROBE_SECONDS}s: {exc}\n")
-            self.ctx.mark_store_down()
+            if not self.zone.down():
+                KSR.warn(
+                    f"blf lease: store unavailable (zone {self.zone.zone}), probing every {PROBE_SECONDS}s: {exc}\n"
+                )
+            self.zone.mark_down()
             if NOSPACE_ERROR in str(exc):  # a new lease is a write too: refused under NOSPACE
                 with contextlib.suppress(StoreUnavailable):
                     self._watch_alarms(now)
@@ -87,7 +90,7 @@ class LeaseKeeper:
         """Share the store's round trip (the workers' timeouts and their `100 Trying` go by
         it) and say when the store turns slow, changes its pace by a factor 1.5 while slow,
         or turns fast again: once each, not per probe."""
-        share_round_trip(self.clock(), seconds)
+        self.zone.share_round_trip(self.clock(), seconds)
         slow = store_is_slow(seconds)
         if slow and (not self.slow or not self.said / 1.5 < seconds < self.said * 1.5):
             KSR.warn(f"blf lease: store slow, round trip {seconds:.3f}s; requests wait longer\n")
@@ -123,5 +126,8 @@ class LeaseKeeper:
         self.store.announce_instance(self.ctx.settings.instance, info, lease_id)
         self.lease_id = lease_id
         # The leg writer sees the new id and writes the legs of live calls back at once.
-        share_lease_id(lease_id)
-        KSR.info(f"blf lease: instance {self.ctx.settings.instance} holds lease {lease_id:x} ttl {ttl}s\n")
+        self.zone.share_lease_id(lease_id)
+        KSR.info(
+            f"blf lease: instance {self.ctx.settings.instance} holds lease {lease_id:x} ttl {ttl}s "
+            f"in zone {self.zone.zone}\n"
+        )

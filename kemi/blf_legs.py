@@ -17,13 +17,14 @@ import time
 
 import KSR  # type: ignore[import-not-found]
 from blf_calls import LEG_QUEUE
-from blf_context import Context, shared_lease_id
+from blf_context import Context, StoreHandle
 from blf_reconcile import live_dialogs
 from blf_wakeup import Wakeup
 
 from statestore import codec
-from statestore.domain.errors import StoreUnavailable
+from statestore.domain.errors import LeaseGone, StoreUnavailable
 from statestore.domain.legbook import LegBook, LegWrite, WriteOutcome
+from statestore.domain.model import Leg
 from statestore.domain.reconcile import reconcile
 
 # A new call is written once its first 18x is in, or after this long (ms): so that an
@@ -48,9 +49,10 @@ class LegWriter:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.book = LegBook(ctx.settings.instance, HOLD_SECONDS)
-        self.lease_id = 0
-        self.ended_lease = 0
-        self.ended_granted = 0.0
+        # Per zone: each party's leg is written in its account's zone, on that zone's
+        # instance lease (Context.zone); a call between two zones is one write in each.
+        self.leases: dict[str, int] = {}
+        self.ended_leases: dict[str, tuple[int, float]] = {}
         self.next_try = 0.0
         self.next_forget = 0.0
         self.next_reconcile = time.monotonic() + ctx.settings.reconcile_seconds
@@ -67,19 +69,13 @@ class LegWriter:
             self.wakeup.wait(0.0 if self.book.pending else IDLE_WAIT_SECONDS)
         now = time.monotonic()
         self._drain(now)
-        self._follow_lease(now)
-        if not self.lease_id or now < self.next_try:
+        self._follow_leases(now)
+        if not any(self.leases.values()) or now < self.next_try:
             return
-        try:
-            if self.book.pending:
-                self._write(self.book.due(now), now)
-            if now >= self.next_reconcile:
-                self._reconcile(now)
-        except StoreUnavailable as exc:
-            if not self.ctx.store_down():
-                KSR.warn(f"blf legs: store unavailable, retrying every {RETRY_SECONDS}s: {exc}\n")
-            self.ctx.mark_store_down()
-            self.next_try = now + RETRY_SECONDS
+        if self.book.pending:
+            self._write(self.book.due(now), now)
+        if now >= self.next_reconcile:
+            self._reconcile(now)
         if now >= self.next_forget:
             self.next_forget = now + FORGET_SECONDS
             self.book.forget_ended(now)
@@ -94,55 +90,112 @@ class LegWriter:
                 continue
             self.book.take(parties, change, now)
 
-    def _follow_lease(self, now: float) -> None:
-        """The lease keeper grants the instance lease; a new one means the legs on the
-        old one are gone (it expired): every live call is written again, at once."""
-        lease_id = shared_lease_id()
-        if lease_id == self.lease_id:
-            return
-        if self.lease_id:
-            self.book.lease_lost()
-        self.lease_id = lease_id
-        self.next_reconcile = now
+    def _follow_leases(self, now: float) -> None:
+        """The lease keepers grant the instance lease of each zone; a new one means the legs
+        on the old one are gone (it expired): every live call is written again, at once."""
+        for name, zone in self.ctx.stores.items():
+            lease_id = zone.lease_id()
+            if lease_id == self.leases.get(name, 0):
+                continue
+            if self.leases.get(name):
+                self.book.lease_lost()
+            self.leases[name] = lease_id
+            self.next_reconcile = now
 
     def _write(self, writes: list[LegWrite], now: float) -> None:
-        """Every call due, in one request (store.write_calls): a flush costs one round trip
-        whatever the number of calls in it."""
+        """Every call due, one request per zone (store.write_calls): a flush costs one round
+        trip per zone whatever the number of calls in it. A call is written when every zone
+        of its parties took its leg; a zone that could not is tried again RETRY_SECONDS
+        later (what another zone took is then written again: an update, the same legs)."""
         if not writes:
             return
-        outcomes = self.ctx.store.write_calls([(w.legs, self._lease_for(w, now), w.create) for w in writes])
+        parts: dict[str, list[tuple[int, tuple[Leg, ...]]]] = {}
+        for index, write in enumerate(writes):
+            for name, legs in self._by_zone(write.legs).items():
+                parts.setdefault(name, []).append((index, legs))
+        outcomes: dict[int, list[WriteOutcome | None]] = {index: [] for index in range(len(writes))}
+        for name, part in parts.items():
+            zone = self.ctx.zone_named(name)
+            try:
+                answers = self._write_zone(zone, [(legs, writes[index]) for index, legs in part], now)
+            except StoreUnavailable as exc:
+                if not zone.down():
+                    KSR.warn(f"blf legs: store unavailable (zone {name}), retrying every {RETRY_SECONDS}s: {exc}\n")
+                zone.mark_down()
+                self.next_try = now + RETRY_SECONDS
+                answers = [None] * len(part)
+            except LeaseGone:
+                # The zone's lease expired (the store was out of reach past its TTL): the
+                # lease keeper grants another, and every live call is written again on it.
+                self.next_try = now + RETRY_SECONDS
+                answers = [None] * len(part)
+            for (index, _), answer in zip(part, answers, strict=True):
+                outcomes[index].append(answer)
+        for index, write in enumerate(writes):
+            found = outcomes[index]
+            if WriteOutcome.MISSING in found:
+                self.book.missing(write)  # created again on the next tick
+            elif found and None not in found and WriteOutcome.EXISTS not in found:
+                self.book.written(write)
+
+    def _by_zone(self, legs: tuple[Leg, ...]) -> dict[str, tuple[Leg, ...]]:
+        grouped: dict[str, tuple[Leg, ...]] = {}
+        for leg in legs:
+            name = self.ctx.zone(leg.account).zone
+            grouped[name] = (*grouped.get(name, ()), leg)
+        return grouped
+
+    def _write_zone(
+        self, zone: StoreHandle, part: list[tuple[tuple[Leg, ...], LegWrite]], now: float
+    ) -> list[WriteOutcome | None]:
+        lease = self.leases.get(zone.zone, 0)
+        if not lease:
+            return [None] * len(part)  # no lease in that zone yet: its keeper is getting one
+        outcomes: list[WriteOutcome | None] = list(
+            zone.store.write_calls([(legs, self._lease_for(zone, w, now), w.create) for legs, w in part])
+        )
         # Reconciliation or a retry created these first: written as updates instead.
         again = [index for index, outcome in enumerate(outcomes) if outcome is WriteOutcome.EXISTS]
         if again:
-            retried = self.ctx.store.write_calls(
-                [(writes[i].legs, self._lease_for(writes[i], now), False) for i in again]
+            retried = zone.store.write_calls(
+                [(part[i][0], self._lease_for(zone, part[i][1], now), False) for i in again]
             )
             for index, outcome in zip(again, retried, strict=True):
                 outcomes[index] = outcome
-        for write, outcome in zip(writes, outcomes, strict=True):
-            if outcome is WriteOutcome.MISSING:
-                self.book.missing(write)  # created again on the next tick
-            elif outcome is not WriteOutcome.EXISTS:
-                self.book.written(write)
+        return outcomes
 
-    def _lease_for(self, write: LegWrite, now: float) -> int:
-        return self._ended_lease(now) if write.ended else self.lease_id
+    def _lease_for(self, zone: StoreHandle, write: LegWrite, now: float) -> int:
+        return self._ended_lease(zone, now) if write.ended else self.leases.get(zone.zone, 0)
 
-    def _ended_lease(self, now: float) -> int:
-        if not self.ended_lease or now - self.ended_granted >= ENDED_ROTATE_SECONDS:
-            self.ended_lease = self.ctx.store.grant_lease(ENDED_TTL)
-            self.ended_granted = now
-        return self.ended_lease
+    def _ended_lease(self, zone: StoreHandle, now: float) -> int:
+        lease, granted = self.ended_leases.get(zone.zone, (0, 0.0))
+        if not lease or now - granted >= ENDED_ROTATE_SECONDS:
+            lease = zone.store.grant_lease(ENDED_TTL)
+            self.ended_leases[zone.zone] = (lease, now)
+        return lease
 
     def _reconcile(self, now: float) -> None:
         self.next_reconcile = now + self.ctx.settings.reconcile_seconds
         # The store first, the dialogs second: a call that ends between the two reads is
         # then seen stored and not live (ended, correctly), never live and not stored.
-        on_lease = self.ctx.store.legs_on(self.lease_id)
+        on_lease: dict[str, tuple[StoreHandle, str]] = {}
+        for name, lease in self.leases.items():
+            zone = self.ctx.zone_named(name)
+            if not lease or zone.down():
+                continue
+            try:
+                on_lease.update((leg_id, (zone, key)) for leg_id, key in zone.store.legs_on(lease).items())
+            except StoreUnavailable:
+                zone.mark_down()
+                self.next_reconcile = now + RETRY_SECONDS
+                return  # reconciled as a whole, or a live call's legs could be taken for unknown
         before = {key: (record.legs, record.stored) for key, record in self.book.calls.items()}
         unknown = reconcile(self.book, live_dialogs(), list(on_lease), now, GRACE_SECONDS)
-        if unknown:
-            self.ctx.store.delete_legs([on_lease[leg_id] for leg_id in unknown])
+        for zone in {on_lease[leg_id][0] for leg_id in unknown}:
+            try:
+                zone.store.delete_legs([on_lease[leg_id][1] for leg_id in unknown if on_lease[leg_id][0] is zone])
+            except StoreUnavailable:
+                zone.mark_down()
         changed = sum(
             1 for key, record in self.book.calls.items() if before.get(key) != (record.legs, record.stored)
         )

@@ -32,14 +32,15 @@ from collections.abc import Iterable
 
 import blf_notify
 import KSR  # type: ignore[import-not-found]
-from blf_context import Context, share_epoch, shared_lease_confirmed
+from blf_context import Context, StoreHandle, share_epoch, shared_lease_confirmed
 
 from statestore.domain.contention import ownership_current
 from statestore.domain.errors import Contended, StoreUnavailable
 from statestore.domain.model import Publication
 from statestore.domain.subscription import final_reason
-from statestore.etcd_store import WatchEvent, compacted
+from statestore.etcd import compacted
 from statestore.mirror import Due, Mirror
+from statestore.store import StateStore, WatchEvent
 
 # A NOTIFY deferred by a store outage is tried again this much later.
 RETRY_SECONDS = 1.0
@@ -69,8 +70,14 @@ def resync_backoff(failures: int) -> float:
 
 
 class Notifier:
-    def __init__(self, ctx: Context) -> None:
+    """The NOTIFYs of one zone's subscriptions that this instance owns, from a mirror of
+    that zone's store (the notifier process runs one per zone served, in turn: each blocks
+    on its watch queue for its share of the tick's wait, `wait_share`)."""
+
+    def __init__(self, ctx: Context, zone: StoreHandle | None = None, wait_share: float = 1.0) -> None:
         self.ctx = ctx
+        self.zone = zone or ctx.home
+        self.wait_share = wait_share
         self.events: queue.Queue[list[WatchEvent] | Exception] = queue.Queue()
         self.mirror = Mirror()
         self.synced = False
@@ -98,6 +105,10 @@ class Notifier:
         self.next_sweep = 0.0
         # Expired publications a sweep could not remove (store unavailable): tried again.
         self.unswept: list[Publication] = []
+
+    @property
+    def store(self) -> StateStore:
+        return self.zone.store
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -132,7 +143,7 @@ class Notifier:
         self.unswept = []
         for index, publication in enumerate(found):
             try:
-                self.ctx.store.delete_publication(publication.account, publication.etag, expected=publication)
+                self.store.delete_publication(publication.account, publication.etag, expected=publication)
             except StoreUnavailable as exc:
                 self.unswept = found[index:]
                 KSR.warn(f"blf notifier: {len(self.unswept)} expired publications left for later: {exc}\n")
@@ -165,7 +176,7 @@ class Notifier:
         other instance can have taken this one's subscriptions over (contention.ownership_current),
         by the monotonic clock read now: after a freeze (SIGSTOP, a paused VM) this is the
         first thing that notices it."""
-        confirmed = shared_lease_confirmed()
+        confirmed = shared_lease_confirmed(self.zone)
         if confirmed is None or confirmed[0] != self.lease_seen:
             return False
         return ownership_current(confirmed[1], now, self.ctx.settings.lease_ttl)
@@ -175,7 +186,7 @@ class Notifier:
         replaced (it expired: another instance may have taken over and NOTIFYed above our
         numbers), it sends nothing until it has taken a new epoch and read again what it owns
         (RFC 6665 §4.1.2.2: CSeq strictly increases within a dialog; RFC 4235 §4.1: version too)."""
-        confirmed = shared_lease_confirmed()
+        confirmed = shared_lease_confirmed(self.zone)
         if confirmed is not None and confirmed[0] != self.lease_seen:
             if self.lease_seen:
                 self._lapse(f"lease {self.lease_seen:x} replaced by {confirmed[0]:x}")
@@ -222,7 +233,7 @@ class Notifier:
         if now < self.next_bump:
             return False
         try:
-            epoch = self.ctx.store.next_epoch()
+            epoch = self.store.next_epoch()
         except StoreUnavailable as exc:
             self.next_bump = now + RETRY_SECONDS
             KSR.warn(f"blf notifier: cannot take a new epoch, store unavailable: {exc}\n")
@@ -232,7 +243,7 @@ class Notifier:
             KSR.info(f"blf notifier: {exc}; trying again\n")
             return False
         self.mirror.epoch, self.mirror.bump_wanted = epoch, False
-        share_epoch(epoch)
+        share_epoch(epoch, self.zone)
         KSR.info(f"blf notifier: instance {self.ctx.settings.instance} numbers NOTIFYs at epoch {epoch}\n")
         return True
 
@@ -258,17 +269,17 @@ class Notifier:
             return
         try:
             started = time.monotonic()
-            revision, items = self.ctx.store.snapshot(Mirror.prefixes())
+            revision, items = self.store.snapshot(Mirror.prefixes())
             self.mirror.load((kv.key, kv.value, kv.mod_revision) for kv in items)
             self.reached = dict.fromkeys(Mirror.prefixes(), revision)
-            self.watches = self.ctx.store.watch_prefixes(revision + 1, self.events.put, Mirror.prefixes())
+            self.watches = self.store.watch_prefixes(revision + 1, self.events.put, Mirror.prefixes())
         except StoreUnavailable as exc:
-            self.ctx.store.close()
+            self.store.close()
             self.next_sync = time.monotonic() + RESYNC_BACKOFF_SECONDS
             KSR.warn(f"blf notifier: store unavailable, retrying: {exc}\n")
             return
         except Exception:  # noqa: BLE001 - a bug: said once per attempt, with a growing pause
-            self.ctx.store.close()
+            self.store.close()
             self.resync_failures += 1
             pause = resync_backoff(self.resync_failures)
             self.next_sync = time.monotonic() + pause
@@ -294,15 +305,15 @@ class Notifier:
         once with that error, and the next sync reads a snapshot (_take)."""
         for watch_id in self.watches:
             with contextlib.suppress(StoreUnavailable):
-                self.ctx.store.cancel_watch(watch_id)
+                self.store.cancel_watch(watch_id)
         try:
             self.watches = [
                 watch_id
                 for prefix, revision in self.reached.items()
-                for watch_id in self.ctx.store.watch_prefixes(revision + 1, self.events.put, [prefix])
+                for watch_id in self.store.watch_prefixes(revision + 1, self.events.put, [prefix])
             ]
         except StoreUnavailable as exc:
-            self.ctx.store.close()
+            self.store.close()
             self.next_sync = time.monotonic() + RESYNC_BACKOFF_SECONDS
             KSR.warn(f"blf notifier: store unavailable, retrying: {exc}\n")
             return
@@ -314,7 +325,7 @@ class Notifier:
         try:
             # Blocking here is what lets the watch thread run (KAMAILIO-NOTES); with a wait
             # of 0 the queue is only polled (the benchmark's baseline).
-            wait = self.ctx.settings.notifier_wait
+            wait = self.ctx.settings.notifier_wait * self.wait_share
             item = self.events.get(timeout=wait) if wait > 0 else self.events.get_nowait()
             while True:
                 dirty |= self._take(item)
@@ -329,7 +340,7 @@ class Notifier:
             self.resumable = not compacted(item)
             KSR.warn(f"blf notifier: watch broken ({item}), {'resuming' if self.resumable else 'resyncing'}\n")
             self.synced = False
-            self.ctx.store.close()
+            self.store.close()
             return set()
         dirty: set[str] = set()
         now = time.time()
@@ -360,7 +371,7 @@ class Notifier:
         now = time.time()
         subscription = due.subscription
         if due.expired:
-            if not self.ctx.store.delete_subscription(subscription, due.revision):
+            if not self.store.delete_subscription(subscription, due.revision):
                 return  # refreshed (or removed) meanwhile: its watch event tells us which
             final = self.mirror.numbers(due)
             self.mirror.forget(subscription.sub_id)
@@ -381,5 +392,5 @@ class Notifier:
                 self.unsendable += 1
         elif not self.mirror.bump_wanted:
             # CSeq would pass 2**31-1: the subscription ends; the phone subscribes again.
-            self.ctx.store.delete_subscription(subscription, due.revision)
+            self.store.delete_subscription(subscription, due.revision)
             KSR.notice(f"blf notifier: subscription {subscription.sub_id} used up its CSeq space, removed\n")

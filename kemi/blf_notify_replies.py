@@ -8,7 +8,7 @@ during an outage is lost, and the subscription ends by expiry or by the next ans
 from __future__ import annotations
 
 import KSR  # type: ignore[import-not-found]
-from blf_context import Context
+from blf_context import Context, find_subscription
 from blf_sip import pv
 
 from statestore.domain.errors import StoreUnavailable
@@ -23,7 +23,8 @@ def on_notify_failure(ctx: Context) -> None:
         return
     # In the failure route the message is our NOTIFY: From tag ours, To tag the watcher's.
     sub_id = subscription_id(pv("$ci"), pv("$tt"), pv("$ft"))
-    if ctx.store_down():
+    zone = ctx.zone(pv("$fd"))  # our From: the presentity's URI, whose zone holds the subscription
+    if zone.down():
         KSR.info(f"blf: NOTIFY for {sub_id} answered {status}; store down, not recorded\n")
         return
     try:
@@ -32,27 +33,27 @@ def on_notify_failure(ctx: Context) -> None:
         else:
             _count_timeout(ctx, sub_id)
     except StoreUnavailable as exc:
-        ctx.mark_store_down()
+        ctx.mark_unavailable(exc)
         KSR.warn(f"blf: NOTIFY for {sub_id} answered {status}; store unavailable, not recorded: {exc}\n")
 
 
 def _remove(ctx: Context, sub_id: str, status: int) -> None:
-    found = ctx.store.get_subscription(sub_id)
+    zone, found = find_subscription(ctx, sub_id, pv("$fd"))
     if found is None:
         return
     # Unconditional: a refresh racing with this answer does not bring the watcher back.
-    ctx.store.delete_subscription(found[0])
+    zone.store.delete_subscription(found[0])
     KSR.info(f"blf: watcher answered NOTIFY with {status}: subscription {sub_id} removed\n")
 
 
 def _count_timeout(ctx: Context, sub_id: str) -> None:
-    found = ctx.store.get_subscription(sub_id)
+    zone, found = find_subscription(ctx, sub_id, pv("$fd"))
     if found is None:
         return
     subscription, revision = found
     counted = after_notify_timeout(subscription, ctx.subscriptions)
     if counted is None:
-        ctx.store.delete_subscription(subscription, revision)
+        zone.store.delete_subscription(subscription, revision)
         KSR.info(f"blf: too many NOTIFY timeouts: subscription {sub_id} removed\n")
         return
-    ctx.store.update_subscription(counted, revision)
+    zone.store.update_subscription(counted, revision)

@@ -34,6 +34,7 @@ from statestore.domain.publication import (
     device_of,
 )
 from statestore.domain.registrar import parse_contacts
+from statestore.store import StateStore
 
 ONLY_THE_ACCOUNT = "Forbidden - Only The Account May Publish Its State"
 ETAG_BYTES = 8
@@ -58,7 +59,7 @@ def _device() -> str:
 
 def handle_publish(ctx: Context) -> None:
     checked = check(_request(), ctx.settings.pub_min_expires or None)
-    if ctx.store_down():
+    if ctx.zone(pv("$rd")).down():
         raise store_unavailable_error()
     require_served_target(ctx)
     account = authenticate(ctx, realm_for(ctx, realm_candidates()), store_required=True)
@@ -70,38 +71,39 @@ def handle_publish(ctx: Context) -> None:
         raise SipError(403, ONLY_THE_ACCOUNT)
     trying_if_store_slow()
     device = _device()
+    store = ctx.zone(account).store  # everything of an account lives in its domain's zone
     for _ in lost_races():
-        stored = ctx.store.get_publication(account, checked.etag) if checked.etag else None
+        stored = store.get_publication(account, checked.etag) if checked.etag else None
         publication, revision = stored if stored is not None else (None, 0)
         verdict = decide(checked, account, publication, time.time(), secrets.token_hex(ETAG_BYTES), device,
                          ctx.settings.instance)
-        replaced = _admitted(ctx, verdict) if verdict.action is Action.CREATE else []
-        if _carry_out(ctx, verdict, revision):
+        replaced = _admitted(store, verdict) if verdict.action is Action.CREATE else []
+        if _carry_out(store, verdict, revision):
             reply(200, "OK", verdict.headers)
             _log(verdict, account)
             for old, old_revision in replaced:  # its device's older state (after the 200: not on its path)
-                ctx.store.delete_publication(old.account, old.etag, old_revision)
+                store.delete_publication(old.account, old.etag, old_revision)
             return
 
 
-def _admitted(ctx: Context, verdict: Verdict) -> list[tuple[Publication, int]]:
+def _admitted(store: StateStore, verdict: Verdict) -> list[tuple[Publication, int]]:
     """A new publication within the account's cap (403 over it, publication.admit); the
     publications of the same device it replaces, with their revisions."""
     assert verdict.write is not None
-    existing = ctx.store.publications_of(verdict.write.account)
+    existing = store.publications_of(verdict.write.account)
     replaced = admit(verdict.write, [pub for pub, _ in existing], time.time())
     return [(pub, revision) for pub, revision in existing if pub in replaced]
 
 
-def _carry_out(ctx: Context, verdict: Verdict, revision: int) -> bool:
+def _carry_out(store: StateStore, verdict: Verdict, revision: int) -> bool:
     """Write the verdict in one transaction; False when a concurrent writer won."""
     old = verdict.delete
     if verdict.action is Action.DELETE:
         assert old is not None
-        return ctx.store.delete_publication(old.account, old.etag, revision)
+        return store.delete_publication(old.account, old.etag, revision)
     assert verdict.write is not None
     replaces = (old.etag, revision) if old is not None else None
-    return ctx.store.put_publication(verdict.write, replaces)
+    return store.put_publication(verdict.write, replaces)
 
 
 def _log(verdict: Verdict, account: str) -> None:

@@ -31,7 +31,8 @@ def handle_register(ctx: Context) -> None:
     # the registrar.
     # The AOR registered is the To URI (RFC 3261 §10.2); its domain is the realm.
     realm = realm_for(ctx, [pv("$td")])
-    if ctx.store_down():
+    zone = ctx.zone(realm)  # everything of an account lives in its domain's zone
+    if zone.down():
         raise store_unavailable_error()
     account = authenticate(ctx, realm, store_required=True)
     if account is None:
@@ -59,9 +60,9 @@ def handle_register(ctx: Context) -> None:
     # instance wrote between our read and our write: read and decide again, after a
     # jittered pause, until ours wins (blf_context.lost_races; caps decided on each read).
     for _ in lost_races():
-        read = ctx.store.read_bindings(account)
+        read = zone.store.read_bindings(account)
         outcome = apply_register(request, read.bindings, ctx.registrar, now)
-        if not outcome.writes or ctx.store.apply_bindings(
+        if not outcome.writes or zone.store.apply_bindings(
             [(binding_id(b), b, b.remaining(now)) for b in outcome.upserts],
             [binding_id(b) for b in outcome.removals],
             account,

@@ -20,7 +20,7 @@ from dataclasses import replace
 import blf_notify
 import KSR  # type: ignore[import-not-found]
 from blf_auth import authenticate, realm_for
-from blf_context import Context, lost_races, shared_epoch, trying_if_store_slow
+from blf_context import Context, StoreHandle, find_subscription, lost_races, shared_epoch, trying_if_store_slow
 from blf_directory import directory, realm_candidates, request_identities, require_served_target
 from blf_sip import header, list_header, pv, reply, uri_of
 
@@ -46,7 +46,7 @@ from statestore.domain.subscription import (
     reindexed,
     subscription_id,
 )
-from statestore.store import Census, SubscribeRead
+from statestore.store import Census, StateStore, SubscribeRead
 
 ONLY_SELF = "Forbidden - Only The Presentity May Watch Its Watchers"
 
@@ -66,7 +66,7 @@ def _checked_expires(ctx: Context) -> tuple[EventPackage, str, int]:
     package = event_package(header("Event"))
     content_type = negotiate(list_header("Accept"), package)
     expires = granted_expires(parse_expires(header("Expires")), _expiry(ctx, package))
-    if ctx.store_down():
+    if ctx.zone(pv("$rd")).down():
         raise store_unavailable_error()
     return package, content_type, expires
 
@@ -110,7 +110,10 @@ def handle_initial_subscribe(ctx: Context) -> None:
     if not watcher_contact:
         raise SipError(400, "Bad Request - Missing Contact")
     trying_if_store_slow()
-    read = _read(ctx, watcher, presentity, package)
+    # A subscription lives in its presentity's zone, with the watcher's index entry for it:
+    # its notifier is that zone's (a watcher's cap counts its subscriptions per zone).
+    zone = ctx.zone(presentity)
+    read = _read(ctx, zone, watcher, presentity, package)
     if read.presentity_account is None:
         raise SipError(404, NOT_FOUND)  # removed since the copy said it exists
     status, status_event = "active", "subscribe"
@@ -130,10 +133,10 @@ def handle_initial_subscribe(ctx: Context) -> None:
         route_set=tuple(list_header("Record-Route")), expires_at=now + expires,
         owner=ctx.settings.instance, event_id=event_id(header("Event")), transport=_transport(),
         received=reach.received, flow_instance=reach.flow_instance, nat=reach.nat,
-        cseq=1, version=0, epoch=_epoch(ctx),
+        cseq=1, version=0, epoch=shared_epoch(zone),
         status=status, status_event=status_event, profile=profile, content_type=content_type,
     )
-    watchers = ctx.store.subscriptions_to(presentity) if package.reads("subs") else []
+    watchers = zone.store.subscriptions_to(presentity) if package.reads("subs") else []
     state = bodies.presentity_state(read.legs, read.bindings, read.publications, watchers, now)
     if expires == 0:
         # A fetch stores nothing (§4.4.3): its one NOTIFY, CSeq 1 and version 0, is ours.
@@ -145,7 +148,7 @@ def handle_initial_subscribe(ctx: Context) -> None:
     # subscription its first copy created (and NOTIFYed): the same 200 again.
     first = replace(subscription, last_digest=packages.digest_for(subscription, state))
     counted = read.census if read.watcher_account is not None and read.watcher_account.aor == watcher else None
-    fresh = _create(ctx, first, counted)
+    fresh = _create(ctx, zone.store, first, counted)
     reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx, first.transport))
     if fresh:
         if not blf_notify.send(ctx, first, state, now, None):
@@ -154,18 +157,18 @@ def handle_initial_subscribe(ctx: Context) -> None:
         blf_notify.mark_first_sent(first.sub_id)  # the notifier's NOTIFYs may follow it now
 
 
-def _read(ctx: Context, watcher: str, presentity: str, package: EventPackage) -> SubscribeRead:
+def _read(ctx: Context, zone: StoreHandle, watcher: str, presentity: str, package: EventPackage) -> SubscribeRead:
     """The one store read of an initial SUBSCRIBE (one round trip, one revision): the
     watcher's and the presentity's accounts, the presentity's state (what the package's
     bodies are made of), its authorization, the watcher's profile and the census its
     create is guarded by. Both accounts go to memcached, for calls while neither etcd nor
     the directory copy can answer."""
-    if ctx.store_down():
+    if zone.down():
         raise StoreUnavailable("store marked down")
     try:
-        read = ctx.store.initial_subscribe_read(watcher, presentity, package.inputs)
+        read = zone.store.initial_subscribe_read(watcher, presentity, package.inputs)
     except StoreUnavailable:
-        ctx.mark_store_down()
+        zone.mark_down()
         raise
     for account in (read.watcher_account, read.presentity_account):
         if account is not None:
@@ -173,14 +176,7 @@ def _read(ctx: Context, watcher: str, presentity: str, package: EventPackage) ->
     return read
 
 
-def _epoch(ctx: Context) -> int:
-    """The epoch the first NOTIFY of a new subscription is numbered at: the one this
-    instance's notifier took. 0 before it has one: the notifier then numbers the
-    subscription's next NOTIFYs at its own epoch, above this one (a forward jump)."""
-    return shared_epoch()
-
-
-def _create(ctx: Context, subscription: Subscription, counted: Census | None = None) -> bool:
+def _create(ctx: Context, store: StateStore, subscription: Subscription, counted: Census | None = None) -> bool:
     """Store a new subscription within the caps (403 over one), replacing its device's
     older ones; False when it is stored already (a retransmission of its SUBSCRIBE).
 
@@ -195,15 +191,15 @@ def _create(ctx: Context, subscription: Subscription, counted: Census | None = N
     # A create counts again after another create of the same watcher (or of the presentity,
     # near its cap) won the race, until ours wins or a cap refuses it (blf_context.lost_races).
     for _ in lost_races():
-        census = counted if counted is not None else ctx.store.census(subscription.watcher, subscription.presentity)
+        census = counted if counted is not None else store.census(subscription.watcher, subscription.presentity)
         counted = None
         admission = admit(subscription, census.entries, census.presentity_count, ctx.subscriptions)
-        created = ctx.store.create_subscription(subscription, admission.replaced, census, admission.guard_presentity)
+        created = store.create_subscription(subscription, admission.replaced, census, admission.guard_presentity)
         if created is not None:
             for old in admission.replaced:
                 KSR.info(f"blf: {subscription.watcher}: subscription {old.sub_id} replaced by {subscription.sub_id}\n")
             return True
-        if ctx.store.get_subscription(subscription.sub_id) is not None:
+        if store.get_subscription(subscription.sub_id) is not None:
             return False
     raise AssertionError("lost_races ends in a win or a 503")  # pragma: no cover
 
@@ -219,9 +215,11 @@ def handle_in_dialog_subscribe(ctx: Context) -> None:
         return  # challenged, or a retransmission its transaction answers
     sub_id = subscription_id(pv("$ci"), pv("$ft"), pv("$tt"))
     trying_if_store_slow()
-    found = ctx.store.get_subscription(sub_id)
+    # Its zone is its presentity's: the To URI's domain (ours in the dialog) says which.
+    zone, found = find_subscription(ctx, sub_id, pv("$td"))
     if found is None:
         raise SipError(481, NO_SUCH_SUBSCRIPTION)
+    store = zone.store
     check_watcher(found[0], watcher)  # someone else's: 481 as well
     reach = _reach(ctx, uri_of(pv("$ct")) or found[0].watcher_contact)
     # A refresh retries its compare-and-swap against a concurrent writer until it wins.
@@ -229,14 +227,16 @@ def handle_in_dialog_subscribe(ctx: Context) -> None:
         subscription, revision = found
         if subscription.event != event:
             raise SipError(489, "Bad Event", {"Allow-Events": subscription.event})
-        if _refresh(ctx, subscription, revision, expires, reach):
+        if _refresh(ctx, store, subscription, revision, expires, reach):
             return
-        found = ctx.store.get_subscription(sub_id)
+        found = store.get_subscription(sub_id)
         if found is None:
             raise SipError(481, "Subscription Does Not Exist")
 
 
-def _refresh(ctx: Context, subscription: Subscription, revision: int, expires: int, reach: Reach) -> bool:
+def _refresh(
+    ctx: Context, store: StateStore, subscription: Subscription, revision: int, expires: int, reach: Reach
+) -> bool:
     """Refresh or end the subscription (§4.2.1.2, §4.2.1.4); False if it changed under us.
     Its notifier sends the NOTIFY that follows (the final one after an unsubscribe)."""
     if subscription.termination_reason:
@@ -245,12 +245,12 @@ def _refresh(ctx: Context, subscription: Subscription, revision: int, expires: i
         raise SipError(481, "Subscription Does Not Exist")
     now = time.time()
     if expires == 0:
-        if ctx.store.update_subscription(ended(subscription, now), revision) is None:
+        if store.update_subscription(ended(subscription, now), revision) is None:
             return False
         reply(200, "OK", {"Expires": "0"}, blf_notify.contact(ctx, subscription.transport))
         return True
     renewed = refreshed(subscription, expires, now, uri_of(pv("$ct")), reach)
-    if ctx.store.update_subscription(renewed, revision, reindexed(subscription, renewed)) is None:
+    if store.update_subscription(renewed, revision, reindexed(subscription, renewed)) is None:
         return False
     reply(200, "OK", {"Expires": str(expires)}, blf_notify.contact(ctx, subscription.transport))
     KSR.dbg(f"blf: refreshed {subscription.sub_id} for {expires}s\n")

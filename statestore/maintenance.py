@@ -4,7 +4,7 @@ etcd compacts its own history (`--auto-compaction-mode=periodic`, set by the lab
 example configuration); what is left to us: knowing when a member's database file should
 be defragmented, what `blfctl store health` reports and how it exits, the record of the
 last maintenance kept under keys.MAINTENANCE, and logging a raised alarm loudly but once a
-minute (the lease keeper sees it twice a second). The etcd calls are in etcd_store; the
+minute (the lease keeper sees it twice a second). The etcd calls are in etcd/maintenance.py; the
 clock is passed in.
 """
 

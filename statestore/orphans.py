@@ -22,12 +22,13 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from statestore import codec, keys
+from statestore.stored import REGISTRATION_GRACE_SECONDS
 
 # Terminated legs hang on a shared lease of a few seconds (kemi/blf_legs.py ENDED_TTL = 3);
 # any lease granted at most this long is such a short one, keyless or not.
 SHORT_LEASE_TTL = 10
-# A binding's lease is its expiry plus etcd_store.REGISTRATION_GRACE_SECONDS (2).
-BINDING_GRACE_SECONDS = 2
+# A binding's lease is its expiry plus this (the adapters grant it so).
+BINDING_GRACE_SECONDS = REGISTRATION_GRACE_SECONDS
 # Time allowed past an expiry before a record counts as forgotten: the notifier ends an
 # expired subscription on its next due tick, etcd expires leases within about a second,
 # and the snapshot's clock is the reader's.

@@ -154,3 +154,58 @@ class FakeContext:
 
     def mark_store_down(self) -> None:
         self.down = True
+
+    def mark_unavailable(self, exc: Exception) -> None:
+        self.down = True
+
+    # --- zones: one, the first, whose store is `store` and whose "down" flag is `down` ---
+
+    @property
+    def home(self) -> Any:
+        if "_home" not in self.__dict__:
+            self._home = FakeZone(self)
+        return self._home
+
+    @property
+    def stores(self) -> dict[str, Any]:
+        return {"z1": self.home}
+
+    def zone(self, name: str) -> Any:
+        return self.home
+
+    def zone_named(self, zone: str) -> Any:
+        return self.home
+
+
+class FakeZone:
+    """kemi/blf_context.StoreHandle of FakeContext's one zone: its store and "down" flag are
+    the context's; its shared values are the first zone's $shv variables, as in Kamailio."""
+
+    def __init__(self, ctx: FakeContext) -> None:
+        import blf_context  # type: ignore[import-not-found]  # kemi/, importable once install() ran
+
+        self._values = blf_context.ZoneValues("z1", first=True)
+        self.ctx = ctx
+        self.zone = "z1"
+        self.first = True
+        self.holds_watches = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._values, name)  # get, set, lease_id, epoch, round_trip...
+
+    @property
+    def store(self) -> Any:
+        return self.ctx.store
+
+    @property
+    def raw(self) -> Any:
+        return self.ctx.store
+
+    def down(self) -> bool:
+        return self.ctx.down
+
+    def mark_down(self) -> None:
+        self.ctx.down = True
+
+    def mark_reached(self) -> None:
+        self.ctx.down = False

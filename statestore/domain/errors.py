@@ -14,7 +14,18 @@ class SipError(Exception):
 
 
 class StoreUnavailable(Exception):
-    """The StateStore cannot be reached; SUBSCRIBE and REGISTER get 503 with Retry-After."""
+    """The StateStore cannot be reached; SUBSCRIBE and REGISTER get 503 with Retry-After.
+    `endpoint` names the store that could not be reached (its members), when known: with
+    zones, only that zone is flagged down."""
+
+    def __init__(self, message: str = "", endpoint: str = "") -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+
+
+class LeaseGone(Exception):
+    """A write named a lease the store no longer knows (it expired): nothing was written;
+    write again under the lease granted next (not an outage: no 503, no "store down")."""
 
 
 class Contended(Exception):

@@ -5,6 +5,12 @@ Pure: no I/O, no clock (`state.now` is when the state was read). The rules, in o
 1. Publications. Those of event "presence" still alive (`expires_at > state.now`, RFC
    3903 §6) are composed newest first (`published_at`, then etag). A stored body that no
    longer parses is skipped (it was checked when published: statestore.domain.pidf).
+   Of each device (`Publication.device`, when known) only the newest counts: a device has
+   one state. An initial PUBLISH replaces its device's older publications (publication.
+   admit), but two initial PUBLISHes of one device that race each other are both stored,
+   each having found nothing of its device to replace (baresip sends two at registration,
+   then modifies one: the other, left `open`, showed the account online after it went
+   offline, until it expired).
 2. Tuples. Every <tuple> of every live publication is kept as it was published, one
    each: RFC 3863 §3.2 and RFC 4479 §3.2 model a tuple as one service or device, so a
    merge of two devices' tuples would lose each device's <contact> and status. Ids are
@@ -63,9 +69,17 @@ def _short_hash(value: str) -> str:
 
 
 def _live_publications(state: PresentityState) -> list[Publication]:
-    """Rule 1: alive at `state.now`, newest first."""
+    """Rule 1: alive at `state.now`, newest first, the newest only of each device."""
     live = [p for p in state.publications if p.event == EVENT and p.expires_at > state.now]
-    return sorted(live, key=lambda p: (-p.published_at, p.etag))
+    newest_first = sorted(live, key=lambda p: (-p.published_at, p.etag))
+    seen: set[str] = set()
+    kept = []
+    for publication in newest_first:
+        if publication.device and publication.device in seen:
+            continue
+        seen.add(publication.device)
+        kept.append(publication)
+    return kept
 
 
 # Rule 6: the tuples a document carries, in bytes at most. A NOTIFY goes over UDP too (RFC

@@ -26,9 +26,8 @@ import socket
 import time
 from pathlib import Path
 
-from tests.e2e.real_phone import Baresip
+from tests.e2e.real_phone import ANSI, Baresip
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 STATUSES = ("Unknown", "Online", "Offline", "Busy")
 _CONTACT_LINE = re.compile(r"^[ >] +(Unknown|Online|Offline|Busy) .*<([^>]+)>\s*$", re.MULTILINE)
 
@@ -138,7 +137,8 @@ class PresencePhone(Baresip):
                 mark = self.wait_for("NOTIFY sip:", deadline - time.monotonic(), mark) + 1
             except AssertionError:
                 raise AssertionError(
-                    f"baresip shows {uri} as {now}, not {status}, after {timeout}s; log {self.log}"
+                    f"baresip shows {uri} as {now}, not {status}, after {timeout}s; log {self.log}; "
+                    f"its last messages:\n{self.summary()}"
                 ) from None
 
     def wait_published(self, after: int, timeout: float = 10.0) -> int:

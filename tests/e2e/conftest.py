@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import queue
+import random
 import re
 import select
 import shutil
@@ -53,10 +54,30 @@ def blfctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     )
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# Below Linux's default ephemeral range (32768-60999), above the lab's fixed ports.
+LISTEN_PORTS = (20000, 32000)
+
+
+def free_port(tcp: bool = False) -> int:
+    """A loopback port free for UDP; with `tcp`, free for UDP and TCP and outside the
+    kernel's ephemeral range, for a program that listens on both (baresip's SIP port and
+    its ctrl_tcp): a port the kernel had given out was once taken, between the choice and
+    baresip's bind, by an outgoing TCP connection, and baresip ran without its control socket."""
+    if not tcp:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    while True:
+        port = random.randrange(*LISTEN_PORTS)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as one, socket.socket(
+                socket.AF_INET, socket.SOCK_DGRAM
+            ) as other:
+                one.bind(("127.0.0.1", port))
+                other.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
 
 
 @pytest.fixture(scope="session")

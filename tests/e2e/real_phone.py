@@ -74,6 +74,9 @@ class Traced:
 
 
 _TRACE = re.compile(r"^(TCP|UDP|TLS) (\S+) -> (\S+)\r?\n([^\r\n]*)", re.MULTILINE)
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# A whole traced message: up to the next trace mark ("#" line) or the end of the log.
+_TRACE_MESSAGE = re.compile(r"^(TCP|UDP|TLS) (\S+) -> (\S+)\r?\n([^\r\n]*)((?:.|\n)*?)(?=^\S*#\s*$|\Z)", re.MULTILINE)
 
 
 class Baresip:
@@ -149,6 +152,21 @@ class Baresip:
             if message.first_line.startswith("REGISTER "):
                 return message.source
         raise AssertionError(f"baresip sent no REGISTER; log {self.log}")
+
+    def summary(self, lines: int = 40) -> str:
+        """The last SIP messages of its trace, one line each (source -> destination, first
+        line, CSeq, the first PIDF <basic>): what a failure message shows when the log file
+        is gone (CI)."""
+        found = []
+        for match in _TRACE_MESSAGE.finditer(ANSI.sub("", self.text())):
+            source, destination, first_line, message = match.group(2, 3, 4, 5)
+            cseq = re.search(r"^CSeq: ([^\r\n]*)", message, re.MULTILINE)
+            basic = re.search(r"<basic>(\w+)</basic>", message)
+            found.append(
+                f"{source} -> {destination}: {first_line} [{cseq.group(1) if cseq else ''}]"
+                f"{' ' + basic.group(1) if basic else ''}"
+            )
+        return "\n".join(found[-lines:])
 
     def received(self, method: str) -> list[Traced]:
         return [m for m in self.trace() if m.first_line.startswith(method + " ")]

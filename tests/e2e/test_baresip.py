@@ -79,8 +79,8 @@ def presence_phones(lab: dict[str, tuple[str, int]]) -> Iterator[object]:
         transport: str = "tcp",
     ) -> PresencePhone:
         ua = PresencePhone(
-            var / creds[0], creds[0], DOMAIN, creds[1], KS[instance], free_port(), free_port(), transport,
-            pubint, watching,
+            var / creds[0], creds[0], DOMAIN, creds[1], KS[instance], free_port(tcp=True), free_port(tcp=True),
+            transport, pubint, watching,
         )
         started.append(ua)
         ua.wait_registered(10)
@@ -96,6 +96,14 @@ def published(baresip: PresencePhone, change: str) -> None:
     mark = len(baresip.text())
     getattr(baresip, f"set_{change}")()
     baresip.wait_published(mark, 10)
+
+
+def shown(watching: PresencePhone, publisher: PresencePhone, user: str, status: str, timeout: float) -> None:
+    """`watching.wait_shown`, failing with the publisher's messages too."""
+    try:
+        watching.wait_shown(uri(user), status, timeout)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\npublisher's last messages:\n{publisher.summary()}") from None
 
 
 def test_baresip_publishes_its_status_to_a_watcher_on_the_other_instance(account, presence_phones, phones):
@@ -145,11 +153,11 @@ def test_one_baresip_sees_another_change_its_status_across_instances(account, pr
     publisher = presence_phones(pat, "ks1", pubint=PUBINT, transport=publishes)
     publisher.wait_published(0, 10)
     watching = presence_phones(quinn, "ks2", watching=(pat[0],), transport=watches)
-    watching.wait_shown(uri(pat[0]), "Online", 10)
+    shown(watching, publisher, pat[0], "Online", 10)
     published(publisher, "offline")
-    watching.wait_shown(uri(pat[0]), "Offline", 12)
+    shown(watching, publisher, pat[0], "Offline", 12)
     published(publisher, "online")
-    watching.wait_shown(uri(pat[0]), "Online", 12)
+    shown(watching, publisher, pat[0], "Online", 12)
 
 
 def test_a_pending_subscription_shows_unknown_until_the_presentity_approves(account, presence_phones, phones):

@@ -281,7 +281,9 @@ def test_the_notifier_resyncs_when_a_compaction_leaves_its_watch_behind(
 
     # The instance lease confirmed a moment ago (the lease keeper's job, not run here): a
     # notifier whose lease is unconfirmed sends nothing and does not read its watch.
-    monkeypatch.setattr(blf_notifier, "shared_lease_confirmed", lambda: (1, blf_notifier.time.monotonic() - 0.1))
+    monkeypatch.setattr(
+        blf_notifier, "shared_lease_confirmed", lambda zone=None: (1, blf_notifier.time.monotonic() - 0.1)
+    )
 
     def writes() -> None:
         for n in (1, 2):

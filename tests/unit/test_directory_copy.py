@@ -3,7 +3,7 @@ keeper loads it from a snapshot and a watch, the workers read it without the sto
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -13,52 +13,40 @@ from statestore.domain.directory import rules_to_record
 from statestore.domain.errors import StoreUnavailable
 from statestore.domain.model import Account
 from statestore.domain.policy import DomainRules, NumberRule
-from statestore.etcd_store import KeyValue, WatchEvent
+from statestore.memory import MemoryStore
+from statestore.store import KeyValue
 from tests.fakeksr import FakeContext, FakeKSR, back_htables, install
 
 ALICE = Account("alice", "acme.example", "0" * 32, "1" * 64)
 ACME = DomainRules("acme.example", may_call=frozenset({"beta.example"}), numbers=NumberRule(strip_plus=True))
 
 
-class Store:
-    """The store reads the directory makes, in memory; counts every call."""
+class Store(MemoryStore):
+    """The shared in-memory store, recording the reads the directory makes and failing
+    snapshots (resyncs) when told."""
 
     def __init__(self, items: dict[str, bytes]) -> None:
-        self.items = dict(items)
-        self.revision = 10
+        super().__init__(items)
         self.calls: list[str] = []
-        self.watch: Callable[[list[WatchEvent] | Exception], None] | None = None
         self.fail = False
 
-    def snapshot(self, prefixes: Any) -> tuple[int, list[KeyValue]]:
+    def snapshot(self, prefix: str | Sequence[str] = keys.ROOT, page: int = 0) -> tuple[int, list[KeyValue]]:
         self.calls.append("snapshot")
         if self.fail:
             raise StoreUnavailable("etcd down")
-        return self.revision, [KeyValue(k, v, self.revision) for k, v in sorted(self.items.items())]
-
-    def watch_prefixes(self, revision: int, callback: Any, prefixes: Any) -> list[int]:
-        self.watch = callback
-        return [1]
+        return super().snapshot(prefix, page)
 
     def get_account(self, aor: str) -> Account | None:
         self.calls.append(f"get_account {aor}")
-        raw = self.items.get(keys.account(aor))
-        return None if raw is None else Account.from_dict(codec.decode(raw))
+        return super().get_account(aor)
 
     def resolve_alias(self, domain: str, alias: str) -> str | None:
         self.calls.append(f"resolve_alias {domain} {alias}")
-        raw = self.items.get(keys.alias(domain, alias))
-        return None if raw is None else raw.decode()
+        return super().resolve_alias(domain, alias)
 
     def domain_rules(self, name: str) -> DomainRules | None:
         self.calls.append(f"domain_rules {name}")
-        from statestore.domain.directory import rules_from_record
-
-        raw = self.items.get(keys.domain(name))
-        return None if raw is None else rules_from_record(codec.decode(raw))
-
-    def close(self) -> None:
-        pass
+        return super().domain_rules(name)
 
 
 class Cache:
@@ -107,7 +95,7 @@ def test_before_the_copy_is_loaded_lookups_go_to_the_store(ksr: FakeKSR) -> None
 def test_once_loaded_every_lookup_is_served_from_shared_memory(ksr: FakeKSR) -> None:
     keeper, view, store = setup(ksr)
     keeper.tick()
-    assert ksr.pvs["$shv(blf_dir)"] == "10"
+    assert ksr.pvs["$shv(blf_dir)"] == str(store.revision)
     store.calls.clear()
     assert view.account_record(ALICE.aor) == ALICE
     assert view.account("acme.example", "nobody") is None
@@ -122,32 +110,31 @@ def test_once_loaded_every_lookup_is_served_from_shared_memory(ksr: FakeKSR) -> 
 def test_watch_events_reach_the_copy_and_a_resync_drops_what_etcd_no_longer_has(ksr: FakeKSR) -> None:
     keeper, view, store = setup(ksr)
     keeper.tick()
-    assert store.watch is not None
-    store.watch([WatchEvent(keys.alias("acme.example", "102"), ALICE.aor.encode(), 11),
-                 WatchEvent(keys.alias("acme.example", "101"), None, 12)])
+    assert store.watching()
+    store.commit({keys.alias("acme.example", "102"): (ALICE.aor.encode(), 0)}, [keys.alias("acme.example", "101")])
     keeper.tick()
     assert (view.alias("acme.example", "102"), view.alias("acme.example", "101")) == (ALICE.aor, None)
     # The watch breaks; meanwhile the account goes. The resync removes it from the copy.
-    store.watch(RuntimeError("watch broken"))
+    store.break_watches(RuntimeError("watch broken"))
     keeper.tick()
-    del store.items[keys.account(ALICE.aor)]
-    store.revision = 20
+    store.delete_key(keys.account(ALICE.aor))
     keeper.tick()
     assert view.account("acme.example", "alice") is None
     assert view.get("acme.example") == ACME
-    assert ksr.pvs["$shv(blf_dir)"] == "20"
+    assert ksr.pvs["$shv(blf_dir)"] == str(store.revision)
 
 
 def test_a_copy_stays_served_while_the_store_is_unreachable(ksr: FakeKSR) -> None:
     keeper, view, store = setup(ksr)
     keeper.tick()
-    store.watch(RuntimeError("etcd gone"))  # type: ignore[misc]
+    loaded = ksr.pvs["$shv(blf_dir)"]
+    store.break_watches(RuntimeError("etcd gone"))
     store.fail = True
     keeper.tick()
     keeper.tick()
     assert "resync in" in ksr.logged("warn")
     assert view.account("acme.example", "alice") == ALICE.aor  # calls are still routed
-    assert ksr.pvs["$shv(blf_dir)"] == "10"
+    assert ksr.pvs["$shv(blf_dir)"] == loaded
 
 
 def test_an_unreadable_record_is_absent_and_logged(ksr: FakeKSR) -> None:

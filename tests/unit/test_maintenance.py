@@ -20,6 +20,7 @@ from statestore.maintenance import (
     metric,
     status_field,
 )
+from statestore.memory import MemoryStore
 from tests.fakeksr import FakeContext, FakeKSR, install
 
 MIB = 1024 * 1024
@@ -105,29 +106,22 @@ def test_an_alarm_is_logged_when_raised_then_once_a_minute_and_once_cleared() ->
 # --- the lease keeper sees the alarm -------------------------------------------------------
 
 
-class Store:
+class Store(MemoryStore):
+    """The shared in-memory store, counting alarm reads and refusing leases when told."""
+
     def __init__(self) -> None:
-        self.raised: list[str] = []
+        super().__init__()
         self.grant_error: Exception | None = None
         self.alarm_calls = 0
-
-    def refresh_lease(self, lease_id: int) -> bool:
-        return True
 
     def grant_lease(self, ttl: int) -> int:
         if self.grant_error is not None:
             raise self.grant_error
-        return 7
-
-    def announce_instance(self, name: str, info: dict[str, Any], lease_id: int) -> None:
-        pass
-
-    def instances(self) -> dict[str, dict[str, Any]]:
-        return {}
+        return super().grant_lease(ttl)
 
     def alarms(self) -> list[str]:
         self.alarm_calls += 1
-        return list(self.raised)
+        return super().alarms()
 
 
 @pytest.fixture
@@ -135,9 +129,7 @@ def ksr(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKSR]:
     fake = install()
     import blf_lease
 
-    monkeypatch.setattr(blf_lease, "note_store_reached", lambda: None)
     monkeypatch.setattr(blf_lease, "share_instances", lambda instances: None)
-    monkeypatch.setattr(blf_lease, "share_lease_id", lambda lease_id: None)
     yield fake
 
 

@@ -1,11 +1,11 @@
-"""The notifier process (kemi/blf_notifier.py) against a fake KSR and an in-memory store:
+"""The notifier process (kemi/blf_notifier.py) against a fake KSR and the in-memory store:
 what it sends through tm, and what it does when tm or the store refuse."""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -15,7 +15,8 @@ from statestore import codec, keys
 from statestore.domain.errors import Contended
 from statestore.domain.model import Direction, Leg, LegState, Party, Subscription
 from statestore.domain.subscription import SubscriptionPolicy
-from statestore.etcd_store import KeyValue, WatchEvent
+from statestore.memory import MemoryStore
+from statestore.store import KeyValue, WatchCallback
 from tests.fakeksr import FakeContext, FakeKSR, FakeSettings, install
 
 ALICE = "alice@example.com"
@@ -37,41 +38,30 @@ LEG = Leg(
 )
 
 
-class MemoryStore:
-    """What the notifier asks of the store, in memory."""
+class NotifierStore(MemoryStore):
+    """The shared in-memory store, recording snapshots (resyncs) and watches, and failing
+    snapshots when told."""
 
     def __init__(self, items: list[tuple[str, bytes]]) -> None:
-        self.items = [KeyValue(key, value, revision) for revision, (key, value) in enumerate(items, start=2)]
-        self.epoch = 1
-        self.watch: Callable[[list[WatchEvent] | Exception], None] | None = None
+        super().__init__(items)
         self.snapshot_error: Exception | None = None
         self.snapshots = 0
         self.watched: list[tuple[str, int]] = []
         self.cancelled: list[int] = []
 
-    def next_epoch(self) -> int:
-        self.epoch += 1
-        return self.epoch
-
-    def snapshot(self, prefixes: Any) -> tuple[int, list[KeyValue]]:
+    def snapshot(self, prefix: str | Sequence[str] = keys.ROOT, page: int = 0) -> tuple[int, list[KeyValue]]:
         self.snapshots += 1
         if self.snapshot_error is not None:
             raise self.snapshot_error
-        return len(self.items) + 1, list(self.items)
+        return super().snapshot(prefix, page)
 
-    def watch_prefixes(self, revision: int, callback: Any, prefixes: Any) -> list[int]:
-        self.watch = callback
-        self.watched += [(prefix, revision) for prefix in prefixes]
-        return [len(self.watched)]
+    def watch_prefixes(self, start_revision: int, callback: WatchCallback, prefixes: Sequence[str]) -> list[int]:
+        self.watched += [(prefix, start_revision) for prefix in prefixes]
+        return super().watch_prefixes(start_revision, callback, prefixes)
 
     def cancel_watch(self, watch_id: int) -> None:
         self.cancelled.append(watch_id)
-
-    def delete_subscription(self, subscription: Subscription, revision: int | None = None) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
+        super().cancel_watch(watch_id)
 
 
 class Settings(FakeSettings):
@@ -85,7 +75,7 @@ def ksr(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKSR]:
 
     # The instance lease confirmed just now, whatever the test's clock says (the lapse
     # tests in test_notifier_ownership.py move it).
-    monkeypatch.setattr(blf_notifier, "shared_lease_confirmed", lambda: (1, blf_notifier.time.monotonic()))
+    monkeypatch.setattr(blf_notifier, "shared_lease_confirmed", lambda zone=None: (1, blf_notifier.time.monotonic()))
     yield fake
 
 
@@ -100,11 +90,12 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return now
 
 
-def lab(ksr: FakeKSR, *legs: Leg) -> tuple[Any, MemoryStore]:
+def lab(ksr: FakeKSR, *legs: Leg, store_type: type[NotifierStore] = NotifierStore) -> tuple[Any, Any]:
     import blf_notifier
 
     ksr.pvs["$shv(blf_instances)"] = '{"ks1": "192.0.2.1:5060"}'
-    store = MemoryStore([
+    store = store_type([
+        (keys.EPOCH, b"1"),
         (keys.instance("ks1"), codec.encode({"sip": "192.0.2.1:5060"})),
         (keys.sub(SUB.sub_id), codec.encode_subscription(SUB)),
         *((keys.leg(leg.account, leg.instance, leg.leg_id), codec.encode_leg(leg)) for leg in legs),
@@ -115,7 +106,8 @@ def lab(ksr: FakeKSR, *legs: Leg) -> tuple[Any, MemoryStore]:
 def hundred_watched(store: MemoryStore) -> list[Subscription]:
     """100 more presentities in the store, each watched once (p000 ... p099)."""
     many = [replace(SUB, sub_id=f"sub-{n:03}", presentity=f"p{n:03}@example.com") for n in range(100)]
-    store.items += [KeyValue(keys.sub(s.sub_id), codec.encode_subscription(s), 10 + n) for n, s in enumerate(many)]
+    for subscription in many:
+        store.write_key(keys.sub(subscription.sub_id), codec.encode_subscription(subscription))
     return many
 
 
@@ -138,8 +130,8 @@ def test_a_notify_tm_refuses_goes_out_a_second_later_with_the_same_cseq(ksr: Fak
     ksr.calls.clear()
     ksr.answers["tm.t_uac_send"] = -1  # e.g. tm out of shared memory
     clock[0] += 1.0  # past the dialog package's min_interval
-    assert store.watch is not None
-    store.watch([WatchEvent(keys.leg(ALICE, "ks1", "leg-1"), codec.encode_leg(LEG), 50)])
+    assert store.watching()
+    store.write_key(keys.leg(ALICE, "ks1", "leg-1"), codec.encode_leg(LEG))
     notifier.tick()
     refused = cseqs(ksr)
     assert refused == [sent[0] + 1]
@@ -161,9 +153,9 @@ def test_an_ended_subscription_gets_its_final_notify_with_the_reason_it_was_ende
     notifier, store = lab(ksr)
     notifier.tick()
     ksr.calls.clear()
-    assert store.watch is not None
+    assert store.watching()
     ended = replace(SUB, expires_at=time.time(), termination_reason=reason)  # unsubscribe / account removed
-    store.watch([WatchEvent(keys.sub(SUB.sub_id), codec.encode_subscription(ended), 60)])
+    store.write_key(keys.sub(SUB.sub_id), codec.encode_subscription(ended))
     notifier.tick()
     [(_method, _ruri, _nexthop, _socket, headers, _body)] = ksr.calls_of("tm.t_uac_send")
     assert f"Subscription-State: terminated;reason={header}\r" in headers
@@ -197,8 +189,8 @@ def test_the_notify_headers_follow_a_new_record_of_the_subscription(ksr: FakeKSR
     moved = replace(
         SUB, watcher_contact="sip:bob@192.0.2.30:5062", received="udp:192.0.2.30:5062", expires_at=NOW + DAY + 300
     )
-    assert store.watch is not None
-    store.watch([WatchEvent(keys.sub(SUB.sub_id), codec.encode_subscription(moved), 60)])
+    assert store.watching()
+    store.write_key(keys.sub(SUB.sub_id), codec.encode_subscription(moved))
     notifier.tick()
     [(method, ruri, _nexthop, _socket, headers, _body)] = ksr.calls_of("tm.t_uac_send")
     assert ruri == "sip:bob@192.0.2.30:5062"
@@ -223,8 +215,8 @@ def test_after_a_resync_live_changes_go_before_the_backlog_of_every_watcher(
     ksr.calls.clear()
     last = many[-1]
     leg = replace(LEG, account=last.presentity)
-    assert store.watch is not None
-    store.watch([WatchEvent(keys.leg(last.presentity, "ks1", "leg-1"), codec.encode_leg(leg), 500)])
+    assert store.watching()
+    store.write_key(keys.leg(last.presentity, "ks1", "leg-1"), codec.encode_leg(leg))
     notifier.tick()
     [first_sent, *_] = ksr.calls_of("tm.t_uac_send")
     assert first_sent[1] == last.watcher_contact and "call-1" in first_sent[5]  # the live call, first
@@ -244,7 +236,7 @@ def test_after_a_resync_presentities_on_a_call_are_looked_at_first(
     many = hundred_watched(store)
     on_call = many[-1]  # last in name order; its call began while the notifier was away
     leg = replace(LEG, account=on_call.presentity)
-    store.items.append(KeyValue(keys.leg(on_call.presentity, "ks1", "leg-1"), codec.encode_leg(leg), 400))
+    store.write_key(keys.leg(on_call.presentity, "ks1", "leg-1"), codec.encode_leg(leg))
     notifier.tick()
     assert any("call-1" in body for *_, body in ksr.calls_of("tm.t_uac_send"))
 
@@ -258,7 +250,7 @@ def test_an_epoch_lost_to_other_notifiers_is_tried_again_soon_and_is_no_outage(
     def next_epoch() -> int:
         if losses:
             raise losses.pop()
-        return MemoryStore.next_epoch(store)
+        return NotifierStore.next_epoch(store)
 
     monkeypatch.setattr(store, "next_epoch", next_epoch)
     notifier.tick()
@@ -276,8 +268,8 @@ def test_the_notify_headers_of_a_subscription_that_is_gone_are_dropped(ksr: Fake
     notifier, store = lab(ksr)
     notifier.tick()
     assert SUB.sub_id in blf_notify._dialogs
-    assert store.watch is not None
-    store.watch([WatchEvent(keys.sub(SUB.sub_id), None, 60)])  # unsubscribed elsewhere, or expired
+    assert store.watching()
+    store.delete_key(keys.sub(SUB.sub_id))  # unsubscribed elsewhere, or expired
     clock[0] += blf_notifier.PRUNE_SECONDS
     notifier.tick()
     assert SUB.sub_id not in blf_notify._dialogs
@@ -288,19 +280,19 @@ def test_a_broken_watch_resumes_each_prefix_after_its_last_revision_without_a_sn
 ) -> None:
     notifier, store = lab(ksr)
     notifier.tick()
-    snapshot_revision = len(store.items) + 1
-    assert store.snapshots == 1 and store.watch is not None
+    assert store.snapshots == 1 and store.watching()
+    snapshot_revision = store.watched[0][1] - 1
     legs = keys.LEGS
-    store.watch([WatchEvent(keys.leg(ALICE, "ks1", "leg-1"), codec.encode_leg(LEG), 50)])
+    written = store.write_key(keys.leg(ALICE, "ks1", "leg-1"), codec.encode_leg(LEG))
     notifier.tick()
-    store.watch(ConnectionError("its member was killed"))  # etcd_failover moves to another member
+    store.break_watches(ConnectionError("its member was killed"))  # etcd_failover moves to another member
     watched_before = len(store.watched)
     notifier.tick()  # takes the error
     clock[0] += 1.0
     notifier.tick()  # resumes
     assert store.snapshots == 1, "resumed, not read again"
     resumed = dict(store.watched[watched_before:])
-    assert resumed[legs] == 51
+    assert resumed[legs] == written + 1
     assert all(revision == snapshot_revision + 1 for prefix, revision in resumed.items() if prefix != legs)
     assert len(store.cancelled) >= 1, "the broken watches are cancelled first"
     assert "watch resumed after revision" in ksr.logged("info")
@@ -311,8 +303,8 @@ def test_a_watch_ended_by_a_compaction_reads_a_snapshot_again(ksr: FakeKSR, cloc
 
     notifier, store = lab(ksr)
     notifier.tick()
-    assert store.watch is not None
-    store.watch(etcd3.exceptions.RevisionCompactedError(60))
+    assert store.watching()
+    store.break_watches(etcd3.exceptions.RevisionCompactedError(60))
     notifier.tick()  # takes the error
     clock[0] += 1.0
     notifier.tick()  # reads again

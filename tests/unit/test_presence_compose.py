@@ -94,6 +94,15 @@ def test_live_presence_publications_are_composed_newest_first() -> None:
     assert [t[0] for t in tuples(root)] == ["mobile", "desk"]
 
 
+def test_only_the_newest_publication_of_a_device_counts() -> None:
+    """baresip's two racing initial PUBLISHes were both stored; it then modified one to
+    closed: the other, still open, must not show the account online."""
+    stale = publication("e-1", 10, tuple_xml("t1", "sip:alice@192.0.2.1"), device="udp:192.0.2.1:5060")
+    modified = publication("e-2", 20, tuple_xml("t1", "sip:alice@192.0.2.1", "closed"), device="udp:192.0.2.1:5060")
+    other = publication("e-3", 5, tuple_xml("t9", "sip:alice@192.0.2.9", "closed"), device="udp:192.0.2.9:5060")
+    assert [t[:2] for t in tuples(compose(state((stale, modified, other))))] == [("t1", "closed"), ("t9", "closed")]
+
+
 # Rule 2: one tuple per published tuple, ids made unique with the etag's hash.
 def test_each_device_keeps_its_own_tuple_and_colliding_ids_are_renamed() -> None:
     desk = publication("e-desk", 10, tuple_xml("t1", "sip:alice@192.0.2.1", "closed"))

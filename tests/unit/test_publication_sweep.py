@@ -7,15 +7,16 @@ from typing import Any
 
 import pytest
 
-from statestore import codec, keys
 from statestore.domain.errors import StoreUnavailable
 from statestore.domain.model import Publication
-from tests.unit.test_notifier import ALICE, MemoryStore, clock, ksr, lab  # noqa: F401 - fixtures
+from tests.unit.test_notifier import ALICE, NotifierStore, clock, ksr, lab  # noqa: F401 - fixtures
 
 PIDF = '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:alice@example.com"/>'
 
 
-class SweptStore(MemoryStore):
+class SweptStore(NotifierStore):
+    """The notifier's store, recording each sweep and down when told."""
+
     def __init__(self, items: list[tuple[str, bytes]]) -> None:
         super().__init__(items)
         self.deleted: list[tuple[str, str, Publication | None]] = []
@@ -27,17 +28,13 @@ class SweptStore(MemoryStore):
         if self.down:
             raise StoreUnavailable("etcd down")
         self.deleted.append((aor, etag, expected))
-        return True
+        return super().delete_publication(aor, etag, mod_revision, expected)
 
 
 def notifier_with(fake: Any, *pubs: Publication) -> tuple[Any, SweptStore]:
-    notifier, plain = lab(fake)
-    store = SweptStore([(kv.key, kv.value) for kv in plain.items])
-    store.items += [
-        type(plain.items[0])(keys.pub(p.account, p.etag), codec.encode_publication(p), 100 + n)
-        for n, p in enumerate(pubs)
-    ]
-    notifier.ctx.store = store
+    notifier, store = lab(fake, store_type=SweptStore)
+    for publication in pubs:
+        assert store.put_publication(publication)
     return notifier, store
 
 

@@ -12,7 +12,8 @@ import pytest
 from statestore import codec, keys
 from statestore.domain.errors import SipError, StoreUnavailable
 from statestore.domain.model import Binding
-from statestore.etcd_store import EtcdStore, WatchEvent
+from statestore.etcd import EtcdStore
+from statestore.memory import MemoryStore
 from tests.fakeksr import FakeContext, FakeKSR, back_htables, install
 from tests.unit import test_directory_copy as copy
 from tests.unit import test_notifier as notifier_lab
@@ -94,27 +95,16 @@ def test_requests_wait_for_a_store_measured_slow_instead_of_giving_up_on_it(
     assert handle.store.timeout == 0.5
 
 
-class LeaseStore:
-    def __init__(self, clock: list[float], round_trip: float) -> None:
-        self.clock, self.round_trip = clock, round_trip
-        self.lease = 0
+class SlowStore(MemoryStore):
+    """The shared in-memory store, each lease refresh taking `round_trip` of the test's clock."""
 
-    def grant_lease(self, ttl: int) -> int:
-        self.lease += 1
-        return self.lease
+    def __init__(self, clock: list[float], round_trip: float) -> None:
+        super().__init__()
+        self.clock, self.round_trip = clock, round_trip
 
     def refresh_lease(self, lease_id: int) -> bool:
         self.clock[0] += self.round_trip
-        return lease_id == self.lease
-
-    def announce_instance(self, name: str, info: dict[str, Any], lease_id: int) -> None:
-        pass
-
-    def instances(self) -> dict[str, dict[str, Any]]:
-        return {}
-
-    def alarms(self) -> list[str]:
-        return []
+        return super().refresh_lease(lease_id)
 
 
 def test_the_lease_keeper_shares_the_round_trip_and_when_etcd_confirmed_the_lease(
@@ -123,11 +113,8 @@ def test_the_lease_keeper_shares_the_round_trip_and_when_etcd_confirmed_the_leas
     import blf_context
     import blf_lease
 
-    monkeypatch.setattr(blf_lease, "note_store_reached", lambda: None)
-    monkeypatch.setattr(blf_lease, "share_lease_id", lambda lease_id: None)
-
     clock = [100.0]
-    store = LeaseStore(clock, 0.6)
+    store = SlowStore(clock, 0.6)
     keeper = blf_lease.LeaseKeeper(FakeContext(store), clock=lambda: clock[0], store=store)  # type: ignore[arg-type]
     keeper.tick()  # grants
     clock[0] += 10
@@ -167,8 +154,8 @@ def test_a_notifier_whose_lease_lapsed_sends_nothing_until_a_new_epoch_and_a_fre
     # Frozen 12 s (SIGSTOP): the lease (TTL 6) may have expired; another instance may have
     # taken over. On thaw the watch hands over a change made meanwhile.
     clock[0] += 12
-    assert store.watch is not None
-    store.watch([WatchEvent(keys.leg(notifier_lab.ALICE, "ks1", "leg-1"), codec.encode_leg(notifier_lab.LEG), 50)])
+    assert store.watching()
+    store.write_key(keys.leg(notifier_lab.ALICE, "ks1", "leg-1"), codec.encode_leg(notifier_lab.LEG))
     notifier.tick()
     assert notifier_lab.cseqs(ksr) == [], "nothing sent on a lease that may be gone"
     assert "not confirmed for 12.0s" in ksr.logged("warn")
@@ -208,12 +195,12 @@ def test_an_account_created_while_the_copy_resyncs_is_asked_of_the_store_not_ref
     the copy, which answered "no such account" (401 for correct credentials)."""
     keeper, view, store = _copy(ksr)
     keeper.tick()
-    assert store.watch is not None
-    store.watch(RuntimeError("etcd gone"))
+    assert store.watching()
+    store.break_watches(RuntimeError("etcd gone"))
     store.fail = True
     keeper.tick()  # watch broken; resync fails: the copy stays as it was
     store.fail = False
-    store.items[keys.account("dora@acme.example")] = codec.encode({**copy.ALICE.to_dict(), "user": "dora"})
+    store.write_key(keys.account("dora@acme.example"), codec.encode({**copy.ALICE.to_dict(), "user": "dora"}))
     store.calls.clear()
     found = view.account_record("dora@acme.example", store_required=True)
     assert found is not None and found.aor == "dora@acme.example"
@@ -233,8 +220,8 @@ def test_a_miss_in_a_lagging_copy_the_store_cannot_answer_is_a_503_then_the_copy
 
     keeper, view = blf_directory.Keeper(ctx), blf_directory.SharedDirectory(ctx)  # type: ignore[arg-type]
     keeper.tick()
-    assert store.watch is not None
-    store.watch(RuntimeError("etcd gone"))
+    assert store.watching()
+    store.break_watches(RuntimeError("etcd gone"))
     keeper.tick()
     with pytest.raises(StoreUnavailable):  # answered 503, not 401
         view.account_record("dora@acme.example", store_required=True)
@@ -253,8 +240,8 @@ def test_a_domain_missing_from_a_lagging_copy_is_not_asked_of_the_store(ksr: Fak
     nonce of ours, are asked)."""
     keeper, view, store = _copy(ksr)
     keeper.tick()
-    assert store.watch is not None
-    store.watch(RuntimeError("etcd gone"))
+    assert store.watching()
+    store.break_watches(RuntimeError("etcd gone"))
     store.fail = True
     keeper.tick()
     store.fail = False
@@ -280,21 +267,20 @@ def test_the_copy_holds_every_accounts_bindings_for_calls_without_a_store_read(k
     items = copy.directory_items()
     one, two = _binding("sip:alice@192.0.2.1", 2000.0), _binding("sip:alice@192.0.2.2", 2000.0)
     items[keys.reg(copy.ALICE.aor, "b1")] = codec.encode_binding(one)
-    keeper, view, store = _copy(ksr)
-    store.items = items
+    keeper, view, store = copy.setup(ksr, items)
     assert view.bindings(copy.ALICE.aor) is None  # not loaded: the copy cannot say
     keeper.tick()
     assert view.bindings(copy.ALICE.aor) == [one]
     assert view.bindings("nobody@acme.example") == []  # current: none
-    assert store.watch is not None
-    store.watch([WatchEvent(keys.reg(copy.ALICE.aor, "b2"), codec.encode_binding(two), 11)])
+    assert store.watching()
+    store.write_key(keys.reg(copy.ALICE.aor, "b2"), codec.encode_binding(two))
     keeper.tick()
     assert sorted(b.contact for b in view.bindings(copy.ALICE.aor)) == [one.contact, two.contact]
-    store.watch([WatchEvent(keys.reg(copy.ALICE.aor, "b1"), None, 12),
-                 WatchEvent(keys.reg(copy.ALICE.aor, "b2"), None, 13)])
+    store.delete_key(keys.reg(copy.ALICE.aor, "b1"))
+    store.delete_key(keys.reg(copy.ALICE.aor, "b2"))
     keeper.tick()
     assert view.bindings(copy.ALICE.aor) == []
-    store.watch(RuntimeError("watch broken"))
+    store.break_watches(RuntimeError("watch broken"))
     store.fail = True
     keeper.tick()
     assert view.bindings(copy.ALICE.aor) is None, "a copy not known current cannot say there are none"
@@ -316,7 +302,7 @@ def test_a_call_takes_its_callees_bindings_from_the_copy_then_memcached_never_a_
     class Store(copy.Store):
         def bindings_of(self, aor: str) -> list[Binding]:
             self.calls.append(f"bindings_of {aor}")
-            return []
+            return super().bindings_of(aor)
 
     store = Store(copy.directory_items())
     ctx = FakeContext(store, cache=Cache())

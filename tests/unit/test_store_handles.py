@@ -1,5 +1,6 @@
 """The seam for zones: the "store down" flag and the instance lease are held per store
-(kemi/blf_context.py StoreHandle), in $shv variables named after the store's zone."""
+(kemi/blf_context.py StoreHandle): the first zone's in kamailio.cfg's $shv variables, any
+other zone's in the htable blf_zones."""
 
 from __future__ import annotations
 
@@ -10,15 +11,9 @@ from typing import Any
 
 import pytest
 
+from statestore.memory import MemoryStore
+
 KEMI = str(Path(__file__).resolve().parents[2] / "kemi")
-
-
-class FakeStore:
-    def __init__(self) -> None:
-        self.closed = 0
-
-    def close(self) -> None:
-        self.closed += 1
 
 
 @pytest.fixture
@@ -26,6 +21,10 @@ def handles(monkeypatch: pytest.MonkeyPatch) -> Any:
     shared: dict[str, str] = {}
     ksr = types.ModuleType("KSR")
     ksr.pv = types.SimpleNamespace(get=shared.get, sets=shared.__setitem__)  # type: ignore[attr-defined]
+    ksr.htable = types.SimpleNamespace(  # type: ignore[attr-defined]
+        sht_get=lambda table, key: shared.get(f"{table}[{key}]"),
+        sht_sets=lambda table, key, value: shared.__setitem__(f"{table}[{key}]", value),
+    )
     monkeypatch.setitem(sys.modules, "KSR", ksr)
     monkeypatch.syspath_prepend(KEMI)
     monkeypatch.delitem(sys.modules, "blf_context", raising=False)
@@ -37,9 +36,8 @@ def handles(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def test_each_store_has_its_own_down_flag_and_lease(handles: Any) -> None:
     blf_context, shared = handles
-    home, eu = FakeStore(), FakeStore()
-    default, zone = blf_context.StoreHandle("", home), blf_context.StoreHandle("eu", eu)
-    assert (default.state_var, default.lease_var) == ("$shv(blf_store)", "$shv(blf_lease)")  # kamailio.cfg's
+    home, eu = MemoryStore(), MemoryStore()
+    default, zone = blf_context.StoreHandle("z1", home), blf_context.StoreHandle("eu", eu, first=False)
     zone.mark_down()
     assert zone.down() and not default.down()
     assert (eu.closed, home.closed) == (1, 0)
@@ -48,15 +46,16 @@ def test_each_store_has_its_own_down_flag_and_lease(handles: Any) -> None:
     assert (default.lease_id(), zone.lease_id()) == (7, 9)
     zone.mark_reached()
     assert not zone.down()
-    assert shared.pop("$shv(blf_store_down_at_eu)")  # when the zone's outage began
-    assert shared == {"$shv(blf_store_eu)": "up", "$shv(blf_lease)": "7", "$shv(blf_lease_eu)": "9"}
+    assert shared.pop("blf_zones[eu:store_down_at]")  # when the zone's outage began
+    # The first zone's are kamailio.cfg's variables, as before zones.
+    assert shared == {"blf_zones[eu:store]": "up", "$shv(blf_lease)": "7", "blf_zones[eu:lease]": "9"}
 
 
 def test_a_client_from_before_an_outage_is_dropped_at_its_next_use(handles: Any) -> None:
     """Another process's client may hold a channel gRPC is still backing off: it reconnects."""
     blf_context, shared = handles
-    store = FakeStore()
-    worker, keeper = blf_context.StoreHandle("", store), blf_context.StoreHandle("", FakeStore())
+    store = MemoryStore()
+    worker, keeper = blf_context.StoreHandle("", store), blf_context.StoreHandle("", MemoryStore())
     assert worker.store is store and store.closed == 0  # no outage yet: kept
     keeper.mark_down()  # another process of the instance found the store down
     keeper.mark_down()  # still the same outage
@@ -68,8 +67,8 @@ def test_a_client_from_before_an_outage_is_dropped_at_its_next_use(handles: Any)
 def test_a_process_holding_watches_keeps_its_client_after_an_outage(handles: Any) -> None:
     """Closing it would end a healthy watch silently; it resyncs on its watch's own error."""
     blf_context, shared = handles
-    store = FakeStore()
-    notifier, worker = blf_context.StoreHandle("", store), blf_context.StoreHandle("", FakeStore())
+    store = MemoryStore()
+    notifier, worker = blf_context.StoreHandle("", store), blf_context.StoreHandle("", MemoryStore())
     notifier.holds_watches = True
     worker.mark_down()
     worker.mark_reached()
