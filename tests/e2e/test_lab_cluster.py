@@ -256,4 +256,12 @@ def test_a_domain_lives_in_the_zone_it_is_added_to(cluster: None) -> None:
     assert etcdctl(Z2, "get", f"/blf/accounts/bob@{domain}", "--keys-only").stdout.strip()
     assert not etcdctl(Z1, "get", f"/blf/accounts/bob@{domain}", "--keys-only").stdout.strip()
     assert json.loads(blfctl("show", f"bob@{domain}", "--json").stdout)["account"] == f"bob@{domain}"
+    # The instances were given every zone (BLF_ZONES): bob's registration lands in z2.
+    bob = UserAgent("bob", domain, "bob-secret-1", ("127.0.0.1", 5071))
+    try:
+        assert bob.register(60).status == 200
+    finally:
+        bob.close()
+    assert f"bob@{domain}" in etcdctl(Z2, "get", "/blf/regs/", "--prefix", "--keys-only").stdout
+    assert f"bob@{domain}" not in etcdctl(Z1, "get", "/blf/regs/", "--prefix", "--keys-only").stdout
     assert blfctl("domain", "add", DOMAIN, "--zone", "z2", check=False).returncode == 1
