@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from statestore.lab import sip_options
+from statestore.lab_process import alive
 from tests.e2e.conftest import (
     DOMAIN,
     LEASE_TTL,
@@ -44,6 +45,8 @@ Z2 = ["127.0.0.1:2479", "127.0.0.1:2489", "127.0.0.1:2499"]
 HEALTH_SECONDS = 5.0
 # From a cut (or heal) to the instance's lease keeper saying so: a few probes and timeouts.
 DETECTION_SECONDS = 20.0
+# How long `lab down` waits for a process to obey SIGTERM before it SIGKILLs it.
+STOP_TIMEOUT = 10.0
 
 
 def _lab_up(var: str | None) -> bool:
@@ -265,3 +268,24 @@ def test_a_domain_lives_in_the_zone_it_is_added_to(cluster: None) -> None:
     assert f"bob@{domain}" in etcdctl(Z2, "get", "/blf/regs/", "--prefix", "--keys-only").stdout
     assert f"bob@{domain}" not in etcdctl(Z1, "get", "/blf/regs/", "--prefix", "--keys-only").stdout
     assert blfctl("domain", "add", DOMAIN, "--zone", "z2", check=False).returncode == 1
+
+
+def test_down_stops_everything_it_started_stopped_processes_and_store_links_included(cluster: None) -> None:
+    """Last in this module: it takes the module's lab down."""
+    blfctl("lab", "stop", "z2-etcd2")
+    blfctl("lab", "stop", "ks2")
+    state = json.loads((CLUSTER_VAR / "lab.json").read_text())
+    pids = [entry["pid"] for entry in state["instances"].values()]
+    pids += [entry["pid"] for entry in state["relays"].values()]
+    pids += [member["pid"] for zone in state["zones"].values() for member in zone["members"].values()]
+    pids.append(state["memcached"]["pid"])
+    assert len(pids) == 2 + 2 + 6 + 1
+    started = time.monotonic()
+    blfctl("lab", "down")
+    # Under STOP_TIMEOUT: the stopped ones were continued and obeyed SIGTERM, not SIGKILLed
+    # after waiting for it in vain.
+    assert time.monotonic() - started < STOP_TIMEOUT
+    assert [pid for pid in pids if alive(pid)] == []  # gone, or a zombie this machine's init leaves
+    shown = status()
+    assert shown["instances"] == {} and not shown["etcd"]["alive"]
+    assert not any(member["alive"] for zone in shown["zones"].values() for member in zone["members"].values())
