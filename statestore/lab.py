@@ -1,9 +1,11 @@
 """The local lab: etcd, memcached and N Kamailio instances on loopback, under var/.
 
 Contract (issues 2 and 14): instance ksN listens on 127.0.0.1:(5070+N), UDP and TCP; each
-zone zK is an etcd cluster of 1 or 3 members named zK-etcdM (ports in statestore.lab_etcd:
-z1-etcd1 is 127.0.0.1:2379, as in a single-member lab); `up` returns only when every
-member sees a leader and every instance answers SIP.
+zone zK (`--zones`, default 1) is an etcd cluster of 1 or 3 members (`--etcd-members`,
+default 1) named zK-etcdM, member M of zone K on client port 2379 + 100*(K-1) + 10*(M-1),
+peer port +1, metrics port +2 (statestore.lab_etcd): z1-etcd1 keeps 2379/2380/2381, as in a
+single-member lab. Each member has var/zK-etcdM/ (data dir and etcd.log). `up` returns only
+when every member sees a leader and every instance answers SIP.
 
 Each instance reaches the store through a store link of its own (statestore.storelink, a
 TCP relay, one port per member) so that `cut`/`heal` can cut it off from the store and
@@ -134,7 +136,8 @@ class Lab:
 
     def _set_layout(self, zones: int | None, etcd_members: int | None) -> None:
         current = self.state["layout"]
-        wanted = {"zones": zones or current["zones"], "etcd_members": etcd_members or current["etcd_members"]}
+        wanted = {"zones": current["zones"] if zones is None else zones,
+                  "etcd_members": current["etcd_members"] if etcd_members is None else etcd_members}
         lab_etcd.layout(wanted["zones"], wanted["etcd_members"])  # refuses what it cannot build
         if wanted == current:
             return
