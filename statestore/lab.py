@@ -319,12 +319,13 @@ class Lab:
         if not self.state["zones"]:
             self.ensure_store()
         self.ensure_memcached()
-        zones = self._reached_zones(name)
+        reached, stores = self._reached_zones(name), self.zones()
         if etcd:
-            zones["z1"] = parse_endpoints(etcd)
-        pid = self._spawn_kamailio(name, port, zones)
+            reached["z1"] = stores["z1"] = parse_endpoints(etcd)
+        pid = self._spawn_kamailio(name, port, reached)
+        # The stores it uses (through its link or not): "etcd" is its zone z1's, as before zones.
         self.state["instances"][name] = {
-            "sip": f"{HOST}:{port}", "pid": pid, "etcd": ",".join(zones["z1"]), "zones": format_zones(zones),
+            "sip": f"{HOST}:{port}", "pid": pid, "etcd": ",".join(stores["z1"]), "zones": format_zones(stores),
         }
         self._save()
 
