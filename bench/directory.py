@@ -420,10 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     kam: dict[str, Any] = {}
     try:
         if args.no_kamailio:
-            lab._ensure_etcd()  # noqa: SLF001 - the bench needs the lab's etcd and memcached only
-            lab._ensure_memcached()  # noqa: SLF001
+            lab.ensure_store()  # the bench needs the lab's etcd and memcached only
+            lab.ensure_memcached()
         else:
-            lab.up(instances=2)
+            lab.up(instances=2, direct_store=True)  # no store link in the measured path
             time.sleep(2)
             kam["shm_before"] = {name: shmmem(var, name) for name in ("ks1", "ks2")}
         results["provisioning"] = provision(var, args.accounts, args.aliases, ETCD_CLIENT)

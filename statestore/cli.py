@@ -9,10 +9,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from statestore import cli_presence, maintenance
+from statestore import cli_presence, maintenance, member_probe, zone_health
+from statestore.cli_zones import domain_of, store_for, stores, zones_of
 from statestore.domain import digest, directory
 from statestore.domain.directory import AccountEntry, DirectoryError, NameTaken, UnknownAccount
 from statestore.domain.errors import Contended, StoreUnavailable
@@ -22,6 +23,7 @@ from statestore.domain.policy import DomainRules
 from statestore.etcd_store import EtcdStore
 from statestore.lab import Lab, LabError
 from statestore.store import StateStore
+from statestore.zones import Zones
 
 DEMO_DOMAIN = "example.com"
 # `blfctl run` looks this often whether the store needs maintenance (`store maintain --if-needed`).
@@ -40,10 +42,6 @@ def new_account(user: str, domain: str, password: str) -> Account:
         user=user, domain=domain, ha1=ha1(user, domain, password),
         ha1_sha256=digest.ha1("SHA-256", user, domain, password),
     )
-
-
-def _store(args: argparse.Namespace) -> EtcdStore:
-    return EtcdStore(args.etcd, timeout=2.0)
 
 
 class Refused(Exception):
@@ -74,21 +72,29 @@ def _describe(rules: DomainRules) -> str:
 
 
 def cmd_domain_add(args: argparse.Namespace) -> int:
-    store = _store(args)
+    """A domain lives in one zone (everything of its accounts with it): adding it to a
+    zone while another zone holds it is refused."""
+    zones = stores(args)
+    zone = args.zone or zones.first
+    if zone not in zones.zones:
+        raise Refused(f"no zone {zone} (zones: {', '.join(zones.zones)})")
+    rules = None
     if args.may_call is None and args.accept_from is None and not _number_flags_given(args):
-        name = directory.domain(args.domain)
-        store.add_domain(name)  # an existing domain keeps its rules
+        name = directory.domain(args.domain)  # an existing domain keeps its rules
     else:
         rules = _rules(args, args.may_call)
         name = rules.name
-        store.add_domain(name, rules)
-    print(f"domain {name} added")
+    held = zones.zone_of(name)
+    if held is not None and held != zone:
+        raise Refused(f"domain {name} is in zone {held}: a domain lives in one zone, not added to {zone}")
+    zones.store(zone).add_domain(name, rules)
+    print(f"domain {name} added (zone {zone})")
     return 0
 
 
 def cmd_domain_set(args: argparse.Namespace) -> int:
     rules = _rules(args, args.may_call)
-    if not _store(args).set_domain_rules(rules):
+    if not store_for(args, rules.name).set_domain_rules(rules):
         raise Refused(f"no domain {rules.name}")
     print(_describe(rules))
     return 0
@@ -96,10 +102,12 @@ def cmd_domain_set(args: argparse.Namespace) -> int:
 
 def cmd_domain_show(args: argparse.Namespace) -> int:
     name = directory.domain(args.domain)
-    rules = _store(args).domain_rules(name)
-    if rules is None:
+    zones = stores(args)
+    zone = zones.zone_of(name)
+    rules = None if zone is None else zones.store(zone).domain_rules(name)
+    if zone is None or rules is None:
         raise Refused(f"no domain {name}")
-    print(json.dumps(directory.rules_to_record(rules), indent=2))
+    print(json.dumps({**directory.rules_to_record(rules), "zone": zone}, indent=2))
     return 0
 
 
@@ -113,7 +121,7 @@ def cmd_account_add(args: argparse.Namespace) -> int:
     user, domain = directory.aor(args.account)
     aliases = directory.aliases(args.alias or (), user)
     directory.check_passwords([(f"{user}@{domain}", args.password)])
-    store = _store(args)
+    store = store_for(args, domain)
     _ensure_domain(store, domain)
     store.add_account(new_account(user, domain, args.password), aliases)
     print(f"account {user}@{domain} added" + (f" with aliases {', '.join(aliases)}" if aliases else ""))
@@ -122,7 +130,7 @@ def cmd_account_add(args: argparse.Namespace) -> int:
 
 def cmd_account_remove(args: argparse.Namespace) -> int:
     user, domain = directory.aor(args.account)
-    if not _store(args).remove_account(f"{user}@{domain}", time.time()):
+    if not store_for(args, domain).remove_account(f"{user}@{domain}", time.time()):
         raise Refused(f"no account {user}@{domain}")
     print(f"account {user}@{domain} removed")
     return 0
@@ -137,14 +145,15 @@ def cmd_account_import(args: argparse.Namespace) -> int:
         print(f"blfctl: {exc}", file=sys.stderr)
         return 2
     directory.check_passwords((entry.aor, entry.password) for entry in entries)
-    store = _store(args)
-    for domain in sorted({entry.domain for entry in entries}):
+    zones = stores(args)
+    refused = []
+    for domain in sorted({entry.domain for entry in entries}):  # each domain's accounts in its zone
+        store = zones.for_domain(domain)
         _ensure_domain(store, domain)
-    accounts = [
-        AccountEntry(entry.aor, new_account(entry.user, entry.domain, entry.password).to_dict(), entry.aliases)
-        for entry in entries
-    ]
-    refused = store.write_accounts(accounts)
+        refused += store.write_accounts([
+            AccountEntry(entry.aor, new_account(entry.user, entry.domain, entry.password).to_dict(), entry.aliases)
+            for entry in entries if entry.domain == domain
+        ])
     for error in refused:
         print(f"blfctl: {error}", file=sys.stderr)
     aliases = sum(len(entry.aliases) for entry in entries)
@@ -156,14 +165,14 @@ def cmd_account_import(args: argparse.Namespace) -> int:
 def cmd_alias_add(args: argparse.Namespace) -> int:
     user, domain = directory.aor(args.account)
     aliases = directory.aliases(args.aliases, user)
-    _store(args).add_aliases(f"{user}@{domain}", aliases)
+    store_for(args, domain).add_aliases(f"{user}@{domain}", aliases)
     print(f"account {user}@{domain}: aliases {', '.join(aliases)} added")
     return 0
 
 
 def cmd_alias_remove(args: argparse.Namespace) -> int:
     alias, domain = directory.alias_address(args.alias)
-    owner = _store(args).remove_alias(domain, alias)
+    owner = store_for(args, domain).remove_alias(domain, alias)
     if owner is None:
         raise Refused(f"no alias {alias}@{domain}")
     print(f"alias {alias}@{domain} removed from {owner}")
@@ -215,7 +224,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     aor = args.account.lower() if "@" in args.account else args.account
     user, _, domain = args.account.partition("@")
     aor = f"{user}@{domain.lower()}"
-    store = _store(args)
+    store = store_for(args, domain_of(aor))
     if store.get_account(aor) is None:
         print(f"no account {aor}", file=sys.stderr)
         return 1
@@ -238,22 +247,53 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def store_health(store: EtcdStore) -> maintenance.Health:
-    members = [store.member_status(endpoint) for endpoint in store.member_endpoints()]
+def store_health(
+    store: EtcdStore, members: Sequence[maintenance.MemberStatus] | None = None, zones: dict[str, Any] | None = None
+) -> maintenance.Health:
+    """The store's figures; `members` as already asked (else each member is asked through
+    `store`), `zones` the per-zone report (zone_health.zones_report)."""
+    if members is None:
+        members = [store.member_status(endpoint) for endpoint in store.member_endpoints()]
     total, counts = store.key_counts()
     return maintenance.health(
         members, store.quota(), store.compact_revision(), store.maintenance_record(), store.alarms(),
-        counts, total, store.lease_count(),
+        counts, total, store.lease_count(), zones,
     )
 
 
 def cmd_store_health(args: argparse.Namespace) -> int:
-    report = store_health(_store(args))
+    """Every member of every zone asked on its own (short deadlines, in parallel), then the
+    figures of the first zone (the store of old) read from its members that answered."""
+    zones = zones_of(args)
+    probes = member_probe.probe_zones(zones)
+    report_zones = zone_health.zones_report(probes)
+    first = next(iter(zones))
+    leader = zone_health.zone_leader(probes[first])
+    answered = sorted((probe for probe in probes[first] if probe.reachable), key=lambda p: p.member_id != leader)
+    try:
+        if not answered:
+            raise StoreUnavailable(f"no member of zone {first} answers ({', '.join(zones[first])})")
+        store = EtcdStore(",".join(probe.endpoint for probe in answered), timeout=2.0)
+        try:
+            report = store_health(store, [_member_status(probe) for probe in answered], report_zones)
+        finally:
+            store.close()
+    except StoreUnavailable:
+        print(json.dumps({"zones": report_zones}, indent=2) if args.json
+              else "\n".join(zone_health.describe_zones(report_zones)))
+        raise
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print("\n".join(maintenance.describe_health(report)))
     return report.exit_code()
+
+
+def _member_status(probe: zone_health.MemberProbe) -> maintenance.MemberStatus:
+    return maintenance.MemberStatus(
+        endpoint=probe.endpoint, member_id=probe.member_id, db_size=probe.db_size,
+        db_size_in_use=probe.db_size_in_use, revision=probe.revision,
+    )
 
 
 def maintain(store: EtcdStore, if_needed: bool, say: Callable[[str], None] = print) -> bool:
@@ -300,53 +340,84 @@ def maintain(store: EtcdStore, if_needed: bool, say: Callable[[str], None] = pri
 
 
 def cmd_store_maintain(args: argparse.Namespace) -> int:
+    """Every zone's cluster, one after the other."""
+    zones = zones_of(args)
     if args.every is None:
-        maintain(_store(args), args.if_needed)
+        for zone, endpoints in zones.items():
+            if len(zones) > 1:
+                print(f"store maintain: zone {zone}")
+            store = EtcdStore(",".join(endpoints), timeout=2.0)
+            try:
+                maintain(store, args.if_needed)
+            finally:
+                store.close()
         return 0
-    maintain_every(args.etcd, args.every, args.if_needed, threading.Event())
+    maintain_every(zones, args.every, args.if_needed, threading.Event())
     return 0
 
 
-def maintain_every(endpoint: str, seconds: float, if_needed: bool, stop: threading.Event) -> None:
-    """`maintain` every `seconds` until `stop` is set; an unreachable store is said and
-    tried again next time (the loop of `blfctl run` and of `store maintain --every`)."""
+def maintain_every(zones: str | Zones, seconds: float, if_needed: bool, stop: threading.Event) -> None:
+    """`maintain` every `seconds` until `stop` is set, each zone's cluster (`zones`, or one
+    cluster's members "h:p,h:p"); an unreachable store is said and tried again next time
+    (the loop of `blfctl run` and of `store maintain --every`)."""
+    clusters = [zones] if isinstance(zones, str) else [",".join(endpoints) for endpoints in zones.values()]
     while not stop.wait(seconds):
-        store = EtcdStore(endpoint, timeout=2.0)
-        try:
-            maintain(store, if_needed)
-        except StoreUnavailable as exc:
-            print(f"store maintain: etcd unreachable: {exc}", file=sys.stderr)
-        finally:
-            store.close()
+        for endpoints in clusters:
+            store = EtcdStore(endpoints, timeout=2.0)
+            try:
+                maintain(store, if_needed)
+            except StoreUnavailable as exc:
+                print(f"store maintain: etcd unreachable: {exc}", file=sys.stderr)
+            finally:
+                store.close()
         sys.stdout.flush()
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
     lab = Lab()
-    if args.lab_command == "up":
-        lab.up(args.instances, args.lease_ttl)
+    command = args.lab_command
+    if command == "up":
+        lab.up(args.instances, args.lease_ttl, args.zones, args.etcd_members, args.direct_store)
         print(json.dumps(lab.status(), indent=2))
-    elif args.lab_command == "down":
+    elif command == "down":
         lab.down()
-    elif args.lab_command == "status":
+    elif command == "status":
         status = lab.status()
         if args.json:
             print(json.dumps(status, indent=2))
         else:
             _print_status(status)
-    elif args.lab_command == "kill":
-        lab.kill(args.name)
-    elif args.lab_command == "start":
-        lab.start(args.name)
+    else:
+        LAB_ACTIONS[command](lab, args.name)
     return 0
 
 
+LAB_ACTIONS: dict[str, Callable[[Lab, str], None]] = {
+    "kill": Lab.kill, "start": lambda lab, name: lab.start(name), "stop": Lab.pause, "cont": Lab.resume,
+    "cut": Lab.cut, "heal": lambda lab, name: lab.cut(name, heal=True),
+}
+LAB_ACTION_HELP = {
+    "kill": "SIGKILL an instance (its whole process group) or a member",
+    "start": "start an instance, or a member (it rejoins its cluster with its data)",
+    "stop": "SIGSTOP an instance (its whole process group) or a member",
+    "cont": "SIGCONT what `lab stop` stopped",
+    "cut": "cut an instance off from the store (every zone's members), not from phones",
+    "heal": "undo `lab cut`",
+}
+
+
+def _state_word(entry: dict[str, Any]) -> str:
+    return "stopped" if entry.get("stopped") else ("up" if entry["alive"] else "down")
+
+
 def _print_status(status: dict[str, Any]) -> None:
-    etcd, memcached = status["etcd"], status["memcached"]
-    print(f"etcd       {etcd.get('client')} pid={etcd.get('pid')} {'up' if etcd['alive'] else 'down'}")
-    print(f"memcached  {memcached.get('address')} pid={memcached.get('pid')} {'up' if memcached['alive'] else 'down'}")
+    memcached = status["memcached"]
+    for zone, members in status["zones"].items():
+        for name, member in members["members"].items():
+            print(f"{name:<10} {member['client']} pid={member['pid']} {_state_word(member)} (etcd, zone {zone})")
+    print(f"memcached  {memcached.get('address')} pid={memcached.get('pid')} {_state_word(memcached)}")
     for name, entry in status["instances"].items():
-        print(f"{name:<10} {entry['sip']} pid={entry['pid']} {'up' if entry['alive'] else 'down'}")
+        print(f"{name:<10} {entry['sip']} pid={entry['pid']} {_state_word(entry)} (store {entry['store']})")
 
 
 def provision_demo(store: EtcdStore) -> None:
@@ -369,11 +440,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The lab's defragmentation schedule (README "Operating the store"): this process, not a
     # Kamailio one, since a defragmentation blocks its caller for as long as it takes.
     threading.Thread(
-        target=maintain_every, args=(args.etcd, LAB_MAINTAIN_SECONDS, True, done), name="blf-maintain", daemon=True
+        target=maintain_every, args=(zones_of(args), LAB_MAINTAIN_SECONDS, True, done), name="blf-maintain",
+        daemon=True,
     ).start()
     try:
         lab.up(args.instances, args.lease_ttl)
-        provision_demo(_store(args))
+        zones = stores(args)
+        provision_demo(zones.store(zones.first))
         _print_welcome(lab.status())
         while not stopping and all(entry["alive"] for entry in lab.status()["instances"].values()):
             time.sleep(0.5)
@@ -398,18 +471,23 @@ def _print_welcome(status: dict[str, Any]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blfctl", description="Clustered BLF lab and StateStore tool")
-    parser.add_argument("--etcd", default=os.environ.get("BLF_ETCD", "127.0.0.1:2379"), help="etcd host:port")
+    parser.add_argument("--etcd", help="zone z1's etcd members, host:port[,host:port...] (default: BLF_ZONES, "
+                        "else the lab's zones when a lab is up, else BLF_ETCD or 127.0.0.1:2379)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     lab = sub.add_parser("lab", help="local lab on loopback").add_subparsers(dest="lab_command", required=True)
     up = lab.add_parser("up", help="start etcd, memcached and the instances (idempotent)")
     up.add_argument("--instances", type=int, default=2)
     up.add_argument("--lease-ttl", type=int, default=int(os.environ.get("BLF_LEASE_TTL", "6")))
+    up.add_argument("--zones", type=int, help="zones z1..zN, each its own etcd cluster (default 1, or the lab's)")
+    up.add_argument("--etcd-members", type=int, choices=(1, 3), help="members per zone (default 1, or the lab's)")
+    up.add_argument("--direct-store", action="store_true",
+                    help="instances reach etcd directly, without their store link (no `lab cut`; benchmarks)")
     lab.add_parser("down", help="stop everything the lab started")
     status = lab.add_parser("status", help="what runs where")
     status.add_argument("--json", action="store_true")
-    for name in ("kill", "start"):
-        lab.add_parser(name, help=f"{name} one instance").add_argument("name")
+    for name, text in LAB_ACTION_HELP.items():
+        lab.add_parser(name, help=text).add_argument("name", help="ks1, ks2, ... or z1-etcd1, z1-etcd2, ...")
 
     domain = sub.add_parser("domain", help="domains and their could-call rules").add_subparsers(
         dest="subcommand", required=True
@@ -427,7 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
         parser_.add_argument("--number-prefix", action="append", metavar="A=B",
                              help="a number starting with A is the same as B followed by the rest, "
                                   "e.g. 0=+44 or =+1 (repeatable)")
-    domain.add_parser("show", help="a domain's rules as JSON").add_argument("domain")
+    domain_add.add_argument("--zone", help="the zone whose store holds the domain and all of its accounts "
+                            "(default: the first zone)")
+    domain.add_parser("show", help="a domain's rules and zone as JSON").add_argument("domain")
     account = sub.add_parser("account", help="accounts").add_subparsers(dest="subcommand", required=True)
     account_add = account.add_parser("add", help="create an account, or set its password, and add aliases")
     account_add.add_argument("account", help="USER@DOMAIN")

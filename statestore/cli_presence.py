@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from statestore import presence_admin
+from statestore.cli_zones import domain_of, store_for, stores
 from statestore.domain import directory, profiles
 from statestore.domain.authorization import Decision, Policy
 from statestore.etcd_store import EtcdStore
@@ -26,8 +27,9 @@ class Invalid(Exception):
     """A request refused, before or after reading the store (exit code 2)."""
 
 
-def _store(args: argparse.Namespace) -> EtcdStore:
-    return EtcdStore(args.etcd, timeout=2.0)
+def _store(args: argparse.Namespace, aor: str) -> EtcdStore:
+    """The store of the zone of `aor`'s domain."""
+    return store_for(args, domain_of(aor))
 
 
 def _aor(text: str) -> str:
@@ -50,7 +52,7 @@ def _existing(store: StateStore, text: str) -> str:
 
 def cmd_presence_policy(args: argparse.Namespace) -> int:
     presentity = _aor(args.account)
-    if presence_admin.set_policy(_store(args), presentity, Policy(args.policy), time.time()) is None:
+    if presence_admin.set_policy(_store(args, presentity), presentity, Policy(args.policy), time.time()) is None:
         raise Invalid(f"no account {presentity}")
     return 0
 
@@ -58,13 +60,13 @@ def cmd_presence_policy(args: argparse.Namespace) -> int:
 def cmd_watcher_decide(args: argparse.Namespace) -> int:
     presentity, watcher = _aor(args.account), _aor(args.watcher)
     decision = DECISIONS[args.subcommand]
-    if presence_admin.decide(_store(args), presentity, watcher, decision, time.time()) is None:
+    if presence_admin.decide(_store(args, presentity), presentity, watcher, decision, time.time()) is None:
         raise Invalid(f"no account {presentity}")
     return 0
 
 
 def cmd_watcher_list(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = _store(args, _aor(args.account))
     presentity = _existing(store, args.account)
     view = presence_admin.watchers(
         presentity, store.authorization(presentity), store.subscriptions_to(presentity), time.time()
@@ -111,11 +113,11 @@ def _target(args: argparse.Namespace) -> tuple[str | None, list[str]]:
 def cmd_profile_set(args: argparse.Namespace) -> int:
     account, words = _target(args)
     names = _names(words)
-    store = _store(args)
     if account is None:
         pattern = _pattern(args.user_agent)
-        store.update_ua_profile_rules(lambda rules: profiles.with_rule(rules, pattern, names))
-    elif not store.set_profile(_aor(account), names):
+        _every_zone(args, lambda store: store.update_ua_profile_rules(
+            lambda rules: profiles.with_rule(rules, pattern, names)))
+    elif not _store(args, _aor(account)).set_profile(_aor(account), names):
         raise Invalid(f"no account {_aor(account)}")
     return 0
 
@@ -124,17 +126,25 @@ def cmd_profile_clear(args: argparse.Namespace) -> int:
     account, words = _target(args)
     if words:
         raise Invalid(f"profile clear takes no profile names: {' '.join(words)}")
-    store = _store(args)
     if account is None:
         pattern = args.user_agent
-        store.update_ua_profile_rules(lambda rules: profiles.without_rule(rules, pattern))
-    elif not store.set_profile(_aor(account), None):
+        _every_zone(args, lambda store: store.update_ua_profile_rules(
+            lambda rules: profiles.without_rule(rules, pattern)))
+    elif not _store(args, _aor(account)).set_profile(_aor(account), None):
         raise Invalid(f"no account {_aor(account)}")
     return 0
 
 
+def _every_zone(args: argparse.Namespace, change: Callable[[EtcdStore], object]) -> None:
+    """The User-Agent rules are the deployment's, not a domain's: kept alike in every zone."""
+    zones = stores(args)
+    for zone in zones.zones:
+        change(zones.store(zone))
+
+
 def cmd_profile_show(args: argparse.Namespace) -> int:
-    store = _store(args)
+    zones = stores(args)
+    store = zones.store(zones.first) if args.account is None else _store(args, _aor(args.account))
     view: dict[str, Any] = {"rules": [[pattern, list(names)] for pattern, names in store.ua_profile_rules()]}
     if args.account is not None:
         aor = _existing(store, args.account)

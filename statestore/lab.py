@@ -1,60 +1,60 @@
 """The local lab: etcd, memcached and N Kamailio instances on loopback, under var/.
 
-Contract (issue 2): instance ksN listens on 127.0.0.1:(5070+N), UDP and TCP; etcd's client
-port is 127.0.0.1:2379; `up` returns only when every instance answers SIP.
+Contract (issues 2 and 14): instance ksN listens on 127.0.0.1:(5070+N), UDP and TCP; each
+zone zK is an etcd cluster of 1 or 3 members named zK-etcdM (ports in statestore.lab_etcd:
+z1-etcd1 is 127.0.0.1:2379, as in a single-member lab); `up` returns only when every
+member sees a leader and every instance answers SIP.
+
+Each instance reaches the store through a store link of its own (statestore.storelink, a
+TCP relay, one port per member) so that `cut`/`heal` can cut it off from the store and
+not from phones; `up --direct-store` leaves the link out (the benchmarks). An instance gets
+BLF_ETCD (zone z1's members) and BLF_ZONES (every zone, statestore.zones) as it reaches
+them. `kill`, `start`, `stop` (SIGSTOP) and `cont` take instance and member names.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
-import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from statestore import lab_etcd, lab_link
 from statestore.domain.errors import StoreUnavailable
 from statestore.etcd_store import EtcdStore
+from statestore.lab_edge import apply_edge_firewall, remove_edge_firewall
+from statestore.lab_etcd import Member, member_named
+from statestore.lab_kamailio import kamailio_command, kamailio_environment, sip_options
+from statestore.lab_process import (
+    ROOT,
+    LabError,
+    alive,
+    binary,
+    reap,
+    require_free,
+    signal_group,
+    spawn,
+    stop,
+    stopped,
+    tcp_answers,
+    wait_for,
+)
+from statestore.zones import Zones, format_zones, parse_endpoints
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ETCD_CLIENT", "MEMCACHED", "Lab", "LabError", "Paths", "instance_port", "sip_options"]
+
 HOST = "127.0.0.1"
-ETCD_CLIENT = f"{HOST}:2379"
-ETCD_PEER = f"{HOST}:2380"
+ETCD_CLIENT = f"{HOST}:{lab_etcd.CLIENT_BASE}"
 MEMCACHED = f"{HOST}:11211"
 BASE_PORT = 5070
-START_TIMEOUT = 30.0
-# etcd keeps its history bounded by itself (README "Operating the store"): every minute it
-# compacts away what is older than a minute; nothing of ours reads that far back. The quota
-# is explicit: NOSPACE at 1 GiB, far above what compacted traffic leaves (tens of MB).
-# BLF_ETCD_COMPACTION_RETENTION overrides the retention ("0" turns compaction off: only to
-# measure what the history costs without it, as docs/soak.md does).
-ETCD_COMPACTION = (
-    "--auto-compaction-mode", "periodic",
-    "--auto-compaction-retention", os.environ.get("BLF_ETCD_COMPACTION_RETENTION", "1m"),
-)
-ETCD_QUOTA_BYTES = 1024 * 1024 * 1024
-# etcd 3.4 keeps its raft log in memory until a snapshot, by default every 100,000 entries:
-# about 3.4 KiB of heap per write, 340 MiB at a time (the soak saw its RSS climb without
-# end). 10,000 bounds that near 34 MiB, for a snapshot every few minutes under load.
-ETCD_SNAPSHOT_COUNT = 10_000
-# The host firewall's per-address TCP limit (issue 12, finding 3): the rules the project ships,
-# applied by `up` to the lab's SIP TCP ports with its own address exempt, removed by `down`.
-EDGE_RULES = ROOT / "etc" / "blf-edge.nft"
-EDGE_TABLE = ("inet", "blf_edge")
-EDGE_PORTS = f"{BASE_PORT + 1}-{BASE_PORT + 29}"
-
-
-class LabError(Exception):
-    pass
+# How long `stop`, `cut` and `heal` wait for the signalled process to have acted.
+SIGNAL_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -79,27 +79,6 @@ def instance_port(name: str) -> int:
     return BASE_PORT + int(name[2:])
 
 
-LAB_PROGRAMS = ("kamailio", "etcd", "memcached")
-
-
-def alive(pid: int | None) -> bool:
-    """A process the lab started is running: not gone, not a zombie, and still one of
-    the lab's programs (after a reboot the PID in var/lab.json may be someone else's)."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            if stat.read().split(") ", 1)[1][:1] == "Z":
-                return False
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            program = os.path.basename(cmdline.read().split(b"\0", 1)[0].decode(errors="replace"))
-    except OSError:
-        return False
-    # An empty command line is a process in the middle of exec (Popen returns before the
-    # kernel has set up the new program's arguments): the one we have just started.
-    return program in LAB_PROGRAMS or program == ""
-
-
 class Lab:
     def __init__(self, paths: Paths | None = None) -> None:
         self.paths = paths or Paths.default()
@@ -109,120 +88,268 @@ class Lab:
     # --- state file -------------------------------------------------------------------------
 
     def _load(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"secret": secrets.token_hex(16)}
         if self.paths.state.exists():
-            data: dict[str, Any] = json.loads(self.paths.state.read_text())
-            return data
-        return {"instances": {}, "etcd": {}, "memcached": {}, "secret": secrets.token_hex(16)}
+            state = json.loads(self.paths.state.read_text())
+        for part in ("instances", "zones", "relays", "etcd", "memcached"):
+            state.setdefault(part, {})
+        state.setdefault("layout", {"zones": 1, "etcd_members": 1})
+        return state
 
     def _save(self) -> None:
+        # "etcd" is z1's first member, as the single etcd of the lab before zones (tools read it).
+        first = self.state["zones"].get("z1", {}).get("members", {}).get("z1-etcd1")
+        self.state["etcd"] = dict(first) if first else {}
         tmp = self.paths.state.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state, indent=2, sort_keys=True))
         tmp.replace(self.paths.state)
 
+    def layout(self) -> dict[str, list[Member]]:
+        return lab_etcd.layout(self.state["layout"]["zones"], self.state["layout"]["etcd_members"])
+
+    def zones(self) -> Zones:
+        """Every zone's member client endpoints (what blfctl and a direct instance use)."""
+        return {zone: [member.client for member in members] for zone, members in self.layout().items()}
+
     # --- commands -----------------------------------------------------------------------------
 
-    def up(self, instances: int = 2, lease_ttl: int = 6) -> None:
+    def up(self, instances: int = 2, lease_ttl: int = 6, zones: int | None = None,
+           etcd_members: int | None = None, direct_store: bool = False) -> None:
+        """Start what is not running. `zones` and `etcd_members` default to the lab's layout
+        (1 and 1 for a new lab); a lab whose members have data keeps its layout."""
+        self._set_layout(zones, etcd_members)
         self.state["lease_ttl"] = lease_ttl
+        self.state["direct_store"] = direct_store
         self.state["edge_firewall"] = apply_edge_firewall()
         self._save()
         if not self.state["edge_firewall"]["applied"]:
             print(f"blfctl lab: edge firewall {self.state['edge_firewall']['report']}", file=sys.stderr)
-        self._ensure_etcd()
-        self._ensure_memcached()
-        for index in range(1, instances + 1):
-            self.start(f"ks{index}", wait=False, etcd=ETCD_CLIENT)
-        for index in range(1, instances + 1):
-            self._wait_instance(f"ks{index}")
+        self.ensure_store()
+        self.ensure_memcached()
+        names = [f"ks{index}" for index in range(1, instances + 1)]
+        for name in names:
+            self._start_instance(name, None)
+        for name in names:
+            self._wait_instance(name)
+
+    def _set_layout(self, zones: int | None, etcd_members: int | None) -> None:
+        current = self.state["layout"]
+        wanted = {"zones": zones or current["zones"], "etcd_members": etcd_members or current["etcd_members"]}
+        lab_etcd.layout(wanted["zones"], wanted["etcd_members"])  # refuses what it cannot build
+        if wanted == current:
+            return
+        kept = [member.name for members in self.layout().values() for member in members
+                if (self.paths.var / member.name / "data").exists()]
+        if kept:
+            raise LabError(
+                f"this lab holds a store of {current['zones']} zone(s) of {current['etcd_members']} member(s) "
+                f"({', '.join(kept)} under {self.paths.var}); `lab down` and remove {self.paths.var}, "
+                "or use another BLF_VAR, to change it"
+            )
+        self.state["layout"] = wanted
 
     def start(self, name: str, wait: bool = True, etcd: str | None = None) -> None:
-        """Start instance `name` (if it is not running) against `etcd` (host:port), by default
-        the caller's BLF_ETCD or else the lab's etcd: `BLF_ETCD=... blfctl lab start ks1` puts
-        something between one instance and the store (a delaying proxy in
-        tests/e2e/test_edge_store.py). `up` always uses the lab's. The lab's own etcd is
-        started either way."""
-        etcd = etcd or os.environ.get("BLF_ETCD") or ETCD_CLIENT
-        port = instance_port(name)
-        entry = self.state["instances"].get(name, {})
-        if not alive(entry.get("pid")):
-            _require_free(name, f"{HOST}:{port}", socket.SOCK_DGRAM)
-            self._ensure_etcd()
-            self._ensure_memcached()
-            pid = self._spawn_kamailio(name, port, etcd)
-            self.state["instances"][name] = {"sip": f"{HOST}:{port}", "pid": pid, "etcd": etcd}
-            self._save()
+        """Start instance or member `name` if it is not running. An instance reaches zone z1
+        at `etcd` (host:port,...) if given, else at the caller's BLF_ETCD if set, else
+        as the lab decides (`BLF_ETCD=... blfctl lab start ks1` puts something between one
+        instance and the store: a delaying proxy in tests/e2e/test_edge_store.py). A member
+        rejoins its cluster with its data."""
+        member = member_named(name)
+        if member is not None:
+            self._start_member(self._lab_member(member), wait)
+            return
+        self._start_instance(name, etcd or os.environ.get("BLF_ETCD"))
         if wait:
             self._wait_instance(name)
 
     def kill(self, name: str) -> None:
-        entry = self.state["instances"].get(name)
-        if not entry or not alive(entry.get("pid")):
-            raise LabError(f"{name} is not running")
         # The whole process group: Kamailio's children (SIP workers, the lease keeper)
         # would otherwise outlive a SIGKILLed main process and keep its lease alive.
-        _signal_group(entry["pid"], signal.SIGKILL)
-        _reap(entry["pid"], 5.0)
+        pid = self._running(name)
+        signal_group(pid, signal.SIGKILL)
+        reap(pid, 5.0)
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP the whole process group of an instance or a member (`lab stop`)."""
+        pid = self._running(name)
+        signal_group(pid, signal.SIGSTOP)
+        wait_for(f"{name} stopping", lambda: stopped(pid), pid, SIGNAL_TIMEOUT)
+
+    def resume(self, name: str) -> None:
+        """SIGCONT what `pause` stopped (`lab cont`)."""
+        pid = self._running(name)
+        signal_group(pid, signal.SIGCONT)
+        wait_for(f"{name} continuing", lambda: not stopped(pid), pid, SIGNAL_TIMEOUT)
+
+    def cut(self, name: str, heal: bool = False) -> None:
+        """Cut instance `name` off from every member of every zone (its store link drops and
+        blackholes), or heal it. Phones still reach it: only its store traffic is cut."""
+        instance_port(name)
+        relay = self.state["relays"].get(name, {})
+        if not alive(relay.get("pid")):
+            raise LabError(f"{name} has no store link (not started, or the lab is up with --direct-store)")
+        lab_link.signal(self.paths.instance_dir(name), int(relay["pid"]), heal)
+        relay["cut"] = not heal
+        self._save()
 
     def down(self) -> None:
+        stop(self.state["etcd"].get("pid"))  # a lab started before zones knew only this one
         for entry in self.state["instances"].values():
-            _stop(entry.get("pid"))
-        _stop(self.state["memcached"].get("pid"))
-        _stop(self.state["etcd"].get("pid"))
+            stop(entry.get("pid"))
+        for entry in self.state["relays"].values():
+            stop(entry.get("pid"))
+        stop(self.state["memcached"].get("pid"))
+        for zone in self.state["zones"].values():
+            for entry in zone["members"].values():
+                stop(entry.get("pid"))
         if self.state.get("edge_firewall", {}).get("applied"):
             self.state["edge_firewall"] = remove_edge_firewall()
-        self.state["instances"] = {}
-        self.state["etcd"] = {}
-        self.state["memcached"] = {}
+        for part in ("instances", "relays", "zones", "memcached"):
+            self.state[part] = {}
         self._save()
 
     def status(self) -> dict[str, Any]:
-        instances = {
-            name: {"sip": entry["sip"], "pid": entry["pid"], "alive": alive(entry["pid"])}
-            for name, entry in sorted(self.state["instances"].items())
+        instances = {}
+        for name, entry in sorted(self.state["instances"].items()):
+            relay = self.state["relays"].get(name, {})
+            link = "direct" if not alive(relay.get("pid")) else ("cut" if relay.get("cut") else "relayed")
+            instances[name] = {
+                "sip": entry["sip"], "pid": entry["pid"], "alive": alive(entry["pid"]),
+                "stopped": stopped(entry["pid"]), "store": link,
+            }
+        zones = {
+            zone: {"members": {
+                member.name: _process_status({"client": member.client}, self._member_entry(member))
+                for member in members
+            }}
+            for zone, members in self.layout().items()
         }
-        etcd = dict(self.state["etcd"]) or {"client": ETCD_CLIENT, "pid": None}
-        etcd["alive"] = alive(etcd.get("pid"))
-        memcached = dict(self.state["memcached"]) or {"address": MEMCACHED, "pid": None}
-        memcached["alive"] = alive(memcached.get("pid"))
+        etcd = _process_status({"client": ETCD_CLIENT}, self.state["etcd"])
+        memcached = _process_status({"address": MEMCACHED}, self.state["memcached"])
         edge = self.state.get("edge_firewall", {"applied": False, "report": "not applied (lab not up)"})
-        return {"instances": instances, "etcd": etcd, "memcached": memcached, "edge_firewall": edge}
+        return {"instances": instances, "etcd": etcd, "memcached": memcached, "edge_firewall": edge, "zones": zones}
 
     # --- components ---------------------------------------------------------------------------
 
-    def _ensure_etcd(self) -> None:
-        if alive(self.state["etcd"].get("pid")) and _etcd_answers():
-            return
-        _require_free("etcd", ETCD_CLIENT, socket.SOCK_STREAM)
-        data = self.paths.var / "etcd"
-        data.mkdir(parents=True, exist_ok=True)
-        command = [
-            _binary("etcd"), "--name", "blf", "--data-dir", str(data / "data"),
-            "--listen-client-urls", f"http://{ETCD_CLIENT}", "--advertise-client-urls", f"http://{ETCD_CLIENT}",
-            "--listen-peer-urls", f"http://{ETCD_PEER}", "--initial-advertise-peer-urls", f"http://{ETCD_PEER}",
-            "--initial-cluster", f"blf=http://{ETCD_PEER}", "--listen-metrics-urls", f"http://{HOST}:2381",
-            *ETCD_COMPACTION, "--quota-backend-bytes", str(ETCD_QUOTA_BYTES),
-            "--snapshot-count", str(ETCD_SNAPSHOT_COUNT),
-        ]
-        pid = _spawn(command, self.paths.var / "etcd.log", os.environ.copy())
-        self.state["etcd"] = {"client": ETCD_CLIENT, "pid": pid, "data": str(data / "data")}
-        self._save()
-        _wait_for("etcd", _etcd_answers, pid)
+    def ensure_store(self) -> None:
+        """Start every member of every zone that is not running, then wait until each sees a
+        leader. A new cluster's members are all started before any is waited for."""
+        started = []
+        for members in self.layout().values():
+            for member in members:
+                if not alive(self._member_entry(member).get("pid")):
+                    started.append(self._spawn_member(member, members))
+        for member, pid in started:
+            _wait_member(member, pid, leader=False)
+        for member, pid in started:
+            _wait_member(member, pid, leader=True)
 
-    def _ensure_memcached(self) -> None:
+    def _start_member(self, member: Member, wait: bool) -> None:
+        cluster = self.layout()[member.zone_name]
+        pid: int | None = self._member_entry(member).get("pid")
+        if pid is None or not alive(pid):
+            member, pid = self._spawn_member(member, cluster)
+        if not wait:
+            return
+        _wait_member(member, pid, leader=False)
+        running = [other for other in cluster if alive(self._member_entry(other).get("pid"))
+                   and not stopped(self._member_entry(other).get("pid"))]
+        if 2 * len(running) > len(cluster):  # a quorum: it finds the leader (or elects one)
+            _wait_member(member, pid, leader=True)
+
+    def _spawn_member(self, member: Member, cluster: list[Member]) -> tuple[Member, int]:
+        require_free(member.name, member.client, socket.SOCK_STREAM)
+        require_free(member.name, member.peer, socket.SOCK_STREAM)
+        directory = self.paths.var / member.name
+        data = directory / "data"
+        directory.mkdir(parents=True, exist_ok=True)
+        pid = spawn(lab_etcd.command(binary("etcd"), member, cluster, data), directory / "etcd.log", os.environ.copy())
+        zone = self.state["zones"].setdefault(member.zone_name, {"members": {}})
+        zone["members"][member.name] = {
+            "client": member.client, "peer": member.peer, "metrics": member.metrics, "pid": pid, "data": str(data),
+        }
+        self._save()
+        return member, pid
+
+    def _member_entry(self, member: Member) -> dict[str, Any]:
+        entry: dict[str, Any] = self.state["zones"].get(member.zone_name, {}).get("members", {}).get(member.name, {})
+        return entry
+
+    def _lab_member(self, member: Member) -> Member:
+        if member not in self.layout().get(member.zone_name, []):
+            layout = self.state["layout"]
+            raise LabError(f"no member {member.name} in this lab "
+                           f"({layout['zones']} zone(s) of {layout['etcd_members']} member(s))")
+        return member
+
+    def _running(self, name: str) -> int:
+        """The PID of instance or member `name`; LabError unless it is running (or stopped)."""
+        member = member_named(name)
+        if member is not None:
+            pid = self._member_entry(self._lab_member(member)).get("pid")
+        else:
+            instance_port(name)
+            pid = self.state["instances"].get(name, {}).get("pid")
+        if pid is None or not alive(pid):
+            raise LabError(f"{name} is not running")
+        return int(pid)
+
+    def ensure_memcached(self) -> None:
         if alive(self.state["memcached"].get("pid")):
             return
-        _require_free("memcached", MEMCACHED, socket.SOCK_STREAM)
+        require_free("memcached", MEMCACHED, socket.SOCK_STREAM)
         host, _, port = MEMCACHED.partition(":")
-        command = [_binary("memcached"), "-l", host, "-p", port, "-U", "0", "-m", "64"]
+        command = [binary("memcached"), "-l", host, "-p", port, "-U", "0", "-m", "64"]
         if os.geteuid() == 0:
             command += ["-u", "root"]
-        pid = _spawn(command, self.paths.var / "memcached.log", os.environ.copy())
+        pid = spawn(command, self.paths.var / "memcached.log", os.environ.copy())
         self.state["memcached"] = {"address": MEMCACHED, "pid": pid}
         self._save()
-        _wait_for("memcached", lambda: _tcp_answers(host, int(port)), pid)
+        wait_for("memcached", lambda: tcp_answers(host, int(port)), pid)
 
-    def _spawn_kamailio(self, name: str, port: int, etcd: str) -> int:
-        directory = self.paths.instance_dir(name)
-        run = directory / "run"
+    def _start_instance(self, name: str, etcd: str | None) -> None:
+        port = instance_port(name)
+        entry = self.state["instances"].get(name, {})
+        if alive(entry.get("pid")):
+            return
+        require_free(name, f"{HOST}:{port}", socket.SOCK_DGRAM)
+        if not self.state["zones"]:
+            self.ensure_store()
+        self.ensure_memcached()
+        zones = self._reached_zones(name)
+        if etcd:
+            zones["z1"] = parse_endpoints(etcd)
+        pid = self._spawn_kamailio(name, port, zones)
+        self.state["instances"][name] = {
+            "sip": f"{HOST}:{port}", "pid": pid, "etcd": ",".join(zones["z1"]), "zones": format_zones(zones),
+        }
+        self._save()
+
+    def _reached_zones(self, name: str) -> Zones:
+        """The zones as instance `name` reaches them: through its store link, or direct."""
+        direct = self.zones()
+        if self.state.get("direct_store"):
+            return direct
+        ports = self._ensure_link(name, [endpoint for endpoints in direct.values() for endpoint in endpoints])
+        return {zone: [f"{HOST}:{ports[endpoint]}" for endpoint in endpoints] for zone, endpoints in direct.items()}
+
+    def _ensure_link(self, name: str, upstreams: list[str]) -> dict[str, int]:
+        """Instance `name`'s store link, started if needed; the port it listens on for each
+        member. A running link keeps its ports (and its cut)."""
+        entry = self.state["relays"].get(name, {})
+        if alive(entry.get("pid")) and sorted(entry.get("ports", {})) == sorted(upstreams):
+            return dict(entry["ports"])
+        stop(entry.get("pid"))
+        pid = lab_link.spawn_link(self.paths.instance_dir(name), upstreams)
+        self.state["relays"][name] = {"pid": pid, "ports": {}, "cut": False}
+        self._save()
+        ports = lab_link.wait_ports(self.paths.instance_dir(name), pid, name)
+        self.state["relays"][name]["ports"] = ports
+        self._save()
+        return ports
+
+    def _spawn_kamailio(self, name: str, port: int, zones: Zones) -> int:
+        run = self.paths.instance_dir(name) / "run"
         run.mkdir(parents=True, exist_ok=True)
         env = kamailio_environment(os.environ)
         env.update(
@@ -230,202 +357,44 @@ class Lab:
             BLF_AUTH_SECRET=self.state["secret"],
             BLF_INSTANCE=name,
             BLF_SIP=f"{HOST}:{port}",
-            BLF_ETCD=etcd,
+            BLF_ETCD=",".join(zones["z1"]),
+            BLF_ZONES=format_zones(zones),
             BLF_MEMCACHED=MEMCACHED,
             BLF_LEASE_TTL=str(self.state.get("lease_ttl", 6)),
         )
-        command = [
-            _binary("kamailio"), "-f", str(ROOT / "kamailio" / "kamailio.cfg"), "-Y", str(run),
-            "-l", f"udp:{HOST}:{port}", "-l", f"tcp:{HOST}:{port}", "-DD", "-E",
-            "-m", shm_megabytes(os.environ),
-        ]
-        return _spawn(command, directory / "kamailio.log", env)
+        return spawn(kamailio_command(run, HOST, port), run.parent / "kamailio.log", env)
 
     def _wait_instance(self, name: str) -> None:
         entry = self.state["instances"][name]
         port = instance_port(name)
-        _wait_for(name, lambda: sip_options(HOST, port) == 200 and _instance_announced(name), entry["pid"])
+        wait_for(name, lambda: sip_options(HOST, port) == 200 and self._announced(name), entry["pid"])
 
-
-# Where Debian's python3 lives: Kamailio's embedded Python (libpython3.11) derives its prefix
-# from the first `python3` on PATH, so these go first (KAMAILIO-NOTES).
-SYSTEM_PYTHON_DIRS = ("/usr/bin", "/bin")
-# Settings of another Python that the embedded one would take for its own.
-FOREIGN_PYTHON_VARIABLES = ("PYTHONHOME", "PYTHONEXECUTABLE")
-
-
-def kamailio_environment(caller: Mapping[str, str]) -> dict[str, str]:
-    """The environment an instance starts with: the caller's, with a PATH that finds
-    /usr/bin/python3 first and without another Python's home. A program running under a
-    pyenv or conda Python passes that Python's bin/ first on PATH; the embedded
-    interpreter then took its prefix, lost Debian's dist-packages and died at start-up."""
-    env = {name: value for name, value in caller.items() if name not in FOREIGN_PYTHON_VARIABLES}
-    rest = [part for part in caller.get("PATH", "").split(os.pathsep) if part and part not in SYSTEM_PYTHON_DIRS]
-    env["PATH"] = os.pathsep.join([*SYSTEM_PYTHON_DIRS, *rest])
-    return env
-
-
-def apply_edge_firewall() -> dict[str, Any]:
-    """Apply etc/blf-edge.nft to the lab's SIP TCP ports, 127.0.0.1 (the instances) exempt.
-
-    Only as root and with nft installed (Debian `nftables`); otherwise the lab runs without
-    it and says so in `blfctl lab status` (the per-address limit then does not hold). It
-    replaces only its own table, in the network namespace the lab runs in."""
-    nft = _nft()
-    if os.geteuid() != 0:
-        return {"applied": False, "report": "not applied: not root (per-address TCP limit off)"}
-    if nft is None:
-        return {"applied": False, "report": "not applied: nft not installed (apt-get install nftables)"}
-    command = [
-        nft, "-D", f"sip_tcp_ports={EDGE_PORTS}", "-D", f"cluster_v4={{ {HOST} }}",
-        "-D", "cluster_v6={ ::1 }", "-f", str(EDGE_RULES),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        return {"applied": False, "report": f"not applied: nft failed: {done.stderr.strip()}"}
-    return {"applied": True, "report": f"applied: {EDGE_RULES.name} on tcp {EDGE_PORTS}, {HOST} exempt"}
-
-
-def remove_edge_firewall() -> dict[str, Any]:
-    nft = _nft()
-    if nft is None:
-        return {"applied": True, "report": "not removed: nft not installed"}
-    done = subprocess.run([nft, "delete", "table", *EDGE_TABLE], capture_output=True, text=True, check=False)
-    if done.returncode != 0 and "No such file" not in done.stderr:
-        return {"applied": True, "report": f"not removed: nft failed: {done.stderr.strip()}"}
-    return {"applied": False, "report": "removed"}
-
-
-def _nft() -> str | None:
-    for candidate in (shutil.which("nft"), "/usr/sbin/nft"):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return None
-
-
-def _require_free(what: str, address: str, kind: socket.SocketKind) -> None:
-    """Refuse to start over a port someone else holds (another lab, a system service)."""
-    host, _, port = address.rpartition(":")
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, int(port)))
-        except OSError as exc:
-            raise LabError(f"cannot start {what}: {address} is in use by another process ({exc.strerror})") from exc
-
-
-def shm_megabytes(env: Mapping[str, str]) -> str:
-    """Kamailio's shared memory in MB (`kamailio -m`), BLF_SHM_MB or 256. Every NOTIFY is a
-    tm transaction kept until 5 s after its answer: Kamailio's default of 64 MB ran out at
-    about 1,500 NOTIFYs/s in the benchmark (`could not allocate shared memory`)."""
-    value = env.get("BLF_SHM_MB", "256")
-    if not value.isdigit() or int(value) < 64:
-        raise SystemExit(f"BLF_SHM_MB must be a number of megabytes, at least 64 (got {value!r})")
-    return value
-
-
-def _binary(name: str) -> str:
-    for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    raise LabError(f"{name} is not installed; run `make setup`")
-
-
-def _spawn(command: list[str], log: Path, env: dict[str, str]) -> int:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, start_new_session=True, cwd=str(ROOT),
+    def _announced(self, name: str) -> bool:
+        """`name` is in zone z1's list of instances, read from a member that runs."""
+        endpoint = next(
+            (entry["client"] for entry in self.state["zones"].get("z1", {}).get("members", {}).values()
+             if alive(entry.get("pid")) and not stopped(entry.get("pid"))),
+            ETCD_CLIENT,
         )
-    return process.pid
-
-
-def _wait_for(what: str, ready: Any, pid: int) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            raise LabError(f"{what} exited during start-up; see its log under var/")
+        store = EtcdStore(endpoint, timeout=1.0)
         try:
-            if ready():
-                return
-        except Exception:  # noqa: BLE001, S110 - not ready yet, whatever the probe raised; retry
-            pass
-        time.sleep(0.1)
-    raise LabError(f"{what} did not become ready within {START_TIMEOUT:.0f}s")
+            return name in store.instances()
+        except StoreUnavailable:
+            return False
+        finally:
+            store.close()
 
 
-def _stop(pid: int | None, timeout: float = 10.0) -> None:
-    if not alive(pid):
-        return
-    assert pid is not None
-    _signal_group(pid, signal.SIGTERM)
-    if not _reap(pid, timeout):
-        _signal_group(pid, signal.SIGKILL)
-        _reap(pid, 5.0)
+def _wait_member(member: Member, pid: int, leader: bool) -> None:
+    """Until `member` listens (leader False) or sees a leader of its zone (True)."""
+    if leader:
+        wait_for(f"{member.name} (a leader in {member.zone_name})", lambda: lab_etcd.healthy(member), pid)
+    else:
+        wait_for(member.name, lambda: tcp_answers(HOST, member.client_port), pid)
 
 
-def _signal_group(pid: int, signum: int) -> None:
-    """Signal the process group the lab started `pid` as the leader of (start_new_session)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signum)
+def _process_status(defaults: dict[str, Any], entry: Mapping[str, Any]) -> dict[str, Any]:
+    pid = entry.get("pid")
+    return {**defaults, **entry, "pid": pid, "alive": alive(pid), "stopped": stopped(pid)}
 
 
-def _reap(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done == pid:
-                return True
-        except ChildProcessError:
-            if not alive(pid):
-                return True
-        time.sleep(0.05)
-    return not alive(pid)
-
-
-def _etcd_answers() -> bool:
-    store = EtcdStore(ETCD_CLIENT, timeout=1.0)
-    try:
-        store.domains()
-        return True
-    except StoreUnavailable:
-        return False
-    finally:
-        store.close()
-
-
-def _instance_announced(name: str) -> bool:
-    store = EtcdStore(ETCD_CLIENT, timeout=1.0)
-    try:
-        return name in store.instances()
-    finally:
-        store.close()
-
-
-def _tcp_answers(host: str, port: int) -> bool:
-    with socket.create_connection((host, port), timeout=0.5):
-        return True
-
-
-def sip_options(host: str, port: int, timeout: float = 0.5) -> int:
-    """Send one OPTIONS over UDP; the status code of the answer, 0 when none came."""
-    call_id = uuid.uuid4().hex
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        local_port = sock.getsockname()[1]
-        request = (
-            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {HOST}:{local_port};branch=z9hG4bK{call_id[:16]};rport\r\n"
-            f"From: <sip:lab@{HOST}>;tag={call_id[:8]}\r\nTo: <sip:{host}:{port}>\r\n"
-            f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        )
-        sock.settimeout(timeout)
-        sock.sendto(request.encode(), (host, port))
-        try:
-            data, _ = sock.recvfrom(65535)
-        except OSError:
-            return 0
-    parts = data.split(b" ", 2)
-    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0

@@ -17,9 +17,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from statestore import keys, records
+from statestore.zone_health import degraded, describe_zones
 
-# `store health` exit codes: healthy, an alarm raised, etcd unreachable (as every blfctl command).
-HEALTHY, ALARMED, UNREACHABLE = 0, 1, 3
+# `store health` exit codes: healthy, an alarm raised, etcd unreachable (as every blfctl
+# command), a zone degraded (a member unreachable, or a zone without a leader).
+HEALTHY, ALARMED, UNREACHABLE, DEGRADED = 0, 1, 3, 4
 
 # Key kinds counted by `store health`, each a prefix under keys.ROOT.
 # Every kind of key, counted by `store health`: the record kinds (records.KINDS), the
@@ -90,9 +92,13 @@ class Health:
     keys_by_kind: dict[str, int]
     leases: int
     members: list[dict[str, Any]] = field(default_factory=list)
+    # Per zone and per member (statestore.zone_health.zones_report); empty if not asked.
+    zones: dict[str, Any] = field(default_factory=dict)
 
     def exit_code(self) -> int:
-        return ALARMED if self.alarms else HEALTHY
+        if self.alarms:
+            return ALARMED
+        return DEGRADED if degraded(self.zones) else HEALTHY
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +113,7 @@ def health(
     counts: Mapping[str, int],
     total_keys: int,
     leases: int,
+    zones: Mapping[str, Any] | None = None,
 ) -> Health:
     """The store's health: sizes of the largest member (the one NOSPACE hits first)."""
     largest = max(members, key=lambda member: member.db_size)
@@ -115,7 +122,7 @@ def health(
         revision=max(member.revision for member in members), compact_revision=compact_revision,
         last_compaction=record.last_compaction, last_defrag=record.last_defrag, alarms=list(alarms),
         keys=total_keys, keys_by_kind={kind: int(counts.get(kind, 0)) for kind in KINDS}, leases=leases,
-        members=[asdict(member) for member in members],
+        members=[asdict(member) for member in members], zones=dict(zones or {}),
     )
 
 
@@ -149,7 +156,7 @@ def describe_health(report: Health) -> list[str]:
         + ", ".join(f"{kind} {count}" for kind, count in report.keys_by_kind.items()),
         f"leases     {report.leases}",
     ]
-    return lines
+    return lines + describe_zones(report.zones) + [f"DEGRADED   {problem}" for problem in degraded(report.zones)]
 
 
 def _when(moment: float | None) -> str:

@@ -34,7 +34,7 @@ def main() -> int:
     var = ROOT / "var" / "bench-death"
     shutil.rmtree(var, ignore_errors=True)
     os.environ["BLF_VAR"] = str(var)
-    blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(args.lease_ttl))
+    blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(args.lease_ttl), "--direct-store")
     cleared: list[float] = []
     try:
         blfctl("account", "add", f"alice@{DOMAIN}", "--password", "a-password")

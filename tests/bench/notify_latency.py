@@ -49,7 +49,7 @@ def start_lab(wait_ms: str) -> None:
     os.environ["BLF_NOTIFIER_WAIT_MS"] = wait_ms
     blfctl("lab", "down")
     shutil.rmtree(var, ignore_errors=True)
-    blfctl("lab", "up", "--instances", "2")
+    blfctl("lab", "up", "--instances", "2", "--direct-store")  # no store link in what is measured
     blfctl("domain", "add", DOMAIN)
     for user in ("alice", "boris", "catherine"):
         blfctl("account", "add", f"{user}@{DOMAIN}", "--password", f"{user}-pw")

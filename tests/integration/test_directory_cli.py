@@ -123,7 +123,7 @@ def test_domain_number_rules_and_show(etcd_endpoint: str, store: EtcdStore) -> N
     shown = blfctl(etcd_endpoint, "domain", "show", "UK.example")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout) == {
-        "domain": "uk.example", "may_call": [], "accept_from": None,
+        "domain": "uk.example", "may_call": [], "accept_from": None, "zone": "z1",
         "numbers": {"strip_plus": True, "prefixes": [["0", "+44"], ["", "+1"]]},
     }
     assert blfctl(etcd_endpoint, "domain", "add", "uk.example").returncode == 0  # keeps its rules

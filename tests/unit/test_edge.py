@@ -1,11 +1,11 @@
 """TCP at the edge: how long a connection may stay idle (domain/edge.py, kemi/blf_tcp.py) and
-the lab's firewall guards (statestore/lab.py)."""
+the lab's firewall guards (statestore/lab_edge.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from statestore import lab
+from statestore import lab_edge as lab
 from statestore.domain.edge import REFRESH_MARGIN_SECONDS, authenticated_lifetime
 from statestore.domain.registrar import RegistrarPolicy
 from statestore.domain.subscription import SubscriptionPolicy

@@ -183,17 +183,11 @@ def test_nospace_is_an_outage_of_the_store_but_a_response_over_4_mb_stays_a_bug(
     )
 
 
-def test_the_lab_starts_etcd_compacting_every_minute_under_an_explicit_quota(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from statestore import lab
+def test_the_lab_starts_etcd_compacting_every_minute_under_an_explicit_quota(tmp_path: Any) -> None:
+    from statestore import lab_etcd
 
-    started: list[list[str]] = []
-    monkeypatch.setattr(lab, "_require_free", lambda *args: None)
-    monkeypatch.setattr(lab, "_spawn", lambda command, log, env: started.append(command) or 4242)
-    monkeypatch.setattr(lab, "_wait_for", lambda *args: None)
-    lab.Lab(lab.Paths(tmp_path))._ensure_etcd()
-    (command,) = started
+    (member,) = lab_etcd.layout(1, 1)["z1"]
+    command = lab_etcd.command("etcd", member, [member], tmp_path / "data")
     flags = dict(zip(command[1::2], command[2::2], strict=False))
     assert flags["--auto-compaction-mode"] == "periodic"
     assert flags["--auto-compaction-retention"] == "1m"

@@ -1,0 +1,72 @@
+"""The lab's Kamailio instances: their command line and environment, and a SIP probe."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from statestore.lab_process import ROOT, binary
+
+HOST = "127.0.0.1"
+
+
+def kamailio_command(run: Path, host: str, port: int) -> list[str]:
+    """An instance on host:port (UDP and TCP), its runtime directory `run`, in the foreground."""
+    return [
+        binary("kamailio"), "-f", str(ROOT / "kamailio" / "kamailio.cfg"), "-Y", str(run),
+        "-l", f"udp:{host}:{port}", "-l", f"tcp:{host}:{port}", "-DD", "-E",
+        "-m", shm_megabytes(os.environ),
+    ]
+
+
+# Where Debian's python3 lives: Kamailio's embedded Python (libpython3.11) derives its prefix
+# from the first `python3` on PATH, so these go first (KAMAILIO-NOTES).
+SYSTEM_PYTHON_DIRS = ("/usr/bin", "/bin")
+# Settings of another Python that the embedded one would take for its own.
+FOREIGN_PYTHON_VARIABLES = ("PYTHONHOME", "PYTHONEXECUTABLE")
+
+
+def kamailio_environment(caller: Mapping[str, str]) -> dict[str, str]:
+    """The environment an instance starts with: the caller's, with a PATH that finds
+    /usr/bin/python3 first and without another Python's home. A program running under a
+    pyenv or conda Python passes that Python's bin/ first on PATH; the embedded
+    interpreter then took its prefix, lost Debian's dist-packages and died at start-up."""
+    env = {name: value for name, value in caller.items() if name not in FOREIGN_PYTHON_VARIABLES}
+    rest = [part for part in caller.get("PATH", "").split(os.pathsep) if part and part not in SYSTEM_PYTHON_DIRS]
+    env["PATH"] = os.pathsep.join([*SYSTEM_PYTHON_DIRS, *rest])
+    return env
+
+
+def shm_megabytes(env: Mapping[str, str]) -> str:
+    """Kamailio's shared memory in MB (`kamailio -m`), BLF_SHM_MB or 256. Every NOTIFY is a
+    tm transaction kept until 5 s after its answer: Kamailio's default of 64 MB ran out at
+    about 1,500 NOTIFYs/s in the benchmark (`could not allocate shared memory`)."""
+    value = env.get("BLF_SHM_MB", "256")
+    if not value.isdigit() or int(value) < 64:
+        raise SystemExit(f"BLF_SHM_MB must be a number of megabytes, at least 64 (got {value!r})")
+    return value
+
+
+def sip_options(host: str, port: int, timeout: float = 0.5) -> int:
+    """Send one OPTIONS over UDP; the status code of the answer, 0 when none came."""
+    call_id = uuid.uuid4().hex
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, 0))
+        local_port = sock.getsockname()[1]
+        request = (
+            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {HOST}:{local_port};branch=z9hG4bK{call_id[:16]};rport\r\n"
+            f"From: <sip:lab@{HOST}>;tag={call_id[:8]}\r\nTo: <sip:{host}:{port}>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        sock.settimeout(timeout)
+        sock.sendto(request.encode(), (host, port))
+        try:
+            data, _ = sock.recvfrom(65535)
+        except OSError:
+            return 0
+    parts = data.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
