@@ -11,20 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
+from tests.e2e import cluster_lab
 from tests.e2e.blf_watch import Subscription, Watcher
-from tests.e2e.cluster_lab import (
-    DOMAIN,
-    ZONE2_DOMAIN,
-    cluster,  # noqa: F401 - the module's lab
-    creds,  # noqa: F401
-    leader_of,
-    member_answers,
-    zone_members,
-)
+from tests.e2e.cluster_lab import DOMAIN, ZONE2_DOMAIN, leader_of, member_answers, zone_members
 from tests.e2e.conftest import blfctl, log_sizes, phone, wait_logged, watcher
 from tests.e2e.test_call_legs import Call
 from tests.sipua import Message, UserAgent
@@ -39,8 +31,12 @@ REFUSAL_SECONDS = 0.1
 CONVERGENCE_SECONDS = 10.0
 # From members gone to an instance saying so (its lease keeper's probe deadline and retries).
 DETECTION_SECONDS = 20.0
-STORE_LOST = r"blf lease: store unavailable \(zone z1\)"
+STORE_LOST = r"blf (lease|legs): store unavailable \(zone z1\)"
 STORE_BACK = r"blf lease: etcd reachable again \(zone z1\)"
+
+# The module's lab (tests/e2e/cluster_lab.py): the fixtures, used by name.
+cluster = cluster_lab.cluster
+creds = cluster_lab.creds
 
 
 def call_watched(
@@ -85,7 +81,7 @@ def start(name: str) -> None:
 
 
 @pytest.fixture
-def restored(cluster: None) -> Iterator[None]:  # noqa: F811
+def restored(cluster: None) -> Iterator[None]:
     """Every member and instance running again after the test, whatever it took away."""
     yield
     for zone in ("z1", "z2"):
@@ -99,7 +95,7 @@ def restored(cluster: None) -> Iterator[None]:  # noqa: F811
 
 
 def test_the_leader_killed_under_calls_misses_no_notify_and_stalls_them_at_most_an_election(
-    creds: Callable[[str], tuple[str, str]], phones: list[UserAgent], restored: None  # noqa: F811
+    creds: Callable[[str], tuple[str, str]], phones: list[UserAgent], restored: None
 ) -> None:
     stalls = []
     for _ in range(3):
@@ -140,7 +136,7 @@ def timed(action: Callable[[], Message]) -> tuple[float, Message]:
 
 
 def test_two_members_of_three_down_refuse_state_at_once_route_calls_and_converge_when_back(
-    creds: Callable[[str], tuple[str, str]], phones: list[UserAgent], restored: None  # noqa: F811
+    creds: Callable[[str], tuple[str, str]], phones: list[UserAgent], restored: None
 ) -> None:
     call, cat, lamp = call_watched(creds, phones)
     other = phone(phones, creds("other"), "ks1")
@@ -184,7 +180,7 @@ def test_two_members_of_three_down_refuse_state_at_once_route_calls_and_converge
 
 
 def test_the_whole_cluster_restarted_keeps_subscriptions_and_registrations_and_never_numbers_back(
-    creds: Callable[[str], tuple[str, str]], phones: list[UserAgent], restored: None  # noqa: F811
+    creds: Callable[[str], tuple[str, str]], phones: list[UserAgent], restored: None
 ) -> None:
     call, cat, lamp = call_watched(creds, phones)
     through_a_call(call, cat, lamp)
@@ -208,7 +204,7 @@ def test_the_whole_cluster_restarted_keeps_subscriptions_and_registrations_and_n
 
 
 def test_a_zone_lost_leaves_the_other_zones_domains_in_full_service_and_cross_zone_calls_routed(
-    creds: Callable[[str], tuple[str, str]], phones: list[UserAgent], restored: None  # noqa: F811
+    creds: Callable[[str], tuple[str, str]], phones: list[UserAgent], restored: None
 ) -> None:
     def zone2(name: str) -> tuple[str, str]:
         user = f"{name}-{time.monotonic_ns() % 10**8}"
