@@ -30,6 +30,7 @@ from statestore.domain.registrar import RegistrarPolicy
 from statestore.domain.subscription import SubscriptionPolicy
 from statestore.etcd_store import EtcdStore
 from statestore.store import StateStore
+from statestore.zones import DEFAULT_ENDPOINT, DEFAULT_ZONE, parse_zones
 
 
 @dataclass(frozen=True)
@@ -217,22 +218,11 @@ class StoreHandle(ZoneValues):
 def zones_setting(env: Mapping[str, str]) -> dict[str, str]:
     """The zones this instance serves, name -> its members ("h:p,h:p,h:p"), in order: the
     first is the default zone (a domain not known to be elsewhere is looked for there).
-    BLF_ZONES="z1=h:p,h:p;z2=h:p,..." or, without it, one zone "z1" of BLF_ETCD."""
+    BLF_ZONES (statestore/zones.py) or, without it, one zone "z1" of BLF_ETCD."""
     raw = env.get("BLF_ZONES", "").strip()
     if not raw:
-        return {"z1": env.get("BLF_ETCD", "127.0.0.1:2379")}
-    zones: dict[str, str] = {}
-    for item in raw.split(";"):
-        if not item.strip():
-            continue
-        name, equals, members = item.partition("=")
-        name = name.strip()
-        if not equals or not name or not members.strip() or name in zones or ":" in name:
-            raise ValueError(f"BLF_ZONES: {item!r} is not zone=host:port,host:port")
-        zones[name] = members.strip()
-    if not zones:
-        raise ValueError(f"BLF_ZONES names no zone: {raw!r}")
-    return zones
+        return {DEFAULT_ZONE: env.get("BLF_ETCD", DEFAULT_ENDPOINT)}
+    return {name: ",".join(members) for name, members in parse_zones(raw).items()}
 
 
 # Where the directory keepers note which zone holds a domain (htable blf_dir, as the

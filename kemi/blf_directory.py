@@ -109,8 +109,8 @@ class Keeper:
         self.regs: dict[str, dict[str, str]] = {}
 
     def tick(self) -> None:
-        if not self.synced and time.monotonic() >= self.next_sync:
-            self._resync()
+        if not self.synced and time.monotonic() >= self.next_sync and not self.zone.down():
+            self._resync()  # not while the zone is known down: see Notifier.tick
         self._drain()
 
     def _resync(self) -> None:

@@ -27,7 +27,7 @@ import KSR  # type: ignore[import-not-found]
 from blf_calls import handle_initial_invite, on_call_ended, on_invite_reply
 from blf_context import Context, Settings, context
 from blf_directory import Keeper as DirectoryKeeper
-from blf_lease import LeaseKeeper
+from blf_lease import Keepers, LeaseKeeper
 from blf_legs import LegWriter
 from blf_notifier import Notifier
 from blf_notify_replies import on_notify_failure
@@ -180,7 +180,7 @@ class kamailio:
         # One of each per zone served, ticked in turn by their process (the leg writer
         # serves every zone itself).
         self.notifiers: list[Notifier] = []
-        self.leases: list[LeaseKeeper] = []
+        self.leases: Keepers | None = None
         self.legs: LegWriter | None = None
         self.directories: list[DirectoryKeeper] = []
 
@@ -226,11 +226,9 @@ class kamailio:
         return 1
 
     def ksr_lease_tick(self, msg: object, evname: str = "") -> int:
-        if not self.leases:
-            self.leases = [LeaseKeeper(context(), zone=zone) for zone in context().stores.values()]
-        for keeper in self.leases:
-            _logging(_ticking(keeper))
-        return 1
+        if self.leases is None:
+            self.leases = Keepers([LeaseKeeper(context(), zone=zone) for zone in context().stores.values()])
+        return _logging(_ticking(self.leases))
 
     def ksr_legs_tick(self, msg: object, evname: str = "") -> int:
         if self.legs is None:

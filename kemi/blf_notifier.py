@@ -117,7 +117,9 @@ class Notifier:
             return
         if not self._epoch_ready(now):
             return  # nothing is numbered before the epoch is ours
-        if not self.synced and now >= self.next_sync:
+        if not self.synced and now >= self.next_sync and not self.zone.down():
+            # (not while the lease keeper finds the zone down: its probe says when it is back,
+            # and the tries would hold up the other zones' notifiers in this process)
             self._resync()
         dirty = self._drain()
         if self.deferred and now >= self.next_retry:

@@ -46,12 +46,14 @@ from etcd3.client import Transactions  # type: ignore[import-untyped]
 FAILOVER_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # etcd's metadata asking a member to refuse a request while it has no leader.
 REQUIRE_LEADER = (("hasleader", "true"),)
-# Pings on an idle connection, to find a frozen member under a long-lived watch. etcd's
-# default --grpc-keepalive-min-time is 5 s: pinging more often gets the connection closed.
+# Pings while a call is open (a watch's stream), to find a frozen member under a long-lived
+# watch. etcd's defaults (--grpc-keepalive-min-time 5 s, no pings without a stream) close a
+# connection that pings more often, or pings with nothing open ("too_many_pings" GOAWAY,
+# seen at 5 s): every 10 s, never while idle.
 KEEPALIVE_OPTIONS = [
-    ("grpc.keepalive_time_ms", 5000),
+    ("grpc.keepalive_time_ms", 10000),
     ("grpc.keepalive_timeout_ms", 2000),
-    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.http2.max_pings_without_data", 0),
 ]
 # How etcd3 says a watch could not be created on a member (in time, or at all).

@@ -124,14 +124,14 @@ def phones() -> Iterator[list[UserAgent]]:
         phone.close()
 
 
-def phone(phones: list[UserAgent], creds: tuple[str, str], instance: str) -> UserAgent:
-    ua = UserAgent(creds[0], DOMAIN, creds[1], KS[instance])
+def phone(phones: list[UserAgent], creds: tuple[str, str], instance: str, domain: str = DOMAIN) -> UserAgent:
+    ua = UserAgent(creds[0], domain, creds[1], KS[instance])
     phones.append(ua)
     return ua
 
 
-def watcher(phones: list[UserAgent], creds: tuple[str, str], instance: str) -> Watcher:
-    return Watcher(phone(phones, creds, instance))
+def watcher(phones: list[UserAgent], creds: tuple[str, str], instance: str, domain: str = DOMAIN) -> Watcher:
+    return Watcher(phone(phones, creds, instance, domain))
 
 
 class Sipp:

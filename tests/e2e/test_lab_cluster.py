@@ -2,33 +2,23 @@
 stop/cont of members and instances, cut/heal of an instance, store health per zone and
 per member, domains placed in zones.
 
-This module runs a lab of its own (other flags than the session lab of conftest, on the
-same ports): if the session lab is up it is brought down first and up again afterwards
-(its etcd data, hence its domain and accounts, survive in its var/); meanwhile BLF_VAR
-points at this module's lab, so conftest's helpers (blfctl, log_sizes, wait_logged) act
-on it.
+This module runs a lab of its own (tests/e2e/cluster_lab.py: the session lab of conftest,
+if up, is brought down before and up again after).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from statestore.lab import sip_options
 from statestore.lab_process import alive
+from tests.e2e import cluster_lab
+from tests.e2e.cluster_lab import CLUSTER_VAR, Z1, Z2, etcdctl, status
 from tests.e2e.conftest import (
     DOMAIN,
-    LEASE_TTL,
-    ROOT,
     blfctl,
     free_port,
     log_sizes,
@@ -38,9 +28,6 @@ from tests.e2e.conftest import (
 )
 from tests.sipua import UserAgent
 
-CLUSTER_VAR = Path(os.environ.get("BLF_TEST_CLUSTER_VAR", str(ROOT / "var" / "test-lab-cluster")))
-Z1 = ["127.0.0.1:2379", "127.0.0.1:2389", "127.0.0.1:2399"]
-Z2 = ["127.0.0.1:2479", "127.0.0.1:2489", "127.0.0.1:2499"]
 # `store health` must answer this fast with a member dead or frozen.
 HEALTH_SECONDS = 5.0
 # From a cut (or heal) to the instance's lease keeper saying so: a few probes and timeouts.
@@ -48,64 +35,9 @@ DETECTION_SECONDS = 20.0
 # How long `lab down` waits for a process to obey SIGTERM before it SIGKILLs it.
 STOP_TIMEOUT = 10.0
 
-
-def _lab_up(var: str | None) -> bool:
-    if not var or not (Path(var) / "lab.json").exists():
-        return False
-    state = json.loads((Path(var) / "lab.json").read_text())
-    return bool(state.get("instances"))
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
-    shared_var = os.environ.get("BLF_VAR")
-    shared_up = _lab_up(shared_var)
-    saved = {name: os.environ.get(name) for name in ("BLF_VAR", "BLF_ETCD", "BLF_ZONES")}
-    if shared_up:
-        down = blfctl("lab", "down", check=False)
-        assert down.returncode == 0, down.stderr
-    shutil.rmtree(CLUSTER_VAR, ignore_errors=True)
-    os.environ["BLF_VAR"] = str(CLUSTER_VAR)
-    os.environ.pop("BLF_ETCD", None)
-    os.environ.pop("BLF_ZONES", None)
-    try:
-        up = blfctl("lab", "up", "--etcd-members", "3", "--zones", "2", "--instances", "2",
-                    "--lease-ttl", str(LEASE_TTL), check=False)
-        assert up.returncode == 0, up.stdout + up.stderr
-        blfctl("domain", "add", DOMAIN)
-        yield
-    finally:
-        blfctl("lab", "down", check=False)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        if shared_up:
-            up = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)
-            assert up.returncode == 0, up.stdout + up.stderr
-            blfctl("domain", "add", DOMAIN)
-
-
-@pytest.fixture
-def creds(cluster: None) -> Iterator[Any]:
-    def make(name: str) -> tuple[str, str]:
-        user = f"{name}-{uuid.uuid4().hex[:6]}"
-        blfctl("account", "add", f"{user}@{DOMAIN}", "--password", f"{user}-pw")
-        return user, f"{user}-pw"
-
-    yield make
-
-
-def status() -> dict[str, Any]:
-    return dict(json.loads(blfctl("lab", "status", "--json").stdout))
-
-
-def etcdctl(endpoints: list[str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["etcdctl", f"--endpoints={','.join(endpoints)}", *args], env={**os.environ, "ETCDCTL_API": "3"},
-        capture_output=True, text=True, check=False, timeout=20,
-    )
+# The module's lab (tests/e2e/cluster_lab.py): the fixtures, used by name.
+cluster = cluster_lab.cluster
+creds = cluster_lab.creds
 
 
 def health() -> tuple[int, dict[str, Any], float]:
