@@ -43,6 +43,7 @@ from statestore.lab_process import (
     signal_group,
     spawn,
     stop,
+    stop_all,
     stopped,
     tcp_answers,
     wait_for,
@@ -196,15 +197,12 @@ class Lab:
         self._save()
 
     def down(self) -> None:
-        stop(self.state["etcd"].get("pid"))  # a lab started before zones knew only this one
-        for entry in self.state["instances"].values():
-            stop(entry.get("pid"))
-        for entry in self.state["relays"].values():
-            stop(entry.get("pid"))
-        stop(self.state["memcached"].get("pid"))
-        for zone in self.state["zones"].values():
-            for entry in zone["members"].values():
-                stop(entry.get("pid"))
+        """Stop everything: instances first (their store goes last, so they leave cleanly),
+        then the store links and memcached, then every member; stopped ones continued."""
+        stop_all([entry.get("pid") for entry in self.state["instances"].values()])
+        stop_all([entry.get("pid") for entry in self.state["relays"].values()] + [self.state["memcached"].get("pid")])
+        members = [entry.get("pid") for zone in self.state["zones"].values() for entry in zone["members"].values()]
+        stop_all([*members, self.state["etcd"].get("pid")])  # "etcd": a lab started before zones knew only it
         if self.state.get("edge_firewall", {}).get("applied"):
             self.state["edge_firewall"] = remove_edge_firewall()
         for part in ("instances", "relays", "zones", "memcached"):
