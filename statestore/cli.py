@@ -471,7 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="subcommand", required=True
     )
     health = store.add_parser("health", help="database size against quota, revisions, last maintenance, alarms, "
-                              "key and lease counts (exit 0 healthy, 1 an alarm is raised, 3 etcd unreachable)")
+                              "key and lease counts, each zone's members (exit 0 healthy, 1 an alarm is raised, 3 etcd "
+                              "unreachable, 4 a member unreachable or a zone without leader)")
     health.add_argument("--json", action="store_true")
     maintain_parser = store.add_parser(
         "maintain", help="compact to the current revision, defragment each member one at a time, disarm alarms"
