@@ -59,6 +59,7 @@ class LeaseKeeper:
         probes = getattr(ctx, "probes", {})
         self.store: StateStore = store if store is not None else probes.get(self.zone.zone, ctx.store)
         self.slow = False
+        self.failing = False  # its last probe failed (the outage has been said)
         self.said = 0.0  # the round trip last reported slow
         self.lease_id = 0
         self.next_refresh = 0.0
@@ -128,11 +129,15 @@ class LeaseKeeper:
                     name: {"sip": str(info["sip"]), "boot": info.get("boot")}
                     for name, info in found.instances.items() if info.get("sip")
                 })
-            if self.zone.down():
+            if self.zone.down() or self.failing:
                 KSR.info(f"blf lease: etcd reachable again (zone {self.zone.zone})\n")
+            self.failing = False
             self.zone.mark_reached()
         else:
-            if not self.zone.down():
+            # Said once per outage, when this keeper finds it (a worker may have flagged the
+            # zone down first: the log still tells when the lease keeper knew).
+            if not self.failing:
+                self.failing = True
                 KSR.warn(
                     f"blf lease: store unavailable (zone {self.zone.zone}), probing every {PROBE_SECONDS}s: "
                     f"{found.error}\n"
