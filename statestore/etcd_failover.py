@@ -157,11 +157,16 @@ class Members:
                 self.failovers += 1
 
     def call(self, stub: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # A streaming request (LeaseKeepAlive's `iter([request])`) is used up by the first
+        # member tried: each member gets the requests afresh.
+        kept = tuple(list(arg) if isinstance(arg, Iterator) else arg for arg in args)
+        streamed = [isinstance(arg, Iterator) for arg in args]
         last: BaseException | None = None
         empty = False
         for member in self.order():
+            fresh = tuple(iter(arg) if stream else arg for arg, stream in zip(kept, streamed, strict=True))
             try:
-                answer = getattr(getattr(member.client, stub), method)(*args, **kwargs)
+                answer = getattr(getattr(member.client, stub), method)(*fresh, **kwargs)
                 if isinstance(answer, Iterator):
                     # A streaming answer (LeaseKeepAlive) fails on its first item, not on the
                     # call; one that ends without an item came from a member that could not
@@ -208,9 +213,14 @@ class FailoverClient(etcd3.Etcd3Client):  # type: ignore[misc]
     """etcd3's client API over several members: every method of etcd3's client goes through
     the stubs above, but the watches, which go to one member's watcher (its stream)."""
 
-    def __init__(self, endpoints: str, timeout: float, options: Sequence[tuple[str, Any]]) -> None:
-        # Not etcd3's __init__: no channel of its own, the members hold theirs.
-        self.pool = Members(endpoints, timeout, [*options, *KEEPALIVE_OPTIONS])
+    def __init__(
+        self, endpoints: str, timeout: float, options: Sequence[tuple[str, Any]], pool: Members | None = None
+    ) -> None:
+        # Not etcd3's __init__: no channel of its own, the members hold theirs. `pool`: the
+        # members of a client closed before, so that this one starts at the member that last
+        # answered, not at a dead or frozen first one (one deadline per reconnect).
+        self.pool = pool or Members(endpoints, timeout, [*options, *KEEPALIVE_OPTIONS])
+        self.pool.set_timeout(timeout)
         self._timeout = timeout
         self.metadata = REQUIRE_LEADER
         self.call_credentials = None
@@ -218,7 +228,9 @@ class FailoverClient(etcd3.Etcd3Client):  # type: ignore[misc]
         self.transactions = Transactions()
         for stub in STUBS:
             setattr(self, stub, _Stub(self.pool, stub))
-        self._watches: dict[int, Member] = {}
+        self._watches: dict[int, tuple[Member, int]] = {}
+        self._next_watch = 0
+        self.closed = False
 
     @property
     def timeout(self) -> float:
@@ -239,26 +251,29 @@ class FailoverClient(etcd3.Etcd3Client):  # type: ignore[misc]
         for member in self.pool.order():
 
             def deliver(response: Any, member: Member = member) -> None:
-                if isinstance(response, Exception):
-                    self.pool.move_from(member)
+                if isinstance(response, Exception) and not self.closed:
+                    self.pool.move_from(member)  # not when our own close() ended the watch
                 callback(response)
 
             try:
-                watch_id = int(member.client.add_watch_callback(*rest[:1], deliver, *rest[1:], **kwargs))
+                member_watch = int(member.client.add_watch_callback(*rest[:1], deliver, *rest[1:], **kwargs))
             except WATCH_FAILURES as exc:
                 last = exc
                 self.pool.move_from(member)
                 continue
-            self._watches[watch_id] = member
+            # Each member numbers its watches from 0: ours are numbered here, across members.
+            self._next_watch += 1
+            self._watches[self._next_watch] = (member, member_watch)
             self.pool.use(member)
-            return watch_id
+            return self._next_watch
         assert last is not None
         raise last
 
     def cancel_watch(self, watch_id: int) -> None:
-        member = self._watches.pop(watch_id, None)
-        if member is not None:
-            member.client.cancel_watch(watch_id)
+        found = self._watches.pop(watch_id, None)
+        if found is not None:
+            found[0].client.cancel_watch(found[1])
 
     def close(self) -> None:
+        self.closed = True
         self.pool.close()

@@ -111,6 +111,7 @@ class EtcdClient:
         self.endpoints = split_endpoints(endpoint)
         self._timeout = timeout
         self._client: Any = None
+        self._pool: Any = None
 
     @property
     def timeout(self) -> float:
@@ -126,12 +127,14 @@ class EtcdClient:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = FailoverClient(self.endpoint, self.timeout, GRPC_OPTIONS)
+            self._client = FailoverClient(self.endpoint, self.timeout, GRPC_OPTIONS, self._pool)
+            self._pool = self._client.pool  # kept across close(): which member answered last
         return self._client
 
     def member_in_use(self) -> str:
         """The member requests go to now (the first one until one fails)."""
-        return self.client.pool.current.endpoint if self._client is not None else self.endpoints[0]
+        pool = self._client.pool if self._client is not None else self._pool
+        return str(pool.current.endpoint) if pool is not None else self.endpoints[0]
 
     def close(self) -> None:
         if self._client is not None:
