@@ -14,11 +14,14 @@ memcached), and for ours etcd's write counters per answered call.
     python -m bench.run [--quick] [--reps 3] [--workloads 50x2,200x25,1000x100] [--duration 10]
     python -m bench.run --workloads presence-200x25,presence-1000x25   # PUBLISH/s instead of calls/s
     python -m bench.run --systems ours --zones 2 --workloads 200x25   # the accounts split over 2 zones
+    python -m bench.run --systems ours --zones 1,2 --workloads 200x25 # both, alternating per repetition
 
 With --zones N (ours, call workloads), the lab runs zones z1..zN and the accounts are split
 evenly: the Kth part of the presentities and of the callers in a domain of zone zK (z1 keeps
 bench.example), each part with its own W watchers of that domain. Every presentity still has
 W watchers and every call a caller of its callee's domain: the same total work as one zone.
+Several counts (--zones 1,2) are run as systems of their own, "ours" (one zone) and
+"ours-2zones", alternating in each repetition as the systems do.
 Per rate, ours also reports the CPU of each instance's notifier process (the rtimer
 `blf_notifier`, from core.psx) and of all Kamailio processes, per answered call.
 
@@ -251,6 +254,8 @@ class Ours:
 
     def __init__(self, var: Path, zones: int = 1) -> None:
         self.zones = zones
+        if zones != 1:
+            self.name = f"ours-{zones}zones"
         self.var = var / "lab"
         self.env = os.environ.copy()
         self.env["BLF_VAR"] = str(self.var)
@@ -553,7 +558,7 @@ async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], 
         entry["notifier_cpu_seconds"] = usage.notifiers
         entry["notifier_cpu_ms_per_call"] = (round(sum(usage.notifiers.values()) / answered * 1000, 2)
                                              if answered else None)
-    if system.name == "ours" and etcd_before and answered:
+    if isinstance(system, Ours) and etcd_before and answered:
         entry["etcd_per_answered_call"] = {
             name: round((etcd_after.get(name, 0.0) - etcd_before.get(name, 0.0)) / answered, 2)
             for name in sorted(etcd_after) if etcd_after.get(name, 0.0) != etcd_before.get(name, 0.0)
@@ -651,8 +656,9 @@ def plot(summary: dict[str, Any], path: Path) -> bool:
     workloads = list(summary)
     figure, axes = plt.subplots(1, len(workloads), figsize=(5 * len(workloads), 4), squeeze=False)
     for axis, workload in zip(axes[0], workloads, strict=False):
-        for name, style in (("native", "o-"), ("ours", "s-")):
-            rates = summary[workload].get(name, {}).get("rates", {})
+        for number, name in enumerate(summary[workload]):
+            style = "o-" if name == "native" else "sD^v"[number % 4] + "-"
+            rates = summary[workload][name].get("rates", {})
             points = [(float(rate), fields["p99_ms"]) for rate, fields in rates.items() if fields.get("p99_ms")]
             if not points:
                 continue
@@ -682,9 +688,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default=None, help="override the rates, e.g. 5,10,20")
     parser.add_argument("--duration", type=float, default=None, help="seconds of calls per rate")
     parser.add_argument("--systems", default="native,ours")
-    parser.add_argument("--zones", type=int, default=1,
+    parser.add_argument("--zones", default="1",
                         help="ours, call workloads: the lab's zones, the accounts split evenly over one domain "
-                             "per zone (same total load)")
+                             "per zone (same total load); a list (1,2) runs each, alternating")
     parser.add_argument("--var", default=None, help="runtime files (default var/bench-PID)")
     parser.add_argument("--out", default=None, help="JSON result path")
     parser.add_argument("--subscribe-window", type=int, default=SUBSCRIBE_WINDOW,
@@ -695,7 +701,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subscribe-budget", type=float, default=SUBSCRIBE_BUDGET_S,
                         help="seconds for the initial SUBSCRIBEs of one workload; later ones are not sent")
     args = parser.parse_args(argv)
-    if args.zones != 1 and ("native" in args.systems.split(",") or not 1 <= args.zones <= 9):
+    zone_counts = [int(count) for count in args.zones.split(",")]
+    if zone_counts != [1] and ("native" in args.systems.split(",") or not all(1 <= n <= 9 for n in zone_counts)):
         parser.error("--zones 2..9 is for --systems ours")
     # A stopped bench stops what it started (the finally clauses below).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -707,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = {name: plan.get(name, known.get(name, [2.0, 5.0])) for name in args.workloads.split(",")}
     if args.rates:
         plan = {name: [float(r) for r in args.rates.split(",")] for name in plan}
-    if args.zones != 1 and any(presence.is_presence(workload) for workload in plan):
+    if zone_counts != [1] and any(presence.is_presence(workload) for workload in plan):
         parser.error("--zones is for the call workloads")
     reps = args.reps or (1 if args.quick else 3)
     if args.restart_rate is None:
@@ -723,10 +730,12 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "started": stamp, "machine": machine(), "quick": args.quick, "duration_per_rate_s": duration,
         "reps": reps, "plan": plan, "netns": _netns(), "subscribe_window": args.subscribe_window,
-        "restart_rate": args.restart_rate, "zones": args.zones, "runs": [],
+        "restart_rate": args.restart_rate, "zones": zone_counts, "runs": [],
     }
-    systems = {"native": Native(var), "ours": Ours(var, args.zones)}
-    order = [name for name in args.systems.split(",") if name in systems]
+    ours = [Ours(var, count) for count in zone_counts]
+    systems: dict[str, Native | Ours] = {"native": Native(var), **{system.name: system for system in ours}}
+    order = [name for choice in args.systems.split(",")
+             for name in ([system.name for system in ours] if choice == "ours" else [choice]) if name in systems]
     began = time.monotonic()
     try:
         for rep in range(reps):
@@ -740,7 +749,8 @@ def main(argv: list[str] | None = None) -> int:
                         users = publishers + [u for g in groups for u in g]
                         domain_of: dict[str, str] = {}
                     else:
-                        workload_accounts = accounts(presentities, watchers, args.zones)
+                        zones = system.zones if isinstance(system, Ours) else 1
+                        workload_accounts = accounts(presentities, watchers, zones)
                         users, domain_of = workload_accounts.users, workload_accounts.domain_of
                     print(f"rep {rep + 1}/{reps} {workload} {name}: starting", flush=True)
                     try:
