@@ -9,10 +9,11 @@ watcher, the NOTIFY that first shows each state change of each call:
 A change no watcher NOTIFY showed within MISS_AFTER seconds is a missed NOTIFY.
 
 The same client drives both systems (ours, Kamailio's native presence): it only needs a
-proxy address per phone, a domain and the accounts' passwords. Digest is RFC 7616 MD5 with
-qop=auth; a phone reuses its nonce with a strictly increasing nc (the BLF instances accept a
-nonce only at the instance that issued it, so a phone always talks to the same proxy) and
-answers a fresh challenge when a request is refused with one.
+proxy address per phone, a domain (or one per account: `domain_of`) and the accounts'
+passwords. Digest is RFC 7616 MD5 with qop=auth; a phone reuses its nonce with a strictly
+increasing nc (the BLF instances accept a nonce only at the instance that issued it, so a
+phone always talks to the same proxy) and answers a fresh challenge when a request is
+refused with one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import itertools
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,7 +118,7 @@ class Phone(asyncio.DatagramProtocol):
 
     def __init__(self, client: Client, user: str, password: str, proxy: tuple[str, int]) -> None:
         self.client, self.user, self.password, self.proxy = client, user, password, proxy
-        self.domain = client.domain
+        self.domain = client.domain_for(user)
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
         self.cseq = itertools.count(1)
@@ -290,9 +291,11 @@ class Call:
 class Client:
     """The whole load: callees, watchers, callers, and the latency bookkeeping."""
 
-    def __init__(self, domain: str, password_of: Callable[[str], str]) -> None:
+    def __init__(self, domain: str, password_of: Callable[[str], str],
+                 domain_of: Mapping[str, str] | None = None) -> None:
         self.domain = domain
         self.password_of = password_of
+        self.domain_of = dict(domain_of or {})  # user -> domain, where not `domain` (bench.run --zones)
         self.stats = Stats()
         self.phones: list[Phone] = []
         self.watchers_of: dict[str, set[int]] = {}  # presentity -> watcher ids subscribed
@@ -303,6 +306,9 @@ class Client:
         self.dialogs: dict[str, tuple[Phone, Msg]] = {}
         self._acks: dict[str, asyncio.Event] = {}  # call-id -> ACK of our 200 arrived
         self._acks_sent: dict[str, tuple[bytes, tuple[str, int]]] = {}  # call-id -> our ACK, next hop
+
+    def domain_for(self, user: str) -> str:
+        return self.domain_of.get(user, self.domain)
 
     async def phone(self, user: str, proxy: tuple[str, int]) -> Phone:
         loop = asyncio.get_running_loop()
@@ -319,7 +325,7 @@ class Client:
     # --- registration and subscription --------------------------------------------------
 
     async def register(self, phone: Phone, expires: int = 3600) -> bool:
-        answer, *_ = await phone.request("REGISTER", f"sip:{self.domain}", phone.aor,
+        answer, *_ = await phone.request("REGISTER", f"sip:{phone.domain}", phone.aor,
                                          [f"Expires: {expires}"])
         if answer is None or answer.status != 200:
             self.stats.error(f"REGISTER {answer.status if answer else 'timeout'}")
@@ -327,7 +333,7 @@ class Client:
         return True
 
     async def subscribe(self, phone: Phone, watcher_id: int, presentity: str, expires: int = 3600) -> bool:
-        uri = f"sip:{presentity}@{self.domain}"
+        uri = f"sip:{presentity}@{self.domain_for(presentity)}"
         answer, *_ = await phone.request("SUBSCRIBE", uri, uri, [
             "Event: dialog", "Accept: application/dialog-info+xml", f"Expires: {expires}"])
         if answer is None or answer.status not in (200, 202):
@@ -437,7 +443,7 @@ class Client:
     # --- calls -------------------------------------------------------------------------
 
     async def call(self, caller: Phone, call: Call) -> None:
-        uri = f"sip:{call.presentity}@{self.domain}"
+        uri = f"sip:{call.presentity}@{self.domain_for(call.presentity)}"
         call.call_id = uuid.uuid4().hex
         self.call_by_id[call.call_id] = call
         self.calls_of.setdefault(call.presentity, []).append(call)

@@ -13,6 +13,17 @@ memcached), and for ours etcd's write counters per answered call.
 
     python -m bench.run [--quick] [--reps 3] [--workloads 50x2,200x25,1000x100] [--duration 10]
     python -m bench.run --workloads presence-200x25,presence-1000x25   # PUBLISH/s instead of calls/s
+    python -m bench.run --systems ours --zones 2 --workloads 200x25   # the accounts split over 2 zones
+    python -m bench.run --systems ours --zones 1,2 --workloads 200x25 # both, alternating per repetition
+
+With --zones N (ours, call workloads), the lab runs zones z1..zN and the accounts are split
+evenly: the Kth part of the presentities and of the callers in a domain of zone zK (z1 keeps
+bench.example), each part with its own W watchers of that domain. Every presentity still has
+W watchers and every call a caller of its callee's domain: the same total work as one zone.
+Several counts (--zones 1,2) are run as systems of their own, "ours" (one zone) and
+"ours-2zones", alternating in each repetition as the systems do.
+Per rate, ours also reports the CPU of each instance's notifier process (the rtimer
+`blf_notifier`, from core.psx) and of all Kamailio processes, per answered call.
 
 The presence workloads (bench/presence.py) publish PIDF documents (PUBLISH, Event: presence)
 at rising rates to W presence watchers of each of P presentities; they are not in the default
@@ -58,6 +69,7 @@ KS1, KS2 = ("127.0.0.1", 5071), ("127.0.0.1", 5072)
 METRICS = "http://127.0.0.1:2381/metrics"
 HELD_P99_MS = 1000.0
 PRESENTITIES_PER_WATCHER = 250  # under the lab's cap of 300 subscriptions per watcher
+NOTIFIER_ROLE = "timer=blf_notifier"  # core.psx: "RTIMER EXEC child=0 timer=blf_notifier"
 CALLERS = 20
 SUBSCRIBE_WINDOW = 100  # initial SUBSCRIBEs in flight at once
 SUBSCRIBE_BUDGET_S = 600.0  # subscriptions not sent by then are reported as not accepted
@@ -74,6 +86,11 @@ NATIVE_SHM_MB = "1024"
 
 def password(user: str) -> str:
     return f"{user}-pw"
+
+
+def zone_domain(index: int) -> str:
+    """The domain of zone z<index + 1> with --zones (z1: DOMAIN, as with one zone)."""
+    return DOMAIN if index == 0 else f"bench-z{index + 1}.example"
 
 
 def ha1(user: str) -> str:
@@ -144,20 +161,22 @@ def describe(sockets: dict[str, Path]) -> dict[int, str]:
     return roles
 
 
-def etcd_counters() -> dict[str, float]:
-    """etcd's own write counters: mvcc puts/deletes/txns and gRPC requests per method."""
-    try:
-        text = urllib.request.urlopen(METRICS, timeout=5).read().decode()  # noqa: S310 - loopback
-    except OSError:
-        return {}
+def etcd_counters(urls: list[str] | None = None) -> dict[str, float]:
+    """etcd's own write counters: mvcc puts/deletes/txns and gRPC requests per method, summed
+    over the metrics `urls` (default: the lab's z1; one member per zone, see Ours.metrics_urls)."""
     counters: dict[str, float] = {}
-    for name in ("etcd_mvcc_put_total", "etcd_mvcc_delete_total", "etcd_debugging_mvcc_txn_total"):
-        match = re.search(rf"^{name} (\S+)$", text, re.M)
-        if match:
-            counters[name] = float(match.group(1))
-    for method, value in re.findall(
-            r'^grpc_server_handled_total\{[^}]*grpc_method="(\w+)"[^}]*\} (\S+)$', text, re.M):
-        counters[f"grpc_{method}"] = counters.get(f"grpc_{method}", 0.0) + float(value)
+    for url in urls if urls is not None else [METRICS]:
+        try:
+            text = urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310 - loopback
+        except OSError:
+            continue
+        for name in ("etcd_mvcc_put_total", "etcd_mvcc_delete_total", "etcd_debugging_mvcc_txn_total"):
+            match = re.search(rf"^{name} (\S+)$", text, re.M)
+            if match:
+                counters[name] = counters.get(name, 0.0) + float(match.group(1))
+        for method, value in re.findall(
+                r'^grpc_server_handled_total\{[^}]*grpc_method="(\w+)"[^}]*\} (\S+)$', text, re.M):
+            counters[f"grpc_{method}"] = counters.get(f"grpc_{method}", 0.0) + float(value)
     return counters
 
 
@@ -182,7 +201,8 @@ class Native:
         self.dir = var / "native"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, users: list[str]) -> None:
+    def start(self, users: list[str], domain_of: dict[str, str] | None = None) -> None:
+        # One domain only (--zones is for ours): `domain_of` is not used.
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
         shutil.copy(ROOT / "bench" / "native" / "kamailio.cfg", self.dir / "kamailio.cfg")
@@ -209,6 +229,9 @@ class Native:
     def ctl_sockets(self) -> dict[str, Path]:
         return {"native": self.dir / "kamailio_ctl"}
 
+    def metrics_urls(self) -> list[str]:
+        return []
+
     def proxies(self) -> dict[str, tuple[str, int]]:
         return {"caller": NATIVE, "callee": NATIVE, "watcher0": NATIVE, "watcher1": NATIVE}
 
@@ -225,11 +248,14 @@ class Native:
 
 
 class Ours:
-    """The lab (`blfctl lab up`, two instances) with its own BLF_VAR."""
+    """The lab (`blfctl lab up`, two instances, `zones` zones) with its own BLF_VAR."""
 
     name = "ours"
 
-    def __init__(self, var: Path) -> None:
+    def __init__(self, var: Path, zones: int = 1) -> None:
+        self.zones = zones
+        if zones != 1:
+            self.name = f"ours-{zones}zones"
         self.var = var / "lab"
         self.env = os.environ.copy()
         self.env["BLF_VAR"] = str(self.var)
@@ -246,27 +272,45 @@ class Ours:
             raise RuntimeError(f"blfctl {' '.join(args)} failed: {done.stdout}{done.stderr}")
         return done.stdout
 
-    def start(self, users: list[str]) -> None:
+    def start(self, users: list[str], domain_of: dict[str, str] | None = None) -> None:
+        """A fresh lab; domain zone_domain(K) placed in zone z<K + 1> (as `blfctl domain add D
+        --zone zK` does) with the accounts `domain_of` puts in it (default: DOMAIN)."""
         from statestore.cli import new_account
         from statestore.etcd_store import EtcdStore
 
         self.stop()
         shutil.rmtree(self.var, ignore_errors=True)
         # --direct-store: the instances reach etcd without the lab's store link (no extra hop measured).
-        self.blfctl("lab", "up", "--instances", "2", "--direct-store")
-        store = EtcdStore("127.0.0.1:2379", timeout=5.0)
-        try:
-            store.add_domain(DOMAIN)
-            for user in users:
-                store.put_account(new_account(user, DOMAIN, password(user)))
-        finally:
-            store.close()
+        self.blfctl("lab", "up", "--instances", "2", "--direct-store", "--zones", str(self.zones))
+        members = self.zone_members()
+        for index in range(self.zones):
+            domain = zone_domain(index)
+            store = EtcdStore(",".join(m["client"] for m in members[f"z{index + 1}"]), timeout=5.0)
+            try:
+                store.add_domain(domain)
+                for user in users:
+                    if (domain_of or {}).get(user, DOMAIN) == domain:
+                        store.put_account(new_account(user, domain, password(user)))
+            finally:
+                store.close()
+
+    def zone_members(self) -> dict[str, list[dict[str, Any]]]:
+        """zone -> its etcd members as lab.json has them (client, metrics, pid...)."""
+        state = json.loads((self.var / "lab.json").read_text())
+        return {zone: list(entry["members"].values()) for zone, entry in state["zones"].items()}
 
     def leaders(self) -> list[int]:
         state = json.loads((self.var / "lab.json").read_text())
         pids = [entry["pid"] for entry in state["instances"].values()]
         pids += [state[part]["pid"] for part in ("etcd", "memcached") if state[part].get("pid")]
-        return pids
+        pids += [m["pid"] for zone in self.zone_members().values() for m in zone if m.get("pid")]
+        return sorted(set(pids))
+
+    def metrics_urls(self) -> list[str]:
+        """The first member of each zone: mvcc counters count every write once per cluster
+        (each member applies it), and the bench's lab has one member per zone, which serves
+        every gRPC request of its zone."""
+        return [f"http://{zone[0]['metrics']}/metrics" for zone in self.zone_members().values() if zone]
 
     def ctl_sockets(self) -> dict[str, Path]:
         return {name: self.var / name / "run" / "kamailio_ctl" for name in ("ks1", "ks2")}
@@ -292,13 +336,38 @@ class Ours:
 # --- one workload against one system ------------------------------------------------------------
 
 
-def accounts(presentities: int, watchers: int) -> tuple[list[str], list[list[str]], list[str]]:
-    """Callee users, watcher users per group of presentities, caller users."""
+@dataclass(frozen=True)
+class Accounts:
+    """The users of a call workload and the domain of each."""
+
+    callees: list[str]
+    watcher_groups: list[tuple[list[str], list[str]]]  # (watchers, the presentities each of them watches)
+    callers: list[str]
+    domain_of: dict[str, str]
+
+    @property
+    def users(self) -> list[str]:
+        return self.callees + [user for users, _ in self.watcher_groups for user in users] + self.callers
+
+
+def accounts(presentities: int, watchers: int, zones: int = 1) -> Accounts:
+    """P callees, 20 callers, W watchers per group of at most PRESENTITIES_PER_WATCHER
+    presentities. With several zones, the callees and callers are split into contiguous
+    parts, the Kth in zone_domain(K), and each part's presentities have their own groups of
+    W watchers in that domain (one zone: the accounts of before zones, all in DOMAIN)."""
     callees = [f"p{index:05d}" for index in range(presentities)]
-    groups = math.ceil(presentities / PRESENTITIES_PER_WATCHER)
-    watcher_groups = [[f"w{group:02d}x{index:04d}" for index in range(watchers)] for group in range(groups)]
     callers = [f"caller{index:02d}" for index in range(CALLERS)]
-    return callees, watcher_groups, callers
+    groups: list[tuple[list[str], list[str]]] = []
+    domain_of: dict[str, str] = {}
+    for zone in range(zones):
+        mine = callees[presentities * zone // zones:presentities * (zone + 1) // zones]
+        users = mine + callers[CALLERS * zone // zones:CALLERS * (zone + 1) // zones]
+        for start in range(0, len(mine), PRESENTITIES_PER_WATCHER):
+            group = [f"w{len(groups):02d}x{index:04d}" for index in range(watchers)]
+            groups.append((group, mine[start:start + PRESENTITIES_PER_WATCHER]))
+            users += group
+        domain_of.update(dict.fromkeys(users, zone_domain(zone)))
+    return Accounts(callees, groups, callers, domain_of)
 
 
 async def gather_limited(coroutines: list[Any], limit: int, deadline: float = math.inf) -> list[Any]:
@@ -318,11 +387,13 @@ async def gather_limited(coroutines: list[Any], limit: int, deadline: float = ma
 async def drive(system: Native | Ours, presentities: int, watchers: int, rates: list[float],
                 duration: float, log: Any, subscribe_budget: float = SUBSCRIBE_BUDGET_S,
                 restart_rate: float = 0.0, subscribe_window: int = SUBSCRIBE_WINDOW) -> dict[str, Any]:
-    callees, watcher_groups, callers = accounts(presentities, watchers)
+    zones = system.zones if isinstance(system, Ours) else 1
+    users = accounts(presentities, watchers, zones)
+    callees, callers = users.callees, users.callers
     proxies = system.proxies()
-    client = Client(DOMAIN, password)
+    client = Client(DOMAIN, password, users.domain_of)
     result: dict[str, Any] = {"system": system.name, "presentities": presentities, "watchers": watchers,
-                              "rates": []}
+                              "zones": zones, "rates": []}
     try:
         leaders = system.leaders()
         pss_before = pss_kb(leaders)
@@ -336,9 +407,8 @@ async def drive(system: Native | Ours, presentities: int, watchers: int, rates: 
         result["registered"] = sum(registered)
         subscriptions: list[Any] = []
         watcher_id = 0
-        for group, users in enumerate(watcher_groups):
-            group_presentities = callees[group * PRESENTITIES_PER_WATCHER:(group + 1) * PRESENTITIES_PER_WATCHER]
-            for index, user in enumerate(users):
+        for group, group_presentities in users.watcher_groups:
+            for index, user in enumerate(group):
                 phone = await client.phone(user, proxies[f"watcher{index % 2}"])
                 phone.on_request = client.watcher_request(watcher_id)
                 for presentity in group_presentities:
@@ -369,7 +439,8 @@ async def drive(system: Native | Ours, presentities: int, watchers: int, rates: 
             result["rates"].append(figures)
             print(f"  {system.name} {presentities}x{watchers} {rate}/s: p50 {figures['p50_ms']} ms, p99 "
                   f"{figures['p99_ms']} ms, missed {figures['missed']}, failed {figures['failed_calls']}, "
-                  f"CPU {figures['cpu_ms_per_call']} ms/call, held={figures['held']}", file=log, flush=True)
+                  f"CPU {figures['cpu_ms_per_call']} ms/call (notifiers "
+                  f"{figures.get('notifier_cpu_ms_per_call')}), held={figures['held']}", file=log, flush=True)
             if not figures["held"]:
                 break
         if restart_rate and isinstance(system, Ours):
@@ -391,12 +462,14 @@ async def drive(system: Native | Ours, presentities: int, watchers: int, rates: 
 @dataclass(frozen=True)
 class CpuUse:
     """CPU seconds used over a step: per program of the system under test, their total,
-    the load client's own, and the busiest processes in cores."""
+    the load client's own, the busiest processes in cores, and each instance's notifier
+    process (ours: instance -> CPU seconds of its rtimer blf_notifier; native: none)."""
 
     by_program: dict[str, float]
     total: float
     client: float
     busiest: list[dict[str, Any]]
+    notifiers: dict[str, float]
 
 
 def cpu_used(
@@ -404,24 +477,34 @@ def cpu_used(
     client_before: resource.struct_rusage, client_after: resource.struct_rusage, wall: float,
 ) -> CpuUse:
     by_program: dict[str, float] = {}
+    notifiers: dict[str, float] = {}
     per_process: list[tuple[float, str]] = []
     for pid, (program, seconds) in procs_after.items():
         used = seconds - procs_before.get(pid, (program, 0.0))[1]
         by_program[program] = round(by_program.get(program, 0.0) + used, 3)
-        per_process.append((used, roles.get(pid, f"{program} {pid}")))
+        role = roles.get(pid, f"{program} {pid}")
+        per_process.append((used, role))
+        if role.endswith(NOTIFIER_ROLE):
+            instance = role.split(":", 1)[0]
+            notifiers[instance] = round(notifiers.get(instance, 0.0) + used, 3)
     per_process.sort(reverse=True)
     client = client_after.ru_utime + client_after.ru_stime - client_before.ru_utime - client_before.ru_stime
     busiest = [{"process": role, "cores": round(used / wall, 2)} for used, role in per_process[:12]]
-    return CpuUse(by_program, sum(by_program.values()), client, busiest)
+    return CpuUse(by_program, sum(by_program.values()), client, busiest, notifiers)
 
 
 async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], callees: list[str],
                    rate: float, duration: float) -> dict[str, Any]:
     leaders = system.leaders()
     roles = describe(system.ctl_sockets())
-    procs_before, etcd_before = group_processes(leaders), etcd_counters()
+    metrics = system.metrics_urls()
+    procs_before, etcd_before = group_processes(leaders), etcd_counters(metrics)
     busy_before = machine_busy_seconds()
     client_cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    # Each call has a caller of its callee's domain (--zones: each zone's callers call its callees).
+    pools: dict[str, list[Phone]] = {}
+    for phone in callers:
+        pools.setdefault(phone.domain, []).append(phone)
     calls: list[Call] = []
     tasks: list[asyncio.Task[None]] = []
     count = int(rate * duration)
@@ -435,7 +518,8 @@ async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], 
         # shows several dialogs); each change is matched to its call by Call-ID.
         call = Call(number, callees[number % len(callees)])
         calls.append(call)
-        tasks.append(loop.create_task(client.call(callers[number % len(callers)], call)))
+        pool = pools[client.domain_for(call.presentity)]
+        tasks.append(loop.create_task(client.call(pool[number % len(pool)], call)))
     placing = loop.time() - start
     await asyncio.gather(*tasks)
     # Until every watcher saw every change, or MISS_AFTER after the last change.
@@ -444,7 +528,7 @@ async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], 
         if all(_complete(call, client) for call in calls if call.answered):
             break
         await asyncio.sleep(0.1)
-    procs_after, etcd_after = group_processes(leaders), etcd_counters()
+    procs_after, etcd_after = group_processes(leaders), etcd_counters(metrics)
     busy_after = machine_busy_seconds()
     wall = loop.time() - start
     client_cpu_after = resource.getrusage(resource.RUSAGE_SELF)
@@ -463,12 +547,18 @@ async def calls_at(client: Client, system: Native | Ours, callers: list[Phone], 
         # is a serial bottleneck.
         "busiest_processes": usage.busiest,
         "cpu_ms_per_call": round(total_cpu / answered * 1000, 2) if answered else None,
+        # The Kamailio processes alone (ours: both instances, without etcd and memcached).
+        "instances_cpu_ms_per_call": round(cpu.get("kamailio", 0.0) / answered * 1000, 2) if answered else None,
         "client_cpu_seconds": round(client_cpu, 2),
         # Noise: cores used meanwhile by everything else on the machine (other sessions' tests).
         "others_cores": round(max(0.0, busy_after - busy_before - total_cpu - client_cpu) / wall, 2),
         "seconds": round(wall, 1),
     }
-    if system.name == "ours" and etcd_before and answered:
+    if usage.notifiers:
+        entry["notifier_cpu_seconds"] = usage.notifiers
+        entry["notifier_cpu_ms_per_call"] = (round(sum(usage.notifiers.values()) / answered * 1000, 2)
+                                             if answered else None)
+    if isinstance(system, Ours) and etcd_before and answered:
         entry["etcd_per_answered_call"] = {
             name: round((etcd_after.get(name, 0.0) - etcd_before.get(name, 0.0)) / answered, 2)
             for name in sorted(etcd_after) if etcd_after.get(name, 0.0) != etcd_before.get(name, 0.0)
@@ -529,7 +619,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
             for rep in reps:
                 for entry in rep["rates"]:
                     slot = per_rate.setdefault(entry["rate"], {})
-                    for field in ("p50_ms", "p99_ms", "missed", "cpu_ms_per_call", "etcd_write_requests_per_call",
+                    for field in ("p50_ms", "p99_ms", "missed", "cpu_ms_per_call", "instances_cpu_ms_per_call",
+                                  "notifier_cpu_ms_per_call", "etcd_write_requests_per_call",
                                   "others_cores", "cpu_ms_per_publish", "publish_answered_per_s",
                                   "etcd_write_requests_per_publish", "failed_publishes"):
                         value = entry.get(field)
@@ -565,8 +656,9 @@ def plot(summary: dict[str, Any], path: Path) -> bool:
     workloads = list(summary)
     figure, axes = plt.subplots(1, len(workloads), figsize=(5 * len(workloads), 4), squeeze=False)
     for axis, workload in zip(axes[0], workloads, strict=False):
-        for name, style in (("native", "o-"), ("ours", "s-")):
-            rates = summary[workload].get(name, {}).get("rates", {})
+        for number, name in enumerate(summary[workload]):
+            style = "o-" if name == "native" else "sD^v"[number % 4] + "-"
+            rates = summary[workload][name].get("rates", {})
             points = [(float(rate), fields["p99_ms"]) for rate, fields in rates.items() if fields.get("p99_ms")]
             if not points:
                 continue
@@ -596,6 +688,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default=None, help="override the rates, e.g. 5,10,20")
     parser.add_argument("--duration", type=float, default=None, help="seconds of calls per rate")
     parser.add_argument("--systems", default="native,ours")
+    parser.add_argument("--zones", default="1",
+                        help="ours, call workloads: the lab's zones, the accounts split evenly over one domain "
+                             "per zone (same total load); a list (1,2) runs each, alternating")
     parser.add_argument("--var", default=None, help="runtime files (default var/bench-PID)")
     parser.add_argument("--out", default=None, help="JSON result path")
     parser.add_argument("--subscribe-window", type=int, default=SUBSCRIBE_WINDOW,
@@ -606,6 +701,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subscribe-budget", type=float, default=SUBSCRIBE_BUDGET_S,
                         help="seconds for the initial SUBSCRIBEs of one workload; later ones are not sent")
     args = parser.parse_args(argv)
+    zone_counts = [int(count) for count in args.zones.split(",")]
+    if zone_counts != [1] and ("native" in args.systems.split(",") or not all(1 <= n <= 9 for n in zone_counts)):
+        parser.error("--zones 2..9 is for --systems ours")
     # A stopped bench stops what it started (the finally clauses below).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     from bench import presence
@@ -616,6 +714,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = {name: plan.get(name, known.get(name, [2.0, 5.0])) for name in args.workloads.split(",")}
     if args.rates:
         plan = {name: [float(r) for r in args.rates.split(",")] for name in plan}
+    if zone_counts != [1] and any(presence.is_presence(workload) for workload in plan):
+        parser.error("--zones is for the call workloads")
     reps = args.reps or (1 if args.quick else 3)
     if args.restart_rate is None:
         args.restart_rate = 0.0 if args.quick else 2.0
@@ -630,10 +730,12 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "started": stamp, "machine": machine(), "quick": args.quick, "duration_per_rate_s": duration,
         "reps": reps, "plan": plan, "netns": _netns(), "subscribe_window": args.subscribe_window,
-        "restart_rate": args.restart_rate, "runs": [],
+        "restart_rate": args.restart_rate, "zones": zone_counts, "runs": [],
     }
-    systems = {"native": Native(var), "ours": Ours(var)}
-    order = [name for name in args.systems.split(",") if name in systems]
+    ours = [Ours(var, count) for count in zone_counts]
+    systems: dict[str, Native | Ours] = {"native": Native(var), **{system.name: system for system in ours}}
+    order = [name for choice in args.systems.split(",")
+             for name in ([system.name for system in ours] if choice == "ours" else [choice]) if name in systems]
     began = time.monotonic()
     try:
         for rep in range(reps):
@@ -645,12 +747,14 @@ def main(argv: list[str] | None = None) -> int:
                     if presence.is_presence(workload):
                         publishers, groups = presence.accounts(presentities, watchers)
                         users = publishers + [u for g in groups for u in g]
+                        domain_of: dict[str, str] = {}
                     else:
-                        callees, groups, callers = accounts(presentities, watchers)
-                        users = callees + [u for g in groups for u in g] + callers
+                        zones = system.zones if isinstance(system, Ours) else 1
+                        workload_accounts = accounts(presentities, watchers, zones)
+                        users, domain_of = workload_accounts.users, workload_accounts.domain_of
                     print(f"rep {rep + 1}/{reps} {workload} {name}: starting", flush=True)
                     try:
-                        system.start(users)
+                        system.start(users, domain_of)
                         if presence.is_presence(workload):
                             run = asyncio.run(presence.drive(system, presentities, watchers, rates, duration,
                                                              sys.stdout, args.subscribe_budget,
