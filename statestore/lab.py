@@ -12,7 +12,7 @@ BLF_ETCD (zone z1's members) and BLF_ZONES (every zone, statestore.zones) as it 
 them. `kill`, `start`, `stop` (SIGSTOP) and `cont` take instance and member names.
 
 `up --sites N` runs each site (ks{I}, member I of every zone, a memcached, ks{I}'s store
-link) in a network namespace of its own, at address 10.250.77.I, with delay between sites:
+link) in a network namespace of its own, at address 198.18.77.I, with delay between sites:
 addresses, ports and links in statestore.lab_sites. `cut`/`heal` then also take a site name.
 """
 
@@ -254,6 +254,7 @@ class Lab:
         if not sites:
             return
         self.state["sites"]["prefix"] = sites[0].prefix
+        self._save()  # a `down` after a failed build removes what it made
         if not lab_sites.network_up(sites):
             stop(self.state["sites"].get("wan", {}).get("pid"))
             lab_sites.build_network(sites)

@@ -10,8 +10,8 @@ with sites on one machine need two prefixes). Site I runs:
     memcached      127.0.0.1:11211 inside the site (one per site, see below)
     store link     ks{I}'s (statestore.storelink), on 127.0.0.1 inside the site
 
-with ADDRESS = 10.250.77.I. The namespace the lab is started from (the "host") has a
-bridge `PREFIX-br` with 10.250.77.254/24 and one veth per site (`PREFIX-sI`, `eth0` in the
+with ADDRESS = 198.18.77.I (RFC 2544's benchmarking range, see SUBNET). The namespace the lab is started from (the "host") has a
+bridge `PREFIX-br` with 198.18.77.254/24 and one veth per site (`PREFIX-sI`, `eth0` in the
 site, ADDRESS/32 with a route to .254 only). Phones and tests in the host namespace
 reach ks{I} at ADDRESS:5070+I and any member at its client address, without delay, and
 the site answers them without delay.
@@ -36,7 +36,7 @@ put an inter-site round trip on calls and be one more thing a cut site loses.
 
 The edge firewall (etc/blf-edge.nft) is applied inside each site's namespace, on its
 instance's SIP TCP port, with every site address exempt (the cluster's instances); the
-phones of the host namespace (all from 10.250.77.254) are limited as one address.
+phones of the host namespace (all from 198.18.77.254) are limited as one address.
 """
 
 from __future__ import annotations
@@ -55,7 +55,11 @@ from typing import Any
 from statestore.lab_edge import apply_edge_firewall as apply_edge_rules
 from statestore.lab_process import ROOT, LabError, wait_for
 
-SUBNET = "10.250.77"
+# RFC 2544's benchmarking range: not an RFC 1918 address, so a phone of the host namespace is
+# not taken for one behind NAT (statestore.domain.routing.behind_nat), as on loopback; a
+# phone behind NAT is reached only through the instance holding its flow, which a cut site
+# cannot reach.
+SUBNET = "198.18.77"
 HOST_ADDRESS = f"{SUBNET}.254"
 PREFIX_VARIABLE = "BLF_SITES_PREFIX"
 DEFAULT_PREFIX = "blf"
@@ -164,8 +168,14 @@ def wan_commands(sites: list[Site]) -> list[list[str]]:
 
 
 def teardown_commands(sites: list[Site]) -> list[list[str]]:
-    """Deleting a namespace deletes its veth (both ends), TUN device, routes and nft tables."""
-    return [["ip", "netns", "del", site.netns] for site in sites] + [["ip", "link", "del", bridge(sites[0].prefix)]]
+    """The veths (both ends) and the bridge first: the kernel destroys a deleted namespace
+    (its TUN device, routes and nft tables) asynchronously, seen taking minutes here, and a
+    veth left in the host namespace until then blocks the next `lab up`."""
+    return (
+        [["ip", "link", "del", site.host_link] for site in sites]
+        + [["ip", "link", "del", bridge(sites[0].prefix)]]
+        + [["ip", "netns", "del", site.netns] for site in sites]
+    )
 
 
 def _run(command: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -187,6 +197,10 @@ def build_network(sites: list[Site]) -> None:
     for site in sites:
         if (NETNS_DIR / site.netns).exists():
             raise LabError(f"network namespace {site.netns} exists already (another lab's? set {PREFIX_VARIABLE})")
+    # No namespace of ours, so links of these names are what a lab that did not finish its
+    # `down` left behind (its namespaces gone): removed.
+    for name in [site.host_link for site in sites] + [bridge(sites[0].prefix)]:
+        _run(["ip", "link", "del", name], check=False)
     for command in network_commands(sites):
         _run(command)
 
