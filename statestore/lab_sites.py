@@ -10,11 +10,11 @@ with sites on one machine need two prefixes). Site I runs:
     memcached      127.0.0.1:11211 inside the site (one per site, see below)
     store link     ks{I}'s (statestore.storelink), on 127.0.0.1 inside the site
 
-with ADDRESS = 198.18.77.I (RFC 2544's benchmarking range, see SUBNET). The namespace the lab is started from (the "host") has a
-bridge `PREFIX-br` with 198.18.77.254/24 and one veth per site (`PREFIX-sI`, `eth0` in the
-site, ADDRESS/32 with a route to .254 only). Phones and tests in the host namespace
-reach ks{I} at ADDRESS:5070+I and any member at its client address, without delay, and
-the site answers them without delay.
+with ADDRESS = 198.18.77.I (RFC 2544's benchmarking range, see SUBNET). The namespace the
+lab is started from (the "host") has a bridge `PREFIX-br` with 198.18.77.254/24 and one
+veth per site (`PREFIX-sI`, `eth0` in the site, ADDRESS/32 with a route to .254 only).
+Phones and tests in the host namespace reach ks{I} at ADDRESS:5070+I and any member at
+its client address, without delay, and the site answers them without delay.
 
 Between sites there is no bridge path: every other site's address is routed through the
 site's `wan0`, a TUN device of the lab's WAN emulator (statestore.lab_wan), which delays

@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from statestore import lab_sites
+from statestore.domain.packages import DIALOG
 from tests.e2e.blf_watch import Subscription, Watcher
 from tests.e2e.conftest import DOMAIN, LEASE_TTL, ROOT, blfctl, log_sizes, wait_logged
 from tests.e2e.test_call_legs import Call
@@ -49,6 +50,8 @@ DETECTION_SECONDS = 20.0
 # From a heal to the lamps showing the truth again (fault 2's figure).
 CONVERGENCE_SECONDS = 10.0
 RECONCILE_SECONDS = 2
+# Past the dialog package's rate control before a measured 180 (see _timed_call).
+RATE_MARGIN_SECONDS = 0.05
 STORE_LOST = r"blf lease: store unavailable \(zone z1\)"
 STORE_BACK = r"blf lease: etcd reachable again \(zone z1\)"
 
@@ -172,8 +175,13 @@ def test_each_site_runs_in_its_namespace_at_its_address_delayed_from_the_others_
 
 def _timed_call(call: Call, cats: list[tuple[Watcher, Subscription]]) -> list[float]:
     """Ring (each watcher's lamp early), answer (busy), hang up (idle); for each watcher,
-    the time from the callee's 180 to its 'early' NOTIFY."""
+    the time from the callee's 180 to its 'early' NOTIFY. The 180 is sent no sooner than
+    the dialog package's rate control allows a NOTIFY after the last one (RFC 6446: a
+    NOTIFY closer than `min_interval` to the one before is held back), so that the
+    latency measured is the store's and the sites', not the rate control's."""
     call.place()
+    last = max((lamp.notifies[-1].message.received_at for _cat, lamp in cats if lamp.notifies), default=0.0)
+    time.sleep(max(0.0, last + DIALOG.min_interval + RATE_MARGIN_SECONDS - time.monotonic()))
     sent = call.reply(180, "Ringing")
     latencies = []
     for cat, lamp in cats:
