@@ -4,7 +4,7 @@ Default lease TTL (6 s) unless --lease-ttl. Each repetition: Boris (registered v
 answers a call from Alice served by ks1; Catherine watches Boris via ks2; ks1 is killed
 with SIGKILL; we time the kill to the NOTIFY that shows Boris idle, then restart ks1.
 
-    .venv/bin/python -m tests.bench.instance_death [--repeat 5] [--lease-ttl 6]
+    .venv/bin/python -m tests.bench.instance_death [--repeat 5] [--lease-ttl 6] [--etcd-members 3]
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--lease-ttl", type=int, default=6)
+    parser.add_argument("--etcd-members", type=int, default=1, help="1, or 3: a zone of three members")
     args = parser.parse_args()
     var = ROOT / "var" / "bench-death"
     shutil.rmtree(var, ignore_errors=True)
     os.environ["BLF_VAR"] = str(var)
-    blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(args.lease_ttl), "--direct-store")
+    blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(args.lease_ttl), "--direct-store",
+           "--etcd-members", str(args.etcd_members))
     cleared: list[float] = []
     try:
         blfctl("account", "add", f"alice@{DOMAIN}", "--password", "a-password")
