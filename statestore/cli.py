@@ -419,6 +419,10 @@ def _print_status(status: dict[str, Any]) -> None:
     print(f"memcached  {memcached.get('address')} pid={memcached.get('pid')} {_state_word(memcached)}")
     for name, entry in status["instances"].items():
         print(f"{name:<10} {entry['sip']} pid={entry['pid']} {_state_word(entry)} (store {entry['store']})")
+    for name, site in status.get("sites", {}).items():
+        cut = " CUT off from the other sites" if site["cut"] else ""
+        print(f"{name:<10} {site['address']} netns {site['namespace']} +{site['delay_ms']} ms to the other sites"
+              f" ({', '.join(site['runs'])}){cut}")
 
 
 def provision_demo(store: EtcdStore) -> None:

@@ -35,6 +35,7 @@ import pytest
 
 from statestore import lab_sites
 from statestore.domain.packages import DIALOG
+from statestore.lab import sip_options
 from tests.e2e.blf_watch import Subscription, Watcher
 from tests.e2e.conftest import DOMAIN, LEASE_TTL, ROOT, blfctl, log_sizes, wait_logged
 from tests.e2e.test_call_legs import Call
@@ -293,3 +294,26 @@ def test_a_site_cut_off_refuses_state_routes_calls_and_converges_when_healed(
             blfctl("lab", "heal", "s3", check=False)
         for ua in phones:
             ua.close()
+
+
+def test_kill_start_stop_and_cont_act_on_the_processes_of_a_site(sites: None) -> None:
+    site = SITES[2]
+    member = f"z1-etcd{site.index}"
+    for name in (member, site.instance):
+        blfctl("lab", "kill", name)
+    shown = status()
+    assert not shown["zones"]["z1"]["members"][member]["alive"] and not shown["instances"][site.instance]["alive"]
+    # Started again in the site's namespace, at the site's address: the member rejoins its
+    # cluster across the sites; the instance answers SIP and is announced in the store.
+    for name in (member, site.instance):
+        blfctl("lab", "start", name)
+    shown = status()
+    assert shown["zones"]["z1"]["members"][member]["alive"] and shown["instances"][site.instance]["alive"]
+    assert shown["instances"][site.instance]["sip"] == f"{site.address}:{5070 + site.index}"
+    blfctl("lab", "stop", site.instance)
+    try:
+        assert status()["instances"][site.instance]["stopped"]
+        assert sip_options(*INSTANCES[site.instance]) == 0
+    finally:
+        blfctl("lab", "cont", site.instance)
+    assert sip_options(*INSTANCES[site.instance], timeout=2.0) == 200
