@@ -134,7 +134,9 @@ class Lab:
         """How a process of `site` (None: of the loopback lab) is started."""
         if site is None:
             return spawn
-        return lambda command, log, env: lab_sites.spawn_in(site.netns, command, log, env)
+        anchor = self.state["sites"].get("memcached", {}).get(site.name, {}).get("pid")
+        where = lab_sites.netns_path(site, anchor if alive(anchor) else None)
+        return lambda command, log, env: lab_sites.spawn_in(where, command, log, env)
 
     def zones(self) -> Zones:
         """Every zone's member client endpoints (what blfctl and a direct instance use)."""

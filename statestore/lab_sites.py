@@ -247,10 +247,29 @@ def _count(log: Path, text: str) -> int:
         return 0
 
 
+def netns_path(site: Site, anchor: int | None) -> str:
+    """Where to enter `site`'s namespace: /run/netns/NAME, or the namespace of `anchor` (a
+    process running in the site) when that file is not the namespace here. `ip netns add`
+    bind-mounts the namespace on the file in the mount namespace it runs in; a later
+    command run under another `ip netns exec` (which gives each command a mount namespace
+    of its own) sees only an empty file."""
+    named = str(NETNS_DIR / site.netns)
+    if not anchor:
+        return named
+    by_process = f"/proc/{anchor}/ns/net"
+    try:
+        if os.stat(named).st_ino != os.stat(by_process).st_ino:
+            return by_process
+    except OSError:
+        pass
+    return named
+
+
 def spawn_in(netns: str, command: list[str], log: Path, env: dict[str, str]) -> int:
-    """statestore.lab_process.spawn, the program running in network namespace `netns`
-    (setns before exec: its PID is the program's from the start, as the lab expects)."""
-    target = os.open(str(NETNS_DIR / netns), os.O_RDONLY)
+    """statestore.lab_process.spawn, the program running in the network namespace at path
+    or name `netns` (setns before exec: its PID is the program's from the start, as the
+    lab expects)."""
+    target = os.open(netns if netns.startswith("/") else str(NETNS_DIR / netns), os.O_RDONLY)
     libc = ctypes.CDLL(None, use_errno=True)
 
     def enter() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -175,3 +176,11 @@ def test_a_cut_site_exchanges_nothing_with_the_others_which_still_talk(tmp_path)
     got = _exchange(wan, far, sends, 0.06)
     assert got["s3"] == [] and got["s2"] == []
     assert [packet[-1:] for packet, _ in got["s1"]] == [b"z"]
+
+
+def test_a_site_is_entered_through_a_process_of_its_own_when_its_name_is_not_mounted_here(tmp_path, monkeypatch):
+    monkeypatch.setattr(lab_sites, "NETNS_DIR", tmp_path)
+    site = lab_sites.Site(1, "t")
+    (tmp_path / "t-s1").write_text("")  # what another mount namespace's `ip netns add` leaves here
+    assert lab_sites.netns_path(site, None) == str(tmp_path / "t-s1")
+    assert lab_sites.netns_path(site, os.getpid()) == f"/proc/{os.getpid()}/ns/net"
