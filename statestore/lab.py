@@ -319,7 +319,7 @@ class Lab:
         sites, state = self.sites(), self.state["sites"]
         runs = {site.name: [site.instance] + [member.name for members in self.layout().values()
                                               for member in members if member.index == site.index]
-                + ["memcached", "store link"] for site in sites}
+                + ["memcached"] + ([] if self.state.get("direct_store") else ["store link"]) for site in sites}
         shown = lab_sites.status(sites, list(state.get("cut", [])), runs)
         for site in sites:
             shown[site.name]["memcached"] = _process_status(

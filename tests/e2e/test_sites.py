@@ -39,7 +39,7 @@ from statestore.lab import sip_options
 from tests.e2e.blf_watch import Subscription, Watcher
 from tests.e2e.conftest import DOMAIN, LEASE_TTL, ROOT, blfctl, log_sizes, wait_logged
 from tests.e2e.test_call_legs import Call
-from tests.sipua import UserAgent
+from tests.sipua import Message, UserAgent
 
 SITES_VAR = Path(os.environ.get("BLF_TEST_SITES_VAR", str(ROOT / "var" / "test-lab-sites")))
 SITES = lab_sites.plan(3, lab_sites.prefix_of(os.environ))
@@ -48,6 +48,8 @@ INSTANCES = {site.instance: (site.address, 5070 + site.index) for site in SITES}
 SAMPLES = 8
 # From a cut (or heal) to the instance's lease keeper saying so.
 DETECTION_SECONDS = 20.0
+# A refusal while the store is known down: no store round trip before the 503 (fault 2's figure).
+REFUSAL_SECONDS = 0.1
 # From a heal to the lamps showing the truth again (fault 2's figure).
 CONVERGENCE_SECONDS = 10.0
 RECONCILE_SECONDS = 2
@@ -139,6 +141,12 @@ def connect_ms(site: lab_sites.Site | None, address: str, port: int) -> float:
         command = ["ip", "netns", "exec", site.netns, *command]
     done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=30)
     return float(done.stdout)
+
+
+def timed(action: Callable[[], Message]) -> tuple[float, Message]:
+    started = time.monotonic()
+    answer = action()
+    return time.monotonic() - started, answer
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -247,13 +255,22 @@ def test_a_site_cut_off_refuses_state_routes_calls_and_converges_when_healed(
         s3_caller = creds("caller")
         sizes = log_sizes("ks3")
         blfctl("lab", "cut", "s3")
+        cut_at = time.monotonic()
         cut = True
         assert status()["sites"]["s3"]["cut"]
         wait_logged(sizes, STORE_LOST, DETECTION_SECONDS)
+        detected = time.monotonic() - cut_at
         # The cut site refuses what needs the store, at once and with Retry-After.
-        for answer in (at_s3.register(300), at_s3.request(
-                "SUBSCRIBE", f"sip:{callee_creds[0]}@{DOMAIN}", {"Event": "dialog", "Expires": "60"})):
-            assert answer.status == 503 and answer.header("retry-after"), answer.first_line
+        refusals = {
+            "REGISTER": timed(lambda: at_s3.register(300)),
+            "SUBSCRIBE": timed(lambda: at_s3.request(
+                "SUBSCRIBE", f"sip:{callee_creds[0]}@{DOMAIN}", {"Event": "dialog", "Expires": "60"})),
+        }
+        print(f"\ns3 cut: its instance found the store gone {detected:.1f} s after the cut; "
+              + ", ".join(f"{m} {a.status} in {t * 1000:.1f} ms" for m, (t, a) in refusals.items()))
+        for method, (seconds, answer) in refusals.items():
+            assert answer.status == 503 and answer.header("retry-after"), f"{method}: {answer.first_line}"
+            assert seconds < REFUSAL_SECONDS, f"{method} refused after {seconds * 1000:.0f} ms"
         # The other two sites: full service.
         for instance in ("ks1", "ks2"):
             assert phone(phones, creds("other"), instance).register(300).status == 200
