@@ -1,9 +1,11 @@
 """The local lab: etcd, memcached and N Kamailio instances on loopback, under var/.
 
 Contract (issues 2 and 14): instance ksN listens on 127.0.0.1:(5070+N), UDP and TCP; each
-zone zK is an etcd cluster of 1 or 3 members named zK-etcdM (ports in statestore.lab_etcd:
-z1-etcd1 is 127.0.0.1:2379, as in a single-member lab); `up` returns only when every
-member sees a leader and every instance answers SIP.
+zone zK (`--zones`, default 1) is an etcd cluster of 1 or 3 members (`--etcd-members`,
+default 1) named zK-etcdM, member M of zone K on client port 2379 + 100*(K-1) + 10*(M-1),
+peer port +1, metrics port +2 (statestore.lab_etcd): z1-etcd1 keeps 2379/2380/2381, as in a
+single-member lab. Each member has var/zK-etcdM/ (data dir and etcd.log). `up` returns only
+when every member sees a leader and every instance answers SIP.
 
 Each instance reaches the store through a store link of its own (statestore.storelink, a
 TCP relay, one port per member) so that `cut`/`heal` can cut it off from the store and
@@ -45,6 +47,7 @@ from statestore.lab_process import (
     signal_group,
     spawn,
     stop,
+    stop_all,
     stopped,
     tcp_answers,
     wait_for,
@@ -174,7 +177,8 @@ class Lab:
 
     def _set_layout(self, zones: int | None, etcd_members: int | None, sites: int | None = None) -> None:
         current = self.state["layout"]
-        wanted = {"zones": zones or current["zones"], "etcd_members": etcd_members or current["etcd_members"],
+        wanted = {"zones": current["zones"] if zones is None else zones,
+                  "etcd_members": current["etcd_members"] if etcd_members is None else etcd_members,
                   "sites": current.get("sites", 0) if sites is None else sites}
         # refuses what it cannot build
         lab_etcd.layout(wanted["zones"], wanted["etcd_members"],
@@ -266,17 +270,15 @@ class Lab:
         self._save()
 
     def down(self) -> None:
-        stop(self.state["etcd"].get("pid"))  # a lab started before zones knew only this one
-        for entry in self.state["instances"].values():
-            stop(entry.get("pid"))
-        for entry in self.state["relays"].values():
-            stop(entry.get("pid"))
-        stop(self.state["memcached"].get("pid"))
-        for zone in self.state["zones"].values():
-            for entry in zone["members"].values():
-                stop(entry.get("pid"))
-        for entry in self.state["sites"].get("memcached", {}).values():
-            stop(entry.get("pid"))
+        """Stop everything: instances first (their store goes last, so they leave cleanly),
+        then the store links and memcached, then every member; stopped ones continued; then
+        the sites' links and namespaces."""
+        stop_all([entry.get("pid") for entry in self.state["instances"].values()])
+        site_memcached = [entry.get("pid") for entry in self.state["sites"].get("memcached", {}).values()]
+        stop_all([entry.get("pid") for entry in self.state["relays"].values()]
+                 + [self.state["memcached"].get("pid"), *site_memcached])
+        members = [entry.get("pid") for zone in self.state["zones"].values() for entry in zone["members"].values()]
+        stop_all([*members, self.state["etcd"].get("pid")])  # "etcd": a lab started before zones knew only it
         sites = self.sites()
         if sites:
             stop(self.state["sites"].get("wan", {}).get("pid"))
@@ -444,13 +446,14 @@ class Lab:
         if not self.state["zones"]:
             self.ensure_store()
         self.ensure_memcached()
-        zones = self._reached_zones(name)
+        reached, stores = self._reached_zones(name), self.zones()
         if etcd:
-            zones["z1"] = parse_endpoints(etcd)
-        pid = self._spawn_kamailio(name, port, zones)
+            reached["z1"] = stores["z1"] = parse_endpoints(etcd)
+        pid = self._spawn_kamailio(name, port, reached)
+        # The stores it uses (through its link or not): "etcd" is its zone z1's, as before zones.
         self.state["instances"][name] = {
-            "sip": f"{site.address if site else HOST}:{port}", "pid": pid, "etcd": ",".join(zones["z1"]),
-            "zones": format_zones(zones),
+            "sip": f"{site.address if site else HOST}:{port}", "pid": pid, "etcd": ",".join(stores["z1"]),
+            "zones": format_zones(stores),
         }
         self._save()
 

@@ -110,6 +110,21 @@ def stop(pid: int | None, timeout: float = 10.0) -> None:
         reap(pid, 5.0)
 
 
+def stop_all(pids: list[int | None], timeout: float = 10.0) -> None:
+    """`stop` them all at once: every group continued and SIGTERMed, then each waited for
+    within one shared `timeout`, the ones left SIGKILLed (a lab down takes as long as its
+    slowest process, not the sum)."""
+    running = [pid for pid in dict.fromkeys(pids) if pid is not None and alive(pid)]
+    for pid in running:
+        signal_group(pid, signal.SIGCONT)
+        signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for pid in running:
+        if not reap(pid, max(0.0, deadline - time.monotonic())):
+            signal_group(pid, signal.SIGKILL)
+            reap(pid, 5.0)
+
+
 def signal_group(pid: int, signum: int) -> None:
     """Signal the process group the lab started `pid` as the leader of (start_new_session)."""
     with contextlib.suppress(ProcessLookupError):
