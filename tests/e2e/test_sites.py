@@ -168,6 +168,9 @@ def test_each_site_runs_in_its_namespace_at_its_address_delayed_from_the_others_
         member = shown["zones"]["z1"]["members"][f"z1-etcd{site.index}"]
         assert member["client"].startswith(f"{site.address}:") and member["alive"]
     assert shown["wan"]["alive"]
+    # In each site's namespace, every site's address exempt (statestore.lab_sites).
+    assert shown["edge_firewall"]["applied"], shown["edge_firewall"]
+    assert all(site.netns in shown["edge_firewall"]["report"] for site in SITES)
     s1, s2, s3 = SITES
     member_port = {site.name: int(shown["zones"]["z1"]["members"][f"z1-etcd{site.index}"]["client"].split(":")[1])
                    for site in SITES}
@@ -313,7 +316,7 @@ def test_a_site_cut_off_refuses_state_routes_calls_and_converges_when_healed(
             ua.close()
 
 
-def test_kill_start_stop_and_cont_act_on_the_processes_of_a_site(sites: None) -> None:
+def test_kill_start_stop_cont_cut_and_heal_act_on_the_processes_of_a_site(sites: None) -> None:
     site = SITES[2]
     member = f"z1-etcd{site.index}"
     for name in (member, site.instance):
@@ -334,3 +337,10 @@ def test_kill_start_stop_and_cont_act_on_the_processes_of_a_site(sites: None) ->
     finally:
         blfctl("lab", "cont", site.instance)
     assert sip_options(*INSTANCES[site.instance], timeout=2.0) == 200
+    # An instance's own cut (its store link, in its site) still works beside the sites' cut.
+    blfctl("lab", "cut", site.instance)
+    try:
+        assert status()["instances"][site.instance]["store"] == "cut"
+    finally:
+        blfctl("lab", "heal", site.instance)
+    assert status()["instances"][site.instance]["store"] == "relayed"
