@@ -16,7 +16,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     lab = Lab()
     command = args.lab_command
     if command == "up":
-        lab.up(args.instances, args.lease_ttl, args.zones, args.etcd_members, args.direct_store)
+        lab.up(args.instances, args.lease_ttl, args.zones, args.etcd_members, args.direct_store, args.sites)
         print(json.dumps(lab.status(), indent=2))
     elif command == "down":
         lab.down()
@@ -40,7 +40,8 @@ LAB_ACTION_HELP = {
     "start": "start an instance, or a member (it rejoins its cluster with its data)",
     "stop": "SIGSTOP an instance (its whole process group) or a member",
     "cont": "SIGCONT what `lab stop` stopped",
-    "cut": "cut an instance off from the store (every zone's members), not from phones",
+    "cut": "cut an instance off from the store (every zone's members), or a site (s1, ...) off from the "
+           "other sites; not from phones",
     "heal": "undo `lab cut`",
 }
 
@@ -57,6 +58,10 @@ def _print_status(status: dict[str, Any]) -> None:
     print(f"memcached  {memcached.get('address')} pid={memcached.get('pid')} {_state_word(memcached)}")
     for name, entry in status["instances"].items():
         print(f"{name:<10} {entry['sip']} pid={entry['pid']} {_state_word(entry)} (store {entry['store']})")
+    for name, site in status.get("sites", {}).items():
+        cut = " CUT off from the other sites" if site["cut"] else ""
+        print(f"{name:<10} {site['address']} netns {site['namespace']} +{site['delay_ms']} ms to the other sites"
+              f" ({', '.join(site['runs'])}){cut}")
 
 
 def add_parsers(sub: Any) -> None:
@@ -69,8 +74,12 @@ def add_parsers(sub: Any) -> None:
     up.add_argument("--etcd-members", type=int, choices=(1, 3), help="members per zone (default 1, or the lab's)")
     up.add_argument("--direct-store", action="store_true",
                     help="instances reach etcd directly, without their store link (no `lab cut`; benchmarks)")
+    up.add_argument("--sites", type=int, help="run sites s1..sN, each in a network namespace of its own with "
+                    "ks{I} and member I of every zone, delayed from each other (root; --etcd-members N; "
+                    "--instances is then N; addresses in statestore/lab_sites.py)")
     lab.add_parser("down", help="stop everything the lab started")
     status = lab.add_parser("status", help="what runs where")
     status.add_argument("--json", action="store_true")
     for name, text in LAB_ACTION_HELP.items():
-        lab.add_parser(name, help=text).add_argument("name", help="ks1, ks2, ... or z1-etcd1, z1-etcd2, ...")
+        lab.add_parser(name, help=text).add_argument("name", help="ks1, ks2, ..., z1-etcd1, z1-etcd2, ... (cut/heal: "
+                                                     "also s1, s2, ...)")

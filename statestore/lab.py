@@ -12,6 +12,10 @@ TCP relay, one port per member) so that `cut`/`heal` can cut it off from the sto
 not from phones; `up --direct-store` leaves the link out (the benchmarks). An instance gets
 BLF_ETCD (zone z1's members) and BLF_ZONES (every zone, statestore.zones) as it reaches
 them. `kill`, `start`, `stop` (SIGSTOP) and `cont` take instance and member names.
+
+`up --sites N` runs each site (ks{I}, member I of every zone, a memcached, ks{I}'s store
+link) in a network namespace of its own, at address 198.18.77.I, with delay between sites:
+addresses, ports and links in statestore.lab_sites. `cut`/`heal` then also take a site name.
 """
 
 from __future__ import annotations
@@ -22,12 +26,12 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from statestore import lab_etcd, lab_link
+from statestore import lab_etcd, lab_link, lab_sites
 from statestore.domain.errors import StoreUnavailable
 from statestore.etcd_store import EtcdStore
 from statestore.lab_edge import apply_edge_firewall, remove_edge_firewall
@@ -48,6 +52,7 @@ from statestore.lab_process import (
     tcp_answers,
     wait_for,
 )
+from statestore.lab_sites import Site
 from statestore.zones import Zones, format_zones, parse_endpoints
 
 __all__ = ["ETCD_CLIENT", "MEMCACHED", "Lab", "LabError", "Paths", "instance_port", "sip_options"]
@@ -97,6 +102,8 @@ class Lab:
         for part in ("instances", "zones", "relays", "etcd", "memcached"):
             state.setdefault(part, {})
         state.setdefault("layout", {"zones": 1, "etcd_members": 1})
+        state["layout"].setdefault("sites", 0)
+        state.setdefault("sites", {"cut": [], "memcached": {}})
         return state
 
     def _save(self) -> None:
@@ -108,7 +115,31 @@ class Lab:
         tmp.replace(self.paths.state)
 
     def layout(self) -> dict[str, list[Member]]:
-        return lab_etcd.layout(self.state["layout"]["zones"], self.state["layout"]["etcd_members"])
+        hosts = [site.address for site in self.sites()] or None
+        return lab_etcd.layout(self.state["layout"]["zones"], self.state["layout"]["etcd_members"], hosts)
+
+    def sites(self) -> list[Site]:
+        """The lab's sites (statestore.lab_sites); none for a lab on loopback."""
+        count = int(self.state["layout"].get("sites", 0))
+        prefix = self.state["sites"].get("prefix") or lab_sites.prefix_of(os.environ)
+        return lab_sites.plan(count, prefix) if count else []
+
+    def _site(self, index: int) -> Site | None:
+        """The site where instance ks{index} and the members {index} run; None on loopback."""
+        sites = self.sites()
+        if not sites:
+            return None
+        if not 1 <= index <= len(sites):
+            raise LabError(f"this lab has {len(sites)} sites: no ks{index}")
+        return sites[index - 1]
+
+    def _spawner(self, site: Site | None) -> Callable[[list[str], Path, dict[str, str]], int]:
+        """How a process of `site` (None: of the loopback lab) is started."""
+        if site is None:
+            return spawn
+        anchor = self.state["sites"].get("memcached", {}).get(site.name, {}).get("pid")
+        where = lab_sites.netns_path(site, anchor if alive(anchor) else None)
+        return lambda command, log, env: lab_sites.spawn_in(where, command, log, env)
 
     def zones(self) -> Zones:
         """Every zone's member client endpoints (what blfctl and a direct instance use)."""
@@ -117,13 +148,22 @@ class Lab:
     # --- commands -----------------------------------------------------------------------------
 
     def up(self, instances: int = 2, lease_ttl: int = 6, zones: int | None = None,
-           etcd_members: int | None = None, direct_store: bool = False) -> None:
-        """Start what is not running. `zones` and `etcd_members` default to the lab's layout
-        (1 and 1 for a new lab); a lab whose members have data keeps its layout."""
-        self._set_layout(zones, etcd_members)
+           etcd_members: int | None = None, direct_store: bool = False, sites: int | None = None) -> None:
+        """Start what is not running. `zones`, `etcd_members` and `sites` default to the
+        lab's layout (1, 1 and none for a new lab); a lab whose members have data keeps its
+        layout. With sites, `etcd_members` defaults to their number and the instances are
+        one per site (`instances` is not used)."""
+        if sites and etcd_members is None:
+            etcd_members = sites
+        self._set_layout(zones, etcd_members, sites)
         self.state["lease_ttl"] = lease_ttl
         self.state["direct_store"] = direct_store
-        self.state["edge_firewall"] = apply_edge_firewall()
+        if self.sites():
+            instances = len(self.sites())
+            self.ensure_sites()
+            self.state["edge_firewall"] = lab_sites.apply_edge_firewall(self.sites())
+        else:
+            self.state["edge_firewall"] = apply_edge_firewall()
         self._save()
         if not self.state["edge_firewall"]["applied"]:
             print(f"blfctl lab: edge firewall {self.state['edge_firewall']['report']}", file=sys.stderr)
@@ -135,11 +175,14 @@ class Lab:
         for name in names:
             self._wait_instance(name)
 
-    def _set_layout(self, zones: int | None, etcd_members: int | None) -> None:
+    def _set_layout(self, zones: int | None, etcd_members: int | None, sites: int | None = None) -> None:
         current = self.state["layout"]
         wanted = {"zones": current["zones"] if zones is None else zones,
-                  "etcd_members": current["etcd_members"] if etcd_members is None else etcd_members}
-        lab_etcd.layout(wanted["zones"], wanted["etcd_members"])  # refuses what it cannot build
+                  "etcd_members": current["etcd_members"] if etcd_members is None else etcd_members,
+                  "sites": current.get("sites", 0) if sites is None else sites}
+        # refuses what it cannot build
+        lab_etcd.layout(wanted["zones"], wanted["etcd_members"],
+                        [site.address for site in lab_sites.plan(wanted["sites"])] if wanted["sites"] else None)
         if wanted == current:
             return
         kept = [member.name for members in self.layout().values() for member in members
@@ -187,7 +230,12 @@ class Lab:
 
     def cut(self, name: str, heal: bool = False) -> None:
         """Cut instance `name` off from every member of every zone (its store link drops and
-        blackholes), or heal it. Phones still reach it: only its store traffic is cut."""
+        blackholes), or site `name` off from the other sites; or heal it. Phones still reach
+        it: only its store traffic (a site: its traffic with other sites) is cut."""
+        site = lab_sites.site_named(name, self.sites())
+        if site is not None:
+            self._cut_site(site, heal)
+            return
         instance_port(name)
         relay = self.state["relays"].get(name, {})
         if not alive(relay.get("pid")):
@@ -196,17 +244,51 @@ class Lab:
         relay["cut"] = not heal
         self._save()
 
+    def _cut_site(self, site: Site, heal: bool) -> None:
+        wan = self.state["sites"].get("wan", {}).get("pid")
+        if not alive(wan):
+            raise LabError(f"the links between sites are not up (lab not up?): cannot cut or heal {site.name}")
+        cut = set(self.state["sites"].get("cut", []))
+        cut = cut - {site.name} if heal else cut | {site.name}
+        lab_sites.apply_cut(self.paths.var, int(wan), self.sites(), sorted(cut))
+        self.state["sites"]["cut"] = sorted(cut)
+        self._save()
+
+    def ensure_sites(self) -> None:
+        """The sites' namespaces, bridge and WAN emulator, made if missing (a cut is kept)."""
+        sites = self.sites()
+        if not sites:
+            return
+        self.state["sites"]["prefix"] = sites[0].prefix
+        self._save()  # a `down` after a failed build removes what it made
+        if not lab_sites.network_up(sites):
+            stop(self.state["sites"].get("wan", {}).get("pid"))
+            lab_sites.build_network(sites)
+        if not alive(self.state["sites"].get("wan", {}).get("pid")):
+            cut = list(self.state["sites"].get("cut", []))
+            self.state["sites"]["wan"] = {"pid": lab_sites.start_wan(self.paths.var, sites, cut, spawn)}
+        self._save()
+
     def down(self) -> None:
         """Stop everything: instances first (their store goes last, so they leave cleanly),
-        then the store links and memcached, then every member; stopped ones continued."""
+        then the store links and memcached, then every member; stopped ones continued; then
+        the sites' links and namespaces."""
         stop_all([entry.get("pid") for entry in self.state["instances"].values()])
-        stop_all([entry.get("pid") for entry in self.state["relays"].values()] + [self.state["memcached"].get("pid")])
+        site_memcached = [entry.get("pid") for entry in self.state["sites"].get("memcached", {}).values()]
+        stop_all([entry.get("pid") for entry in self.state["relays"].values()]
+                 + [self.state["memcached"].get("pid"), *site_memcached])
         members = [entry.get("pid") for zone in self.state["zones"].values() for entry in zone["members"].values()]
         stop_all([*members, self.state["etcd"].get("pid")])  # "etcd": a lab started before zones knew only it
-        if self.state.get("edge_firewall", {}).get("applied"):
+        sites = self.sites()
+        if sites:
+            stop(self.state["sites"].get("wan", {}).get("pid"))
+            lab_sites.remove_network(sites)
+            self.state["edge_firewall"] = {"applied": False, "report": "removed with the sites' namespaces"}
+        elif self.state.get("edge_firewall", {}).get("applied"):
             self.state["edge_firewall"] = remove_edge_firewall()
         for part in ("instances", "relays", "zones", "memcached"):
             self.state[part] = {}
+        self.state["sites"] = {"cut": [], "memcached": {}}
         self._save()
 
     def status(self) -> dict[str, Any]:
@@ -228,7 +310,29 @@ class Lab:
         etcd = _process_status({"client": ETCD_CLIENT}, self.state["etcd"])
         memcached = _process_status({"address": MEMCACHED}, self.state["memcached"])
         edge = self.state.get("edge_firewall", {"applied": False, "report": "not applied (lab not up)"})
-        return {"instances": instances, "etcd": etcd, "memcached": memcached, "edge_firewall": edge, "zones": zones}
+        shown = {"instances": instances, "etcd": etcd, "memcached": memcached, "edge_firewall": edge, "zones": zones}
+        if self.sites():
+            shown.update(self._sites_status())
+        return shown
+
+    def _sites_status(self) -> dict[str, Any]:
+        """`sites` (each site's namespace, address, delay and what runs there), `wan` (the
+        links' emulator); `memcached` is then s1's (each site has its own)."""
+        sites, state = self.sites(), self.state["sites"]
+        runs = {site.name: [site.instance] + [member.name for members in self.layout().values()
+                                              for member in members if member.index == site.index]
+                + ["memcached"] + ([] if self.state.get("direct_store") else ["store link"]) for site in sites}
+        shown = lab_sites.status(sites, list(state.get("cut", [])), runs)
+        for site in sites:
+            shown[site.name]["memcached"] = _process_status(
+                {"address": lab_sites.MEMCACHED}, state.get("memcached", {}).get(site.name, {}))
+        wan = state.get("wan", {})
+        return {
+            "sites": shown,
+            "memcached": shown[sites[0].name]["memcached"],
+            "wan": {**wan, "alive": alive(wan.get("pid")), "bridge": lab_sites.bridge(sites[0].prefix),
+                    "host_address": lab_sites.HOST_ADDRESS},
+        }
 
     # --- components ---------------------------------------------------------------------------
 
@@ -259,12 +363,17 @@ class Lab:
             _wait_member(member, pid, leader=True)
 
     def _spawn_member(self, member: Member, cluster: list[Member]) -> tuple[Member, int]:
-        require_free(member.name, member.client, socket.SOCK_STREAM)
-        require_free(member.name, member.peer, socket.SOCK_STREAM)
+        site = self._site(member.index)
+        if site is None:  # a site's namespace is the lab's alone
+            require_free(member.name, member.client, socket.SOCK_STREAM)
+            require_free(member.name, member.peer, socket.SOCK_STREAM)
+        else:
+            self.ensure_sites()
         directory = self.paths.var / member.name
         data = directory / "data"
         directory.mkdir(parents=True, exist_ok=True)
-        pid = spawn(lab_etcd.command(binary("etcd"), member, cluster, data), directory / "etcd.log", os.environ.copy())
+        pid = self._spawner(site)(
+            lab_etcd.command(binary("etcd"), member, cluster, data), directory / "etcd.log", os.environ.copy())
         zone = self.state["zones"].setdefault(member.zone_name, {"members": {}})
         zone["members"][member.name] = {
             "client": member.client, "peer": member.peer, "metrics": member.metrics, "pid": pid, "data": str(data),
@@ -277,11 +386,13 @@ class Lab:
         return entry
 
     def _lab_member(self, member: Member) -> Member:
-        if member not in self.layout().get(member.zone_name, []):
+        """The lab's member of that name (on its site's address when the lab runs sites)."""
+        found = next((ours for ours in self.layout().get(member.zone_name, []) if ours.name == member.name), None)
+        if found is None:
             layout = self.state["layout"]
             raise LabError(f"no member {member.name} in this lab "
                            f"({layout['zones']} zone(s) of {layout['etcd_members']} member(s))")
-        return member
+        return found
 
     def _running(self, name: str) -> int:
         """The PID of instance or member `name`; LabError unless it is running (or stopped)."""
@@ -296,6 +407,9 @@ class Lab:
         return int(pid)
 
     def ensure_memcached(self) -> None:
+        if self.sites():
+            self._ensure_site_memcached()
+            return
         if alive(self.state["memcached"].get("pid")):
             return
         require_free("memcached", MEMCACHED, socket.SOCK_STREAM)
@@ -308,12 +422,27 @@ class Lab:
         self._save()
         wait_for("memcached", lambda: tcp_answers(host, int(port)), pid)
 
+    def _ensure_site_memcached(self) -> None:
+        """One memcached per site, on the site's loopback (why: statestore.lab_sites)."""
+        self.ensure_sites()
+        started = self.state["sites"].setdefault("memcached", {})
+        for site in self.sites():
+            if alive(started.get(site.name, {}).get("pid")):
+                continue
+            host, _, port = lab_sites.MEMCACHED.partition(":")
+            command = [binary("memcached"), "-l", host, "-p", port, "-U", "0", "-m", "64", "-u", "root"]
+            log = self.paths.var / f"memcached-{site.name}.log"
+            started[site.name] = {"pid": self._spawner(site)(command, log, os.environ.copy())}
+            self._save()
+
     def _start_instance(self, name: str, etcd: str | None) -> None:
         port = instance_port(name)
         entry = self.state["instances"].get(name, {})
         if alive(entry.get("pid")):
             return
-        require_free(name, f"{HOST}:{port}", socket.SOCK_DGRAM)
+        site = self._site(port - BASE_PORT)
+        if site is None:
+            require_free(name, f"{HOST}:{port}", socket.SOCK_DGRAM)
         if not self.state["zones"]:
             self.ensure_store()
         self.ensure_memcached()
@@ -323,13 +452,19 @@ class Lab:
         pid = self._spawn_kamailio(name, port, reached)
         # The stores it uses (through its link or not): "etcd" is its zone z1's, as before zones.
         self.state["instances"][name] = {
-            "sip": f"{HOST}:{port}", "pid": pid, "etcd": ",".join(stores["z1"]), "zones": format_zones(stores),
+            "sip": f"{site.address if site else HOST}:{port}", "pid": pid, "etcd": ",".join(stores["z1"]),
+            "zones": format_zones(stores),
         }
         self._save()
 
     def _reached_zones(self, name: str) -> Zones:
-        """The zones as instance `name` reaches them: through its store link, or direct."""
+        """The zones as instance `name` reaches them: through its store link, or direct. In
+        a site, its own site's member first (the one its client uses while it answers)."""
         direct = self.zones()
+        site = self._site(instance_port(name) - BASE_PORT)
+        if site is not None:
+            direct = {zone: sorted(endpoints, key=lambda endpoint: not endpoint.startswith(f"{site.address}:"))
+                      for zone, endpoints in direct.items()}
         if self.state.get("direct_store"):
             return direct
         ports = self._ensure_link(name, [endpoint for endpoints in direct.values() for endpoint in endpoints])
@@ -342,7 +477,8 @@ class Lab:
         if alive(entry.get("pid")) and sorted(entry.get("ports", {})) == sorted(upstreams):
             return dict(entry["ports"])
         stop(entry.get("pid"))
-        pid = lab_link.spawn_link(self.paths.instance_dir(name), upstreams)
+        site = self._site(instance_port(name) - BASE_PORT)
+        pid = lab_link.spawn_link(self.paths.instance_dir(name), upstreams, self._spawner(site))
         self.state["relays"][name] = {"pid": pid, "ports": {}, "cut": False}
         self._save()
         ports = lab_link.wait_ports(self.paths.instance_dir(name), pid, name)
@@ -351,6 +487,8 @@ class Lab:
         return ports
 
     def _spawn_kamailio(self, name: str, port: int, zones: Zones) -> int:
+        site = self._site(port - BASE_PORT)
+        host = site.address if site else HOST
         run = self.paths.instance_dir(name) / "run"
         run.mkdir(parents=True, exist_ok=True)
         env = kamailio_environment(os.environ)
@@ -358,18 +496,18 @@ class Lab:
             BLF_KEMI_SCRIPT=str(ROOT / "kemi" / "blf_kemi.py"),
             BLF_AUTH_SECRET=self.state["secret"],
             BLF_INSTANCE=name,
-            BLF_SIP=f"{HOST}:{port}",
+            BLF_SIP=f"{host}:{port}",
             BLF_ETCD=",".join(zones["z1"]),
             BLF_ZONES=format_zones(zones),
-            BLF_MEMCACHED=MEMCACHED,
+            BLF_MEMCACHED=lab_sites.MEMCACHED if site else MEMCACHED,
             BLF_LEASE_TTL=str(self.state.get("lease_ttl", 6)),
         )
-        return spawn(kamailio_command(run, HOST, port), run.parent / "kamailio.log", env)
+        return self._spawner(site)(kamailio_command(run, host, port), run.parent / "kamailio.log", env)
 
     def _wait_instance(self, name: str) -> None:
         entry = self.state["instances"][name]
-        port = instance_port(name)
-        wait_for(name, lambda: sip_options(HOST, port) == 200 and self._announced(name), entry["pid"])
+        host, _, port = entry["sip"].rpartition(":")
+        wait_for(name, lambda: sip_options(host, int(port)) == 200 and self._announced(name), entry["pid"])
 
     def _announced(self, name: str) -> bool:
         """`name` is in zone z1's list of instances, read from a member that runs."""
@@ -392,7 +530,7 @@ def _wait_member(member: Member, pid: int, leader: bool) -> None:
     if leader:
         wait_for(f"{member.name} (a leader in {member.zone_name})", lambda: lab_etcd.healthy(member), pid)
     else:
-        wait_for(member.name, lambda: tcp_answers(HOST, member.client_port), pid)
+        wait_for(member.name, lambda: tcp_answers(member.host, member.client_port), pid)
 
 
 def _process_status(defaults: dict[str, Any], entry: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,25 +18,28 @@ EDGE_TABLE = ("inet", "blf_edge")
 EDGE_PORTS = f"{BASE_PORT + 1}-{BASE_PORT + 29}"
 
 
-def apply_edge_firewall() -> dict[str, Any]:
+def apply_edge_firewall(netns: str | None = None, cluster: str = HOST, ports: str = EDGE_PORTS) -> dict[str, Any]:
     """Apply etc/blf-edge.nft to the lab's SIP TCP ports, 127.0.0.1 (the instances) exempt.
 
     Only as root and with nft installed (Debian `nftables`); otherwise the lab runs without
     it and says so in `blfctl lab status` (the per-address limit then does not hold). It
-    replaces only its own table, in the network namespace the lab runs in."""
+    replaces only its own table, in the network namespace the lab runs in (or `netns`, a
+    site's: statestore.lab_sites, with `cluster` the sites' addresses)."""
     nft = _nft()
     if os.geteuid() != 0:
         return {"applied": False, "report": "not applied: not root (per-address TCP limit off)"}
     if nft is None:
         return {"applied": False, "report": "not applied: nft not installed (apt-get install nftables)"}
     command = [
-        nft, "-D", f"sip_tcp_ports={EDGE_PORTS}", "-D", f"cluster_v4={{ {HOST} }}",
+        nft, "-D", f"sip_tcp_ports={ports}", "-D", f"cluster_v4={{ {cluster} }}",
         "-D", "cluster_v6={ ::1 }", "-f", str(EDGE_RULES),
     ]
+    if netns is not None:
+        command = ["ip", "netns", "exec", netns, *command]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"applied": False, "report": f"not applied: nft failed: {done.stderr.strip()}"}
-    return {"applied": True, "report": f"applied: {EDGE_RULES.name} on tcp {EDGE_PORTS}, {HOST} exempt"}
+    return {"applied": True, "report": f"applied: {EDGE_RULES.name} on tcp {ports}, {cluster} exempt"}
 
 
 def remove_edge_firewall() -> dict[str, Any]:

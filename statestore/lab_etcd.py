@@ -48,6 +48,7 @@ ETCD_SNAPSHOT_COUNT = 10_000
 class Member:
     zone: int
     index: int
+    host: str = HOST  # a site's address when the lab runs sites (statestore.lab_sites)
 
     @property
     def name(self) -> str:
@@ -63,24 +64,29 @@ class Member:
 
     @property
     def client(self) -> str:
-        return f"{HOST}:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     @property
     def peer(self) -> str:
-        return f"{HOST}:{self.client_port + 1}"
+        return f"{self.host}:{self.client_port + 1}"
 
     @property
     def metrics(self) -> str:
-        return f"{HOST}:{self.client_port + 2}"
+        return f"{self.host}:{self.client_port + 2}"
 
 
-def layout(zones: int, members: int) -> dict[str, list[Member]]:
-    """Every zone's members, zones z1..zN in order."""
+def layout(zones: int, members: int, hosts: list[str] | None = None) -> dict[str, list[Member]]:
+    """Every zone's members, zones z1..zN in order; member M on hosts[M-1] if given (sites)."""
     if members not in MEMBER_COUNTS:
         raise LabError(f"--etcd-members is 1 or 3, not {members}")
     if not 1 <= zones <= MAX_ZONES:
         raise LabError(f"--zones is 1 to {MAX_ZONES}, not {zones}")
-    return {f"z{zone}": [Member(zone, index) for index in range(1, members + 1)] for zone in range(1, zones + 1)}
+    if hosts is not None and len(hosts) != members:
+        raise LabError(f"--sites is the number of members per zone ({members}), not {len(hosts)}")
+    return {
+        f"z{zone}": [Member(zone, index, hosts[index - 1] if hosts else HOST) for index in range(1, members + 1)]
+        for zone in range(1, zones + 1)
+    }
 
 
 def member_named(name: str) -> Member | None:

@@ -54,18 +54,21 @@ def sip_options(host: str, port: int, timeout: float = 0.5) -> int:
     """Send one OPTIONS over UDP; the status code of the answer, 0 when none came."""
     call_id = uuid.uuid4().hex
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        local_port = sock.getsockname()[1]
+        # From loopback to a loopback instance; from the address the kernel routes by to a
+        # site's (statestore.lab_sites: the bridge's).
+        sock.bind((HOST if host.startswith("127.") else "0.0.0.0", 0))  # noqa: S104
+        sock.connect((host, port))
+        local, local_port = sock.getsockname()
         request = (
             f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {HOST}:{local_port};branch=z9hG4bK{call_id[:16]};rport\r\n"
-            f"From: <sip:lab@{HOST}>;tag={call_id[:8]}\r\nTo: <sip:{host}:{port}>\r\n"
+            f"Via: SIP/2.0/UDP {local}:{local_port};branch=z9hG4bK{call_id[:16]};rport\r\n"
+            f"From: <sip:lab@{local}>;tag={call_id[:8]}\r\nTo: <sip:{host}:{port}>\r\n"
             f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         )
         sock.settimeout(timeout)
-        sock.sendto(request.encode(), (host, port))
+        sock.send(request.encode())
         try:
-            data, _ = sock.recvfrom(65535)
+            data = sock.recv(65535)
         except OSError:
             return 0
     parts = data.split(b" ", 2)

@@ -7,6 +7,7 @@ import json
 import os
 import signal as signals
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from statestore.lab_process import spawn, wait_for
@@ -15,13 +16,14 @@ from statestore.lab_process import spawn, wait_for
 SIGNAL_TIMEOUT = 5.0
 
 
-def spawn_link(directory: Path, upstreams: list[str]) -> int:
-    """Start a link to `upstreams` logging to directory/storelink.log; its PID."""
+def spawn_link(directory: Path, upstreams: list[str], spawner: Callable[..., int] = spawn) -> int:
+    """Start a link to `upstreams` logging to directory/storelink.log; its PID. `spawner`
+    starts it elsewhere than beside the lab (in a site's namespace: statestore.lab_sites)."""
     directory.mkdir(parents=True, exist_ok=True)
     ports_file = directory / "storelink.json"
     ports_file.unlink(missing_ok=True)
     command = [sys.executable, "-m", "statestore.storelink", "--ports-file", str(ports_file), *upstreams]
-    return spawn(command, directory / "storelink.log", os.environ.copy())
+    return spawner(command, directory / "storelink.log", os.environ.copy())
 
 
 def wait_ports(directory: Path, pid: int, name: str) -> dict[str, int]:

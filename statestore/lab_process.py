@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
 LAB_PROGRAMS = ("kamailio", "etcd", "memcached")
-# The lab's store links run as `python -m statestore.storelink`: known by that argument.
-LAB_MODULES = ("statestore.storelink",)
+# The lab's store links and its sites' WAN emulator run as `python -m MODULE`: known by that argument.
+LAB_MODULES = ("statestore.storelink", "statestore.lab_wan")
 
 
 class LabError(Exception):

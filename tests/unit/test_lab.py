@@ -113,7 +113,7 @@ def test_a_member_bootstraps_its_zone_once_then_rejoins_with_its_data(tmp_path):
 def test_a_lab_keeps_its_layout_while_its_members_have_data(tmp_path):
     lab = Lab(Paths(tmp_path))
     lab._set_layout(2, 3)  # a new lab takes any layout
-    assert lab.state["layout"] == {"zones": 2, "etcd_members": 3}
+    assert lab.state["layout"] == {"zones": 2, "etcd_members": 3, "sites": 0}
     lab._set_layout(None, None)  # no flags: the lab's own
     assert list(lab.zones()) == ["z1", "z2"] and lab.zones()["z1"][1] == "127.0.0.1:2389"
     (tmp_path / "z1-etcd1" / "data").mkdir(parents=True)
