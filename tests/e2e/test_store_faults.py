@@ -54,11 +54,21 @@ def call_watched(
     whose lamp a watcher follows through ks2."""
     caller, callee_creds, watcher_creds = make("caller"), make("callee"), make("watcher")
     callee = phone(phones, callee_creds, "ks1", domain)
-    assert callee.register(300).status == 200
+    registered(callee)
     cat = watcher(phones, watcher_creds, "ks2", domain)
     call = Call(phone(phones, caller, "ks1", domain), callee, callee_creds[0])
     call.uri = f"sip:{callee_creds[0]}@{domain}"
     return call, cat, cat.subscribe(callee_creds[0])
+
+
+def registered(ua: UserAgent, seconds: float = 15.0) -> None:
+    """REGISTER as a phone does after a fault: a 503 is retried at its Retry-After's pace
+    (capped at 1 s): a zone flagged down during an election or a rejoin answers 503 until
+    its lease keeper reaches it again (README "Failure behaviour")."""
+    deadline = time.monotonic() + seconds
+    while (answer := ua.register(300)).status == 503 and time.monotonic() < deadline:
+        time.sleep(min(1.0, float(answer.header("retry-after") or 1)))
+    assert answer.status == 200, answer.first_line
 
 
 def again(call: Call) -> Call:
