@@ -42,12 +42,18 @@ GRPC_OPTIONS = [
 
 def _quiet_closed_watchers(previous: Any = threading.excepthook) -> None:
     """etcd3 0.12 cannot stop its watch thread: after `close()` the thread's next call
-    on the closed channel raises and the thread ends. That end is expected; keep its
-    traceback out of the Kamailio log and let every other thread error through."""
+    on the closed channel raises and the thread ends. gRPC's own thread that follows a
+    channel's connectivity (etcd_failover.Member subscribes to it) ends the same way when
+    the channel is closed under it. Those ends are expected; keep their tracebacks out of
+    the Kamailio log and let every other thread error through."""
 
     def hook(args: threading.ExceptHookArgs) -> None:
         name = args.thread.name if args.thread is not None else ""
         if name.startswith("etcd3_watch_") and "Channel closed" in str(args.exc_value):
+            return
+        if isinstance(args.exc_value, ValueError) and "Cannot monitor channel state: Channel closed" in str(
+            args.exc_value
+        ):
             return
         previous(args)
 
