@@ -6,6 +6,7 @@ what such a read found, a watcher index entry as stored, a registration's lease.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from statestore import codec, keys
@@ -66,12 +67,12 @@ def watcher_entry(key: str, value: bytes) -> WatcherEntry:
         return WatcherEntry(sub_id, "", "", "")  # unreadable: it still counts for the watcher
 
 
-class AccountWrites:
+class AccountWrites(ABC):
     """The directory writes of one account, each a `write_accounts` of one entry (which
     every adapter implements: each entry whole or not at all)."""
 
-    def write_accounts(self, entries: Sequence[AccountEntry]) -> list[DirectoryError]:
-        raise NotImplementedError
+    @abstractmethod
+    def write_accounts(self, entries: Sequence[AccountEntry]) -> list[DirectoryError]: ...
 
     def put_account(self, account: Account) -> None:
         """Create an account or replace its HA1s, keeping the aliases it has (its record
