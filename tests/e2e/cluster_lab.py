@@ -10,13 +10,14 @@ points at this module's lab, so conftest's helpers (blfctl, log_sizes, wait_logg
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,24 +45,24 @@ def _lab_up(var: str | None) -> bool:
     return bool(state.get("instances"))
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
-    shared_var = os.environ.get("BLF_VAR")
-    shared_up = _lab_up(shared_var)
-    saved = {name: os.environ.get(name) for name in ("BLF_VAR", "BLF_ETCD", "BLF_ZONES")}
+@contextlib.contextmanager
+def own_lab(var: Path, up: Sequence[str], env: Mapping[str, str] = {}) -> Iterator[None]:  # noqa: B006 - read only
+    """A lab of a module's own, `blfctl lab up *up` in `var` with `env` set: the session lab
+    (if up) is brought down first and up again afterwards, the environment restored."""
+    shared_up = _lab_up(os.environ.get("BLF_VAR"))
+    names = ("BLF_VAR", "BLF_ETCD", "BLF_ZONES", *env)
+    saved = {name: os.environ.get(name) for name in names}
     if shared_up:
         down = blfctl("lab", "down", check=False)
         assert down.returncode == 0, down.stderr
-    shutil.rmtree(CLUSTER_VAR, ignore_errors=True)
-    os.environ["BLF_VAR"] = str(CLUSTER_VAR)
+    shutil.rmtree(var, ignore_errors=True)
+    os.environ["BLF_VAR"] = str(var)
     os.environ.pop("BLF_ETCD", None)
     os.environ.pop("BLF_ZONES", None)
+    os.environ.update(env)
     try:
-        up = blfctl("lab", "up", "--etcd-members", "3", "--zones", "2", "--instances", "2",
-                    "--lease-ttl", str(CLUSTER_LEASE_TTL), check=False)
-        assert up.returncode == 0, up.stdout + up.stderr
-        blfctl("domain", "add", DOMAIN, "--may-call", ZONE2_DOMAIN)
-        blfctl("domain", "add", ZONE2_DOMAIN, "--zone", "z2", "--may-call", DOMAIN)
+        started = blfctl("lab", "up", *up, check=False)
+        assert started.returncode == 0, started.stdout + started.stderr
         yield
     finally:
         blfctl("lab", "down", check=False)
@@ -71,19 +72,34 @@ def cluster() -> Iterator[None]:
             else:
                 os.environ[name] = value
         if shared_up:
-            up = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)
-            assert up.returncode == 0, up.stdout + up.stderr
+            again = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)
+            assert again.returncode == 0, again.stdout + again.stderr
             blfctl("domain", "add", DOMAIN)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    up = ("--etcd-members", "3", "--zones", "2", "--instances", "2", "--lease-ttl", str(CLUSTER_LEASE_TTL))
+    with own_lab(CLUSTER_VAR, up):
+        blfctl("domain", "add", DOMAIN, "--may-call", ZONE2_DOMAIN)
+        blfctl("domain", "add", ZONE2_DOMAIN, "--zone", "z2", "--may-call", DOMAIN)
+        yield
 
 
 @pytest.fixture
 def creds(cluster: None) -> Iterator[Any]:
+    yield account_maker()
+
+
+def account_maker() -> Callable[[str], tuple[str, str]]:
+    """Makes accounts of DOMAIN in the module's lab: make("alice") -> ("alice-1a2b3c", password)."""
+
     def make(name: str) -> tuple[str, str]:
         user = f"{name}-{uuid.uuid4().hex[:6]}"
         blfctl("account", "add", f"{user}@{DOMAIN}", "--password", f"{user}-pw")
         return user, f"{user}-pw"
 
-    yield make
+    return make
 
 
 def status() -> dict[str, Any]:

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from statestore import lab_sites
 from statestore.domain.packages import DIALOG
 from statestore.lab import sip_options
 from tests.e2e.blf_watch import Subscription, Watcher
+from tests.e2e.cluster_lab import account_maker, own_lab
 from tests.e2e.conftest import DOMAIN, LEASE_TTL, ROOT, blfctl, log_sizes, wait_logged
 from tests.e2e.test_call_legs import Call
 from tests.sipua import Message, UserAgent
@@ -59,52 +58,17 @@ STORE_LOST = r"blf lease: store unavailable \(zone z1\)"
 STORE_BACK = r"blf lease: etcd reachable again \(zone z1\)"
 
 
-def _lab_up(var: str | None) -> bool:
-    if not var or not (Path(var) / "lab.json").exists():
-        return False
-    return bool(json.loads((Path(var) / "lab.json").read_text()).get("instances"))
-
-
 @pytest.fixture(scope="module")
 def sites() -> Iterator[None]:
-    shared_var = os.environ.get("BLF_VAR")
-    shared_up = _lab_up(shared_var)
-    saved = {name: os.environ.get(name) for name in ("BLF_VAR", "BLF_ETCD", "BLF_ZONES", "BLF_RECONCILE_SECONDS")}
-    if shared_up:
-        down = blfctl("lab", "down", check=False)
-        assert down.returncode == 0, down.stderr
-    shutil.rmtree(SITES_VAR, ignore_errors=True)
-    os.environ["BLF_VAR"] = str(SITES_VAR)
-    os.environ["BLF_RECONCILE_SECONDS"] = str(RECONCILE_SECONDS)
-    os.environ.pop("BLF_ETCD", None)
-    os.environ.pop("BLF_ZONES", None)
-    try:
-        up = blfctl("lab", "up", "--sites", "3", "--etcd-members", "3", "--zones", "1",
-                    "--lease-ttl", str(LEASE_TTL), check=False)
-        assert up.returncode == 0, up.stdout + up.stderr
+    up = ("--sites", "3", "--etcd-members", "3", "--zones", "1", "--lease-ttl", str(LEASE_TTL))
+    with own_lab(SITES_VAR, up, {"BLF_RECONCILE_SECONDS": str(RECONCILE_SECONDS)}):
         blfctl("domain", "add", DOMAIN)
         yield
-    finally:
-        blfctl("lab", "down", check=False)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        if shared_up:
-            up = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)
-            assert up.returncode == 0, up.stdout + up.stderr
-            blfctl("domain", "add", DOMAIN)
 
 
 @pytest.fixture
 def creds(sites: None) -> Callable[[str], tuple[str, str]]:
-    def make(name: str) -> tuple[str, str]:
-        user = f"{name}-{uuid.uuid4().hex[:6]}"
-        blfctl("account", "add", f"{user}@{DOMAIN}", "--password", f"{user}-pw")
-        return user, f"{user}-pw"
-
-    return make
+    return account_maker()
 
 
 def status() -> dict[str, Any]:
