@@ -26,11 +26,15 @@ $(STAMP): pyproject.toml Makefile
 run: setup
 	$(VENV)/bin/blfctl run
 
+# Unit tests first, in seconds: a broken rule stops here, before the integration and
+# end-to-end tests (etcd, Kamailio) start.
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+	$(PY) -m pytest -q -p no:cacheprovider tests --ignore tests/unit
 
+# The pure core's tests: no etcd, no Kamailio, no network; seconds.
 unit: setup
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
 integration: setup
 	$(PY) -m pytest -q tests/integration

@@ -1,10 +1,10 @@
 """Test helper: validate dialog-info (RFC 4235), reginfo (RFC 3680) and watcherinfo
 (RFC 3858) bodies against their schemas.
 
-Uses `dialog-info-display-attr.xsd` from the shared schemas directory (the RFC 4235
-§4.4 schema with `display` in place of `display-name`, as in the RFC prose). The
-directory is `$BLF_SCHEMAS_DIR`, else `<repo root>/../shared/schemas`. The catalog
-there maps the schema's remote xml.xsd import to a local copy, so this works offline.
+Uses `dialog-info-display-attr.xsd` (the RFC 4235 §4.4 schema with `display` in place of
+`display-name`, as in the RFC prose) from the project's one schemas directory,
+statestore/schemas (the runtime's too), or `$BLF_SCHEMAS_DIR` when set. The catalog there
+maps the schema's remote xml.xsd import to a local copy, so this works offline.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 
 from lxml import etree
+
+from statestore.domain.pidf import SCHEMAS_DIR
 
 DIALOG_INFO_NS = "urn:ietf:params:xml:ns:dialog-info"
 REGINFO_NS = "urn:ietf:params:xml:ns:reginfo"
@@ -28,8 +30,7 @@ def schemas_dir() -> Path:
     override = os.environ.get("BLF_SCHEMAS_DIR")
     if override:
         return Path(override)
-    repo_root = Path(__file__).resolve().parent.parent
-    return repo_root.parent / "shared" / "schemas"
+    return SCHEMAS_DIR
 
 
 @functools.cache
