@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from statestore import cli_lab, cli_presence, maintenance, member_probe, zone_health
-from statestore.cli_zones import domain_of, store_for, stores, zones_of
-from statestore.domain import digest, directory
+from statestore import cli_accounts, cli_env, cli_errors, cli_lab, cli_presence, maintenance, member_probe, zone_health
+from statestore.cli_errors import Refused
+from statestore.cli_zones import store_for, stores, zones_of
+from statestore.domain import digest, directory, nat
 from statestore.domain.directory import AccountEntry, DirectoryError, NameTaken, UnknownAccount
 from statestore.domain.errors import Contended, StoreUnavailable
 from statestore.domain.lamp import lamp_state
@@ -42,10 +43,6 @@ def new_account(user: str, domain: str, password: str) -> Account:
         user=user, domain=domain, ha1=ha1(user, domain, password),
         ha1_sha256=digest.ha1("SHA-256", user, domain, password),
     )
-
-
-class Refused(Exception):
-    """A command the directory refuses after reading the store (exit code 1)."""
 
 
 def _number_flags_given(args: argparse.Namespace) -> bool:
@@ -123,9 +120,18 @@ def cmd_account_add(args: argparse.Namespace) -> int:
     directory.check_passwords([(f"{user}@{domain}", args.password)])
     store = store_for(args, domain)
     _ensure_domain(store, domain)
+    existed = store.get_account(f"{user}@{domain}") is not None
     store.add_account(new_account(user, domain, args.password), aliases)
-    print(f"account {user}@{domain} added" + (f" with aliases {', '.join(aliases)}" if aliases else ""))
+    print(account_added(f"{user}@{domain}", existed, aliases))
     return 0
+
+
+def account_added(aor: str, existed: bool, aliases: Sequence[str]) -> str:
+    """What `account add` says: a new account is added, an existing one has its password
+    changed (its aliases kept, the ones given added)."""
+    if not existed:
+        return f"account {aor} added" + (f" with aliases {', '.join(aliases)}" if aliases else "")
+    return f"account {aor}: password changed" + (f"; aliases {', '.join(aliases)} added" if aliases else "")
 
 
 def cmd_account_remove(args: argparse.Namespace) -> int:
@@ -142,8 +148,7 @@ def cmd_account_import(args: argparse.Namespace) -> int:
         with open(args.file, encoding="utf-8") as source:
             entries = directory.import_entries(source)
     except OSError as exc:
-        print(f"blfctl: {exc}", file=sys.stderr)
-        return 2
+        raise cli_errors.Malformed(f"{args.file}: {exc.strerror or exc}") from exc
     directory.check_passwords((entry.aor, entry.password) for entry in entries)
     zones = stores(args)
     refused = []
@@ -190,7 +195,8 @@ def show(store: StateStore, aor: str, now: float) -> dict[str, Any]:
         "registrations": [
             {
                 "contact": b.contact, "expires": b.remaining(now), "instance": b.instance,
-                "received": b.received, "nat": b.nat, "sip_instance": b.sip_instance, "reg_id": b.reg_id,
+                "received": b.received, "nat": nat.reached_behind_nat(b.contact, b.received, b.nat),
+                "sip_instance": b.sip_instance, "reg_id": b.reg_id,
             }
             for b in bindings
         ],
@@ -221,21 +227,17 @@ def show(store: StateStore, aor: str, now: float) -> dict[str, Any]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    aor = args.account.lower() if "@" in args.account else args.account
-    user, _, domain = args.account.partition("@")
-    aor = f"{user}@{domain.lower()}"
-    store = store_for(args, domain_of(aor))
-    if store.get_account(aor) is None:
-        print(f"no account {aor}", file=sys.stderr)
-        return 1
+    """USER@DOMAIN, or ALIAS@DOMAIN: the account the alias reaches, said so."""
+    store = store_for(args, directory.aor(args.account)[1])
+    aor, through = cli_accounts.resolve(store, args.account)
     view = show(store, aor, time.time())
     if args.json:
-        print(json.dumps(view, indent=2))
+        print(json.dumps({**view, "alias": through} if through else view, indent=2))
         return 0
-    print(f"{aor}: {view['state']}")
+    print(f"{aor}: {view['state']}" + (f" (through its alias {through})" if through else ""))
     for reg in view["registrations"]:
-        nat = f" behind NAT, reached at {reg['received']}" if reg["nat"] else ""
-        print(f"  registered  {reg['contact']} expires in {reg['expires']}s (via {reg['instance']}){nat}")
+        shown_nat = f" behind NAT, reached at {reg['received']}" if reg["nat"] else ""
+        print(f"  registered  {reg['contact']} expires in {reg['expires']}s (via {reg['instance']}){shown_nat}")
     for leg in view["legs"]:
         print(f"  leg         {leg['instance']} {leg['call_id']} {leg['state']} {leg['direction']} {leg['remote']}")
     for pub in view["publications"]:
@@ -272,7 +274,7 @@ def cmd_store_health(args: argparse.Namespace) -> int:
     answered = sorted((probe for probe in probes[first] if probe.reachable), key=lambda p: p.member_id != leader)
     try:
         if not answered:
-            raise StoreUnavailable(f"no member of zone {first} answers ({', '.join(zones[first])})")
+            raise StoreUnavailable(f"no member of zone {first} answers", ",".join(zones[first]))
         store = EtcdStore(",".join(probe.endpoint for probe in answered), timeout=2.0)
         try:
             report = store_health(store, [_member_status(probe) for probe in answered], report_zones)
@@ -423,7 +425,10 @@ def _print_welcome(status: dict[str, Any]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="blfctl", description="Clustered BLF lab and StateStore tool")
+    parser = argparse.ArgumentParser(
+        prog="blfctl", description="Clustered BLF lab and StateStore tool", epilog=cli_errors.EXIT_CODES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--etcd", help="zone z1's etcd members, host:port[,host:port...] (default: BLF_ZONES, "
                         "else the lab's zones when a lab is up, else BLF_ETCD or 127.0.0.1:2379)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -464,8 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     alias_add.add_argument("account", help="USER@DOMAIN")
     alias_add.add_argument("aliases", nargs="+", metavar="ALIAS")
     alias.add_parser("remove", help="remove an alias").add_argument("alias", help="ALIAS@DOMAIN")
+    cli_accounts.add_parsers(account, alias)
     show_parser = sub.add_parser("show", help="integrated state, legs and subscriptions of an account")
-    show_parser.add_argument("account")
+    show_parser.add_argument("account", help="USER@DOMAIN, or ALIAS@DOMAIN for the account it reaches")
     show_parser.add_argument("--json", action="store_true")
     store = sub.add_parser("store", help="etcd's health and maintenance").add_subparsers(
         dest="subcommand", required=True
@@ -494,11 +500,17 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "account add": cmd_account_add, "account remove": cmd_account_remove, "account import": cmd_account_import,
     "alias add": cmd_alias_add, "alias remove": cmd_alias_remove,
     "store health": cmd_store_health, "store maintain": cmd_store_maintain,
-    **cli_presence.COMMANDS,
+    **cli_presence.COMMANDS, **cli_accounts.COMMANDS,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every error of every command is reported here, one way: `blfctl: <message>` on
+    stderr and the exit code of statestore.cli_errors (listed in `blfctl --help`)."""
+    try:
+        cli_env.load_env_file(os.environ)  # before the parser: its defaults read the environment
+    except cli_env.EnvFileError as exc:
+        return _fail(str(exc), cli_errors.USAGE)
     args = build_parser().parse_args(argv)
     command = f"{args.command} {args.subcommand}" if getattr(args, "subcommand", None) else args.command
     try:
@@ -506,24 +518,20 @@ def main(argv: list[str] | None = None) -> int:
     except DirectoryError as exc:
         # Bad names are refused before anything is written (2); what the store refuses
         # (an alias taken, an unknown account) is 1.
-        print(f"blfctl: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc, NameTaken | UnknownAccount) else 2
-    except Refused as exc:
-        print(f"blfctl: {exc}", file=sys.stderr)
-        return 1
-    except cli_presence.Invalid as exc:
-        print(f"blfctl: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), cli_errors.REFUSED if isinstance(exc, NameTaken | UnknownAccount) else cli_errors.USAGE)
+    except (Refused, LabError) as exc:
+        return _fail(str(exc), cli_errors.REFUSED)
     except Contended as exc:
-        print(f"blfctl: {exc}; try again", file=sys.stderr)
-        return 1
+        return _fail(f"{exc}; try again", cli_errors.REFUSED)
+    except (cli_presence.Invalid, cli_errors.Malformed) as exc:
+        return _fail(str(exc), cli_errors.USAGE)
     except StoreUnavailable as exc:
-        print(f"blfctl: etcd unreachable: {exc}", file=sys.stderr)
-        return 3
-    except LabError as exc:
-        print(f"blfctl: {exc}", file=sys.stderr)
-        return 1
+        return _fail(cli_errors.unreachable_message(exc.endpoint, str(exc)), cli_errors.UNREACHABLE)
 
+
+def _fail(message: str, code: int) -> int:
+    print(f"blfctl: {message}", file=sys.stderr)
+    return code
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,17 +15,13 @@ from statestore.lab import Lab
 def cmd_lab(args: argparse.Namespace) -> int:
     lab = Lab()
     command = args.lab_command
-    if command == "up":
-        lab.up(args.instances, args.lease_ttl, args.zones, args.etcd_members, args.direct_store, args.sites)
-        print(json.dumps(lab.status(), indent=2))
+    if command in ("up", "status"):  # the same table, or the same JSON (--json), from both
+        if command == "up":
+            lab.up(args.instances, args.lease_ttl, args.zones, args.etcd_members, args.direct_store, args.sites)
+        status = lab.status()
+        print(json.dumps(status, indent=2) if args.json else "\n".join(status_lines(status)))
     elif command == "down":
         lab.down()
-    elif command == "status":
-        status = lab.status()
-        if args.json:
-            print(json.dumps(status, indent=2))
-        else:
-            _print_status(status)
     else:
         LAB_ACTIONS[command](lab, args.name)
     return 0
@@ -50,18 +46,21 @@ def _state_word(entry: dict[str, Any]) -> str:
     return "stopped" if entry.get("stopped") else ("up" if entry["alive"] else "down")
 
 
-def _print_status(status: dict[str, Any]) -> None:
+def status_lines(status: dict[str, Any]) -> list[str]:
+    """`lab up` and `lab status` as a table: each etcd member, memcached, each instance, each site."""
     memcached = status["memcached"]
+    lines = []
     for zone, members in status["zones"].items():
         for name, member in members["members"].items():
-            print(f"{name:<10} {member['client']} pid={member['pid']} {_state_word(member)} (etcd, zone {zone})")
-    print(f"memcached  {memcached.get('address')} pid={memcached.get('pid')} {_state_word(memcached)}")
+            lines.append(f"{name:<10} {member['client']} pid={member['pid']} {_state_word(member)} (etcd, zone {zone})")
+    lines.append(f"memcached  {memcached.get('address')} pid={memcached.get('pid')} {_state_word(memcached)}")
     for name, entry in status["instances"].items():
-        print(f"{name:<10} {entry['sip']} pid={entry['pid']} {_state_word(entry)} (store {entry['store']})")
+        lines.append(f"{name:<10} {entry['sip']} pid={entry['pid']} {_state_word(entry)} (store {entry['store']})")
     for name, site in status.get("sites", {}).items():
         cut = " CUT off from the other sites" if site["cut"] else ""
-        print(f"{name:<10} {site['address']} netns {site['namespace']} +{site['delay_ms']} ms to the other sites"
-              f" ({', '.join(site['runs'])}){cut}")
+        lines.append(f"{name:<10} {site['address']} netns {site['namespace']} +{site['delay_ms']} ms to the other "
+                     f"sites ({', '.join(site['runs'])}){cut}")
+    return lines
 
 
 def add_parsers(sub: Any) -> None:
@@ -77,8 +76,9 @@ def add_parsers(sub: Any) -> None:
     up.add_argument("--sites", type=int, help="run sites s1..sN, each in a network namespace of its own with "
                     "ks{I} and member I of every zone, delayed from each other (root; --etcd-members N; "
                     "--instances is then N; addresses in statestore/lab_sites.py)")
+    up.add_argument("--json", action="store_true", help="print the status as JSON (as `lab status --json`)")
     lab.add_parser("down", help="stop everything the lab started")
-    status = lab.add_parser("status", help="what runs where")
+    status = lab.add_parser("status", help="what runs where (the table `lab up` prints)")
     status.add_argument("--json", action="store_true")
     for name, text in LAB_ACTION_HELP.items():
         lab.add_parser(name, help=text).add_argument("name", help="ks1, ks2, ..., z1-etcd1, z1-etcd2, ... (cut/heal: "

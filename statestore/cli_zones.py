@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from statestore.cli_errors import Malformed
 from statestore.domain.errors import StoreUnavailable
 from statestore.etcd_store import EtcdStore
 from statestore.lab import Paths
@@ -20,9 +21,12 @@ STORE_TIMEOUT = 2.0
 
 
 def zones_of(args: argparse.Namespace) -> Zones:
-    if getattr(args, "etcd", None) and not os.environ.get("BLF_ZONES", "").strip():
-        return {"z1": parse_endpoints(args.etcd)}
-    return configured_zones(os.environ, Paths.default().state)
+    try:
+        if getattr(args, "etcd", None) and not os.environ.get("BLF_ZONES", "").strip():
+            return {"z1": parse_endpoints(args.etcd)}
+        return configured_zones(os.environ, Paths.default().state)
+    except ValueError as exc:  # a malformed --etcd, BLF_ZONES or BLF_ETCD
+        raise Malformed(str(exc)) from exc
 
 
 class ZoneStores:

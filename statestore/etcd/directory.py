@@ -7,8 +7,10 @@ that an alias never has two owners and never outlives or escapes its account.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+import etcd3  # type: ignore[import-untyped]
 
 from statestore import codec, keys
 from statestore.domain.directory import (
@@ -21,7 +23,7 @@ from statestore.domain.directory import (
 from statestore.domain.errors import StoreUnavailable
 from statestore.domain.model import Account
 from statestore.domain.policy import DomainRules
-from statestore.etcd.kv import MAX_TXN_OPS, EtcdKv, _key_read
+from statestore.etcd.kv import MAX_TXN_OPS, SNAPSHOT_PAGE, EtcdKv, _key_read
 from statestore.stored import AccountWrites, entry_keys, found
 
 # Optimistic directory writes retried when a concurrent writer changed what they read.
@@ -56,6 +58,31 @@ class EtcdDirectory(EtcdKv, AccountWrites):
         with self._guard():
             value, _ = self.client.get(keys.account(aor))
         return None if value is None else Account.from_dict(codec.decode(value))
+
+    def account_aliases(self, aor: str) -> list[str] | None:
+        """The aliases an account's record lists, None if there is no such account."""
+        with self._guard():
+            value, _ = self.client.get(keys.account(aor))
+        return None if value is None else [str(name) for name in codec.decode(value).get("aliases", [])]
+
+    def accounts_in(self, domain: str | None, page: int = SNAPSHOT_PAGE) -> Iterator[str]:
+        """The AORs of `domain`'s accounts (every account's if None) in key order, read `page` keys (no values) per
+        request at one revision: what is held never grows with the directory. Account keys
+        are not grouped by domain (keys.account), so the other domains' keys of the zone
+        are read and skipped, never kept."""
+        start, end = keys.ACCOUNTS.encode(), etcd3.utils.increment_last_byte(keys.ACCOUNTS.encode())
+        suffix = f"@{domain}".encode() if domain is not None else None
+        revision = 0
+        while True:
+            with self._guard():
+                response = self._range_page(start, end, page, revision, keys_only=True)
+            revision = revision or int(response.header.revision)
+            for kv in response.kvs:
+                if suffix is None or kv.key.endswith(suffix):
+                    yield kv.key[len(keys.ACCOUNTS):].decode()
+            if not response.more or not response.kvs:
+                return
+            start = response.kvs[-1].key + b"\0"
 
     def domain_rules(self, name: str) -> DomainRules | None:
         with self._guard():

@@ -65,9 +65,11 @@ class EtcdKv(EtcdClient):
                     start = response.kvs[-1].key + b"\0"  # the next key after the last one read
         return revision, items
 
-    def _range_page(self, start: bytes, end: bytes, limit: int, revision: int) -> Any:
+    def _range_page(self, start: bytes, end: bytes, limit: int, revision: int, keys_only: bool = False) -> Any:
         # etcd3 0.12 has no paged range; the request is built here (as for _read).
-        request = etcd3.etcdrpc.RangeRequest(key=start, range_end=end, limit=limit, revision=revision)
+        request = etcd3.etcdrpc.RangeRequest(
+            key=start, range_end=end, limit=limit, revision=revision, keys_only=keys_only
+        )
         client = self.client
         return client.kvstub.Range(request, self.timeout, credentials=client.call_credentials, metadata=client.metadata)
 
