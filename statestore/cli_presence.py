@@ -1,8 +1,8 @@
 """blfctl presence|watcher|profile: who may watch a presentity's presence, and how
 watchers' phones want their bodies shaped (statestore.presence_admin does the writes).
 
-Quiet on success (exit 0); exit 2 for what is refused: a malformed or unknown account,
-an unknown profile name, a User-Agent regex that does not compile.
+Quiet on success (exit 0); exit 1 for an unknown account; exit 2 for malformed input: a
+malformed account, an unknown profile name, a User-Agent regex that does not compile.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from statestore import presence_admin
+from statestore.cli_errors import Refused
 from statestore.cli_zones import domain_of, store_for, stores
 from statestore.domain import directory, profiles
 from statestore.domain.authorization import Decision, Policy
@@ -24,7 +25,7 @@ DECISIONS = {"approve": Decision.APPROVED, "deny": Decision.DENIED, "block": Dec
 
 
 class Invalid(Exception):
-    """A request refused, before or after reading the store (exit code 2)."""
+    """Malformed input (exit code 2)."""
 
 
 def _store(args: argparse.Namespace, aor: str) -> EtcdStore:
@@ -46,14 +47,14 @@ def _aor(text: str) -> str:
 def _existing(store: StateStore, text: str) -> str:
     aor = _aor(text)
     if store.get_account(aor) is None:
-        raise Invalid(f"no account {aor}")
+        raise Refused(f"no account {aor}")
     return aor
 
 
 def cmd_presence_policy(args: argparse.Namespace) -> int:
     presentity = _aor(args.account)
     if presence_admin.set_policy(_store(args, presentity), presentity, Policy(args.policy), time.time()) is None:
-        raise Invalid(f"no account {presentity}")
+        raise Refused(f"no account {presentity}")
     return 0
 
 
@@ -61,7 +62,7 @@ def cmd_watcher_decide(args: argparse.Namespace) -> int:
     presentity, watcher = _aor(args.account), _aor(args.watcher)
     decision = DECISIONS[args.subcommand]
     if presence_admin.decide(_store(args, presentity), presentity, watcher, decision, time.time()) is None:
-        raise Invalid(f"no account {presentity}")
+        raise Refused(f"no account {presentity}")
     return 0
 
 
@@ -118,7 +119,7 @@ def cmd_profile_set(args: argparse.Namespace) -> int:
         _every_zone(args, lambda store: store.update_ua_profile_rules(
             lambda rules: profiles.with_rule(rules, pattern, names)))
     elif not _store(args, _aor(account)).set_profile(_aor(account), names):
-        raise Invalid(f"no account {_aor(account)}")
+        raise Refused(f"no account {_aor(account)}")
     return 0
 
 
@@ -131,7 +132,7 @@ def cmd_profile_clear(args: argparse.Namespace) -> int:
         _every_zone(args, lambda store: store.update_ua_profile_rules(
             lambda rules: profiles.without_rule(rules, pattern)))
     elif not _store(args, _aor(account)).set_profile(_aor(account), None):
-        raise Invalid(f"no account {_aor(account)}")
+        raise Refused(f"no account {_aor(account)}")
     return 0
 
 

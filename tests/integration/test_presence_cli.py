@@ -37,7 +37,8 @@ def ok(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
 
 
 def refused(done: subprocess.CompletedProcess[str], message: str) -> None:
-    assert done.returncode == 2, done
+    """Refused with `message`: exit 1 for an unknown account, 2 for malformed input (docs/operations.md)."""
+    assert done.returncode == (1 if message.startswith("no account") else 2), done
     assert done.stderr.startswith("blfctl: ") and message in done.stderr and "Traceback" not in done.stderr
 
 
