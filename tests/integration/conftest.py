@@ -5,6 +5,7 @@ It never uses the lab's ports (etcd 2379-2381): every port is picked by binding 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -106,11 +107,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=STOP_TIMEOUT)
 
 
-@pytest.fixture(scope="session")
-def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not os.access(ETCD_BINARY, os.X_OK):
-        pytest.skip(f"no etcd binary at {ETCD_BINARY}")
-    base = tmp_path_factory.mktemp("etcd")
+@contextlib.contextmanager
+def running_etcd(base: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """An etcd of our own in `base`, on free loopback ports, ready: its endpoint and process
+    (stopped by its PID on exit)."""
     client_port, peer_port, metrics_port = free_ports(3)
     client, peer = f"http://{HOST}:{client_port}", f"http://{HOST}:{peer_port}"
     command = [
@@ -144,11 +144,21 @@ def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytest.fail(f"etcd exited before it was ready ({returncode}):\n{_log_tail(log)}")
         if not _answers(endpoint, ANSWER_TIMEOUT):
             pytest.fail(f"etcd said it was ready but did not answer on {endpoint}:\n{_log_tail(log)}")
-        yield endpoint
+        yield endpoint, process
     finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)  # a test may have stopped it
         _stop(process)
         output.join(timeout=STOP_TIMEOUT)  # etcd gone, its pipe hits EOF
         process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not os.access(ETCD_BINARY, os.X_OK):
+        pytest.skip(f"no etcd binary at {ETCD_BINARY}")
+    with running_etcd(tmp_path_factory.mktemp("etcd")) as (endpoint, _):
+        yield endpoint
 
 
 def wipe(endpoint: str) -> None:
