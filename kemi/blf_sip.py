@@ -95,7 +95,7 @@ def source() -> str:
 
 
 def refused(status: int, reason: str) -> None:
-    """The one line logged for every refused request (README "Security"): its method,
+    """The one line logged for every refused request (docs/security.md): its method,
     source and answer, e.g. `blf: refused SUBSCRIBE from udp:192.0.2.7:5060: 403 Forbidden`."""
     KSR.notice(f"blf: refused {_plain('$rm')} from {source()}: {status} {reason}\n")
 

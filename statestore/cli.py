@@ -392,7 +392,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     done = threading.Event()
-    # The lab's defragmentation schedule (README "Operating the store"): this process, not a
+    # The lab's defragmentation schedule (docs/operations.md "Operating the store"): this process, not a
     # Kamailio one, since a defragmentation blocks its caller for as long as it takes.
     threading.Thread(
         target=maintain_every, args=(zones_of(args), LAB_MAINTAIN_SECONDS, True, done), name="blf-maintain",

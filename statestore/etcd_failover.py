@@ -27,7 +27,7 @@ watch's owner then sees the error and watches again from the revision it had rea
 member this module moved to (kemi/blf_notifier.py).
 
 The alternative, an `etcd grpc-proxy` on every host, was measured against this one
-(README "Failure behaviour"); this is the one in use.
+(docs/operations.md "Failure behaviour"); this is the one in use.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ MEMBER_STRIDE = 10
 MEMBER_COUNTS = (1, 3)
 MAX_ZONES = 9
 MEMBER_NAME = re.compile(r"z([1-9])-etcd([1-9])\Z")
-# etcd keeps its history bounded by itself (README "Operating the store"): every minute it
+# etcd keeps its history bounded by itself (docs/operations.md "Operating the store"): every minute it
 # compacts away what is older than a minute; nothing of ours reads that far back. The quota
 # is explicit: NOSPACE at 1 GiB, far above what compacted traffic leaves (tens of MB).
 # BLF_ETCD_COMPACTION_RETENTION overrides the retention ("0" turns compaction off: only to

@@ -3,7 +3,7 @@
 Kamailio closes a TCP connection that carries nothing for `tcp_connection_lifetime` seconds
 (BLF_TCP_IDLE_SECONDS, 10: kamailio/kamailio.cfg), from its accept on. A phone that
 authenticated on its connection keeps it idle between refreshes and is reached over it
-(README "Phones"), so an authenticated request raises that connection's lifetime to outlast
+(docs/phones.md), so an authenticated request raises that connection's lifetime to outlast
 the longest registration or subscription the phone can be granted: its next refresh arrives
 on it and raises it again. A connection that never authenticates keeps the short lifetime.
 """

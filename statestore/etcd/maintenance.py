@@ -17,7 +17,7 @@ from statestore.maintenance import KINDS, MaintenanceRecord, MemberStatus, statu
 from statestore.maintenance import metric as metric_sample
 
 # A defragmentation blocks its member for as long as it rewrites the file: seconds per
-# hundred MB (README "Operating the store"); its own deadline, not the store's.
+# hundred MB (docs/operations.md "Operating the store"); its own deadline, not the store's.
 DEFRAG_TIMEOUT = 300.0
 
 

@@ -303,7 +303,7 @@ def test_a_tcp_phone_behind_a_restarted_instance_gets_480_not_477(account, phone
 
 
 def test_a_restarted_instance_still_routes_the_dialogs_of_its_previous_run(account, phones):
-    """The README's promise, kept by the boot in the tracking instance's entry: ks1 tracks the
+    """The promise of docs/security.md, kept by the boot in the tracking instance's entry: ks1 tracks the
     call, restarts (its dialog module then knows nothing of it), and still routes the call's
     requests and its BYE (an older boot's route set lives until the dialog timeout)."""
     boris = account("boris")

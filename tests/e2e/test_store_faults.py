@@ -64,7 +64,7 @@ def call_watched(
 def registered(ua: UserAgent, seconds: float = 15.0) -> None:
     """REGISTER as a phone does after a fault: a 503 is retried at its Retry-After's pace
     (capped at 1 s): a zone flagged down during an election or a rejoin answers 503 until
-    its lease keeper reaches it again (README "Failure behaviour")."""
+    its lease keeper reaches it again (docs/operations.md "Failure behaviour")."""
     deadline = time.monotonic() + seconds
     while (answer := ua.register(300)).status == 503 and time.monotonic() < deadline:
         time.sleep(min(1.0, float(answer.header("retry-after") or 1)))
