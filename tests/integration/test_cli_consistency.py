@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from statestore.domain.model import Binding
 from statestore.etcd_store import EtcdStore
 from tests.integration.conftest import ETCD_BINARY, free_ports, running_etcd
 
@@ -126,3 +127,26 @@ def test_a_stopped_etcd_is_reported_in_one_line_in_time(stopped_etcd: str) -> No
     elapsed = time.monotonic() - started
     one_error_line(done, 3, f"etcd unreachable at {stopped_etcd}: connected, but no answer in time")
     assert elapsed < STOPPED_BUDGET_SECONDS, elapsed
+
+
+def test_show_calls_a_tcp_phone_behind_nat_only_for_another_address(directory: str, store: EtcdStore) -> None:
+    """A TCP phone's source port is ephemeral: the registrar's flag (set when Via's port is
+    not the source port) is not what `show` says; the address decides."""
+    now = time.time()
+    bindings = [
+        ("tcp-direct", "sip:alice@203.0.113.5:5060;transport=tcp", "tcp:203.0.113.5:49152"),
+        ("tcp-natted", "sip:alice@192.168.1.20:5060;transport=tcp", "tcp:203.0.113.7:49153"),
+        ("udp-natted", "sip:alice@203.0.113.9:5060", "udp:203.0.113.9:1024"),
+    ]
+    store.apply_bindings([
+        (name, Binding(account=f"alice@{D}", contact=contact, expires_at=now + 600, call_id=name, cseq=1,
+                       instance="ks1", received=received, nat=True), 600)
+        for name, contact, received in bindings
+    ], [], f"alice@{D}")
+    shown = run("--etcd", directory, "show", f"alice@{D}")
+    registered = [line for line in shown.stdout.splitlines() if line.startswith("  registered")]
+    assert {line.split()[1]: "behind NAT" in line for line in registered} == {
+        "sip:alice@203.0.113.5:5060;transport=tcp": False,
+        "sip:alice@192.168.1.20:5060;transport=tcp": True,
+        "sip:alice@203.0.113.9:5060": True,
+    }, shown.stdout
