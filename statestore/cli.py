@@ -369,7 +369,7 @@ def maintain_every(zones: str | Zones, seconds: float, if_needed: bool, stop: th
             try:
                 maintain(store, if_needed)
             except StoreUnavailable as exc:
-                print(f"store maintain: etcd unreachable: {exc}", file=sys.stderr)
+                print(f"store maintain: {cli_errors.unreachable_message(exc.endpoint, str(exc))}", file=sys.stderr)
             finally:
                 store.close()
         sys.stdout.flush()
