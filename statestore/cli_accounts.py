@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from statestore.cli_errors import Refused
@@ -41,11 +42,18 @@ def cmd_account_list(args: argparse.Namespace) -> int:
             raise Refused(f"no domain {domain}")
         sources = [(zones.store(zone), domain)]
     found = (aor for store, domain in sources for aor in store.accounts_in(domain))
-    if args.json:
-        print(json.dumps(list(found)))
+    if not args.json:
+        for aor in found:
+            print(aor)
         return 0
+    # The array is written as the pages are read (what json.dumps of the list would print):
+    # nothing held grows with the directory.
+    separator = ""
+    sys.stdout.write("[")
     for aor in found:
-        print(aor)
+        sys.stdout.write(separator + json.dumps(aor))
+        separator = ", "
+    sys.stdout.write("]\n")
     return 0
 
 

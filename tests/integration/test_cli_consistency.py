@@ -71,7 +71,10 @@ def test_a_name_without_domain_is_a_usage_error(directory: str) -> None:
         one_error_line(run("--etcd", directory, *args), 2, "'alice' is not USER@DOMAIN")
 
 
-def test_account_list_and_aliases(directory: str) -> None:
+def test_account_list_and_aliases(directory: str, store: EtcdStore) -> None:
+    # One key a page: every page is read, other domains' keys skipped.
+    assert list(store.accounts_in(D, page=1)) == [f"alice@{D}", f"bob@{D}"]
+    assert list(store.accounts_in(None, page=2)) == [f"alice@{D}", f"bob@{D}", "carol@other.example"]
     listed = run("--etcd", directory, "account", "list", D)
     assert listed.returncode == 0 and listed.stdout.splitlines() == [f"alice@{D}", f"bob@{D}"], listed
     assert json.loads(run("--etcd", directory, "account", "list", "--json").stdout) == [
