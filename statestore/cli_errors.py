@@ -55,13 +55,21 @@ def describe_unreachable(probes: Sequence[tuple[str, str]], detail: str) -> str:
     "no leader" when a member answered so)."""
     if not probes:
         return f"etcd unreachable: {detail.splitlines()[0] if detail else 'no endpoint'}"
-    no_leader = "no leader" in detail
     reasons = {
         REFUSED_CONNECTION: "connection refused",
         NO_CONNECTION: "connection timed out",
-        CONNECTED: "no leader" if no_leader else "connected, but no answer in time (stopped, overloaded or no leader)",
+        CONNECTED: _answered_reason(detail),
     }
     return "etcd unreachable at " + "; ".join(f"{endpoint}: {reasons[found]}" for endpoint, found in probes)
+
+
+def _answered_reason(detail: str) -> str:
+    """Why a member that accepts connections could not be used, from what etcd said."""
+    if "no leader" in detail:
+        return "no leader"
+    if "database space exceeded" in detail:
+        return "database space exceeded (the NOSPACE alarm: blfctl store maintain)"
+    return "connected, but no answer in time (stopped, overloaded or no leader)"
 
 
 def unreachable_message(endpoint: str, detail: str) -> str:

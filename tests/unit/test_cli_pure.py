@@ -74,6 +74,8 @@ def test_without_blf_env_file_the_default_is_read_only_if_present() -> None:
          "etcd unreachable at 127.0.0.1:1: connection refused"),
         ([("10.9.9.9:2379", cli_errors.NO_CONNECTION)], "", "etcd unreachable at 10.9.9.9:2379: connection timed out"),
         ([("a:1", cli_errors.CONNECTED)], "etcdserver: no leader", "etcd unreachable at a:1: no leader"),
+        ([("a:1", cli_errors.CONNECTED)], "etcdserver: mvcc: database space exceeded",
+         "etcd unreachable at a:1: database space exceeded (the NOSPACE alarm: blfctl store maintain)"),
         ([("a:1", cli_errors.CONNECTED)], "ConnectionTimeoutError",
          "etcd unreachable at a:1: connected, but no answer in time (stopped, overloaded or no leader)"),
         ([("a:1", cli_errors.REFUSED_CONNECTION), ("b:2", cli_errors.NO_CONNECTION)], "",
