@@ -24,7 +24,8 @@ environment: BLF_ENV_FILE names a file of KEY=VALUE lines (default /etc/blf/blf.
 exists) read for BLF_ZONES, BLF_ETCD, ...; variables already set win over the file."""
 
 PROBE_SECONDS = 1.0
-# What an endpoint's TCP probe found (probe_endpoint).
+# What an endpoint's TCP probe found (probe_endpoint); any other finding is the OS's reason
+# (e.g. "Network is unreachable", "Name or service not known").
 REFUSED_CONNECTION, NO_CONNECTION, CONNECTED = "refused", "timed out", "connected"
 
 
@@ -45,8 +46,12 @@ def probe_endpoint(endpoint: str, timeout: float = PROBE_SECONDS) -> str:
             return CONNECTED
     except ConnectionRefusedError:
         return REFUSED_CONNECTION
-    except (TimeoutError, OSError, ValueError):
+    except TimeoutError:
         return NO_CONNECTION
+    except OSError as exc:  # no route, a name that does not resolve
+        return exc.strerror or str(exc)
+    except ValueError:
+        return "not HOST:PORT"
 
 
 def describe_unreachable(probes: Sequence[tuple[str, str]], detail: str) -> str:
@@ -60,7 +65,7 @@ def describe_unreachable(probes: Sequence[tuple[str, str]], detail: str) -> str:
         NO_CONNECTION: "connection timed out",
         CONNECTED: _answered_reason(detail),
     }
-    return "etcd unreachable at " + "; ".join(f"{endpoint}: {reasons[found]}" for endpoint, found in probes)
+    return "etcd unreachable at " + "; ".join(f"{endpoint}: {reasons.get(found, found)}" for endpoint, found in probes)
 
 
 def _answered_reason(detail: str) -> str:

@@ -80,6 +80,8 @@ def test_without_blf_env_file_the_default_is_read_only_if_present() -> None:
          "etcd unreachable at a:1: connected, but no answer in time (stopped, overloaded or no leader)"),
         ([("a:1", cli_errors.REFUSED_CONNECTION), ("b:2", cli_errors.NO_CONNECTION)], "",
          "etcd unreachable at a:1: connection refused; b:2: connection timed out"),
+        ([("192.0.2.1:2379", "Network is unreachable")], "",
+         "etcd unreachable at 192.0.2.1:2379: Network is unreachable"),
         ([], "no member of zone z1 answers\nmore", "etcd unreachable: no member of zone z1 answers"),
     ],
 )
