@@ -16,8 +16,8 @@ from __future__ import annotations
 from statestore.etcd.bindings import EtcdBindings
 from statestore.etcd.client import GRPC_OPTIONS, NOSPACE_ERROR, UNAVAILABLE_CODES, compacted, unavailability
 from statestore.etcd.directory import DIRECTORY_ATTEMPTS, EtcdDirectory
-from statestore.etcd.kv import MAX_TXN_OPS, SNAPSHOT_PAGE
 from statestore.etcd.inspection import EtcdInspection
+from statestore.etcd.kv import MAX_TXN_OPS, SNAPSHOT_PAGE
 from statestore.etcd.leases import EtcdLeases
 from statestore.etcd.legs import CALLS_PER_REQUEST, EtcdLegs
 from statestore.etcd.maintenance import DEFRAG_TIMEOUT, EtcdMaintenance
