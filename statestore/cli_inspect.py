@@ -213,8 +213,9 @@ def cmd_reset(args: argparse.Namespace) -> int:
     store.request_reset(aor, RESET_TTL)
     verdict = why.explain(facts_of_watchers(store, aor, subscriptions))
     by = Counter(watcher.responsible or "no live instance" for watcher in verdict.watchers)
-    print(f"reset {aor}: {len(subscriptions)} watcher{'s' if len(subscriptions) > 1 else ''} get the full state "
-          f"again, sent by " + ", ".join(f"{name} ({count})" for name, count in sorted(by.items())))
+    count = len(subscriptions)
+    print(f"reset {aor}: the full state goes again to {count} watcher{'s' if count > 1 else ''}, sent by "
+          + ", ".join(f"{name} ({number})" for name, number in sorted(by.items())))
     return 0
 
 
