@@ -237,5 +237,6 @@ def health(store: StateStore) -> None:
 
 
 CHECKS: list[Callable[[StateStore], None]] = [
-    directory, account_removal, leases, legs, bindings, subscriptions, publications, presence_admin, watching, inspection, health,
+    directory, account_removal, leases, legs, bindings, subscriptions, publications, presence_admin, watching,
+    inspection, health,
 ]

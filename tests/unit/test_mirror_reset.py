@@ -27,7 +27,8 @@ def test_a_reset_makes_the_accounts_subscriptions_due_with_the_same_state() -> N
 
     assert mirror.apply(keys.reset(ALICE), RESET, 8, NOW) == {ALICE}
     (due,) = mirror.due("node-a", set(), NOW)
-    assert (due.subscription, due.state, due.digest) == (SUB, bodies.presentity_state([LEG], [], now=NOW), digest_of(LEG))
+    state = bodies.presentity_state([LEG], [], now=NOW)
+    assert (due.subscription, due.state, due.digest) == (SUB, state, digest_of(LEG))
 
 
 def test_the_reset_notify_is_numbered_after_the_last_one() -> None:
