@@ -135,7 +135,7 @@ class Page:
     cursor: str | None  # the last key read: the next page starts after it (None: no more)
 
 
-def _read(store: StateStore, kind: str, prefix: str, after: str, limit: int) -> tuple[list[KeyValue], str | None]:
+def _read(store: StateStore, prefix: str, after: str, limit: int) -> tuple[list[KeyValue], str | None]:
     items, more = store.page(prefix, after, limit)
     return items, items[-1].key if more and items else None
 
@@ -144,9 +144,9 @@ def page_of_account(store: StateStore, kind: str, aor: str, after: str, limit: i
     """A page of one account's records: its prefix (legs, regs), or for subs a page of the
     presentity's index (keys.WATCHED) and then each subscription it names."""
     if kind != "subs":
-        items, cursor = _read(store, kind, keys.legs_of(aor) if kind == "legs" else keys.regs_of(aor), after, limit)
+        items, cursor = _read(store, keys.legs_of(aor) if kind == "legs" else keys.regs_of(aor), after, limit)
         return Page([_decoded(kind, item) for item in items], cursor)
-    index, cursor = _read(store, kind, keys.subs_of_presentity(aor), after, limit)
+    index, cursor = _read(store, keys.subs_of_presentity(aor), after, limit)
     reads = [(entry.key, store.get_subscription(entry.key.rpartition("/")[2])) for entry in index]
     return Page([{**read[0].to_dict(), "key": key} for key, read in reads if read is not None], cursor)
 
@@ -162,12 +162,12 @@ def page_of_instance(store: StateStore, kind: str, name: str, after: str, limit:
         rows = [_decoded(kind, item) for key in held[:limit] for item in store.page(key, "", 1)[0]]
         return Page(rows, held[limit - 1] if len(held) > limit else None)
     prefix, field = (keys.REGS, "instance") if kind == "regs" else (keys.SUBS, "owner")
-    items, cursor = _read(store, kind, prefix, after, limit)
+    items, cursor = _read(store, prefix, after, limit)
     return Page([row for row in (_decoded(kind, item) for item in items) if row[field] == name], cursor)
 
 
 def page_of_all(store: StateStore, kind: str, after: str, limit: int) -> Page:
-    items, cursor = _read(store, kind, {"legs": keys.LEGS, "regs": keys.REGS, "subs": keys.SUBS}[kind], after, limit)
+    items, cursor = _read(store, {"legs": keys.LEGS, "regs": keys.REGS, "subs": keys.SUBS}[kind], after, limit)
     return Page([_decoded(kind, item) for item in items], cursor)
 
 
