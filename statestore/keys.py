@@ -14,6 +14,8 @@
     /blf/watchers/<watcher>/<sub_id>            index: a subscription of that watcher
     /blf/watched/<presentity>/<sub_id>          index: a subscription to that presentity
     /blf/epoch                                  ownership epoch counter of the notifiers
+    /blf/reset/<account>                        `blfctl reset`: its watchers get the full state
+                                                again (a put the notifiers watch, short lease)
     /blf/maintenance                            last compaction and defragmentation by
                                                 `blfctl store maintain` (statestore.maintenance)
 
@@ -39,6 +41,7 @@ PROFILES = ROOT + "profiles/"
 UA_PROFILES = ROOT + "uaprofiles"
 WATCHERS = ROOT + "watchers/"
 WATCHED = ROOT + "watched/"
+RESET = ROOT + "reset/"
 # Bumped by compare-and-swap when a notifier starts or takes subscriptions over; NOTIFY
 # CSeqs are numbered from it (statestore.domain.subscription.notify_numbers).
 EPOCH = ROOT + "epoch"
@@ -102,6 +105,10 @@ def sub(sub_id: str) -> str:
     return SUBS + sub_id
 
 
+def reset(aor: str) -> str:
+    return RESET + aor
+
+
 def subs_of_watcher(watcher: str) -> str:
     return f"{WATCHERS}{watcher}/"
 
@@ -141,6 +148,6 @@ def parse(key: str) -> ParsedKey | None:
     if kind in ("watchers", "watched"):
         aor, _, sub_id = rest.rpartition("/")  # the sub id is one segment; the aor is the rest
         return ParsedKey(kind, sub_id, aor)
-    if kind in ("domains", "accounts", "instances", "subs", "authz", "profiles"):
+    if kind in ("domains", "accounts", "instances", "subs", "authz", "profiles", "reset"):
         return ParsedKey(kind, rest)
     return None

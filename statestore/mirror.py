@@ -26,11 +26,13 @@ from statestore.domain.model import Binding, Leg, Publication, Subscription
 from statestore.domain.packages import PACKAGES
 from statestore.domain.subscription import (
     EPOCH_STRIDE,
+    LEGACY_PACKAGES,
     is_expired,
     notify_numbers,
     responsible_for,
     responsible_instance,
     retry_delay,
+    serving,
 )
 
 T = TypeVar("T")
@@ -133,7 +135,7 @@ class Mirror:
         some event package's bodies are made of (packages.inputs_read), never the index
         or accounts."""
         kinds = [kind.prefix for name, kind in records.STATE_KINDS.items() if packages.inputs_read(name)]
-        return (keys.INSTANCES, keys.SUBS, *kinds)
+        return (keys.INSTANCES, keys.SUBS, *kinds, records.RESET.prefix)
 
     def load(self, items: Iterable[tuple[str, bytes, int]]) -> None:
         """Replace the copy of the store with a snapshot; what was sent stays known (so
@@ -142,7 +144,8 @@ class Mirror:
         before = self.instances
         self.__init__()  # type: ignore[misc]
         for key, value, revision in items:
-            self.apply(key, value, revision)
+            if not key.startswith(records.RESET.prefix):  # every presentity is looked at anyway
+                self.apply(key, value, revision)
         self.epoch, sent, forced, retries, bump_wanted = memory
         self.bump_wanted = bump_wanted or bool(before - self.instances)  # one went away unseen
         self.sent = {sub_id: entry for sub_id, entry in sent.items() if sub_id in self.subs}
@@ -174,6 +177,8 @@ class Mirror:
             return self._dirty_by(parsed.account, kind.name)
         if parsed.kind == "subs":
             return self._apply_sub(parsed.name, value, revision, now)
+        if parsed.kind == records.RESET.name:
+            return set() if value is None else self._reset(parsed.name)
         if parsed.kind == "instances":
             if value is not None:
                 self.serves[parsed.name] = _packages_served(value)
@@ -257,6 +262,18 @@ class Mirror:
             return set()
         self._unindex(old[0])
         return {old[0].presentity}
+
+    def _reset(self, presentity: str) -> set[str]:
+        """`blfctl reset`: every subscription to `presentity` is due whatever its state, with
+        a full document (what its last NOTIFY showed is forgotten, for partial packages);
+        numbered on from its last NOTIFY as any other. Only the responsible sends (due)."""
+        ids = self.by_presentity.get(presentity, set())
+        self.forced |= ids
+        for sub_id in ids:
+            sent = self.sent.get(sub_id)
+            if sent is not None:
+                self.sent[sub_id] = replace(sent, shown=None)
+        return {presentity} if ids else set()
 
     def _apply_instance(self, name: str, alive: bool) -> set[str]:
         """Responsibility moves only for that instance's subscriptions and for orphans
@@ -398,9 +415,7 @@ class Mirror:
         return self._after_first_notifies(found, now, first_sent)
 
     def _serving(self, event: str, live: list[str]) -> list[str]:
-        """The live instances that serve `event`: only they may be made responsible for
-        its subscriptions (an instance of an older version in a rolling upgrade does not)."""
-        return [name for name in live if event in self.serves.get(name, LEGACY_PACKAGES)]
+        return serving(event, self.serves, live)
 
     def _throttle(self, subscription: Subscription, sent: Sent | None, now: float) -> bool:
         """Whether the subscription's NOTIFY waits for its package's min_interval (RFC 3856
@@ -478,11 +493,6 @@ class Mirror:
             if responsible_instance(current[0], self._serving(current[0].event, live)) == me:
                 expired.append(sub_id)
         return expired
-
-
-# What an instance that announces no packages serves: the versions before packages were
-# announced served BLF only.
-LEGACY_PACKAGES = frozenset({"dialog"})
 
 
 def _packages_served(value: bytes) -> frozenset[str]:

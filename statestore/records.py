@@ -70,9 +70,16 @@ PROFILES = RecordKind(
     orphan="its account is gone",
     per_account=False,
 )
+RESET = RecordKind(
+    "reset", keys.RESET, _raw,
+    lifetime="a short lease (`blfctl reset`): the put is what the notifiers act on",
+    on_account_removed=AccountRemoved.DELETED,
+    orphan="its lease should have taken it",
+    per_account=False,
+)
 
 # Records a presentity's state is made of, by the name event packages list as inputs.
 STATE_KINDS: dict[str, RecordKind] = {kind.name: kind for kind in (LEGS, REGS, PUBS)}
-KINDS: dict[str, RecordKind] = {kind.name: kind for kind in (LEGS, REGS, PUBS, SUBS, AUTHZ, PROFILES)}
+KINDS: dict[str, RecordKind] = {kind.name: kind for kind in (LEGS, REGS, PUBS, SUBS, AUTHZ, PROFILES, RESET)}
 # What removing an account does to each kind (statestore.domain.removal.plan_removal).
 ACCOUNT_REMOVAL: dict[str, AccountRemoved] = {name: kind.on_account_removed for name, kind in KINDS.items()}

@@ -4,7 +4,7 @@ One store is one zone's: an instance serving several zones holds one per zone, w
 "store down" flag and its lease (kemi/blf_context.py `StoreHandle`), and nothing here
 spans two zones (no transaction, no read). The seam is split by record kind (`Directory`,
 `Leases`, `Legs`, `Bindings`, `Subscriptions`, `Publications`, `PresenceAdmin`,
-`Watching`, `Health`); `StateStore` is all of them. Two implementations fill it, both
+`Watching`, `Inspection`, `Health`); `StateStore` is all of them. Two implementations fill it, both
 checked by mypy at the bottom of this module: `statestore.etcd.EtcdStore` and
 `statestore.memory.MemoryStore` (the one every unit test uses).
 
@@ -202,6 +202,26 @@ class Watching(Protocol):
     def cancel_watch(self, watch_id: int) -> None: ...
 
 
+@dataclass(frozen=True)
+class LeaseInfo:
+    """An instance's lease as etcd holds it now: its id, the TTL it was granted and the
+    seconds left before it lapses (and takes that instance's legs with it)."""
+
+    lease_id: int
+    granted_ttl: int
+    remaining: int
+
+
+class Inspection(Protocol):
+    """What `blfctl why|subs|legs|regs|reset` read and write (statestore.cli_inspect): a
+    page of keys under a prefix, an instance's lease, and the reset request the notifiers
+    watch (keys.RESET)."""
+
+    def page(self, prefix: str, after: str = "", limit: int = 50) -> tuple[list[KeyValue], bool]: ...
+    def instance_lease(self, name: str) -> LeaseInfo | None: ...
+    def request_reset(self, aor: str, ttl: int) -> None: ...
+
+
 class Health(Protocol):
     """The store's own health (issue 8): the lease keeper logs a raised alarm (NOSPACE:
     every write fails until `blfctl store maintain`)."""
@@ -210,7 +230,8 @@ class Health(Protocol):
 
 
 class StateStore(
-    Directory, Leases, Legs, Bindings, Subscriptions, Publications, PresenceAdmin, Watching, Health, Protocol
+    Directory, Leases, Legs, Bindings, Subscriptions, Publications, PresenceAdmin, Watching, Inspection, Health,
+    Protocol,
 ):
     """Every operation an instance, the notifier and blfctl use of one zone's store. Writes
     that guard against a concurrent writer return a falsy value (False, None) when they

@@ -208,10 +208,35 @@ def watching(store: StateStore) -> None:
     assert {event.revision for event in events} == {item.mod_revision for item in items}
 
 
+def inspection(store: StateStore) -> None:
+    """blfctl's reads: a page of a prefix after a key, an instance's lease, a reset request."""
+    lease = store.grant_lease(60)
+    for contact in ("sip:bob@192.0.2.2", "sip:bob@192.0.2.3", "sip:bob@192.0.2.4"):
+        assert store.apply_bindings([(contact[-1], binding(contact=contact), 60)], [], BOB)
+    first, more = store.page(keys.regs_of(BOB), "", 2)
+    assert [item.key for item in first] == [keys.reg(BOB, "2"), keys.reg(BOB, "3")] and more
+    rest, more = store.page(keys.regs_of(BOB), first[-1].key, 2)
+    assert [item.key for item in rest] == [keys.reg(BOB, "4")] and not more
+    assert store.page(keys.regs_of(ALICE)) == ([], False)
+    assert store.instance_lease("ks1") is None
+    store.announce_instance("ks1", {"sip": "192.0.2.1:5060"}, lease)
+    found = store.instance_lease("ks1")
+    assert found is not None and (found.lease_id, found.granted_ttl) == (lease, 60) and 55 <= found.remaining <= 60
+    store.revoke_lease(lease)
+    assert store.instance_lease("ks1") is None
+    events: queue.Queue[list[WatchEvent] | Exception] = queue.Queue()
+    revision, _ = store.snapshot(keys.RESET)
+    store.watch_prefixes(revision + 1, events.put, [keys.RESET])
+    store.request_reset(ALICE, 5)
+    seen = events.get(timeout=5)
+    assert not isinstance(seen, Exception) and [event.key for event in seen] == [keys.reset(ALICE)]
+
+
 def health(store: StateStore) -> None:
     assert store.alarms() == []
 
 
 CHECKS: list[Callable[[StateStore], None]] = [
-    directory, account_removal, leases, legs, bindings, subscriptions, publications, presence_admin, watching, health,
+    directory, account_removal, leases, legs, bindings, subscriptions, publications, presence_admin, watching,
+    inspection, health,
 ]

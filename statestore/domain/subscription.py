@@ -7,7 +7,7 @@ Everything here decides; nothing sends. The Kamailio adapter reads the request i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from statestore.domain import lifecycle
@@ -283,6 +283,18 @@ def responsible_for(name: str, live_instances: Sequence[str]) -> str | None:
     if not live_instances:
         return None
     return max(live_instances, key=lambda instance: hashlib.sha1(f"{name}/{instance}".encode()).hexdigest())
+
+
+# What an instance that announces no packages serves: the versions before packages were
+# announced served BLF only.
+LEGACY_PACKAGES = frozenset({"dialog"})
+
+
+def serving(event: str, serves: Mapping[str, frozenset[str]], live: Sequence[str]) -> list[str]:
+    """The live instances that serve `event` (`serves`: the packages each announced): only
+    they may be made responsible for its subscriptions (an instance of an older version in
+    a rolling upgrade does not)."""
+    return [name for name in live if event in serves.get(name, LEGACY_PACKAGES)]
 
 
 def responsible_instance(subscription: Subscription, live_instances: Sequence[str]) -> str | None:

@@ -1,7 +1,7 @@
 """The StateStore on etcd: the only package that imports the etcd client.
 
 One module per record kind (directory, removal, leases, legs, bindings, subscriptions,
-publications, presence, watching, maintenance), each a part of `EtcdStore` built on
+publications, presence, watching, inspection, maintenance), each a part of `EtcdStore` built on
 `kv.EtcdKv` (the reads every kind makes) and `client.EtcdClient` (the connection, each
 request's deadline and the error guard).
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 from statestore.etcd.bindings import EtcdBindings
 from statestore.etcd.client import GRPC_OPTIONS, NOSPACE_ERROR, UNAVAILABLE_CODES, compacted, unavailability
 from statestore.etcd.directory import DIRECTORY_ATTEMPTS, EtcdDirectory
+from statestore.etcd.inspection import EtcdInspection
 from statestore.etcd.kv import MAX_TXN_OPS, SNAPSHOT_PAGE
 from statestore.etcd.leases import EtcdLeases
 from statestore.etcd.legs import CALLS_PER_REQUEST, EtcdLegs
@@ -45,6 +46,7 @@ class EtcdStore(
     EtcdPublications,
     EtcdPresenceAdmin,
     EtcdWatching,
+    EtcdInspection,
     EtcdMaintenance,
 ):
     """StateStore adapter of one zone's etcd. The gRPC channel is created on first use, in

@@ -10,7 +10,7 @@ from statestore import codec, keys
 from statestore.domain.legbook import WriteOutcome
 from statestore.domain.model import Binding, Leg, Publication, Subscription, WatcherEntry
 from statestore.memory.directory import MemoryDirectory, _decoded
-from statestore.store import Census, StoredBindings, SubscribeRead
+from statestore.store import Census, KeyValue, LeaseInfo, StoredBindings, SubscribeRead
 from statestore.stored import REGISTRATION_GRACE_SECONDS, census_entries
 
 
@@ -42,6 +42,22 @@ class MemoryState(MemoryDirectory):
 
     def instances(self) -> dict[str, dict[str, Any]]:
         return {key[len(keys.INSTANCES):]: codec.decode(held.value) for key, held in self.under(keys.INSTANCES)}
+
+    # --- inspection (blfctl) -----------------------------------------------------------------
+
+    def page(self, prefix: str, after: str = "", limit: int = 50) -> tuple[list[KeyValue], bool]:
+        found = [KeyValue(key, held.value, held.mod_revision) for key, held in self.under(prefix) if key > after]
+        return found[:limit], len(found) > limit
+
+    def instance_lease(self, name: str) -> LeaseInfo | None:
+        held = self.get(keys.instance(name))
+        if held is None or held.lease not in self.leases:
+            return None
+        ttl = self.leases[held.lease].ttl
+        return LeaseInfo(held.lease, ttl, ttl)  # memory leases do not count down
+
+    def request_reset(self, aor: str, ttl: int) -> None:
+        self.commit({keys.reset(aor): (codec.encode({"at": 0}), self.grant(ttl))}, ())
 
     # --- call legs --------------------------------------------------------------------------
 

@@ -96,8 +96,9 @@ def test_pages_after_the_first_are_read_at_its_revision(store: EtcdStore) -> Non
 
 def test_the_snapshot_and_watch_scope_leave_out_the_index_and_accounts() -> None:
     """What event package bodies are made of (legs, registrations, publications), the
-    subscriptions and the instances: never the index, the directory or authorizations."""
-    assert set(Mirror.prefixes()) == {keys.INSTANCES, keys.SUBS, keys.LEGS, keys.REGS, keys.PUBS}
+    subscriptions, the instances and `blfctl reset`'s requests: never the index, the
+    directory or authorizations."""
+    assert set(Mirror.prefixes()) == {keys.INSTANCES, keys.SUBS, keys.LEGS, keys.REGS, keys.PUBS, keys.RESET}
 
 
 def test_a_watch_from_a_compacted_revision_fails_so_the_notifier_reads_again(store: EtcdStore) -> None:

@@ -18,7 +18,7 @@ NOW = 1_700_000_000.0
 def test_every_kind_but_subscriptions_is_deleted_with_the_account() -> None:
     plan = plan_removal(["101", "alice.smith"], [], [], records.ACCOUNT_REMOVAL, NOW)
     assert plan.aliases == ("101", "alice.smith")
-    assert set(plan.deleted_kinds) == {"legs", "regs", "pubs", "authz", "profiles"}
+    assert set(plan.deleted_kinds) == {"legs", "regs", "pubs", "authz", "profiles", "reset"}
     assert (plan.watching, plan.ended, plan.dangling) == ((), (), ())
 
 
