@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from tests.e2e.conftest import DOMAIN, phone
+from tests.e2e.conftest import DOMAIN, KS, phone
 from tests.e2e.tenants import add_account, add_domain, tenant_phone
 from tests.sipua import UserAgent
 
@@ -69,3 +69,14 @@ def test_message_to_an_unknown_or_unregistered_account(account, phones):
     assert unknown.status == 404, unknown.first_line
     offline = sender.request("MESSAGE", f"sip:{boris[0]}@{DOMAIN}", TEXT_PLAIN, body=_body())
     assert offline.status == 480, offline.first_line
+
+
+def test_message_reaches_a_tcp_phone_through_the_instance_holding_its_connection(account, phones):
+    alice, boris = account("alice"), account("boris")
+    receiver = UserAgent(boris[0], DOMAIN, boris[1], KS["ks2"], transport="tcp")
+    phones.append(receiver)
+    assert receiver.register().status == 200
+    body = _body()
+    response = phone(phones, alice, "ks1").request("MESSAGE", f"sip:{boris[0]}@{DOMAIN}", TEXT_PLAIN, body=body)
+    assert response.status == 200, response.first_line
+    assert receiver.wait_request("MESSAGE", timeout=5).body == body
