@@ -17,6 +17,7 @@ blfctl run in vm3 with vm3's environment file shows the call.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -40,8 +41,12 @@ from tests.e2e.tenants import hang_up, invite
 from tests.sipua import UserAgent
 
 SCRIPT = ROOT / "etc" / "provision" / "provision.sh"
-VMS_VAR = Path(os.environ.get("BLF_TEST_PROVISION_VAR", str(ROOT / "var" / "test-provision")))
-PREFIX = os.environ.get("BLF_TEST_PROVISION_PREFIX", "blfvm")
+# Per clone (two clones may run this at once): the VMs' roots under /tmp, which the units'
+# users (kamailio, etcd) can traverse whatever the clone's parent directories allow, and
+# namespace names (global to the machine) of their own.
+_CLONE = hashlib.sha1(str(ROOT).encode()).hexdigest()[:6]
+VMS_VAR = Path(os.environ.get("BLF_TEST_PROVISION_VAR", f"/tmp/blf-test-provision-{_CLONE}"))
+PREFIX = os.environ.get("BLF_TEST_PROVISION_PREFIX", f"vm{_CLONE}")
 SECRET = "provision-test-secret"
 SIP_PORT = 5060
 DOMAIN = "example.com"
@@ -93,7 +98,8 @@ def provision(sites: list[Site]) -> list[Vm]:
     for site in sites:
         root = VMS_VAR / f"vm{site.index}"
         root.mkdir(parents=True)
-        root.chmod(0o755)  # the units' users (kamailio, etcd) must reach the VM's files
+        for directory in (VMS_VAR, root):
+            directory.chmod(0o755)  # the units' users (kamailio, etcd) must reach the VM's files
         args = [str(SCRIPT), "--no-systemctl", "--instance", f"ks{site.index}", "--ip", site.address,
                 "--members", members, "--secret", SECRET, "--sip-port", str(SIP_PORT)]
         runs.append((site, root, subprocess.Popen(
