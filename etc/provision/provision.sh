@@ -97,7 +97,7 @@ install_project() {
     mkdir -p "$dest"
     # Everything of the previous install but its venv goes; then the source tree is copied.
     find "$dest" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
-    tar -C "$SRC" --exclude=./.venv --exclude=./var --exclude=./.git --exclude='*.egg-info' \
+    tar -C "$SRC" --exclude=./.venv --exclude=./var --exclude=./.git --exclude=./.vagrant --exclude='*.egg-info' \
         --exclude='__pycache__' -cf - . | tar -C "$dest" -xf -
     [ -x "$dest/.venv/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$dest/.venv"
     # No download: the project depends only on Debian's packages (pyproject.toml).
