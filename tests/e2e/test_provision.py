@@ -172,6 +172,25 @@ def test_provisioning_script_passes_shellcheck():
     assert checked.returncode == 0, checked.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--instance", "ks1", "--ip", "198.18.77.1", "--members", "198.18.77.1"], "are required"),
+        (["--instance", "ks1", "--ip", "198.18.77.9", "--members", "198.18.77.1,198.18.77.2,198.18.77.3",
+          "--secret", "s"], "is not in --members"),
+        (["--instance", "ks 1", "--ip", "198.18.77.1", "--members", "198.18.77.1", "--secret", "s"], "--instance"),
+        (["--bogus"], "unknown argument --bogus"),
+    ],
+)
+def test_provisioning_refuses_bad_arguments_with_exit_code_2_and_writes_nothing(tmp_path, args, said):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the script refuses to run otherwise")
+    done = subprocess.run([str(SCRIPT), "--no-systemctl", *args], env={**os.environ, "PROVISION_ROOT": str(tmp_path)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and said in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_vagrantfile_is_valid_ruby():
     if shutil.which("ruby") is None:
         pytest.skip("ruby is not installed: the Vagrantfile's syntax was not checked")
