@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 APT_PACKAGES := kamailio kamailio-python3-modules etcd-server etcd-client memcached sip-tester nftables \
 	python3-venv python3-etcd3 python3-lxml python3-pymemcache baresip-core \
-	kamailio-presence-modules python3-matplotlib
+	kamailio-presence-modules python3-matplotlib shellcheck
 
 .PHONY: setup run test unit integration e2e lint bench bench-quick soak clean
 

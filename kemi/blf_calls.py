@@ -1,4 +1,4 @@
-"""INVITE routing and first-party call tracking (issue 2, "Calls").
+"""INVITE (and MESSAGE) routing and first-party call tracking (issue 2, "Calls").
 
 Routing never depends on the store being up: contacts and credentials fall back to the
 cache, and the call's legs are not written here at all. Each change of a call (INVITE,
@@ -43,14 +43,18 @@ LEG_QUEUE = "blf_legs"
 SEND_FAILED = 477
 
 
-def handle_initial_invite(ctx: Context) -> None:
+def _branches_to_callee(ctx: Context, trying: bool) -> tuple[str, str] | None:
+    """Authenticate the caller, check it may reach the callee, and set one branch per
+    reachable contact of the callee: (caller, callee), or None when challenged (or a
+    retransmission). The same rules for an INVITE and a MESSAGE."""
     require_served_target(ctx)
     caller = authenticate(ctx, realm_for(ctx, realm_candidates()), store_required=False)
     if caller is None:
-        return  # challenged, or a retransmission its transaction answers
-    # The transaction exists from here (blf_auth.authenticate; t_relay reuses it): a 100
-    # now stops the phone's retransmissions whatever the store does next (RFC 3261 §17.2.1).
-    KSR.tm.t_reply(100, "Trying")
+        return None  # challenged, or a retransmission its transaction answers
+    if trying:
+        # The transaction exists from here (blf_auth.authenticate; t_relay reuses it): a 100
+        # now stops the phone's retransmissions whatever the store does next (RFC 3261 §17.2.1).
+        KSR.tm.t_reply(100, "Trying")
     found = request_identities(ctx, caller)
     check_reach(found, directory(ctx))  # 404 domain, 403 could not call, 404 user: as for SUBSCRIBE
     callee = str(found.callee)
@@ -58,6 +62,22 @@ def handle_initial_invite(ctx: Context) -> None:
     branches = plan_branches(ctx, [(b.contact, b.received, b.instance, b.nat, b.registered_at) for b in targets])
     if not branches:
         raise SipError(480, "Temporarily Unavailable")
+    return caller, callee
+
+
+def handle_message(ctx: Context) -> None:
+    """MESSAGE (RFC 3428) between accounts: who may send it to whom is decided exactly as for
+    an INVITE; relayed statefully to every contact of the callee (the first 2xx wins), with
+    no dialog and no call legs: a MESSAGE is not a call."""
+    if _branches_to_callee(ctx, trying=False) is not None:
+        relay(ctx)
+
+
+def handle_initial_invite(ctx: Context) -> None:
+    routed = _branches_to_callee(ctx, trying=True)
+    if routed is None:
+        return
+    caller, callee = routed
     parties = CallParties(
         call_id=pv("$ci"), from_tag=pv("$ft"), caller=caller, callee=callee,
         caller_display=pv("$fn").strip('"'), callee_display=pv("$tn").strip('"'),

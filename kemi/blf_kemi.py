@@ -24,7 +24,7 @@ for _path in (_HERE, _ROOT, _VENV_SITE):
         sys.path.insert(0, _path)
 
 import KSR  # type: ignore[import-not-found]
-from blf_calls import handle_initial_invite, on_call_ended, on_invite_reply
+from blf_calls import handle_initial_invite, handle_message, on_call_ended, on_invite_reply
 from blf_context import Context, Settings, context
 from blf_directory import Keeper as DirectoryKeeper
 from blf_lease import Keepers, LeaseKeeper
@@ -40,7 +40,7 @@ from blf_subscribe import handle_in_dialog_subscribe, handle_initial_subscribe
 from statestore.domain.errors import SipError, StoreUnavailable, store_unavailable_error
 from statestore.domain.packages import allow_events
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, PUBLISH"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, PUBLISH, MESSAGE"
 
 
 def _answering(step: Callable[[Context], None]) -> int:
@@ -116,6 +116,8 @@ def route_initial(ctx: Context, method: str) -> None:
         handle_publish(ctx)
     elif method == "INVITE":
         handle_initial_invite(ctx)
+    elif method == "MESSAGE":
+        handle_message(ctx)
     elif method == "OPTIONS":
         reply(200, "OK", {"Allow": ALLOW, "Allow-Events": allow_events(), "Accept": "application/sdp"})
     else:

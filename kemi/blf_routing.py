@@ -58,6 +58,9 @@ _boots: dict[str, float] = {}
 _pending: dict[tuple[str, str], Reach] = {}
 _caller_flow = ""
 _call_started = 0
+# Initial requests relayed to a phone's flow by the instance holding it: a call, and a
+# MESSAGE, which makes no dialog and so is not record-routed.
+RELAYED_TO_FLOWS = frozenset({"INVITE", "MESSAGE"})
 
 
 def live_instances(ctx: Context) -> dict[str, str]:
@@ -164,7 +167,7 @@ def initial_routes(ctx: Context, method: str) -> Address | None:
     top = routes[0]
     if "flow" in top.params and _mine(top):
         flow = valid_flow_route(top, ctx.settings.secret, pv("$ci"))
-        if flow is None or len(routes) != 1 or method != "INVITE" or not from_cluster(ctx):
+        if flow is None or len(routes) != 1 or method not in RELAYED_TO_FLOWS or not from_cluster(ctx):
             raise SipError(403, "Forbidden - Invalid Flow Route")
         KSR.hdr.remove("Route")
         return flow
@@ -175,16 +178,17 @@ def initial_routes(ctx: Context, method: str) -> Address | None:
 
 
 def relay_to_flow(ctx: Context, flow: Address) -> None:
-    """Another instance sends an INVITE for a phone whose flow we hold: relay it there,
-    record-routed (its in-dialog requests come back through us), without tracking the call
-    (the sending instance does that)."""
+    """Another instance sends an INVITE (or a MESSAGE) for a phone whose flow we hold: relay
+    it there, an INVITE record-routed (its in-dialog requests come back through us), without
+    tracking the call (the sending instance does that)."""
     _send_to(flow)
-    KSR.rr.record_route_params(
-        record_route_params(
-            ctx.settings.secret, ctx.settings.sip, pv("$ci"), pv("$ft"), str(flow), source_flow(), int(time.time()),
-            transports=(pv("$pr"), flow.proto),
+    if pv("$rm") == "INVITE":
+        KSR.rr.record_route_params(
+            record_route_params(
+                ctx.settings.secret, ctx.settings.sip, pv("$ci"), pv("$ft"), str(flow), source_flow(), int(time.time()),
+                transports=(pv("$pr"), flow.proto),
+            )
         )
-    )
     relay(ctx)
 
 
@@ -228,6 +232,8 @@ def on_branch(ctx: Context) -> None:
     flow = target.flow if target is not None else ""
     if target is not None and target.route:
         KSR.hdr.insert(f"Route: {target.route}\r\n")
+    if pv("$rm") != "INVITE":
+        return  # a MESSAGE makes no dialog: nothing to record-route (RFC 3428)
     outbound = contact_address(pv("$du") or pv("$ru"))
     KSR.rr.record_route_params(
         record_route_params(

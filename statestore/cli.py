@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -20,6 +19,7 @@ from statestore import (
     cli_lab,
     cli_presence,
     cli_watch,
+    lab_run,
     maintenance,
     member_probe,
     zone_health,
@@ -393,33 +393,34 @@ def provision_demo(store: EtcdStore) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """The demo lab in the foreground until Ctrl-C/SIGTERM/SIGHUP; an instance that dies
+    leaves the others running (statestore.lab_run)."""
     lab = Lab()
-    stopping = False
-
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    done = threading.Event()
-    # The lab's defragmentation schedule (docs/operations.md "Operating the store"): this process, not a
-    # Kamailio one, since a defragmentation blocks its caller for as long as it takes.
-    threading.Thread(
-        target=maintain_every, args=(zones_of(args), LAB_MAINTAIN_SECONDS, True, done), name="blf-maintain",
-        daemon=True,
-    ).start()
-    try:
-        lab.up(args.instances, args.lease_ttl)
-        zones = stores(args)
-        provision_demo(zones.store(zones.first))
-        _print_welcome(lab.status())
-        while not stopping and all(entry["alive"] for entry in lab.status()["instances"].values()):
-            time.sleep(0.5)
-    finally:
-        done.set()
-        print("\nstopping the lab ...")
+    stopping = lab_run.stop_on_signals()
+    with lab_run.run_lock(lab.paths.var):
+        left = lab_run.running_pids(lab.status())
+        if left:
+            print(f"stopping a lab a previous run left behind (pids {' '.join(map(str, left))}) ...", flush=True)
         lab.down()
+        done = threading.Event()
+        # The lab's defragmentation schedule (docs/operations.md "Operating the store"): this process, not a
+        # Kamailio one, since a defragmentation blocks its caller for as long as it takes.
+        threading.Thread(
+            target=maintain_every, args=(zones_of(args), LAB_MAINTAIN_SECONDS, True, done), name="blf-maintain",
+            daemon=True,
+        ).start()
+        try:
+            lab.up(args.instances, args.lease_ttl)
+            zones = stores(args)
+            provision_demo(zones.store(zones.first))
+            _print_welcome(lab.status())
+            # The lab as var/lab.json has it now: `blfctl lab start ks2` elsewhere changed it.
+            lab_run.supervise(lambda: Lab(lab.paths).status(), stopping, lambda line: print(line, flush=True))
+        finally:
+            done.set()
+            print("\nstopping the lab ...", flush=True)
+            Lab(lab.paths).down()
+            lab_run.reap_children()
     return 0
 
 
@@ -432,7 +433,9 @@ def _print_welcome(status: dict[str, Any]) -> None:
         print(f"    {user} / {password}")
     print("  BLF keys: subscribe to sip:alice@example.com etc. with Event: dialog")
     print("  inspect:  .venv/bin/blfctl show alice@example.com   |   etcdctl get --prefix /blf/")
-    print("Ctrl-C stops everything.")
+    print("An instance that dies (`blfctl lab kill ks2`) leaves the others running; "
+          "`blfctl lab start ks2` brings it back.")
+    print("Ctrl-C stops everything.", flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

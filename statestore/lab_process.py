@@ -63,7 +63,31 @@ def require_free(what: str, address: str, kind: socket.SocketKind) -> None:
         try:
             probe.bind((host, int(port)))
         except OSError as exc:
-            raise LabError(f"cannot start {what}: {address} is in use by another process ({exc.strerror})") from exc
+            holder = port_holder(int(port), kind)
+            held = f"by pid {holder[0]} ({holder[1]})" if holder else "by another process"
+            raise LabError(f"cannot start {what}: {address} is in use {held} ({exc.strerror}); "
+                           "a lab of another var directory, or a system service?") from exc
+
+
+def port_holder(port: int, kind: socket.SocketKind) -> tuple[int, str] | None:
+    """The (pid, program) of a process holding local `port` (TCP listening, or UDP bound),
+    when /proc shows it to us; None otherwise."""
+    table = "/proc/net/tcp" if kind == socket.SOCK_STREAM else "/proc/net/udp"
+    try:
+        with open(table) as sockets:
+            rows = [line.split() for line in sockets.readlines()[1:]]
+    except OSError:
+        return None
+    # Columns: sl, local address (hex ip:port), remote, state (0A: TCP LISTEN), ..., inode (10th).
+    held = {f"socket:[{row[9]}]" for row in rows if int(row[1].rsplit(":", 1)[1], 16) == port
+            and (kind != socket.SOCK_STREAM or row[3] == "0A")}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in held:
+                    with open(f"/proc/{pid}/comm") as comm:
+                        return int(pid), comm.read().strip()
+    return None
 
 
 def binary(name: str) -> str:

@@ -46,9 +46,9 @@ def _lab_up(var: str | None) -> bool:
 
 
 @contextlib.contextmanager
-def own_lab(var: Path, up: Sequence[str], env: Mapping[str, str] = {}) -> Iterator[None]:  # noqa: B006 - read only
-    """A lab of a module's own, `blfctl lab up *up` in `var` with `env` set: the session lab
-    (if up) is brought down first and up again afterwards, the environment restored."""
+def session_lab_set_aside(var: Path, env: Mapping[str, str] = {}) -> Iterator[None]:  # noqa: B006 - read only
+    """The lab ports free for a lab of a module's own in `var` (emptied), with `env` set: the
+    session lab (if up) is brought down first and up again afterwards, the environment restored."""
     shared_up = _lab_up(os.environ.get("BLF_VAR"))
     names = ("BLF_VAR", "BLF_ETCD", "BLF_ZONES", *env)
     saved = {name: os.environ.get(name) for name in names}
@@ -61,11 +61,8 @@ def own_lab(var: Path, up: Sequence[str], env: Mapping[str, str] = {}) -> Iterat
     os.environ.pop("BLF_ZONES", None)
     os.environ.update(env)
     try:
-        started = blfctl("lab", "up", *up, check=False)
-        assert started.returncode == 0, started.stdout + started.stderr
         yield
     finally:
-        blfctl("lab", "down", check=False)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -75,6 +72,18 @@ def own_lab(var: Path, up: Sequence[str], env: Mapping[str, str] = {}) -> Iterat
             again = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)
             assert again.returncode == 0, again.stdout + again.stderr
             blfctl("domain", "add", DOMAIN)
+
+
+@contextlib.contextmanager
+def own_lab(var: Path, up: Sequence[str], env: Mapping[str, str] = {}) -> Iterator[None]:  # noqa: B006 - read only
+    """A lab of a module's own, `blfctl lab up *up` in `var` with `env` set (session_lab_set_aside)."""
+    with session_lab_set_aside(var, env):
+        try:
+            started = blfctl("lab", "up", *up, check=False)
+            assert started.returncode == 0, started.stdout + started.stderr
+            yield
+        finally:
+            blfctl("lab", "down", check=False)
 
 
 @pytest.fixture(scope="module")
