@@ -8,18 +8,35 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from statestore import lab_sites
 from statestore.lab_process import ROOT, binary
 
 HOST = "127.0.0.1"
+# Instance ksN serves its Prometheus metrics on TCP port METRICS_BASE_PORT + N (docs/metrics.md).
+METRICS_BASE_PORT = 9470
+SIP_BASE_PORT = 5070
+
+
+def metrics_port(sip_port: int) -> int:
+    """The lab instance's metrics port, from its SIP port (5071 -> 9471)."""
+    return METRICS_BASE_PORT + sip_port - SIP_BASE_PORT
 
 
 def kamailio_command(run: Path, host: str, port: int) -> list[str]:
-    """An instance on host:port (UDP and TCP), its runtime directory `run`, in the foreground."""
+    """An instance on host:port (UDP and TCP), its runtime directory `run`, in the foreground;
+    its metrics socket last (the first TCP socket is the one Kamailio sends SIP from)."""
     return [
         binary("kamailio"), "-f", str(ROOT / "kamailio" / "kamailio.cfg"), "-Y", str(run),
-        "-l", f"udp:{host}:{port}", "-l", f"tcp:{host}:{port}", "-DD", "-E",
-        "-m", shm_megabytes(os.environ),
+        "-l", f"udp:{host}:{port}", "-l", f"tcp:{host}:{port}", "-l", f"tcp:{host}:{metrics_port(port)}",
+        "-DD", "-E", "-m", shm_megabytes(os.environ),
     ]
+
+
+def metrics_environment(host: str, port: int) -> dict[str, str]:
+    """BLF_METRICS_PORT, and who may scrape: the lab's own loopback address (blfctl, the
+    tests), or in a site the host's address on the sites' bridge."""
+    allow = "127.0.0.1/32" if host == HOST else f"{host}/32,{lab_sites.HOST_ADDRESS}/32"
+    return {"BLF_METRICS_PORT": str(metrics_port(port)), "BLF_METRICS_ALLOW": allow}
 
 
 # Where Debian's python3 lives: Kamailio's embedded Python (libpython3.11) derives its prefix
