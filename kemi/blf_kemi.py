@@ -38,6 +38,7 @@ from blf_routing import flooding, in_dialog_routes, initial_routes, on_branch, r
 from blf_sip import pv, refused, reply, reply_error
 from blf_subscribe import handle_in_dialog_subscribe, handle_initial_subscribe
 
+from statestore import store_timing
 from statestore.domain.errors import SipError, StoreUnavailable, store_unavailable_error
 from statestore.domain.packages import allow_events
 from statestore.metrics import Access
@@ -198,6 +199,7 @@ class kamailio:
         self.directories: list[DirectoryKeeper] = []
 
     def child_init(self, rank: int) -> int:
+        store_timing.enabled = True  # this process reports its etcd requests (blf_metrics)
         if rank > 0:
             _warm_up(context())
         return 0

@@ -59,7 +59,6 @@ def access() -> Access:
     global _access  # noqa: PLW0603 - read once per process, after the fork
     if _access is None:
         _access = Access.from_env(os.environ)
-        store_timing.enabled = True
     return _access
 
 

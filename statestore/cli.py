@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from statestore import cli_lab, cli_presence, maintenance, member_probe, zone_health
+from statestore import cli_lab, cli_metrics, cli_presence, maintenance, member_probe, zone_health
 from statestore.cli_zones import domain_of, store_for, stores, zones_of
 from statestore.domain import digest, directory
 from statestore.domain.directory import AccountEntry, DirectoryError, NameTaken, UnknownAccount
@@ -482,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     maintain_parser.add_argument("--every", type=float, metavar="SECONDS",
                                  help="keep running, maintaining every SECONDS")
     cli_presence.add_parsers(sub)
+    cli_metrics.add_parsers(sub)
     run = sub.add_parser("run", help="run the lab in the foreground with a demo domain")
     run.add_argument("--instances", type=int, default=2)
     run.add_argument("--lease-ttl", type=int, default=int(os.environ.get("BLF_LEASE_TTL", "6")))
@@ -495,6 +496,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "alias add": cmd_alias_add, "alias remove": cmd_alias_remove,
     "store health": cmd_store_health, "store maintain": cmd_store_maintain,
     **cli_presence.COMMANDS,
+    **cli_metrics.COMMANDS,
 }
 
 
