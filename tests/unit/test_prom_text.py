@@ -57,7 +57,9 @@ def test_merge_labels_every_series_and_types_each_family_once():
     assert lines.count("# TYPE blf_store_up gauge") == 1
     assert lines.count("# TYPE blf_notify_latency_seconds histogram") == 1
     up = lines.index("# TYPE blf_store_up gauge")
-    assert lines[up + 1:up + 3] == ['blf_store_up{instance="ks1",zone="z1"} 1', 'blf_store_up{instance="ks2",zone="z1"} 0']
+    assert lines[up + 1:up + 3] == [
+        'blf_store_up{instance="ks1",zone="z1"} 1', 'blf_store_up{instance="ks2",zone="z1"} 0',
+    ]
     assert 'blf_notify_failed_total{instance="ks1",package="dialog",reason="timeout"} 1' in lines
     assert 'blf_notify_latency_seconds_bucket{instance="ks1",le="+Inf"} 3' in lines
     assert 'blf_notify_latency_seconds_sum{instance="ks1"} 0.0042' in lines
