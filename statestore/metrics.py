@@ -182,12 +182,13 @@ CONFIG_HEADER = """\
 # GENERATED from statestore/metrics.py: python -m statestore.metrics > kamailio/blf-metrics.cfg
 # Prometheus metrics (docs/metrics.md): xhttp answers HTTP on TCP sockets, kemi/blf_metrics.py
 # decides (only the metrics socket, BLF_METRICS_PORT, from BLF_METRICS_ALLOW) and xhttp_prom
-# serves the values, kept in shared memory and updated by every process.
+# serves the values, kept in shared memory and updated by every process. The includer routes
+# HTTP to kemi's ksr_xhttp_event: KEMI, modparam("xhttp", "event_callback", "ksr_xhttp_event");
+# a native config, event_route[xhttp:request] { python_exec("ksr_xhttp_event", "xhttp:request"); }
 # HTTP GETs carry no Content-Length: accept TCP messages without one (xhttp's requirement).
 tcp_accept_no_cl=yes
 loadmodule "xhttp.so"
 loadmodule "xhttp_prom.so"
-modparam("xhttp", "event_callback", "ksr_xhttp_event")
 modparam("xhttp_prom", "xhttp_prom_beginning", "")
 # Series are kept while the instance lives (the default drops one unused for 60 minutes).
 modparam("xhttp_prom", "xhttp_prom_timeout", 0)
