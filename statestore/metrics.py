@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from statestore.domain.packages import PACKAGES
@@ -29,11 +29,14 @@ class Kind(Enum):
 
 @dataclass(frozen=True)
 class Metric:
+    """One metric family: what xhttp_prom declares, and what HELP and TYPE say of it."""
+
     name: str
     kind: Kind
     help: str
-    labels: tuple[str, ...] = ()
-    buckets: tuple[float, ...] = ()
+    labels: tuple[str, ...] = ()  # at most three names (xhttp_prom 5.6)
+    # Upper bounds, increasing (histograms only; xhttp_prom adds +Inf).
+    buckets: tuple[float, ...] = field(default=())
 
     def modparam(self) -> str:
         """Its declaration for xhttp_prom (at most three labels, 5.6)."""
