@@ -122,7 +122,7 @@ class NotifierReport:
     """One zone's notifier's metrics: the census gauges every CENSUS_SECONDS, the latency
     of each NOTIFY a change caused."""
 
-    CENSUS_SECONDS = 2.0
+    CENSUS_SECONDS = 5.0
 
     def __init__(self, zone: str) -> None:
         self.zone = zone

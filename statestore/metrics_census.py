@@ -28,16 +28,20 @@ def census(mirror: Mirror, me: str) -> Census:
     lives, and those of owners that are gone that rendezvous gives it (only they cost a
     hash each); the zone's registration bindings and publications the mirror holds."""
     live = sorted(mirror.instances)
-    counts: Counter[str] = Counter()
+    subs = mirror.subs
+    events: Counter[str] = Counter()
     for owner, ids in mirror.by_owner.items():
         if owner == me:
-            counts.update(package_label(mirror.subs[sub_id][0].event) for sub_id in ids)
+            events.update(subs[sub_id][0].event for sub_id in ids)
         elif owner not in mirror.instances:
             for sub_id in ids:
-                subscription = mirror.subs[sub_id][0]
+                subscription = subs[sub_id][0]
                 serving = [n for n in live if subscription.event in mirror.serves.get(n, LEGACY_PACKAGES)]
                 if responsible_instance(subscription, serving) == me:
-                    counts[package_label(subscription.event)] += 1
+                    events[subscription.event] += 1
+    counts: Counter[str] = Counter()
+    for event, number in events.items():
+        counts[package_label(event)] += number
     return Census(
         subscriptions=dict(counts),
         registrations=sum(len(entries) for entries in mirror.bindings.values()),

@@ -45,7 +45,7 @@ def total(scraped: Scrape, name: str, instance: str | None = None, **labels: str
 
 
 def wait_scraped(done: Callable[[Scrape], bool], timeout: float) -> Scrape:
-    """Scrape until `done` holds (the notifier's gauges are refreshed every 2 s)."""
+    """Scrape until `done` holds (the notifier's gauges are refreshed every 5 s)."""
     deadline = time.monotonic() + timeout
     while True:
         scraped = scrape()
