@@ -23,13 +23,22 @@ def metrics_port(sip_port: int) -> int:
 
 
 def kamailio_command(run: Path, host: str, port: int) -> list[str]:
-    """An instance on host:port (UDP and TCP), its runtime directory `run`, in the foreground;
-    its metrics socket last (the first TCP socket is the one Kamailio sends SIP from)."""
+    """An instance on host:port (UDP and TCP), its runtime directory `run`, in the foreground,
+    with its metrics socket (tcp_listen_order)."""
     return [
         binary("kamailio"), "-f", str(ROOT / "kamailio" / "kamailio.cfg"), "-Y", str(run),
-        "-l", f"udp:{host}:{port}", "-l", f"tcp:{host}:{port}", "-l", f"tcp:{host}:{metrics_port(port)}",
-        "-DD", "-E", "-m", shm_megabytes(os.environ),
+        "-l", f"udp:{host}:{port}", *tcp_listen_order(host, port), "-DD", "-E", "-m", shm_megabytes(os.environ),
     ]
+
+
+def tcp_listen_order(host: str, port: int) -> list[str]:
+    """The SIP and metrics TCP sockets, in the order that makes the SIP one Kamailio's default
+    TCP socket, the one it sends SIP from when nothing chooses: the first socket not on a
+    loopback address, or, when all are on one, the last (Kamailio 5.6, main.c). Sent from
+    the metrics socket, a request would carry its address in Via and Record-Route, and the
+    phone's answers would be dropped there (docs/metrics.md)."""
+    sip, metrics = ["-l", f"tcp:{host}:{port}"], ["-l", f"tcp:{host}:{metrics_port(port)}"]
+    return metrics + sip if host.startswith("127.") else sip + metrics
 
 
 def metrics_environment(host: str, port: int) -> dict[str, str]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from statestore.lab_kamailio import tcp_listen_order
 from statestore.metrics import (
     METRICS,
     Access,
@@ -92,3 +93,13 @@ def test_who_gets_the_metrics(access, port, source, path, served):
 def test_bad_settings_are_refused_at_start(env):
     with pytest.raises(ValueError, match="BLF_METRICS"):
         Access.from_env(env)
+
+
+@pytest.mark.parametrize(("host", "first"), [
+    ("127.0.0.1", "tcp:127.0.0.1:9471"),  # all on loopback: Kamailio's default is the last one
+    ("198.18.77.1", "tcp:198.18.77.1:5071"),  # otherwise the first one not on loopback
+])
+def test_the_sip_socket_stays_kamailios_default_tcp_socket(host, first):
+    order = tcp_listen_order(host, 5071)
+    assert order[1] == first
+    assert sorted(order[1::2]) == sorted([f"tcp:{host}:5071", f"tcp:{host}:9471"])
