@@ -37,21 +37,6 @@ from statestore.metrics import (
 from statestore.metrics_census import ChangeTimes, census
 from statestore.mirror import Mirror
 
-_COUNTER_INC = (
-    lambda m, n, labels: KSR.xhttp_prom.counter_inc_l0(m, n),
-    lambda m, n, labels: KSR.xhttp_prom.counter_inc_l1(m, n, labels[0]),
-    lambda m, n, labels: KSR.xhttp_prom.counter_inc_l2(m, n, labels[0], labels[1]),
-)
-_GAUGE_SET = (
-    lambda m, v, labels: KSR.xhttp_prom.gauge_set_l0(m, v),
-    lambda m, v, labels: KSR.xhttp_prom.gauge_set_l1(m, v, labels[0]),
-    lambda m, v, labels: KSR.xhttp_prom.gauge_set_l2(m, v, labels[0], labels[1]),
-)
-_OBSERVE = (
-    lambda m, v, labels: KSR.xhttp_prom.histogram_observe_l0(m, v),
-    lambda m, v, labels: KSR.xhttp_prom.histogram_observe_l1(m, v, labels[0]),
-)
-
 _access: Access | None = None
 
 
@@ -62,16 +47,17 @@ def access() -> Access:
     return _access
 
 
+# xhttp_prom's KEMI functions are named by their number of label values (_l0 to _l3).
 def count(metric: Metric, *labels: str, by: int = 1) -> None:
-    _COUNTER_INC[len(labels)](metric.name, by, labels)
+    getattr(KSR.xhttp_prom, f"counter_inc_l{len(labels)}")(metric.name, by, *labels)
 
 
 def gauge(metric: Metric, value: float, *labels: str) -> None:
-    _GAUGE_SET[len(labels)](metric.name, f"{value:g}", labels)
+    getattr(KSR.xhttp_prom, f"gauge_set_l{len(labels)}")(metric.name, f"{value:.15g}", *labels)
 
 
 def observe(metric: Metric, value: float, *labels: str) -> None:
-    _OBSERVE[len(labels)](metric.name, f"{value:.6f}", labels)
+    getattr(KSR.xhttp_prom, f"histogram_observe_l{len(labels)}")(metric.name, f"{value:.6f}", *labels)
 
 
 def notify_sent(event: str) -> None:
