@@ -8,12 +8,12 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from statestore import lab_sites
+from statestore import lab_edge, lab_sites
 from statestore.lab_process import ROOT, binary
 
 HOST = "127.0.0.1"
 # Instance ksN serves its Prometheus metrics on TCP port METRICS_BASE_PORT + N (docs/metrics.md).
-METRICS_BASE_PORT = 9470
+METRICS_BASE_PORT = lab_edge.METRICS_BASE_PORT
 SIP_BASE_PORT = 5070
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from statestore.prom_text import Sample, parse
 from tests.e2e.conftest import DOMAIN, KS, ROOT, blfctl, watched_callee, watcher
+from tests.e2e.test_edge_tcp import CLOSE_SLACK, IDLE_SECONDS, PER_ADDRESS_LIMIT, open_idle, wait_closed_by_peer
 from tests.sipua import UserAgent
 
 METRICS = {"ks1": ("127.0.0.1", 9471), "ks2": ("127.0.0.1", 9472)}
@@ -133,6 +134,19 @@ def test_http_elsewhere_than_the_metrics_socket_gets_no_metrics(account, phones)
     over_tcp = UserAgent(user, DOMAIN, password, KS["ks1"], transport="tcp")
     phones.append(over_tcp)
     assert over_tcp.register(60).status == 200
+
+
+def test_the_metrics_port_holds_no_more_idle_connections_of_one_address_than_a_sip_port(lab):
+    """etc/blf-edge.nft limits each address on the metrics ports too, and Kamailio closes
+    what sends nothing there as on a SIP port: no address can fill tcp_max_connections."""
+    held: list[socket.socket] = []
+    try:
+        refused = open_idle(OUTSIDER, METRICS["ks1"], PER_ADDRESS_LIMIT + 16, held)
+        assert (len(held), refused) == (PER_ADDRESS_LIMIT, 16)
+        wait_closed_by_peer(held, IDLE_SECONDS + CLOSE_SLACK)
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_sip_on_the_metrics_socket_is_not_answered(account, phones):
