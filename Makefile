@@ -3,13 +3,17 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
+# promtool (checks etc/prometheus/): taken out of Debian's `prometheus` package without
+# installing it, which would start a Prometheus server (and, recommended, a node exporter)
+# wherever services start on install (docs/metrics.md).
+PROMTOOL := $(VENV)/bin/promtool
 APT_PACKAGES := kamailio kamailio-python3-modules etcd-server etcd-client memcached sip-tester nftables \
 	python3-venv python3-etcd3 python3-lxml python3-pymemcache baresip-core \
 	kamailio-presence-modules python3-matplotlib shellcheck
 
 .PHONY: setup run test unit integration e2e lint bench bench-quick soak clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(PROMTOOL)
 
 $(STAMP): pyproject.toml Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
@@ -22,6 +26,12 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+$(PROMTOOL): $(STAMP)
+	@tmp=$$(mktemp -d) && chmod 755 $$tmp && cd $$tmp && apt-get download -q prometheus >/dev/null 2>&1 \
+		&& dpkg-deb -x prometheus_*.deb x && install -m 755 x/usr/bin/promtool $(CURDIR)/$(PROMTOOL) \
+		|| echo "promtool not installed (apt-get download prometheus failed): its checks are skipped"; \
+	rm -rf $$tmp
 
 run: setup
 	$(VENV)/bin/blfctl run

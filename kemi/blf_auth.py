@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context
 from blf_directory import directory
+from blf_metrics import auth_failed
 from blf_routing import live_instances
 from blf_sip import pv, refused, stateful
 from blf_tcp import hold_flow
@@ -35,6 +36,7 @@ from blf_tcp import hold_flow
 from statestore.domain import digest
 from statestore.domain.errors import SipError
 from statestore.domain.identity import DOMAIN_NOT_SERVED
+from statestore.metrics import AuthFailure
 
 _NC_TABLE = "blf_nc"
 # The nonce count outlives its nonce by this much in the htable (so a replay finds it).
@@ -120,13 +122,19 @@ def authenticate(ctx: Context, realm: str, store_required: bool) -> str | None:
         raise SipError(400, f"Bad Request - {problem.value}")
     status = digest.check_nonce(rules, credentials.nonce, time.time())
     if status is digest.NonceStatus.FORGED:
-        _challenge(rules, realm, stale=False, refusal="nonce not issued by this cluster")
+        _challenge(
+            rules, realm, stale=False, refusal="nonce not issued by this cluster",
+            failure=AuthFailure.FORGED_NONCE,
+        )
         return None
     if status is digest.NonceStatus.STALE:
         _challenge(rules, realm, stale=True)  # routine: expired, or minted by another instance
         return None
     if "@" in credentials.username:
-        _challenge(rules, realm, stale=False, refusal="user@host in the digest username")
+        _challenge(
+            rules, realm, stale=False, refusal="user@host in the digest username",
+            failure=AuthFailure.BAD_USERNAME,
+        )
         return None
     account = directory(ctx).account_record(f"{credentials.username}@{realm}", store_required)
     algorithm = digest.canonical_algorithm(credentials.algorithm) or "MD5"
@@ -136,7 +144,10 @@ def authenticate(ctx: Context, realm: str, store_required: bool) -> str | None:
         _challenge(rules, realm, stale=False, algorithms=usable or rules.algorithms)
         return None
     if account is None or not digest.response_matches(credentials, account.ha1_for(algorithm), method):
-        _challenge(rules, realm, stale=False, refusal=f"wrong credentials for {credentials.username}@{realm}")
+        _challenge(
+            rules, realm, stale=False, refusal=f"wrong credentials for {credentials.username}@{realm}",
+            failure=AuthFailure.WRONG_CREDENTIALS,
+        )
         return None
     # The nonce count is checked only now, after the transaction: a count already used is
     # either a retransmission whose first copy made the transaction (t_newtran absorbs it)
@@ -144,7 +155,10 @@ def authenticate(ctx: Context, realm: str, store_required: bool) -> str | None:
     if not stateful():
         return None  # a retransmission: its transaction answers it
     if not _advance_nc(rules, credentials):
-        _challenge(rules, realm, stale=True, refusal=f"nonce count {credentials.nc} reused by {credentials.username}")
+        _challenge(
+            rules, realm, stale=True, refusal=f"nonce count {credentials.nc} reused by {credentials.username}",
+            failure=AuthFailure.NONCE_COUNT_REUSED,
+        )
         return None
     _consume(name, index)
     hold_flow(ctx)  # an authenticated phone's TCP connection outlives BLF_TCP_IDLE_SECONDS
@@ -205,10 +219,14 @@ def _challenge(
     stale: bool,
     algorithms: tuple[str, ...] | None = None,
     refusal: str = "",
+    failure: AuthFailure | None = None,
 ) -> None:
     """Answer 401 (UAS_METHODS) or 407 with a fresh nonce of this instance, one header per
     algorithm. With `refusal` (credentials that failed), also the refused request's log line;
-    without (no credentials yet, a stale nonce: routine), a debug line only."""
+    without (no credentials yet, a stale nonce: routine), a debug line only. `failure`:
+    why the credentials failed, counted in blf_auth_failures_total."""
+    if failure is not None:
+        auth_failed(failure)
     nonce = digest.mint_nonce(rules, time.time(), secrets.token_bytes(digest.NONCE_RANDOM_BYTES))
     uas = pv("$rm") in UAS_METHODS
     name = "WWW-Authenticate" if uas else "Proxy-Authenticate"

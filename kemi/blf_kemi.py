@@ -29,6 +29,7 @@ from blf_context import Context, Settings, context
 from blf_directory import Keeper as DirectoryKeeper
 from blf_lease import Keepers, LeaseKeeper
 from blf_legs import LegWriter
+from blf_metrics import answer_http, flush_store_timings, on_metrics_socket, pike_blocked
 from blf_notifier import Notifier
 from blf_notify_replies import on_notify_failure
 from blf_publish import handle_publish
@@ -37,8 +38,10 @@ from blf_routing import flooding, in_dialog_routes, initial_routes, on_branch, r
 from blf_sip import pv, refused, reply, reply_error
 from blf_subscribe import handle_in_dialog_subscribe, handle_initial_subscribe
 
+from statestore import store_timing
 from statestore.domain.errors import SipError, StoreUnavailable, store_unavailable_error
 from statestore.domain.packages import allow_events
+from statestore.metrics import Access
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, PUBLISH, MESSAGE"
 
@@ -59,6 +62,7 @@ def _answering(step: Callable[[Context], None]) -> int:
     except Exception:  # noqa: BLE001 - the phone gets a 500, the log the traceback
         KSR.err(f"blf: {pv('$rm')} failed: {traceback.format_exc()}\n")
         reply(500, "Server Internal Error", {"Retry-After": "5"})
+    flush_store_timings()
     return 1
 
 
@@ -70,12 +74,16 @@ def _logging(step: Callable[[Context], None]) -> int:
         KSR.notice(f"blf: callback refused {pv('$rm')} from {pv('$si')}: {error}\n")
     except Exception:  # noqa: BLE001 - a callback must never raise into Kamailio
         KSR.err(f"blf: callback failed: {traceback.format_exc()}\n")
+    flush_store_timings()
     return 1
 
 
 def route(ctx: Context) -> None:
     if flooding(ctx):
+        pike_blocked()
         return  # dropped unanswered: an answer would only feed the flood
+    if on_metrics_socket():
+        return  # the metrics socket answers HTTP only (blf_metrics)
     # Answer where the request came from (RFC 3581), whatever its Via says: phones behind
     # NAT that do not ask for rport get their responses too.
     KSR.force_rport()
@@ -168,6 +176,12 @@ def _warm_up(ctx: Context) -> None:
             KSR.warn(f"blf: etcd of zone {zone.zone} not reachable at start-up: {exc}\n")
 
 
+def _http(ctx: Context) -> None:
+    """An HTTP request: the metrics, or no answer at all (pike still counts its source)."""
+    if not answer_http() and flooding(ctx):
+        pike_blocked()
+
+
 class _Ticking(Protocol):
     def tick(self) -> None: ...
 
@@ -187,6 +201,7 @@ class kamailio:
         self.directories: list[DirectoryKeeper] = []
 
     def child_init(self, rank: int) -> int:
+        store_timing.enabled = True  # this process reports its etcd requests (blf_metrics)
         if rank > 0:
             _warm_up(context())
         return 0
@@ -213,6 +228,11 @@ class kamailio:
         if evname == "tm:local-request" and pv("$rm") == "NOTIFY":
             KSR.tm.t_on_failure("ksr_notify_failure")
         return 1
+
+    def ksr_xhttp_event(self, msg: object, evname: str = "") -> int:
+        """xhttp's callback (kamailio/blf-metrics.cfg); a native config calls it from its
+        event_route[xhttp:request] with python_exec("ksr_xhttp_event")."""
+        return _logging(_http)
 
     def ksr_notify_failure(self, msg: object) -> int:
         return _logging(on_notify_failure)
@@ -251,4 +271,5 @@ def mod_init() -> kamailio:
     # Settings are checked before Kamailio forks: a missing or bad one (BLF_INSTANCE,
     # BLF_AUTH_SECRET, a number that is not one) aborts start-up here, with its reason.
     Settings.from_env()
+    Access.from_env(os.environ)
     return kamailio()

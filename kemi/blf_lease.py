@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
+import blf_metrics
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context, StoreHandle, share_instances
 from blf_routing import BOOT_TIME
@@ -25,6 +26,7 @@ from statestore.domain.errors import StoreUnavailable
 from statestore.domain.packages import PACKAGES
 from statestore.etcd_store import NOSPACE_ERROR
 from statestore.maintenance import AlarmLog
+from statestore.metrics import STORE_UP
 from statestore.store import StateStore
 
 PROBE_SECONDS = 0.5
@@ -196,6 +198,8 @@ class Keepers:
     def tick(self) -> None:
         now = self.clock()
         for keeper in self.keepers:
+            # As last found (the previous tick): blf_store_up lags by one tick at most.
+            blf_metrics.gauge(STORE_UP, 0.0 if keeper.zone.down() else 1.0, keeper.zone.zone)
             if keeper not in self.pending and keeper.due(now):
                 self.pending[keeper] = self.pool.submit(keeper.probe, now)
         if not self.pending:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 
+import blf_metrics
 import KSR  # type: ignore[import-not-found]
 from blf_calls import LEG_QUEUE
 from blf_context import Context, StoreHandle
@@ -26,6 +27,7 @@ from statestore.domain.errors import LeaseGone, StoreUnavailable
 from statestore.domain.legbook import LegBook, LegWrite, WriteOutcome
 from statestore.domain.model import Leg
 from statestore.domain.reconcile import reconcile
+from statestore.metrics import LEG_WRITES
 
 # A new call is written once its first 18x is in, or after this long (ms): so that an
 # answered call is three writes also when the callee is slow to ring. Nothing rings
@@ -131,12 +133,18 @@ class LegWriter:
                 answers = [None] * len(part)
             for (index, _), answer in zip(part, answers, strict=True):
                 outcomes[index].append(answer)
+        written = 0
         for index, write in enumerate(writes):
             found = outcomes[index]
             if WriteOutcome.MISSING in found:
                 self.book.missing(write)  # created again on the next tick
             elif found and None not in found and WriteOutcome.EXISTS not in found:
                 self.book.written(write)
+                written += 1
+        if written:
+            blf_metrics.count(LEG_WRITES, "written", by=written)
+        if len(writes) > written:
+            blf_metrics.count(LEG_WRITES, "retried", by=len(writes) - written)
 
     def _by_zone(self, legs: tuple[Leg, ...]) -> dict[str, tuple[Leg, ...]]:
         grouped: dict[str, tuple[Leg, ...]] = {}

@@ -30,6 +30,7 @@ import traceback
 from collections import deque
 from collections.abc import Iterable
 
+import blf_metrics
 import blf_notify
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context, StoreHandle, share_epoch, shared_lease_confirmed
@@ -105,6 +106,7 @@ class Notifier:
         self.next_sweep = 0.0
         # Expired publications a sweep could not remove (store unavailable): tried again.
         self.unswept: list[Publication] = []
+        self.report = blf_metrics.NotifierReport(self.zone.zone)
 
     @property
     def store(self) -> StateStore:
@@ -112,6 +114,7 @@ class Notifier:
 
     def tick(self) -> None:
         now = time.monotonic()
+        self.report.tick(self.mirror if self.synced else None, self.ctx.settings.instance, now)
         if not self._owning(now):
             self._drain()  # lets the watch thread run; what it brings is read again after the resync
             return
@@ -351,6 +354,7 @@ class Notifier:
             prefix = next((prefix for prefix in self.reached if event.key.startswith(prefix)), None)
             if prefix is not None:
                 self.reached[prefix] = max(self.reached[prefix], event.revision)
+        self.report.changed(dirty, time.monotonic())
         return dirty
 
     def _act(self, due: Due) -> None:
@@ -392,6 +396,8 @@ class Notifier:
                 self.deferred.add(subscription.presentity)
                 self.next_retry = time.monotonic() + RETRY_SECONDS
                 self.unsendable += 1
+            else:
+                self.report.sent(subscription.presentity, time.monotonic())
         elif not self.mirror.bump_wanted:
             # CSeq would pass 2**31-1: the subscription ends; the phone subscribes again.
             self.store.delete_subscription(subscription, due.revision)

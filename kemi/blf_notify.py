@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Container
 
+import blf_metrics
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context, shared_instances
 from blf_routing import watcher_reach
@@ -56,10 +57,15 @@ def send_numbered(
     has one. False when tm could not send it at all."""
     template = template if template is not None else packages.template_for(subscription, state)
     body = template.fill(subscription.entity, version)
-    return send_notify(
+    sent = send_notify(
         _dialog(ctx, subscription, cache), cseq, subscription_state(subscription, now, reason), body,
         template.content_type,
     ) >= 0
+    if sent:
+        blf_metrics.notify_sent(subscription.event)
+    else:
+        blf_metrics.notify_failed(subscription.event, 0)
+    return sent
 
 
 def forget_dialogs(live: Container[str]) -> int:

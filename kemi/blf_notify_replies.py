@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context, find_subscription
+from blf_metrics import notify_failed
 from blf_sip import pv
 
 from statestore.domain.errors import StoreUnavailable
@@ -19,6 +20,7 @@ LOCAL_TIMEOUT = 408
 
 def on_notify_failure(ctx: Context) -> None:
     status = int(pv("$T_reply_code") or 0)
+    notify_failed(pv("$hdr(Event)") or "", status or LOCAL_TIMEOUT)
     if not ends_subscription(status) and status != LOCAL_TIMEOUT:
         return
     # In the failure route the message is our NOTIFY: From tag ours, To tag the watcher's.

@@ -17,6 +17,7 @@ from statestore import (
     cli_errors,
     cli_inspect,
     cli_lab,
+    cli_metrics,
     cli_presence,
     cli_watch,
     lab_run,
@@ -504,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_presence.add_parsers(sub)
     cli_inspect.add_parsers(sub)
     cli_watch.add_parser(sub)
+    cli_metrics.add_parsers(sub)
     run = sub.add_parser("run", help="run the lab in the foreground with a demo domain")
     run.add_argument("--instances", type=int, default=2)
     run.add_argument("--lease-ttl", type=int, default=int(os.environ.get("BLF_LEASE_TTL", "6")))
@@ -519,6 +521,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     **cli_presence.COMMANDS, **cli_accounts.COMMANDS,
     **cli_inspect.COMMANDS,
     "watch": cli_watch.cmd_watch,
+    **cli_metrics.COMMANDS,
 }
 
 

@@ -34,12 +34,15 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import etcd3  # type: ignore[import-untyped]
 import grpc  # type: ignore[import-untyped]
 from etcd3.client import Transactions  # type: ignore[import-untyped]
+
+from statestore import store_timing
 
 # gRPC codes after which another member may answer: this one is down, unreachable, frozen,
 # or has no leader.
@@ -157,6 +160,13 @@ class Members:
                 self.failovers += 1
 
     def call(self, stub: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        started = time.monotonic()
+        try:
+            return self._call(stub, method, args, kwargs)
+        finally:
+            store_timing.record(method, time.monotonic() - started)
+
+    def _call(self, stub: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # A streaming request (LeaseKeepAlive's `iter([request])`) is used up by the first
         # member tried: each member gets the requests afresh.
         kept = tuple(list(arg) if isinstance(arg, Iterator) else arg for arg in args)

@@ -36,7 +36,13 @@ from statestore.domain.errors import StoreUnavailable
 from statestore.etcd_store import EtcdStore
 from statestore.lab_edge import apply_edge_firewall, remove_edge_firewall
 from statestore.lab_etcd import Member, member_named
-from statestore.lab_kamailio import kamailio_command, kamailio_environment, sip_options
+from statestore.lab_kamailio import (
+    kamailio_command,
+    kamailio_environment,
+    metrics_environment,
+    metrics_port,
+    sip_options,
+)
 from statestore.lab_process import (
     ROOT,
     LabError,
@@ -297,7 +303,7 @@ class Lab:
             relay = self.state["relays"].get(name, {})
             link = "direct" if not alive(relay.get("pid")) else ("cut" if relay.get("cut") else "relayed")
             instances[name] = {
-                "sip": entry["sip"], "pid": entry["pid"], "alive": alive(entry["pid"]),
+                "sip": entry["sip"], "metrics": entry.get("metrics"), "pid": entry["pid"], "alive": alive(entry["pid"]),
                 "stopped": stopped(entry["pid"]), "store": link,
             }
         zones = {
@@ -453,6 +459,7 @@ class Lab:
         # The stores it uses (through its link or not): "etcd" is its zone z1's, as before zones.
         self.state["instances"][name] = {
             "sip": f"{site.address if site else HOST}:{port}", "pid": pid, "etcd": ",".join(stores["z1"]),
+            "metrics": f"{site.address if site else HOST}:{metrics_port(port)}",
             "zones": format_zones(stores),
         }
         self._save()
@@ -501,6 +508,7 @@ class Lab:
             BLF_ZONES=format_zones(zones),
             BLF_MEMCACHED=lab_sites.MEMCACHED if site else MEMCACHED,
             BLF_LEASE_TTL=str(self.state.get("lease_ttl", 6)),
+            **metrics_environment(host, port),
         )
         return self._spawner(site)(kamailio_command(run, host, port), run.parent / "kamailio.log", env)
 

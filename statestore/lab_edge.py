@@ -13,13 +13,18 @@ from statestore.lab_process import ROOT
 
 HOST = "127.0.0.1"
 BASE_PORT = 5070
+# The instances' metrics sockets (docs/metrics.md): ksN on METRICS_BASE_PORT + N. Limited per
+# address like the SIP ports: a flood of idle connections there would fill the same global
+# tcp_max_connections.
+METRICS_BASE_PORT = 9470
 EDGE_RULES = ROOT / "etc" / "blf-edge.nft"
 EDGE_TABLE = ("inet", "blf_edge")
-EDGE_PORTS = f"{BASE_PORT + 1}-{BASE_PORT + 29}"
+EDGE_PORTS = f"{{ {BASE_PORT + 1}-{BASE_PORT + 29}, {METRICS_BASE_PORT + 1}-{METRICS_BASE_PORT + 29} }}"
 
 
 def apply_edge_firewall(netns: str | None = None, cluster: str = HOST, ports: str = EDGE_PORTS) -> dict[str, Any]:
-    """Apply etc/blf-edge.nft to the lab's SIP TCP ports, 127.0.0.1 (the instances) exempt.
+    """Apply etc/blf-edge.nft to the lab's SIP and metrics TCP ports, 127.0.0.1 (the instances)
+    exempt.
 
     Only as root and with nft installed (Debian `nftables`); otherwise the lab runs without
     it and says so in `blfctl lab status` (the per-address limit then does not hold). It

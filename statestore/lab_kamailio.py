@@ -8,18 +8,44 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from statestore import lab_edge, lab_sites
 from statestore.lab_process import ROOT, binary
 
 HOST = "127.0.0.1"
+# Instance ksN serves its Prometheus metrics on TCP port METRICS_BASE_PORT + N (docs/metrics.md).
+METRICS_BASE_PORT = lab_edge.METRICS_BASE_PORT
+SIP_BASE_PORT = 5070
+
+
+def metrics_port(sip_port: int) -> int:
+    """The lab instance's metrics port, from its SIP port (5071 -> 9471)."""
+    return METRICS_BASE_PORT + sip_port - SIP_BASE_PORT
 
 
 def kamailio_command(run: Path, host: str, port: int) -> list[str]:
-    """An instance on host:port (UDP and TCP), its runtime directory `run`, in the foreground."""
+    """An instance on host:port (UDP and TCP), its runtime directory `run`, in the foreground,
+    with its metrics socket (tcp_listen_order)."""
     return [
         binary("kamailio"), "-f", str(ROOT / "kamailio" / "kamailio.cfg"), "-Y", str(run),
-        "-l", f"udp:{host}:{port}", "-l", f"tcp:{host}:{port}", "-DD", "-E",
-        "-m", shm_megabytes(os.environ),
+        "-l", f"udp:{host}:{port}", *tcp_listen_order(host, port), "-DD", "-E", "-m", shm_megabytes(os.environ),
     ]
+
+
+def tcp_listen_order(host: str, port: int) -> list[str]:
+    """The SIP and metrics TCP sockets, in the order that makes the SIP one Kamailio's default
+    TCP socket, the one it sends SIP from when nothing chooses: the first socket not on a
+    loopback address, or, when all are on one, the last (Kamailio 5.6, main.c). Sent from
+    the metrics socket, a request would carry its address in Via and Record-Route, and the
+    phone's answers would be dropped there (docs/metrics.md)."""
+    sip, metrics = ["-l", f"tcp:{host}:{port}"], ["-l", f"tcp:{host}:{metrics_port(port)}"]
+    return metrics + sip if host.startswith("127.") else sip + metrics
+
+
+def metrics_environment(host: str, port: int) -> dict[str, str]:
+    """BLF_METRICS_PORT, and who may scrape: the lab's own loopback address (blfctl, the
+    tests), or in a site the host's address on the sites' bridge."""
+    allow = "127.0.0.1/32" if host == HOST else f"{host}/32,{lab_sites.HOST_ADDRESS}/32"
+    return {"BLF_METRICS_PORT": str(metrics_port(port)), "BLF_METRICS_ALLOW": allow}
 
 
 # Where Debian's python3 lives: Kamailio's embedded Python (libpython3.11) derives its prefix

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from statestore.lab_edge import METRICS_BASE_PORT
 from statestore.lab_edge import apply_edge_firewall as apply_edge_rules
 from statestore.lab_process import ROOT, LabError, wait_for
 
@@ -289,10 +290,13 @@ def spawn_in(netns: str, command: list[str], log: Path, env: dict[str, str]) -> 
 
 
 def apply_edge_firewall(sites: list[Site]) -> dict[str, Any]:
-    """etc/blf-edge.nft in each site's namespace, on its instance's SIP TCP port, the
+    """etc/blf-edge.nft in each site's namespace, on its instance's SIP and metrics TCP ports, the
     sites' addresses and 127.0.0.1 exempt; one report for all."""
     cluster = ", ".join(["127.0.0.1", *(site.address for site in sites)])
-    reports = [apply_edge_rules(site.netns, cluster, str(SIP_BASE_PORT + site.index)) for site in sites]
+    reports = [
+        apply_edge_rules(site.netns, cluster, f"{{ {SIP_BASE_PORT + site.index}, {METRICS_BASE_PORT + site.index} }}")
+        for site in sites
+    ]
     failed = [report["report"] for report in reports if not report["applied"]]
     if failed:
         return {"applied": False, "report": failed[0]}

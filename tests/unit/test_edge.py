@@ -66,7 +66,7 @@ def test_the_lab_applies_the_shipped_rules_to_its_ports_with_its_address_exempt(
     monkeypatch.setattr(lab.subprocess, "run", run)
     assert lab.apply_edge_firewall()["applied"] is True
     assert seen == [[
-        "/usr/sbin/nft", "-D", "sip_tcp_ports=5071-5099", "-D", "cluster_v4={ 127.0.0.1 }",
+        "/usr/sbin/nft", "-D", "sip_tcp_ports={ 5071-5099, 9471-9499 }", "-D", "cluster_v4={ 127.0.0.1 }",
         "-D", "cluster_v6={ ::1 }", "-f", str(lab.EDGE_RULES),
     ]]
     assert lab.EDGE_RULES.exists()
