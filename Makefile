@@ -28,10 +28,11 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 $(PROMTOOL): $(STAMP)
-	@tmp=$$(mktemp -d) && chmod 755 $$tmp && cd $$tmp && apt-get download -q prometheus >/dev/null 2>&1 \
-		&& dpkg-deb -x prometheus_*.deb x && install -m 755 x/usr/bin/promtool $(CURDIR)/$(PROMTOOL) \
-		|| echo "promtool not installed (apt-get download prometheus failed): its checks are skipped"; \
-	rm -rf $$tmp
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); tmp=$$(mktemp -d) && chmod 755 $$tmp && cd $$tmp \
+		&& { apt-get download -q prometheus >/dev/null 2>&1 \
+			|| { $$SUDO apt-get update -q >/dev/null && apt-get download -q prometheus >/dev/null; }; } \
+		&& dpkg-deb -x prometheus_*.deb x && install -m 755 x/usr/bin/promtool $(CURDIR)/$(PROMTOOL); \
+	status=$$?; rm -rf $$tmp; exit $$status
 
 run: setup
 	$(VENV)/bin/blfctl run
