@@ -23,8 +23,8 @@ for _path in (_HERE, _ROOT, _VENV_SITE):
     if _path not in sys.path[:3]:
         sys.path.insert(0, _path)
 
-import KSR  # type: ignore[import-not-found]
 import blf_dropin
+import KSR  # type: ignore[import-not-found]
 from blf_calls import handle_initial_invite, on_call_ended, on_invite_failure, on_invite_reply
 from blf_context import Context, Settings, context
 from blf_directory import Keeper as DirectoryKeeper

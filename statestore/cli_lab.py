@@ -10,13 +10,15 @@ from collections.abc import Callable
 from typing import Any
 
 from statestore.lab import Lab
+from statestore.lab_kamailio import CONFIGS
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
     lab = Lab()
     command = args.lab_command
     if command == "up":
-        lab.up(args.instances, args.lease_ttl, args.zones, args.etcd_members, args.direct_store, args.sites)
+        lab.up(args.instances, args.lease_ttl, args.zones, args.etcd_members, args.direct_store, args.sites,
+               args.config)
         print(json.dumps(lab.status(), indent=2))
     elif command == "down":
         lab.down()
@@ -57,11 +59,18 @@ def _print_status(status: dict[str, Any]) -> None:
             print(f"{name:<10} {member['client']} pid={member['pid']} {_state_word(member)} (etcd, zone {zone})")
     print(f"memcached  {memcached.get('address')} pid={memcached.get('pid')} {_state_word(memcached)}")
     for name, entry in status["instances"].items():
-        print(f"{name:<10} {entry['sip']} pid={entry['pid']} {_state_word(entry)} (store {entry['store']})")
+        print(f"{name:<10} {entry['sip']} pid={entry['pid']} {_state_word(entry)} (store {entry['store']}, "
+              f"config {entry['config']})")
     for name, site in status.get("sites", {}).items():
         cut = " CUT off from the other sites" if site["cut"] else ""
         print(f"{name:<10} {site['address']} netns {site['namespace']} +{site['delay_ms']} ms to the other sites"
               f" ({', '.join(site['runs'])}){cut}")
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", choices=CONFIGS, default="full",
+                        help="what each instance runs: full = our routing (kamailio/kamailio.cfg); dropin = Debian's "
+                        "stock kamailio.cfg with exactly the additions of docs/dropin.md (default full)")
 
 
 def add_parsers(sub: Any) -> None:
@@ -77,6 +86,7 @@ def add_parsers(sub: Any) -> None:
     up.add_argument("--sites", type=int, help="run sites s1..sN, each in a network namespace of its own with "
                     "ks{I} and member I of every zone, delayed from each other (root; --etcd-members N; "
                     "--instances is then N; addresses in statestore/lab_sites.py)")
+    add_config_argument(up)
     lab.add_parser("down", help="stop everything the lab started")
     status = lab.add_parser("status", help="what runs where")
     status.add_argument("--json", action="store_true")

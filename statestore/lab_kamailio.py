@@ -13,10 +13,16 @@ from statestore.lab_process import ROOT, binary
 HOST = "127.0.0.1"
 
 
-def kamailio_command(run: Path, host: str, port: int) -> list[str]:
-    """An instance on host:port (UDP and TCP), its runtime directory `run`, in the foreground."""
+# The instance configurations `blfctl lab up --config` offers (docs/dropin.md).
+CONFIGS = ("full", "dropin")
+FULL_CONFIG = ROOT / "kamailio" / "kamailio.cfg"
+
+
+def kamailio_command(run: Path, host: str, port: int, config: Path = FULL_CONFIG) -> list[str]:
+    """An instance on host:port (UDP and TCP), its runtime directory `run`, in the foreground,
+    running configuration file `config`."""
     return [
-        binary("kamailio"), "-f", str(ROOT / "kamailio" / "kamailio.cfg"), "-Y", str(run),
+        binary("kamailio"), "-f", str(config), "-Y", str(run),
         "-l", f"udp:{host}:{port}", "-l", f"tcp:{host}:{port}", "-DD", "-E",
         "-m", shm_megabytes(os.environ),
     ]

@@ -35,6 +35,19 @@ SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 DOMAIN = "example.com"
 KS = {"ks1": ("127.0.0.1", 5071), "ks2": ("127.0.0.1", 5072)}
 LEASE_TTL = 4
+# What the lab's instances run (`blfctl lab up --config`): "full" (our routing) or "dropin"
+# (Debian's stock kamailio.cfg with the additions of docs/dropin.md). Unset: "dropin" when
+# only tests/e2e/test_dropin.py runs, else "full".
+CONFIG_VARIABLE = "BLF_TEST_CONFIG"
+DROPIN_TESTS = "test_dropin.py"
+
+
+def lab_config(session: pytest.Session) -> str:
+    chosen = os.environ.get(CONFIG_VARIABLE)
+    if chosen:
+        return chosen
+    files = {Path(str(item.fspath)).name for item in session.items}
+    return "dropin" if files == {DROPIN_TESTS} else "full"
 SUB_MIN_EXPIRES = 2
 # PUBLISH's minimum lowered from 60 (BLF_PUB_MIN_EXPIRES) so that a publication expires
 # within a test.
@@ -81,7 +94,7 @@ def free_port(tcp: bool = False) -> int:
 
 
 @pytest.fixture(scope="session")
-def lab() -> Iterator[dict[str, tuple[str, int]]]:
+def lab(request: pytest.FixtureRequest) -> Iterator[dict[str, tuple[str, int]]]:
     for tool in ("kamailio", "etcd", "sipp", "memcached"):
         if not (shutil.which(tool) or os.path.exists(f"/usr/sbin/{tool}")):
             pytest.fail(f"{tool} is not installed: run `make setup`")
@@ -93,7 +106,8 @@ def lab() -> Iterator[dict[str, tuple[str, int]]]:
     os.environ["BLF_PUB_MIN_EXPIRES"] = str(PUB_MIN_EXPIRES)
     os.environ["BLF_RECONCILE_SECONDS"] = str(RECONCILE_SECONDS)
     os.environ["BLF_MAX_SUBS_PER_WATCHER"] = str(MAX_SUBS_PER_WATCHER)
-    up = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)
+    up = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), "--config", lab_config(request.session),
+                check=False)
     if up.returncode != 0:
         pytest.fail(f"lab up failed: {up.stdout}\n{up.stderr}")
     blfctl("domain", "add", DOMAIN)

@@ -1,0 +1,132 @@
+"""The drop-in (docs/dropin.md): two instances run Debian's stock kamailio.cfg with exactly
+the page's additions, and the BLF flows work through them: a call lights the lamps for a
+watcher on the other instance, lamps clear when the instance carrying a call dies, and the
+other instance takes over a dead instance's subscriptions.
+
+Run alone (the lab is then started with `--config dropin`) or with BLF_TEST_CONFIG=dropin.
+Registrations are the stock configuration's (usrloc, per instance): a callee registers
+through the instance the call goes through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from statestore import dropin_recipe
+from tests.e2e.conftest import (
+    LEASE_TTL,
+    blfctl,
+    free_port,
+    phone,
+    register_contact,
+    watched_callee,
+    watcher,
+)
+
+
+def wait_exit(process: object, timeout: float = 30.0) -> int:
+    return int(process.wait(timeout=timeout))  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def dropin_lab(lab: dict[str, tuple[str, int]]) -> Iterator[None]:
+    """Every instance runs the stock configuration with exactly the page's additions."""
+    status = json.loads(blfctl("lab", "status", "--json").stdout)
+    configs = {name: entry["config"] for name, entry in status["instances"].items()}
+    assert configs == {"ks1": "dropin", "ks2": "dropin"}, (
+        f"the lab runs {configs}: run test_dropin.py alone or with BLF_TEST_CONFIG=dropin"
+    )
+    recipe = dropin_recipe.additions(dropin_recipe.DOCS_PAGE.read_text())
+    expected = dropin_recipe.apply(dropin_recipe.STOCK_CONFIG.read_text(), recipe)
+    for name in configs:
+        assert (Path(os.environ["BLF_VAR"]) / name / "config" / "kamailio.cfg").read_text() == expected
+    yield
+
+
+def test_the_operators_own_routing_answers_what_is_not_ours(account, phones):
+    """OPTIONS to the server is the stock configuration's ("200 Keepalive"); our full
+    routing answers "200 OK" with Allow-Events."""
+    alice = account("alice")
+    ua = phone(phones, alice, "ks1")
+    response = ua.request("OPTIONS", "sip:127.0.0.1:5071", auth=False)
+    assert response.first_line == "SIP/2.0 200 Keepalive"
+
+
+def test_an_unauthenticated_call_to_a_blf_domain_is_challenged_by_us(account, phones):
+    alice, boris = account("alice"), account("boris")
+    ua = phone(phones, alice, "ks1")
+    response = ua.request("INVITE", f"sip:{boris[0]}@example.com", {"Content-Type": "application/sdp"},
+                          auth=False, body=b"v=0\r\n")
+    assert response.status == 407, response.first_line
+    assert 'realm="example.com"' in (response.header("proxy-authenticate") or "")
+
+
+def test_call_via_ks1_lights_the_lamps_for_a_watcher_on_ks2(account, phones, sipp):
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    port = free_port()
+    register_contact(phone(phones, boris, "ks1"), port)
+    cat = watcher(phones, catherine, "ks2")
+    alice_lamp, boris_lamp = cat.subscribe(alice[0]), cat.subscribe(boris[0])
+    assert alice_lamp.lamp == "idle" and boris_lamp.lamp == "idle"
+
+    callee = sipp.callee(port, ring_ms=1500)
+    caller = sipp.call("ks1", alice, boris[0], hold_ms=1500)
+    cat.wait_lamp(boris_lamp, "early", 5)
+    cat.wait_lamp(boris_lamp, "busy", 5)
+    cat.wait_lamp(boris_lamp, "idle", 8)
+    cat.wait_lamp(alice_lamp, "idle", 3)
+    assert wait_exit(caller) == 0 and wait_exit(callee) == 0
+    assert boris_lamp.lamps == ["idle", "early", "busy", "idle"]
+    assert alice_lamp.lamps == ["idle", "busy", "idle"]
+    body = boris_lamp.notifies[-2].message.body.decode()
+    assert "<state>confirmed</state>" in body and alice[0] in body, "the caller is the authenticated account"
+
+
+def test_rejected_call_flashes_then_goes_dark(account, phones, sipp):
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    port, cat, boris_lamp = watched_callee(phones, boris, catherine, callee_at="ks1", watcher_at="ks2")
+    callee = sipp.callee(port, ring_ms=300, busy=True)
+    caller = sipp.call("ks1", alice, boris[0])
+    cat.wait(boris_lamp, lambda s: s.lamps[-2:] == ["early", "idle"], 8)
+    assert wait_exit(caller) == 0 and wait_exit(callee) == 0
+    assert "busy" not in boris_lamp.lamps
+
+
+def test_instance_killed_mid_call_clears_the_lamps_within_the_lease_ttl(account, phones, sipp):
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    port, cat, boris_lamp = watched_callee(phones, boris, catherine, callee_at="ks1", watcher_at="ks2")
+    sipp.callee(port, ring_ms=200)
+    sipp.call("ks1", alice, boris[0], hold_ms=30000)
+    cat.wait_lamp(boris_lamp, "busy", 5)
+    try:
+        blfctl("lab", "kill", "ks1")
+        killed = time.monotonic()
+        cat.wait_lamp(boris_lamp, "idle", LEASE_TTL + 4)
+        cleared = time.monotonic() - killed
+        assert cleared <= LEASE_TTL + 2, f"lamp cleared {cleared:.1f}s after the kill"
+    finally:
+        blfctl("lab", "start", "ks1")
+
+
+def test_the_other_instance_takes_over_the_subscriptions_of_a_dead_one(account, phones, sipp):
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    port, cat, boris_lamp = watched_callee(phones, boris, catherine, callee_at="ks2", watcher_at="ks1")
+    try:
+        blfctl("lab", "kill", "ks1")
+        sipp.callee(port, ring_ms=LEASE_TTL * 1000 + 2000)
+        caller = sipp.call("ks2", alice, boris[0], hold_ms=500)
+        cat.wait_lamp(boris_lamp, "early", LEASE_TTL + 6)
+        taken_over = boris_lamp.notifies[-1].message
+        assert "5072" in (taken_over.header("contact") or ""), "ks2 took over sending the NOTIFYs"
+        cat.wait_lamp(boris_lamp, "idle", LEASE_TTL + 10)
+        assert wait_exit(caller) == 0
+    finally:
+        blfctl("lab", "start", "ks1")
+    status = json.loads(blfctl("lab", "status", "--json").stdout)
+    assert status["instances"]["ks1"]["config"] == "dropin", "a restarted instance keeps the drop-in"
