@@ -59,19 +59,21 @@ def in_dialog(ctx: Context) -> None:
         on_call_ended(ctx)
 
 
-def _initial_invite_transaction() -> bool:
-    """The transaction is an initial INVITE's (not a re-INVITE's, an UPDATE's, a SUBSCRIBE's
-    the operator relays): only those start, answer or end a call."""
-    return pv("$T_req($rm)") == "INVITE" and not pv("$T_req($tt)")
+def _initial_invite(method: str, to_tag: str) -> bool:
+    """An initial INVITE's transaction (not a re-INVITE's, an UPDATE's, a SUBSCRIBE's the
+    operator relays): only those start, answer or end a call."""
+    return method == "INVITE" and not to_tag
 
 
 def reply(ctx: Context) -> None:
-    """From the operator's onreply_route of relayed requests: 18x and 2xx of a call."""
-    if _initial_invite_transaction():
+    """From the operator's onreply_route of relayed requests: 18x and 2xx of a call (the
+    message is the reply; its request is the transaction's)."""
+    if _initial_invite(pv("$T_req($rm)"), pv("$T_req($tt)")):
         on_invite_reply(ctx)
 
 
 def failure(ctx: Context) -> None:
-    """From the operator's failure_route: the call's INVITE has failed (its legs end)."""
-    if _initial_invite_transaction():
+    """From the operator's failure_route: the call's INVITE has failed (its legs end). The
+    message there is the transaction's request."""
+    if _initial_invite(pv("$rm"), pv("$tt")):
         on_call_ended(ctx)

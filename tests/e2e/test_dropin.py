@@ -100,6 +100,9 @@ def test_rejected_call_flashes_then_goes_dark(account, phones, sipp):
     cat.wait(boris_lamp, lambda s: s.lamps[-2:] == ["early", "idle"], 8)
     assert wait_exit(caller) == 0 and wait_exit(callee) == 0
     assert "busy" not in boris_lamp.lamps
+    # Seen failing in the operator's failure route (python_exec("blf_failure")), with its code.
+    ended = boris_lamp.notifies[-1].message.body.decode()
+    assert 'event="rejected"' in ended and 'code="486"' in ended, ended
 
 
 def test_instance_killed_mid_call_clears_the_lamps_within_the_lease_ttl(account, phones, sipp):
