@@ -12,22 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from statestore import dropin_recipe
-from tests.e2e.conftest import (
-    LEASE_TTL,
-    blfctl,
-    free_port,
-    phone,
-    register_contact,
-    watched_callee,
-    watcher,
-)
+from tests.e2e import conftest as e2e
+from tests.e2e.conftest import LEASE_TTL, blfctl, lamps_cleared_after_kill, phone, ring_after_takeover
 
 
 def wait_exit(process: object, timeout: float = 30.0) -> int:
@@ -69,21 +61,13 @@ def test_an_unauthenticated_call_to_a_blf_domain_is_challenged_by_us(account, ph
 
 def test_call_via_ks1_lights_the_lamps_for_a_watcher_on_ks2(account, phones, sipp):
     alice, boris, catherine = account("alice"), account("boris"), account("catherine")
-    port = free_port()
-    register_contact(phone(phones, boris, "ks1"), port)
-    cat = watcher(phones, catherine, "ks2")
+    port = e2e.free_port()
+    e2e.register_contact(phone(phones, boris, "ks1"), port)
+    cat = e2e.watcher(phones, catherine, "ks2")
     alice_lamp, boris_lamp = cat.subscribe(alice[0]), cat.subscribe(boris[0])
     assert alice_lamp.lamp == "idle" and boris_lamp.lamp == "idle"
 
-    callee = sipp.callee(port, ring_ms=1500)
-    caller = sipp.call("ks1", alice, boris[0], hold_ms=1500)
-    cat.wait_lamp(boris_lamp, "early", 5)
-    cat.wait_lamp(boris_lamp, "busy", 5)
-    cat.wait_lamp(boris_lamp, "idle", 8)
-    cat.wait_lamp(alice_lamp, "idle", 3)
-    assert wait_exit(caller) == 0 and wait_exit(callee) == 0
-    assert boris_lamp.lamps == ["idle", "early", "busy", "idle"]
-    assert alice_lamp.lamps == ["idle", "busy", "idle"]
+    e2e.play_answered_call(sipp, "ks1", alice, boris[0], port, cat, alice_lamp, boris_lamp)
     answered = boris_lamp.notifies[-2].message.body.decode()
     assert "<state>confirmed</state>" in answered and alice[0] in answered, "the caller is the authenticated account"
     # Seen ending by its BYE (python_exec("blf_in_dialog")), not by the lease keeper's
@@ -94,7 +78,7 @@ def test_call_via_ks1_lights_the_lamps_for_a_watcher_on_ks2(account, phones, sip
 
 def test_rejected_call_flashes_then_goes_dark(account, phones, sipp):
     alice, boris, catherine = account("alice"), account("boris"), account("catherine")
-    port, cat, boris_lamp = watched_callee(phones, boris, catherine, callee_at="ks1", watcher_at="ks2")
+    port, cat, boris_lamp = e2e.watched_callee(phones, boris, catherine, callee_at="ks1", watcher_at="ks2")
     callee = sipp.callee(port, ring_ms=300, busy=True)
     caller = sipp.call("ks1", alice, boris[0])
     cat.wait(boris_lamp, lambda s: s.lamps[-2:] == ["early", "idle"], 8)
@@ -107,15 +91,12 @@ def test_rejected_call_flashes_then_goes_dark(account, phones, sipp):
 
 def test_instance_killed_mid_call_clears_the_lamps_within_the_lease_ttl(account, phones, sipp):
     alice, boris, catherine = account("alice"), account("boris"), account("catherine")
-    port, cat, boris_lamp = watched_callee(phones, boris, catherine, callee_at="ks1", watcher_at="ks2")
+    port, cat, boris_lamp = e2e.watched_callee(phones, boris, catherine, callee_at="ks1", watcher_at="ks2")
     sipp.callee(port, ring_ms=200)
     sipp.call("ks1", alice, boris[0], hold_ms=30000)
     cat.wait_lamp(boris_lamp, "busy", 5)
     try:
-        blfctl("lab", "kill", "ks1")
-        killed = time.monotonic()
-        cat.wait_lamp(boris_lamp, "idle", LEASE_TTL + 4)
-        cleared = time.monotonic() - killed
+        cleared = lamps_cleared_after_kill("ks1", cat, [boris_lamp])
         assert cleared <= LEASE_TTL + 2, f"lamp cleared {cleared:.1f}s after the kill"
     finally:
         blfctl("lab", "start", "ks1")
@@ -123,14 +104,10 @@ def test_instance_killed_mid_call_clears_the_lamps_within_the_lease_ttl(account,
 
 def test_the_other_instance_takes_over_the_subscriptions_of_a_dead_one(account, phones, sipp):
     alice, boris, catherine = account("alice"), account("boris"), account("catherine")
-    port, cat, boris_lamp = watched_callee(phones, boris, catherine, callee_at="ks2", watcher_at="ks1")
+    port, cat, boris_lamp = e2e.watched_callee(phones, boris, catherine, callee_at="ks2", watcher_at="ks1")
     try:
         blfctl("lab", "kill", "ks1")
-        sipp.callee(port, ring_ms=LEASE_TTL * 1000 + 2000)
-        caller = sipp.call("ks2", alice, boris[0], hold_ms=500)
-        cat.wait_lamp(boris_lamp, "early", LEASE_TTL + 6)
-        taken_over = boris_lamp.notifies[-1].message
-        assert "5072" in (taken_over.header("contact") or ""), "ks2 took over sending the NOTIFYs"
+        caller = ring_after_takeover(sipp, port, alice, boris[0], "ks2", cat, boris_lamp)
         cat.wait_lamp(boris_lamp, "idle", LEASE_TTL + 10)
         assert wait_exit(caller) == 0
     finally:
