@@ -50,6 +50,19 @@ def test_the_operators_own_routing_answers_what_is_not_ours(account, phones):
     assert response.first_line == "SIP/2.0 200 Keepalive"
 
 
+def test_a_subscribe_we_answer_ends_the_operators_route(account, phones):
+    """python_exec("blf_request") returns 0 once we have answered: the stock route does not
+    go on to answer the SUBSCRIBE a second time (its route(PRESENCE) would say 404)."""
+    alice, boris = account("alice"), account("boris")
+    ua = phone(phones, alice, "ks2")
+    response = ua.request("SUBSCRIBE", f"sip:{boris[0]}@example.com", {"Event": "dialog", "Expires": "60"},
+                          auth=False)
+    assert response.status == 401, response.first_line  # our challenge, as in the full mode
+    cseq = int((response.header("cseq") or "0").split()[0])
+    with pytest.raises(TimeoutError):
+        ua.wait_response(response.header("call-id") or "", cseq, e2e.QUIET_SECONDS)
+
+
 def test_an_unauthenticated_call_to_a_blf_domain_is_challenged_by_us(account, phones):
     alice, boris = account("alice"), account("boris")
     ua = phone(phones, alice, "ks1")
