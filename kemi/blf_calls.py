@@ -53,6 +53,7 @@ def handle_initial_invite(ctx: Context) -> None:
     if not branches:
         raise SipError(480, "Temporarily Unavailable")
     parties = start_tracking(caller, callee)
+    report(parties, LegChange(LegState.TRYING))  # we relay it now
     KSR.tm.t_on_reply("ksr_invite_reply")
     KSR.tm.t_on_failure("ksr_invite_failure")
     if not relay(ctx):
@@ -76,7 +77,9 @@ def authenticated_call(ctx: Context) -> tuple[str, str] | None:
 
 
 def start_tracking(caller: str, callee: str) -> CallParties:
-    """Follow the call in the dialog module and report its first leg change (trying)."""
+    """Follow the call in the dialog module, its parties kept with the dialog. Its first
+    leg change is reported once it is relayed: at once by our routing, from its first
+    response in drop-in mode (whose routing may answer the INVITE itself instead)."""
     parties = CallParties(
         call_id=pv("$ci"), from_tag=pv("$ft"), caller=caller, callee=callee,
         caller_display=pv("$fn").strip('"'), callee_display=pv("$tn").strip('"'),
@@ -85,7 +88,6 @@ def start_tracking(caller: str, callee: str) -> CallParties:
     )
     KSR.dialog.dlg_manage()
     KSR.pv.sets(PARTIES_VAR, json.dumps(asdict(parties)))
-    report(parties, LegChange(LegState.TRYING))
     return parties
 
 

@@ -13,10 +13,11 @@ from blf_calls import authenticated_call, on_call_ended, on_invite_reply, start_
 from blf_context import Context
 from blf_directory import directory
 from blf_publish import handle_publish
-from blf_sip import header, pv
+from blf_sip import header, list_header, pv
 from blf_subscribe import handle_in_dialog_subscribe, handle_initial_subscribe
 
 from statestore.domain.dropin import DropinFacts, DropinStep, dropin_step
+from statestore.domain.routing import parse_route
 
 
 def _facts(ctx: Context) -> DropinFacts:
@@ -25,6 +26,9 @@ def _facts(ctx: Context) -> DropinFacts:
         in_dialog=KSR.siputils.has_totag() > 0,
         event=header("Event"),
         served=directory(ctx).get(pv("$rd")) is not None,
+        routed_on=any(
+            entry is None or KSR.is_myself(entry.uri) <= 0 for entry in map(parse_route, list_header("Route"))
+        ),
     )
 
 

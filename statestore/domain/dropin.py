@@ -39,6 +39,7 @@ class DropinFacts:
     in_dialog: bool  # it has a To tag
     event: str | None  # the Event header (SUBSCRIBE, PUBLISH)
     served: bool  # the Request-URI's domain is one of our directory's
+    routed_on: bool = False  # a Route entry names a hop other than this instance
 
 
 def _package(event: str | None) -> str:
@@ -50,8 +51,10 @@ def dropin_step(facts: DropinFacts) -> DropinStep:
     method = facts.method.upper()
     if method == "SUBSCRIBE" and _package(facts.event) in PACKAGES:
         if facts.in_dialog:
-            # Our own subscription dialogs carry no route of the operator's: we are their UAS.
-            return DropinStep.RESUBSCRIBE
+            # Our own subscription dialogs have no route set beyond us (we answered them
+            # before the operator's record_route()); one routed on is a dialog the
+            # operator relayed elsewhere.
+            return DropinStep.PASS if facts.routed_on else DropinStep.RESUBSCRIBE
         return DropinStep.SUBSCRIBE if facts.served else DropinStep.PASS
     if method == "PUBLISH" and not facts.in_dialog and facts.served:
         package = PACKAGES.get(_package(facts.event))

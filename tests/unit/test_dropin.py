@@ -53,6 +53,11 @@ def test_the_dropin_takes_only_what_blf_answers_or_observes(
     assert dropin_step(DropinFacts(method, in_dialog, event, served)) is step
 
 
+@pytest.mark.parametrize(("in_dialog", "step"), [(True, PASS), (False, S)])
+def test_a_subscribe_routed_on_beyond_us_is_the_operators_once_in_dialog(in_dialog: bool, step: DropinStep) -> None:
+    assert dropin_step(DropinFacts("SUBSCRIBE", in_dialog, "dialog", True, routed_on=True)) is step
+
+
 def test_publish_of_a_package_that_cannot_be_published_is_not_ours() -> None:
     assert dropin_step(DropinFacts("PUBLISH", False, "reg", True)) is PASS
 
