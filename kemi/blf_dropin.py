@@ -3,7 +3,7 @@
 kamailio/blf.cfg loads this Python as a library and the operator's routes call it with
 `python_exec` (docs/dropin.md). Each step here is built from the same functions as our full
 routing (kemi/blf_kemi.py `route`): the same SUBSCRIBE/PUBLISH handlers, the same digest,
-the same call tracking; only the routing of calls stays the operator's.
+the same call tracking, the same registrar; only the routing of calls stays the operator's.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from blf_calls import authenticated_call, on_call_ended, on_invite_reply, start_
 from blf_context import Context
 from blf_directory import directory
 from blf_publish import handle_publish
+from blf_register import record_register
 from blf_sip import header, list_header, pv
 from blf_subscribe import handle_in_dialog_subscribe, handle_initial_subscribe
 
@@ -44,6 +45,9 @@ def request(ctx: Context) -> bool:
             return True  # challenged (407), or a retransmission its transaction answers
         start_tracking(*call)
         return False
+    if step is DropinStep.RECORD_REGISTER:
+        # Challenged (401) or a retransmission: answered. Recorded: the operator saves it.
+        return record_register(ctx) is None
     if KSR.tm.t_check_trans() == 0:
         return True  # a retransmission the transaction layer has answered
     if step is DropinStep.SUBSCRIBE:

@@ -8,8 +8,11 @@ or observe, and hands everything else back untouched:
   answer them (the operator's routing never sees them);
 - an initial INVITE to a domain of our directory: we authenticate the caller (our digest,
   against our directory) and start tracking the call, then the operator's routing relays it;
-- everything else (REGISTER, OPTIONS, MESSAGE, in-dialog requests, other packages, other
-  domains) goes back to the operator's routing. A BYE is observed later, from the line the
+- a REGISTER to a domain of our directory: we authenticate it (our digest) and record its
+  bindings in the cluster's registrar (what the `reg` and `presence` packages show), then
+  the operator's registrar saves it and answers;
+- everything else (OPTIONS, MESSAGE, in-dialog requests, other packages, other domains)
+  goes back to the operator's routing. A BYE is observed later, from the line the
   operator adds after its own loose_route (`python_exec("blf_in_dialog")`).
 """
 
@@ -28,6 +31,7 @@ class DropinStep(enum.Enum):
     RESUBSCRIBE = "resubscribe"  # a refresh or end of one of our subscriptions (in dialog)
     PUBLISH = "publish"  # a PUBLISH we answer
     TRACK_CALL = "track-call"  # authenticate the caller, track the call, then the operator relays
+    RECORD_REGISTER = "record-register"  # authenticate, record the bindings, then the operator saves
     PASS = "pass"  # the operator's routing handles it, we do not look at it
 
 
@@ -63,4 +67,6 @@ def dropin_step(facts: DropinFacts) -> DropinStep:
         return DropinStep.PASS
     if method == "INVITE" and not facts.in_dialog and facts.served:
         return DropinStep.TRACK_CALL
+    if method == "REGISTER" and facts.served:
+        return DropinStep.RECORD_REGISTER
     return DropinStep.PASS

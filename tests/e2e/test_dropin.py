@@ -127,3 +127,22 @@ def test_the_other_instance_takes_over_the_subscriptions_of_a_dead_one(account, 
         blfctl("lab", "start", "ks1")
     status = json.loads(blfctl("lab", "status", "--json").stdout)
     assert status["instances"]["ks1"]["config"] == "dropin", "a restarted instance keeps the drop-in"
+
+
+def test_a_register_is_challenged_by_us_recorded_and_saved_by_the_operators_registrar(account, phones):
+    """Our digest, our registrar (presence goes open for a watcher on the other instance),
+    then the stock save("location"): its 200 lists the contact."""
+    alice, catherine = account("alice"), account("catherine")
+    cat = e2e.watcher(phones, catherine, "ks2")
+    sub = cat.subscribe(alice[0], headers={"Event": "presence"})
+    assert sub.lamp == "closed"
+    ua = phone(phones, alice, "ks1")
+    unauthenticated = ua.request("REGISTER", "sip:example.com", {"Contact": ua.contact, "Expires": "300"}, auth=False,
+                                 to=ua.aor)
+    assert unauthenticated.status == 401, unauthenticated.first_line
+    port = e2e.free_port()
+    registered = ua.register(300, contact=f"<sip:{alice[0]}@127.0.0.1:{port}>")
+    assert registered.status == 200 and f"127.0.0.1:{port}" in (registered.header("contact") or "")
+    cat.wait_lamp(sub, "open", 8)
+    assert ua.register(0, contact=f"<sip:{alice[0]}@127.0.0.1:{port}>").status == 200
+    cat.wait_lamp(sub, "closed", 8)

@@ -11,8 +11,8 @@ from statestore import dropin_recipe
 from statestore.domain.dropin import DropinFacts, DropinStep, dropin_step
 from statestore.dropin_recipe import Addition, RecipeError, added_lines, additions, apply
 
-S, P, TRACK, PASS, RE = (DropinStep.SUBSCRIBE, DropinStep.PUBLISH, DropinStep.TRACK_CALL, DropinStep.PASS,
-                         DropinStep.RESUBSCRIBE)
+S, P, TRACK, PASS, RE, REG = (DropinStep.SUBSCRIBE, DropinStep.PUBLISH, DropinStep.TRACK_CALL, DropinStep.PASS,
+                              DropinStep.RESUBSCRIBE, DropinStep.RECORD_REGISTER)
 
 
 @pytest.mark.parametrize(
@@ -39,7 +39,8 @@ S, P, TRACK, PASS, RE = (DropinStep.SUBSCRIBE, DropinStep.PUBLISH, DropinStep.TR
         ("INVITE", False, None, False, PASS),  # not a domain of ours: not tracked
         ("INVITE", True, None, True, PASS),  # a re-INVITE follows the operator's routing
         ("BYE", True, None, True, PASS),  # observed after the operator's loose_route
-        ("REGISTER", False, None, True, PASS),  # the operator's registrar
+        ("REGISTER", False, None, True, REG),  # recorded, then the operator's registrar saves it
+        ("REGISTER", False, None, False, PASS),
         ("OPTIONS", False, None, True, PASS),
         ("MESSAGE", False, None, True, PASS),
         ("NOTIFY", True, "dialog", True, PASS),
