@@ -43,26 +43,34 @@ LEG_QUEUE = "blf_legs"
 SEND_FAILED = 477
 
 
-def _branches_to_callee(ctx: Context, trying: bool) -> tuple[str, str] | None:
-    """Authenticate the caller, check it may reach the callee, and set one branch per
-    reachable contact of the callee: (caller, callee), or None when challenged (or a
-    retransmission). The same rules for an INVITE and a MESSAGE."""
+def authenticated_call(ctx: Context, trying: bool = True) -> tuple[str, str] | None:
+    """The caller (authenticated by our digest, never the From header) and the callee of an
+    initial INVITE (or a MESSAGE); None when it was challenged (or a retransmission its
+    transaction answers). Both modes start a call here."""
     require_served_target(ctx)
     caller = authenticate(ctx, realm_for(ctx, realm_candidates()), store_required=False)
     if caller is None:
-        return None  # challenged, or a retransmission its transaction answers
+        return None
     if trying:
         # The transaction exists from here (blf_auth.authenticate; t_relay reuses it): a 100
         # now stops the phone's retransmissions whatever the store does next (RFC 3261 §17.2.1).
         KSR.tm.t_reply(100, "Trying")
     found = request_identities(ctx, caller)
     check_reach(found, directory(ctx))  # 404 domain, 403 could not call, 404 user: as for SUBSCRIBE
-    callee = str(found.callee)
-    targets = _targets(ctx, callee)
+    return caller, str(found.callee)
+
+
+def _branches_to_callee(ctx: Context, trying: bool) -> tuple[str, str] | None:
+    """authenticated_call, then one branch per reachable contact of the callee (480 with
+    none): the same rules for an INVITE and a MESSAGE in our own routing."""
+    call = authenticated_call(ctx, trying)
+    if call is None:
+        return None
+    targets = _targets(ctx, call[1])
     branches = plan_branches(ctx, [(b.contact, b.received, b.instance, b.nat, b.registered_at) for b in targets])
     if not branches:
         raise SipError(480, "Temporarily Unavailable")
-    return caller, callee
+    return call
 
 
 def handle_message(ctx: Context) -> None:
@@ -74,10 +82,23 @@ def handle_message(ctx: Context) -> None:
 
 
 def handle_initial_invite(ctx: Context) -> None:
-    routed = _branches_to_callee(ctx, trying=True)
-    if routed is None:
+    call = _branches_to_callee(ctx, trying=True)
+    if call is None:
         return
-    caller, callee = routed
+    caller, callee = call
+    parties = start_tracking(caller, callee)
+    report(parties, LegChange(LegState.TRYING))  # we relay it now
+    KSR.tm.t_on_reply("ksr_invite_reply")
+    KSR.tm.t_on_failure("ksr_invite_failure")
+    if not relay(ctx):
+        # The failure route does not run for a relay that failed at once: end the legs here.
+        report(parties, LegChange(LegState.TERMINATED, ending=Ending(TerminationEvent.ERROR)))
+
+
+def start_tracking(caller: str, callee: str) -> CallParties:
+    """Follow the call in the dialog module, its parties kept with the dialog. Its first
+    leg change is reported once it is relayed: at once by our routing, from its first
+    response in drop-in mode (whose routing may answer the INVITE itself instead)."""
     parties = CallParties(
         call_id=pv("$ci"), from_tag=pv("$ft"), caller=caller, callee=callee,
         caller_display=pv("$fn").strip('"'), callee_display=pv("$tn").strip('"'),
@@ -86,12 +107,7 @@ def handle_initial_invite(ctx: Context) -> None:
     )
     KSR.dialog.dlg_manage()
     KSR.pv.sets(PARTIES_VAR, json.dumps(asdict(parties)))
-    report(parties, LegChange(LegState.TRYING))
-    KSR.tm.t_on_reply("ksr_invite_reply")
-    KSR.tm.t_on_failure("ksr_invite_failure")
-    if not relay(ctx):
-        # The failure route does not run for a relay that failed at once: end the legs here.
-        report(parties, LegChange(LegState.TERMINATED, ending=Ending(TerminationEvent.ERROR)))
+    return parties
 
 
 def _targets(ctx: Context, callee: str) -> list[Binding]:
@@ -122,6 +138,15 @@ def _bindings(ctx: Context, callee: str) -> list[Binding]:
         return []
 
 
+def on_invite_failure(ctx: Context) -> None:
+    """Our own routing's failure route of an INVITE: the call has ended."""
+    if int(pv("$T_reply_code") or 0) == SEND_FAILED:
+        # tm's own answer when no branch could be sent to (a dead connection): its reason
+        # text is Kamailio's internal one. The caller hears the callee is not reachable now.
+        KSR.tm.t_reply(480, "Temporarily Unavailable")
+    on_call_ended(ctx)
+
+
 def current_parties() -> CallParties | None:
     raw = KSR.pv.get(PARTIES_VAR)
     return None if not raw else CallParties(**json.loads(raw))
@@ -137,10 +162,6 @@ def on_invite_reply(ctx: Context) -> None:
 
 def on_call_ended(ctx: Context) -> None:
     """A BYE of the call, or the INVITE's failure route (RFC 4235 §3.7.1 event, code)."""
-    if pv("$rm") != "BYE" and int(pv("$T_reply_code") or 0) == SEND_FAILED:
-        # tm's own answer when no branch could be sent to (a dead connection): its reason
-        # text is Kamailio's internal one. The caller hears the callee is not reachable now.
-        KSR.tm.t_reply(480, "Temporarily Unavailable")
     parties = current_parties()
     if parties is None:
         return

@@ -23,8 +23,9 @@ for _path in (_HERE, _ROOT, _VENV_SITE):
     if _path not in sys.path[:3]:
         sys.path.insert(0, _path)
 
+import blf_dropin
 import KSR  # type: ignore[import-not-found]
-from blf_calls import handle_initial_invite, handle_message, on_call_ended, on_invite_reply
+from blf_calls import handle_initial_invite, handle_message, on_call_ended, on_invite_failure, on_invite_reply
 from blf_context import Context, Settings, context
 from blf_directory import Keeper as DirectoryKeeper
 from blf_lease import Keepers, LeaseKeeper
@@ -222,7 +223,31 @@ class kamailio:
         return _logging(on_branch)
 
     def ksr_invite_failure(self, msg: object) -> int:
-        return _logging(on_call_ended)
+        return _logging(on_invite_failure)
+
+    # --- drop-in entry points: python_exec from an operator's native configuration
+    # (kamailio/blf.cfg, docs/dropin.md). A cfg function returning 0 ends the route. ---
+
+    def blf_request(self, msg: object) -> int:
+        """0 when we have answered the request (its route ends), 1 when the operator's
+        routing goes on."""
+        answered = True
+
+        def step(ctx: Context) -> None:
+            nonlocal answered
+            answered = blf_dropin.request(ctx)
+
+        _answering(step)
+        return 0 if answered else 1
+
+    def blf_in_dialog(self, msg: object) -> int:
+        return _logging(blf_dropin.in_dialog)
+
+    def blf_reply(self, msg: object) -> int:
+        return _logging(blf_dropin.reply)
+
+    def blf_failure(self, msg: object) -> int:
+        return _logging(blf_dropin.failure)
 
     def ksr_tm_event(self, msg: object, evname: str) -> int:
         if evname == "tm:local-request" and pv("$rm") == "NOTIFY":

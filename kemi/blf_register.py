@@ -12,6 +12,7 @@ from blf_sip import header, headers, pv, reply
 
 from statestore.domain.errors import SipError, store_unavailable_error
 from statestore.domain.identity import RequestFacts, resolve
+from statestore.domain.model import Binding
 from statestore.domain.registrar import (
     ContactSpec,
     RegisterRequest,
@@ -29,6 +30,20 @@ def handle_register(ctx: Context) -> None:
     # (blf_auth.authenticate, blf_sip.stateful): tm sends the answer again to every
     # retransmission while the transaction lives; one that comes later is recognised by
     # the registrar.
+    recorded = record_register(ctx)
+    if recorded is None:
+        return
+    now, bindings = recorded
+    for binding in bindings:
+        KSR.hdr.append_to_reply(f"Contact: {contact_header_value(binding, now)}\r\n")
+    reply(200, "OK", {"Date": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))})
+
+
+def record_register(ctx: Context) -> tuple[float, list[Binding]] | None:
+    """Authenticate a REGISTER (our digest) and write its bindings to the cluster's registrar;
+    when, and the account's bindings now. None when it was challenged (or is a
+    retransmission its transaction answers). The drop-in records the REGISTERs that the
+    operator's own registrar then saves (docs/dropin.md)."""
     # The AOR registered is the To URI (RFC 3261 §10.2); its domain is the realm.
     realm = realm_for(ctx, [pv("$td")])
     zone = ctx.zone(realm)  # everything of an account lives in its domain's zone
@@ -36,7 +51,7 @@ def handle_register(ctx: Context) -> None:
         raise store_unavailable_error()
     account = authenticate(ctx, realm, store_required=True)
     if account is None:
-        return
+        return None
     # The To user (the account's user or one of its aliases, in any equivalent number form)
     # must name the account that authenticated: nobody registers for someone else.
     view = directory(ctx)
@@ -70,9 +85,7 @@ def handle_register(ctx: Context) -> None:
         ):
             break
     ctx.cache.put_bindings(account, list(outcome.bindings), now)
-    for binding in outcome.bindings:
-        KSR.hdr.append_to_reply(f"Contact: {contact_header_value(binding, now)}\r\n")
-    reply(200, "OK", {"Date": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))})
+    return now, list(outcome.bindings)
 
 
 def _behind_nat(contacts: list[ContactSpec] | str) -> bool:

@@ -411,7 +411,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             daemon=True,
         ).start()
         try:
-            lab.up(args.instances, args.lease_ttl)
+            lab.up(args.instances, args.lease_ttl, config=args.config)
             zones = stores(args)
             provision_demo(zones.store(zones.first))
             _print_welcome(lab.status())
@@ -509,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the lab in the foreground with a demo domain")
     run.add_argument("--instances", type=int, default=2)
     run.add_argument("--lease-ttl", type=int, default=int(os.environ.get("BLF_LEASE_TTL", "6")))
+    cli_lab.add_config_argument(run)
     return parser
 
 

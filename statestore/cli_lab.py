@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from statestore.lab import Lab
+from statestore.lab_kamailio import CONFIGS
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -17,7 +18,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
     command = args.lab_command
     if command in ("up", "status"):  # the same table, or the same JSON (--json), from both
         if command == "up":
-            lab.up(args.instances, args.lease_ttl, args.zones, args.etcd_members, args.direct_store, args.sites)
+            lab.up(args.instances, args.lease_ttl, args.zones, args.etcd_members, args.direct_store, args.sites,
+                   args.config)
         status = lab.status()
         print(json.dumps(status, indent=2) if args.json else "\n".join(status_lines(status)))
     elif command == "down":
@@ -55,12 +57,19 @@ def status_lines(status: dict[str, Any]) -> list[str]:
             lines.append(f"{name:<10} {member['client']} pid={member['pid']} {_state_word(member)} (etcd, zone {zone})")
     lines.append(f"memcached  {memcached.get('address')} pid={memcached.get('pid')} {_state_word(memcached)}")
     for name, entry in status["instances"].items():
-        lines.append(f"{name:<10} {entry['sip']} pid={entry['pid']} {_state_word(entry)} (store {entry['store']})")
+        lines.append(f"{name:<10} {entry['sip']} pid={entry['pid']} {_state_word(entry)} (store {entry['store']}, "
+                     f"config {entry.get('config', 'full')}, metrics {entry.get('metrics') or 'none'})")
     for name, site in status.get("sites", {}).items():
         cut = " CUT off from the other sites" if site["cut"] else ""
         lines.append(f"{name:<10} {site['address']} netns {site['namespace']} +{site['delay_ms']} ms to the other "
                      f"sites ({', '.join(site['runs'])}){cut}")
     return lines
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", choices=CONFIGS, default="full",
+                        help="what each instance runs: full = our routing (kamailio/kamailio.cfg); dropin = Debian's "
+                        "stock kamailio.cfg with exactly the additions of docs/dropin.md (default full)")
 
 
 def add_parsers(sub: Any) -> None:
@@ -77,6 +86,7 @@ def add_parsers(sub: Any) -> None:
                     "ks{I} and member I of every zone, delayed from each other (root; --etcd-members N; "
                     "--instances is then N; addresses in statestore/lab_sites.py)")
     up.add_argument("--json", action="store_true", help="print the status as JSON (as `lab status --json`)")
+    add_config_argument(up)
     lab.add_parser("down", help="stop everything the lab started")
     status = lab.add_parser("status", help="what runs where (the table `lab up` prints)")
     status.add_argument("--json", action="store_true")

@@ -31,12 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from statestore import lab_etcd, lab_link, lab_sites
+from statestore import dropin_recipe, lab_etcd, lab_link, lab_sites
 from statestore.domain.errors import StoreUnavailable
 from statestore.etcd_store import EtcdStore
 from statestore.lab_edge import apply_edge_firewall, remove_edge_firewall
 from statestore.lab_etcd import Member, member_named
 from statestore.lab_kamailio import (
+    CONFIGS,
+    FULL_CONFIG,
     kamailio_command,
     kamailio_environment,
     metrics_environment,
@@ -154,16 +156,22 @@ class Lab:
     # --- commands -----------------------------------------------------------------------------
 
     def up(self, instances: int = 2, lease_ttl: int = 6, zones: int | None = None,
-           etcd_members: int | None = None, direct_store: bool = False, sites: int | None = None) -> None:
+           etcd_members: int | None = None, direct_store: bool = False, sites: int | None = None,
+           config: str = "full") -> None:
         """Start what is not running. `zones`, `etcd_members` and `sites` default to the
         lab's layout (1, 1 and none for a new lab); a lab whose members have data keeps its
         layout. With sites, `etcd_members` defaults to their number and the instances are
-        one per site (`instances` is not used)."""
+        one per site (`instances` is not used). `config`: the configuration every instance
+        runs, "full" (kamailio/kamailio.cfg) or "dropin" (the stock one with docs/dropin.md's
+        additions); a running instance keeps the one it was started with."""
+        if config not in CONFIGS:
+            raise LabError(f"no configuration {config!r} (one of {', '.join(CONFIGS)})")
         if sites and etcd_members is None:
             etcd_members = sites
         self._set_layout(zones, etcd_members, sites)
         self.state["lease_ttl"] = lease_ttl
         self.state["direct_store"] = direct_store
+        self.state["config"] = config
         if self.sites():
             instances = len(self.sites())
             self.ensure_sites()
@@ -304,7 +312,7 @@ class Lab:
             link = "direct" if not alive(relay.get("pid")) else ("cut" if relay.get("cut") else "relayed")
             instances[name] = {
                 "sip": entry["sip"], "metrics": entry.get("metrics"), "pid": entry["pid"], "alive": alive(entry["pid"]),
-                "stopped": stopped(entry["pid"]), "store": link,
+                "stopped": stopped(entry["pid"]), "store": link, "config": entry.get("config", "full"),
             }
         zones = {
             zone: {"members": {
@@ -455,12 +463,13 @@ class Lab:
         reached, stores = self._reached_zones(name), self.zones()
         if etcd:
             reached["z1"] = stores["z1"] = parse_endpoints(etcd)
-        pid = self._spawn_kamailio(name, port, reached)
+        config = self.state.get("config", "full")
+        pid = self._spawn_kamailio(name, port, reached, self._config_file(name, config))
         # The stores it uses (through its link or not): "etcd" is its zone z1's, as before zones.
         self.state["instances"][name] = {
             "sip": f"{site.address if site else HOST}:{port}", "pid": pid, "etcd": ",".join(stores["z1"]),
             "metrics": f"{site.address if site else HOST}:{metrics_port(port)}",
-            "zones": format_zones(stores),
+            "zones": format_zones(stores), "config": config,
         }
         self._save()
 
@@ -493,7 +502,17 @@ class Lab:
         self._save()
         return ports
 
-    def _spawn_kamailio(self, name: str, port: int, zones: Zones) -> int:
+    def _config_file(self, name: str, config: str) -> Path:
+        """The configuration file instance `name` starts with: in drop-in mode, the stock
+        configuration with docs/dropin.md's additions, written under its directory."""
+        if config == "dropin":
+            try:
+                return dropin_recipe.build(self.paths.instance_dir(name) / "config")
+            except dropin_recipe.RecipeError as exc:
+                raise LabError(f"the drop-in recipe (docs/dropin.md) cannot be applied: {exc}") from exc
+        return FULL_CONFIG
+
+    def _spawn_kamailio(self, name: str, port: int, zones: Zones, config: Path) -> int:
         site = self._site(port - BASE_PORT)
         host = site.address if site else HOST
         run = self.paths.instance_dir(name) / "run"
@@ -510,7 +529,7 @@ class Lab:
             BLF_LEASE_TTL=str(self.state.get("lease_ttl", 6)),
             **metrics_environment(host, port),
         )
-        return self._spawner(site)(kamailio_command(run, host, port), run.parent / "kamailio.log", env)
+        return self._spawner(site)(kamailio_command(run, host, port, config), run.parent / "kamailio.log", env)
 
     def _wait_instance(self, name: str) -> None:
         entry = self.state["instances"][name]

@@ -22,11 +22,16 @@ def metrics_port(sip_port: int) -> int:
     return METRICS_BASE_PORT + sip_port - SIP_BASE_PORT
 
 
-def kamailio_command(run: Path, host: str, port: int) -> list[str]:
+# The instance configurations `blfctl lab up --config` offers (docs/dropin.md).
+CONFIGS = ("full", "dropin")
+FULL_CONFIG = ROOT / "kamailio" / "kamailio.cfg"
+
+
+def kamailio_command(run: Path, host: str, port: int, config: Path = FULL_CONFIG) -> list[str]:
     """An instance on host:port (UDP and TCP), its runtime directory `run`, in the foreground,
-    with its metrics socket (tcp_listen_order)."""
+    running configuration file `config`, with its metrics socket (tcp_listen_order)."""
     return [
-        binary("kamailio"), "-f", str(ROOT / "kamailio" / "kamailio.cfg"), "-Y", str(run),
+        binary("kamailio"), "-f", str(config), "-Y", str(run),
         "-l", f"udp:{host}:{port}", *tcp_listen_order(host, port), "-DD", "-E", "-m", shm_megabytes(os.environ),
     ]
 

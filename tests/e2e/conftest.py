@@ -35,6 +35,19 @@ SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 DOMAIN = "example.com"
 KS = {"ks1": ("127.0.0.1", 5071), "ks2": ("127.0.0.1", 5072)}
 LEASE_TTL = 4
+# What the lab's instances run (`blfctl lab up --config`): "full" (our routing) or "dropin"
+# (Debian's stock kamailio.cfg with the additions of docs/dropin.md). Unset: "dropin" when
+# only tests/e2e/test_dropin.py runs, else "full".
+CONFIG_VARIABLE = "BLF_TEST_CONFIG"
+DROPIN_TESTS = "test_dropin.py"
+
+
+def lab_config(session: pytest.Session) -> str:
+    chosen = os.environ.get(CONFIG_VARIABLE)
+    if chosen:
+        return chosen
+    files = {Path(str(item.fspath)).name for item in session.items}
+    return "dropin" if files == {DROPIN_TESTS} else "full"
 SUB_MIN_EXPIRES = 2
 # PUBLISH's minimum lowered from 60 (BLF_PUB_MIN_EXPIRES) so that a publication expires
 # within a test.
@@ -81,7 +94,7 @@ def free_port(tcp: bool = False) -> int:
 
 
 @pytest.fixture(scope="session")
-def lab() -> Iterator[dict[str, tuple[str, int]]]:
+def lab(request: pytest.FixtureRequest) -> Iterator[dict[str, tuple[str, int]]]:
     for tool in ("kamailio", "etcd", "sipp", "memcached"):
         if not (shutil.which(tool) or os.path.exists(f"/usr/sbin/{tool}")):
             pytest.fail(f"{tool} is not installed: run `make setup`")
@@ -93,7 +106,8 @@ def lab() -> Iterator[dict[str, tuple[str, int]]]:
     os.environ["BLF_PUB_MIN_EXPIRES"] = str(PUB_MIN_EXPIRES)
     os.environ["BLF_RECONCILE_SECONDS"] = str(RECONCILE_SECONDS)
     os.environ["BLF_MAX_SUBS_PER_WATCHER"] = str(MAX_SUBS_PER_WATCHER)
-    up = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)
+    up = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), "--config", lab_config(request.session),
+                check=False)
     if up.returncode != 0:
         pytest.fail(f"lab up failed: {up.stdout}\n{up.stderr}")
     blfctl("domain", "add", DOMAIN)
@@ -209,6 +223,47 @@ def watched_callee(
     register_contact(phone(phones, callee, callee_at), port)
     cat = watcher(phones, watcher_creds, watcher_at)
     return port, cat, cat.subscribe(callee[0])
+
+
+def play_answered_call(sipp: Sipp, via: str, caller: tuple[str, str], callee_user: str, port: int,
+                       cat: Watcher, caller_lamp: Subscription, callee_lamp: Subscription) -> None:
+    """`caller` calls `callee_user` (a sipp callee on `port`, ringing 1.5 s) through `via` and
+    hangs up after 1.5 s; `cat` sees the callee's lamp flash, go red, go dark, and the
+    caller's go red and dark, in that order and nothing else."""
+    callee = sipp.callee(port, ring_ms=1500)
+    call = sipp.call(via, caller, callee_user, hold_ms=1500)
+    cat.wait_lamp(callee_lamp, "early", 5)
+    assert caller_lamp.lamp == "busy" or cat.wait_lamp(caller_lamp, "busy", 2) is None
+    cat.wait_lamp(callee_lamp, "busy", 5)
+    cat.wait_lamp(callee_lamp, "idle", 8)
+    cat.wait_lamp(caller_lamp, "idle", 3)
+    assert call.wait(timeout=30) == 0 and callee.wait(timeout=30) == 0
+    assert callee_lamp.lamps == ["idle", "early", "busy", "idle"]
+    assert caller_lamp.lamps == ["idle", "busy", "idle"]
+
+
+def lamps_cleared_after_kill(instance: str, cat: Watcher, lamps: list[Subscription]) -> float:
+    """SIGKILL `instance` (`blfctl lab kill`, as a crash would) and wait until every lamp is
+    idle again (within the lease TTL and a margin); the seconds from the kill. The caller
+    starts the instance again."""
+    blfctl("lab", "kill", instance)
+    killed = time.monotonic()
+    for lamp in lamps:
+        cat.wait_lamp(lamp, "idle", max(0.1, killed + LEASE_TTL + 4 - time.monotonic()))
+    return time.monotonic() - killed
+
+
+def ring_after_takeover(sipp: Sipp, port: int, caller: tuple[str, str], callee_user: str, via: str,
+                        cat: Watcher, lamp: Subscription) -> subprocess.Popen[bytes]:
+    """With the instance holding `cat`'s subscription dead, call `callee_user` (its sipp callee
+    on `port`) through `via`, ringing past the lease TTL, and wait for the lamp to flash from
+    a NOTIFY that `via` sent: it took the subscription over. The caller's sipp process."""
+    sipp.callee(port, ring_ms=LEASE_TTL * 1000 + 2000)
+    call = sipp.call(via, caller, callee_user, hold_ms=500)
+    cat.wait_lamp(lamp, "early", LEASE_TTL + 6)
+    sender = lamp.notifies[-1].message.header("contact") or ""
+    assert str(KS[via][1]) in sender, f"{via} took over sending the NOTIFYs (Contact {sender})"
+    return call
 
 
 def etcd_pid() -> int:

@@ -6,9 +6,16 @@ registered through ks2, Catherine subscribes through ks2.
 
 from __future__ import annotations
 
-import time
-
-from tests.e2e.conftest import LEASE_TTL, blfctl, free_port, phone, register_contact, watcher
+from tests.e2e.conftest import (
+    LEASE_TTL,
+    blfctl,
+    free_port,
+    lamps_cleared_after_kill,
+    phone,
+    play_answered_call,
+    register_contact,
+    watcher,
+)
 
 
 def wait_exit(process: object, timeout: float = 30.0) -> int:
@@ -24,16 +31,7 @@ def test_answered_call_turns_caller_red_callee_flashing_then_red_then_both_dark(
     alice_lamp, boris_lamp = cat.subscribe(alice[0]), cat.subscribe(boris[0])
     assert alice_lamp.lamp == "idle" and boris_lamp.lamp == "idle"
 
-    callee = sipp.callee(port, ring_ms=1500)
-    caller = sipp.call("ks1", alice, boris[0], hold_ms=1500)
-    cat.wait_lamp(boris_lamp, "early", 5)
-    assert alice_lamp.lamp == "busy" or cat.wait_lamp(alice_lamp, "busy", 2) is None
-    cat.wait_lamp(boris_lamp, "busy", 5)
-    cat.wait_lamp(boris_lamp, "idle", 8)
-    cat.wait_lamp(alice_lamp, "idle", 3)
-    assert wait_exit(caller) == 0 and wait_exit(callee) == 0
-    assert boris_lamp.lamps == ["idle", "early", "busy", "idle"]
-    assert alice_lamp.lamps == ["idle", "busy", "idle"]
+    play_answered_call(sipp, "ks1", alice, boris[0], port, cat, alice_lamp, boris_lamp)
     shown = blfctl("show", f"{boris[0]}@example.com", "--json").stdout
     assert '"state": "idle"' in shown
 
@@ -88,11 +86,7 @@ def test_instance_killed_mid_call_clears_lamps_within_the_lease_ttl(account, pho
     cat.wait_lamp(boris_lamp, "busy", 5)
     cat.wait_lamp(alice_lamp, "busy", 2)
     try:
-        blfctl("lab", "kill", "ks1")
-        killed = time.monotonic()
-        cat.wait_lamp(boris_lamp, "idle", LEASE_TTL + 4)
-        cat.wait_lamp(alice_lamp, "idle", 2)
-        cleared = time.monotonic() - killed
+        cleared = lamps_cleared_after_kill("ks1", cat, [boris_lamp, alice_lamp])
         assert cleared <= LEASE_TTL + 2, f"lamps cleared {cleared:.1f}s after the kill"
     finally:
         blfctl("lab", "start", "ks1")

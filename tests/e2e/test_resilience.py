@@ -16,6 +16,7 @@ from tests.e2e.conftest import (
     logged_since,
     phone,
     register_contact,
+    ring_after_takeover,
     wait_logged,
     watched_callee,
     watcher,
@@ -27,11 +28,7 @@ def test_subscription_survives_its_instance_dying_and_restarting(account, phones
     port, cat, boris_lamp = watched_callee(phones, boris, catherine, callee_at="ks2", watcher_at="ks1")
     try:
         blfctl("lab", "kill", "ks1")
-        sipp.callee(port, ring_ms=LEASE_TTL * 1000 + 2000)
-        sipp.call("ks2", alice, boris[0], hold_ms=500)
-        cat.wait_lamp(boris_lamp, "early", LEASE_TTL + 6)
-        taken_over = boris_lamp.notifies[-1].message
-        assert "5072" in (taken_over.header("contact") or ""), "ks2 took over sending the NOTIFYs"
+        ring_after_takeover(sipp, port, alice, boris[0], "ks2", cat, boris_lamp)
         cat.wait_lamp(boris_lamp, "idle", LEASE_TTL + 10)
     finally:
         blfctl("lab", "start", "ks1")

@@ -142,7 +142,8 @@ STATUS = {
     "zones": {"z1": {"members": {"z1-etcd1": {"client": "127.0.0.1:2379", "pid": 10, "alive": True}}}},
     "memcached": {"address": "127.0.0.1:11211", "pid": 11, "alive": True},
     "instances": {
-        "ks1": {"sip": "127.0.0.1:5071", "pid": 12, "alive": True, "store": "127.0.0.1:2479"},
+        "ks1": {"sip": "127.0.0.1:5071", "pid": 12, "alive": True, "store": "127.0.0.1:2479", "config": "dropin",
+                "metrics": "127.0.0.1:9471"},
         "ks2": {"sip": "127.0.0.1:5072", "pid": 13, "alive": False, "store": "127.0.0.1:2480"},
     },
 }
@@ -152,8 +153,8 @@ def test_lab_table() -> None:
     assert status_lines(STATUS) == [
         "z1-etcd1   127.0.0.1:2379 pid=10 up (etcd, zone z1)",
         "memcached  127.0.0.1:11211 pid=11 up",
-        "ks1        127.0.0.1:5071 pid=12 up (store 127.0.0.1:2479)",
-        "ks2        127.0.0.1:5072 pid=13 down (store 127.0.0.1:2480)",
+        "ks1        127.0.0.1:5071 pid=12 up (store 127.0.0.1:2479, config dropin, metrics 127.0.0.1:9471)",
+        "ks2        127.0.0.1:5072 pid=13 down (store 127.0.0.1:2480, config full, metrics none)",
     ]
 
 

@@ -1,0 +1,148 @@
+"""The drop-in (docs/dropin.md): two instances run Debian's stock kamailio.cfg with exactly
+the page's additions, and the BLF flows work through them: a call lights the lamps for a
+watcher on the other instance, lamps clear when the instance carrying a call dies, and the
+other instance takes over a dead instance's subscriptions.
+
+Run alone (the lab is then started with `--config dropin`) or with BLF_TEST_CONFIG=dropin.
+Registrations are the stock configuration's (usrloc, per instance): a callee registers
+through the instance the call goes through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from statestore import dropin_recipe
+from tests.e2e import conftest as e2e
+from tests.e2e.conftest import LEASE_TTL, blfctl, lamps_cleared_after_kill, phone, ring_after_takeover
+
+
+def wait_exit(process: object, timeout: float = 30.0) -> int:
+    return int(process.wait(timeout=timeout))  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def dropin_lab(lab: dict[str, tuple[str, int]]) -> Iterator[None]:
+    """Every instance runs the stock configuration with exactly the page's additions."""
+    status = json.loads(blfctl("lab", "status", "--json").stdout)
+    configs = {name: entry["config"] for name, entry in status["instances"].items()}
+    assert configs == {"ks1": "dropin", "ks2": "dropin"}, (
+        f"the lab runs {configs}: run test_dropin.py alone or with BLF_TEST_CONFIG=dropin"
+    )
+    recipe = dropin_recipe.additions(dropin_recipe.DOCS_PAGE.read_text())
+    expected = dropin_recipe.apply(dropin_recipe.STOCK_CONFIG.read_text(), recipe)
+    for name in configs:
+        assert (Path(os.environ["BLF_VAR"]) / name / "config" / "kamailio.cfg").read_text() == expected
+    yield
+
+
+def test_the_operators_own_routing_answers_what_is_not_ours(account, phones):
+    """OPTIONS to the server is the stock configuration's ("200 Keepalive"); our full
+    routing answers "200 OK" with Allow-Events."""
+    alice = account("alice")
+    ua = phone(phones, alice, "ks1")
+    response = ua.request("OPTIONS", "sip:127.0.0.1:5071", auth=False)
+    assert response.first_line == "SIP/2.0 200 Keepalive"
+
+
+def test_a_subscribe_we_answer_ends_the_operators_route(account, phones):
+    """python_exec("blf_request") returns 0 once we have answered: the stock route does not
+    go on to answer the SUBSCRIBE a second time (its route(PRESENCE) would say 404)."""
+    alice, boris = account("alice"), account("boris")
+    ua = phone(phones, alice, "ks2")
+    response = ua.request("SUBSCRIBE", f"sip:{boris[0]}@example.com", {"Event": "dialog", "Expires": "60"},
+                          auth=False)
+    assert response.status == 401, response.first_line  # our challenge, as in the full mode
+    cseq = int((response.header("cseq") or "0").split()[0])
+    with pytest.raises(TimeoutError):
+        ua.wait_response(response.header("call-id") or "", cseq, e2e.QUIET_SECONDS)
+
+
+def test_an_unauthenticated_call_to_a_blf_domain_is_challenged_by_us(account, phones):
+    alice, boris = account("alice"), account("boris")
+    ua = phone(phones, alice, "ks1")
+    response = ua.request("INVITE", f"sip:{boris[0]}@example.com", {"Content-Type": "application/sdp"},
+                          auth=False, body=b"v=0\r\n")
+    assert response.status == 407, response.first_line
+    assert 'realm="example.com"' in (response.header("proxy-authenticate") or "")
+
+
+def test_call_via_ks1_lights_the_lamps_for_a_watcher_on_ks2(account, phones, sipp):
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    port = e2e.free_port()
+    e2e.register_contact(phone(phones, boris, "ks1"), port)
+    cat = e2e.watcher(phones, catherine, "ks2")
+    alice_lamp, boris_lamp = cat.subscribe(alice[0]), cat.subscribe(boris[0])
+    assert alice_lamp.lamp == "idle" and boris_lamp.lamp == "idle"
+
+    e2e.play_answered_call(sipp, "ks1", alice, boris[0], port, cat, alice_lamp, boris_lamp)
+    answered = boris_lamp.notifies[-2].message.body.decode()
+    assert "<state>confirmed</state>" in answered and alice[0] in answered, "the caller is the authenticated account"
+    # Seen ending by its BYE (python_exec("blf_in_dialog")), not by the lease keeper's
+    # reconciliation with the dialog module, which would clear it a little later.
+    ended = boris_lamp.notifies[-1].message.body.decode()
+    assert 'event="local-bye"' in ended or 'event="remote-bye"' in ended, ended
+
+
+def test_rejected_call_flashes_then_goes_dark(account, phones, sipp):
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    port, cat, boris_lamp = e2e.watched_callee(phones, boris, catherine, callee_at="ks1", watcher_at="ks2")
+    callee = sipp.callee(port, ring_ms=300, busy=True)
+    caller = sipp.call("ks1", alice, boris[0])
+    cat.wait(boris_lamp, lambda s: s.lamps[-2:] == ["early", "idle"], 8)
+    assert wait_exit(caller) == 0 and wait_exit(callee) == 0
+    assert "busy" not in boris_lamp.lamps
+    # Seen failing in the operator's failure route (python_exec("blf_failure")), with its code.
+    ended = boris_lamp.notifies[-1].message.body.decode()
+    assert 'event="rejected"' in ended and 'code="486"' in ended, ended
+
+
+def test_instance_killed_mid_call_clears_the_lamps_within_the_lease_ttl(account, phones, sipp):
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    port, cat, boris_lamp = e2e.watched_callee(phones, boris, catherine, callee_at="ks1", watcher_at="ks2")
+    sipp.callee(port, ring_ms=200)
+    sipp.call("ks1", alice, boris[0], hold_ms=30000)
+    cat.wait_lamp(boris_lamp, "busy", 5)
+    try:
+        cleared = lamps_cleared_after_kill("ks1", cat, [boris_lamp])
+        assert cleared <= LEASE_TTL + 2, f"lamp cleared {cleared:.1f}s after the kill"
+    finally:
+        blfctl("lab", "start", "ks1")
+
+
+def test_the_other_instance_takes_over_the_subscriptions_of_a_dead_one(account, phones, sipp):
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    port, cat, boris_lamp = e2e.watched_callee(phones, boris, catherine, callee_at="ks2", watcher_at="ks1")
+    try:
+        blfctl("lab", "kill", "ks1")
+        caller = ring_after_takeover(sipp, port, alice, boris[0], "ks2", cat, boris_lamp)
+        cat.wait_lamp(boris_lamp, "idle", LEASE_TTL + 10)
+        assert wait_exit(caller) == 0
+    finally:
+        blfctl("lab", "start", "ks1")
+    status = json.loads(blfctl("lab", "status", "--json").stdout)
+    assert status["instances"]["ks1"]["config"] == "dropin", "a restarted instance keeps the drop-in"
+
+
+def test_a_register_is_challenged_by_us_recorded_and_saved_by_the_operators_registrar(account, phones):
+    """Our digest, our registrar (presence goes open for a watcher on the other instance),
+    then the stock save("location"): its 200 lists the contact."""
+    alice, catherine = account("alice"), account("catherine")
+    cat = e2e.watcher(phones, catherine, "ks2")
+    sub = cat.subscribe(alice[0], headers={"Event": "presence"})
+    assert sub.lamp == "closed"
+    ua = phone(phones, alice, "ks1")
+    unauthenticated = ua.request("REGISTER", "sip:example.com", {"Contact": ua.contact, "Expires": "300"}, auth=False,
+                                 to=ua.aor)
+    assert unauthenticated.status == 401, unauthenticated.first_line
+    port = e2e.free_port()
+    registered = ua.register(300, contact=f"<sip:{alice[0]}@127.0.0.1:{port}>")
+    assert registered.status == 200 and f"127.0.0.1:{port}" in (registered.header("contact") or "")
+    cat.wait_lamp(sub, "open", 8)
+    assert ua.register(0, contact=f"<sip:{alice[0]}@127.0.0.1:{port}>").status == 200
+    cat.wait_lamp(sub, "closed", 8)
