@@ -47,17 +47,25 @@ def access() -> Access:
     return _access
 
 
-# xhttp_prom's KEMI functions are named by their number of label values (_l0 to _l3).
+# xhttp_prom's KEMI functions are named by their number of label values (_l0 to _l3). A
+# configuration that does not load it (kamailio/blf-metrics.cfg not included) has no
+# KSR.xhttp_prom: every update is then a no-op instead of an error in the caller.
 def count(metric: Metric, *labels: str, by: int = 1) -> None:
-    getattr(KSR.xhttp_prom, f"counter_inc_l{len(labels)}")(metric.name, by, *labels)
+    prom = getattr(KSR, "xhttp_prom", None)
+    if prom is not None:
+        getattr(prom, f"counter_inc_l{len(labels)}")(metric.name, by, *labels)
 
 
 def gauge(metric: Metric, value: float, *labels: str) -> None:
-    getattr(KSR.xhttp_prom, f"gauge_set_l{len(labels)}")(metric.name, f"{value:.15g}", *labels)
+    prom = getattr(KSR, "xhttp_prom", None)
+    if prom is not None:
+        getattr(prom, f"gauge_set_l{len(labels)}")(metric.name, f"{value:.15g}", *labels)
 
 
 def observe(metric: Metric, value: float, *labels: str) -> None:
-    getattr(KSR.xhttp_prom, f"histogram_observe_l{len(labels)}")(metric.name, f"{value:.6f}", *labels)
+    prom = getattr(KSR, "xhttp_prom", None)
+    if prom is not None:
+        getattr(prom, f"histogram_observe_l{len(labels)}")(metric.name, f"{value:.6f}", *labels)
 
 
 def notify_sent(event: str) -> None:

@@ -38,18 +38,20 @@ CLUSTER_LEASE_TTL = 6
 __all__ = ["DOMAIN", "ZONE2_DOMAIN", "Z1", "Z2", "cluster", "creds", "etcdctl", "status"]
 
 
-def _lab_up(var: str | None) -> bool:
+def _lab_config(var: str | None) -> str | None:
+    """The configuration (`lab up --config`) of the lab in `var` if it is up, else None."""
     if not var or not (Path(var) / "lab.json").exists():
-        return False
+        return None
     state = json.loads((Path(var) / "lab.json").read_text())
-    return bool(state.get("instances"))
+    return str(state.get("config", "full")) if state.get("instances") else None
 
 
 @contextlib.contextmanager
 def session_lab_set_aside(var: Path, env: Mapping[str, str] = {}) -> Iterator[None]:  # noqa: B006 - read only
     """The lab ports free for a lab of a module's own in `var` (emptied), with `env` set: the
     session lab (if up) is brought down first and up again afterwards, the environment restored."""
-    shared_up = _lab_up(os.environ.get("BLF_VAR"))
+    shared_config = _lab_config(os.environ.get("BLF_VAR"))
+    shared_up = shared_config is not None
     names = ("BLF_VAR", "BLF_ETCD", "BLF_ZONES", *env)
     saved = {name: os.environ.get(name) for name in names}
     if shared_up:
@@ -69,7 +71,8 @@ def session_lab_set_aside(var: Path, env: Mapping[str, str] = {}) -> Iterator[No
             else:
                 os.environ[name] = value
         if shared_up:
-            again = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), check=False)
+            again = blfctl("lab", "up", "--instances", "2", "--lease-ttl", str(LEASE_TTL), "--config",
+                           str(shared_config), check=False)
             assert again.returncode == 0, again.stdout + again.stderr
             blfctl("domain", "add", DOMAIN)
 

@@ -3,7 +3,8 @@ the page's additions, and the BLF flows work through them: a call lights the lam
 watcher on the other instance, lamps clear when the instance carrying a call dies, and the
 other instance takes over a dead instance's subscriptions.
 
-Run alone (the lab is then started with `--config dropin`) or with BLF_TEST_CONFIG=dropin.
+Run alone or with BLF_TEST_CONFIG=dropin, the session lab runs the drop-in; with other
+modules (`make test`), this module brings up a drop-in lab of its own meanwhile.
 Registrations are the stock configuration's (usrloc, per instance): a callee registers
 through the instance the call goes through.
 """
@@ -19,6 +20,7 @@ import pytest
 
 from statestore import dropin_recipe
 from tests.e2e import conftest as e2e
+from tests.e2e.cluster_lab import own_lab
 from tests.e2e.conftest import LEASE_TTL, blfctl, lamps_cleared_after_kill, phone, ring_after_takeover
 
 
@@ -26,14 +28,33 @@ def wait_exit(process: object, timeout: float = 30.0) -> int:
     return int(process.wait(timeout=timeout))  # type: ignore[attr-defined]
 
 
-@pytest.fixture(autouse=True)
-def dropin_lab(lab: dict[str, tuple[str, int]]) -> Iterator[None]:
-    """Every instance runs the stock configuration with exactly the page's additions."""
+DROPIN_VAR = Path(os.environ.get("BLF_TEST_DROPIN_VAR", str(e2e.ROOT / "var" / "test-lab-dropin")))
+
+
+def _configs() -> dict[str, str]:
     status = json.loads(blfctl("lab", "status", "--json").stdout)
-    configs = {name: entry["config"] for name, entry in status["instances"].items()}
-    assert configs == {"ks1": "dropin", "ks2": "dropin"}, (
-        f"the lab runs {configs}: run test_dropin.py alone or with BLF_TEST_CONFIG=dropin"
-    )
+    return {name: entry["config"] for name, entry in status["instances"].items()}
+
+
+@pytest.fixture(scope="module")
+def dropin_session(lab: dict[str, tuple[str, int]]) -> Iterator[None]:
+    """The session lab if it runs the drop-in (test_dropin.py alone, or BLF_TEST_CONFIG=dropin);
+    else a drop-in lab of this module's own on the same ports (tests/e2e/cluster_lab.py
+    own_lab: the session lab is brought down meanwhile and up again afterwards)."""
+    if set(_configs().values()) == {"dropin"}:
+        yield
+        return
+    up = ("--instances", "2", "--lease-ttl", str(LEASE_TTL), "--config", "dropin")
+    with own_lab(DROPIN_VAR, up):
+        blfctl("domain", "add", e2e.DOMAIN)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def dropin_lab(dropin_session: None) -> Iterator[None]:
+    """Every instance runs the stock configuration with exactly the page's additions."""
+    configs = _configs()
+    assert configs == {"ks1": "dropin", "ks2": "dropin"}, f"the lab runs {configs}"
     recipe = dropin_recipe.additions(dropin_recipe.DOCS_PAGE.read_text())
     expected = dropin_recipe.apply(dropin_recipe.STOCK_CONFIG.read_text(), recipe)
     for name in configs:

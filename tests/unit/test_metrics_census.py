@@ -83,6 +83,18 @@ def test_updates_are_one_xhttp_prom_call_each(ksr):
     assert ksr.calls_of("xhttp_prom.histogram_observe_l0") == [("blf_notify_latency_seconds", "0.002500")]
 
 
+def test_without_xhttp_prom_loaded_updates_do_nothing(ksr, monkeypatch):
+    """A drop-in configuration that does not include kamailio/blf-metrics.cfg has no
+    KSR.xhttp_prom: the callers (lease keeper, notifier, SIP workers) must not fail."""
+    import blf_metrics
+
+    monkeypatch.delattr(ksr, "xhttp_prom")
+    blf_metrics.notify_failed("dialog", 408)
+    blf_metrics.gauge(blf_metrics.SUBSCRIPTIONS, 3.0, "z1", "dialog")
+    blf_metrics.notify_latency(0.001)
+    assert ksr.calls_of("xhttp_prom.counter_inc_l2") == []
+
+
 def test_store_timings_of_other_threads_are_reported_by_the_main_thread(ksr, monkeypatch):
     import blf_metrics
 
