@@ -13,7 +13,7 @@ expires (modules/htable/ht_api.c `ht_set_cell_ex`); values of one length are cop
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 # What became of the NOTIFY: no final answer yet, tm could not send it at all (it goes out
@@ -47,16 +47,22 @@ class NotifyRecord:
         if not isinstance(value, str):
             return None
         parts = value.split()
-        if len(parts) != 5 or not all(part.isdigit() for part in parts[:4]) or not _answer_ok(parts[4]):
+        if len(parts) != 5 or not _answer_ok(parts[4]):
             return None
-        return cls(int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]), parts[4])
+        try:
+            numbers = [int(part) for part in parts[:4]]
+        except ValueError:
+            return None
+        if min(numbers) < 0:
+            return None
+        return cls(numbers[0], numbers[1], numbers[2], numbers[3], parts[4])
 
     def answered(self, cseq: int, answer: str) -> NotifyRecord | None:
         """This record with the final answer to NOTIFY `cseq`; None when the answer is to
         an earlier NOTIFY (this one is newer: its answer is still to come), or is not one."""
         if cseq != self.cseq or not _answer_ok(answer):
             return None
-        return replace(self, answer=answer)
+        return NotifyRecord(self.version, self.cseq, self.sent_ms, self.keep_until, answer)
 
     def keep_seconds(self, now: float) -> int:
         """The entry's lifetime from `now` (at least 1 s: 0 would mean the table's default)."""
@@ -83,10 +89,12 @@ def local_answer(status: int) -> str:
     return TIMEOUT if status in (0, 408) else str(status)
 
 
+_WORDS = frozenset({PENDING, UNSENT, TIMEOUT})
+
+
 def _answer_ok(answer: str) -> bool:
-    if answer in (PENDING, UNSENT, TIMEOUT):
-        return True
-    return len(answer) == 3 and answer.isdigit() and 200 <= int(answer) <= 699
+    """A word above or a final status code, 200 to 699 (three digits)."""
+    return answer in _WORDS or (len(answer) == 3 and answer.isdigit() and "2" <= answer[0] <= "6")
 
 
 @dataclass(frozen=True)
