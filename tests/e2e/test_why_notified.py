@@ -97,6 +97,19 @@ def test_the_first_notify_is_known_and_only_the_instance_that_sent_it_knows_it(a
     assert unreachable == {first["sub_id"]: NotifyUnknown("instance ks1 unreachable")}
 
 
+def test_a_notify_nobody_answers_shows_as_timed_out(account, phones):
+    _, cat, lamp, boris = watched_call(account, phones)
+    wait_why(boris, shows(lamp, 200))
+    before = lamp.notifies[-1]
+    cat.ua.drop_notifies = 1  # the next NOTIFY (and its retransmissions) goes unanswered
+    assert blfctl("reset", boris).returncode == 0
+    # tm gives up after fr_timer (4 s) with its own 408: recorded from the failure route.
+    timed_out = wait_why(boris, lambda entry: entry["last_notify"] is not None and (
+        entry["last_notify"]["cseq"], entry["last_notify"]["answer"]) == (before.cseq + 1, "timeout"), 15)
+    assert timed_out["last_notify"]["version"] == before.version + 1
+    assert ", no answer (timed out) (first at epoch" in blfctl("why", boris).stdout
+
+
 def test_metrics_without_a_lab_finds_the_instances_in_the_store(lab, tmp_path: Path):
     state = json.loads((Path(os.environ["BLF_VAR"]) / "lab.json").read_text())
     (member,) = state["zones"]["z1"]["members"].values()
