@@ -266,6 +266,8 @@ class kamailio:
         return _logging(_http)
 
     def ksr_notify_failure(self, msg: object) -> int:
+        # Recorded apart: what ends or counts the subscription runs whatever the record does.
+        _logging(lambda ctx: blf_notified.on_local_failure())
         return _logging(on_notify_failure)
 
     def ksr_notifier_tick(self, msg: object, evname: str = "") -> int:

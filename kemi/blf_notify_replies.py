@@ -7,7 +7,6 @@ during an outage is lost, and the subscription ends by expiry or by the next ans
 
 from __future__ import annotations
 
-import blf_notified
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context, find_subscription
 from blf_metrics import notify_failed
@@ -21,7 +20,6 @@ LOCAL_TIMEOUT = 408
 
 def on_notify_failure(ctx: Context) -> None:
     status = int(pv("$T_reply_code") or 0)
-    blf_notified.on_local_failure()
     notify_failed(pv("$hdr(Event)") or "", status or LOCAL_TIMEOUT)
     if not ends_subscription(status) and status != LOCAL_TIMEOUT:
         return
