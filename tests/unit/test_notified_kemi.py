@@ -140,3 +140,18 @@ def test_the_last_notifies_are_only_for_those_who_may_scrape(ksr: FakeKSR, port:
     ksr.pvs.update({"$Rp": port, "$si": source, "$hu": url})
     assert blf_metrics.answer_http("ks1") is (answered is not None)
     assert [call[0] for call in ksr.calls_of("xhttp.xhttp_reply")] == ([answered] if answered else [])
+
+
+@pytest.mark.parametrize(("method", "armed"), [
+    ("NOTIFY", [("tm.t_on_reply", ("ksr_notify_reply",)), ("tm.t_on_failure", ("ksr_notify_failure",))]),
+    ("OPTIONS", []),
+])
+def test_each_notify_we_send_has_its_answers_handled(ksr: FakeKSR, method: str, armed: list[Any]) -> None:
+    import blf_kemi
+
+    ksr.pvs["$rm"] = method
+    blf_kemi.kamailio().ksr_tm_event(None, "tm:local-request")
+    assert [call for call in ksr.calls if call[0].startswith("tm.")] == armed
+    handler = blf_kemi.kamailio()
+    for name, _ in armed:
+        assert callable(getattr(handler, ksr.calls_of(name)[0][0]))
