@@ -24,6 +24,7 @@ for _path in (_HERE, _ROOT, _VENV_SITE):
         sys.path.insert(0, _path)
 
 import blf_dropin
+import blf_notified
 import KSR  # type: ignore[import-not-found]
 from blf_calls import handle_initial_invite, handle_message, on_call_ended, on_invite_failure, on_invite_reply
 from blf_context import Context, Settings, context
@@ -179,7 +180,7 @@ def _warm_up(ctx: Context) -> None:
 
 def _http(ctx: Context) -> None:
     """An HTTP request: the metrics, or no answer at all (pike still counts its source)."""
-    if not answer_http() and flooding(ctx):
+    if not answer_http(ctx.settings.instance) and flooding(ctx):
         pike_blocked()
 
 
@@ -251,8 +252,13 @@ class kamailio:
 
     def ksr_tm_event(self, msg: object, evname: str) -> int:
         if evname == "tm:local-request" and pv("$rm") == "NOTIFY":
+            KSR.tm.t_on_reply("ksr_notify_reply")
             KSR.tm.t_on_failure("ksr_notify_failure")
         return 1
+
+    def ksr_notify_reply(self, msg: object) -> int:
+        """A response to one of our NOTIFYs: its final status is recorded (blf_notified)."""
+        return _logging(lambda ctx: blf_notified.on_reply())
 
     def ksr_xhttp_event(self, msg: object, evname: str = "") -> int:
         """xhttp's callback (kamailio/blf-metrics.cfg); a native config calls it from its
@@ -260,6 +266,8 @@ class kamailio:
         return _logging(_http)
 
     def ksr_notify_failure(self, msg: object) -> int:
+        # Recorded apart: what ends or counts the subscription runs whatever the record does.
+        _logging(lambda ctx: blf_notified.on_local_failure())
         return _logging(on_notify_failure)
 
     def ksr_notifier_tick(self, msg: object, evname: str = "") -> int:

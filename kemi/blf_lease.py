@@ -26,7 +26,7 @@ from statestore.domain.errors import StoreUnavailable
 from statestore.domain.packages import PACKAGES
 from statestore.etcd_store import NOSPACE_ERROR
 from statestore.maintenance import AlarmLog
-from statestore.metrics import STORE_UP
+from statestore.metrics import STORE_UP, announced_address
 from statestore.store import StateStore
 
 PROBE_SECONDS = 0.5
@@ -91,6 +91,10 @@ class LeaseKeeper:
                     "sip": self.ctx.settings.sip, "pid": os.getppid(), "started": time.time(), "boot": BOOT_TIME,
                     "packages": sorted(PACKAGES),
                 }
+                # `metrics`: where its metrics socket answers (blfctl metrics, blfctl why's last NOTIFY).
+                metrics = announced_address(os.environ, self.ctx.settings.sip)
+                if metrics is not None:
+                    info["metrics"] = metrics
                 self.store.announce_instance(self.ctx.settings.instance, info, found.lease_id)
             else:
                 found.lease_id = self.lease_id

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import blf_notified
 import KSR  # type: ignore[import-not-found]
 from blf_sip import pv
 
@@ -36,6 +37,7 @@ from statestore.metrics import (
 )
 from statestore.metrics_census import ChangeTimes, census
 from statestore.mirror import Mirror
+from statestore.notified import NOTIFIED_PATH
 
 _access: Access | None = None
 
@@ -101,12 +103,17 @@ def on_metrics_socket() -> bool:
     return access().on_metrics_socket(int(pv("$Rp") or 0))
 
 
-def answer_http() -> bool:
-    """Serve the metrics when this HTTP request may have them; False (nothing answered)
-    otherwise: on a SIP port, from a network not allowed, for another path."""
+def answer_http(instance: str) -> bool:
+    """Serve the metrics, or the last NOTIFYs (blf_notified), when this HTTP request may
+    have them; False (nothing answered) otherwise: on a SIP port, from a network not
+    allowed, for another path."""
     flush_store_timings()
-    if access().serves(int(pv("$Rp") or 0), pv("$si"), pv("$hu")):
-        KSR.xhttp_prom.dispatch()
+    url = pv("$hu")
+    if access().serves(int(pv("$Rp") or 0), pv("$si"), url):
+        if url.split("?", 1)[0] == NOTIFIED_PATH:
+            blf_notified.answer_http(url, instance)
+        else:
+            KSR.xhttp_prom.dispatch()
         return True
     count(HTTP_REFUSED)
     return False

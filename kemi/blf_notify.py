@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Container
 
 import blf_metrics
+import blf_notified
 import KSR  # type: ignore[import-not-found]
 from blf_context import Context, shared_instances
 from blf_routing import watcher_reach
@@ -57,6 +58,7 @@ def send_numbered(
     has one. False when tm could not send it at all."""
     template = template if template is not None else packages.template_for(subscription, state)
     body = template.fill(subscription.entity, version)
+    record = blf_notified.sending(subscription, cseq, version, now)
     sent = send_notify(
         _dialog(ctx, subscription, cache), cseq, subscription_state(subscription, now, reason), body,
         template.content_type,
@@ -64,6 +66,7 @@ def send_numbered(
     if sent:
         blf_metrics.notify_sent(subscription.event)
     else:
+        blf_notified.unsent(subscription.sub_id, record, now)
         blf_metrics.notify_failed(subscription.event, 0)
     return sent
 

@@ -9,14 +9,16 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from statestore import codec, keys
+from statestore.cli_notified import last_notifies
 from statestore.cli_zones import store_for, stores
 from statestore.domain import directory, why
 from statestore.domain.directory import DirectoryError, UnknownAccount
 from statestore.domain.model import Binding, Leg, Subscription
+from statestore.domain.notified import LastNotify
 from statestore.domain.subscription import LEGACY_PACKAGES
 from statestore.store import KeyValue, StateStore
 
@@ -60,7 +62,8 @@ def facts_of(store: StateStore, aor: str, asked: str, now: float) -> why.Facts:
         if any(leg.instance == name for leg in legs):
             found = store.instance_lease(name)
             lease = None if found is None else why.Lease(found.granted_ttl, found.remaining)
-        instances[name] = why.Instance(packages, lease)
+        metrics = info.get("metrics")
+        instances[name] = why.Instance(packages, lease, metrics if isinstance(metrics, str) else None)
     return why.Facts(
         account=aor, legs=tuple(legs), bindings=tuple(store.bindings_of(aor)),
         publications=tuple(pub for pub, _ in store.publications_of(aor)),
@@ -83,16 +86,33 @@ def describe(verdict: why.Verdict) -> list[str]:
         owner = f"owner {sub['owner']} ({'live' if sub['owner_live'] else 'gone'})"
         lines.append(
             f"  - {sub['watcher']} {sub['event']} {sub['status']}, expires in {sub['expires_in']} s, {owner}, "
-            f"NOTIFYs sent by {sub['responsible'] or 'no live instance'}; last NOTIFY: not recorded "
+            f"NOTIFYs sent by {sub['responsible'] or 'no live instance'}; {last_notify_text(sub)} "
             f"(first at epoch {first['epoch']}: CSeq {first['cseq']}, version {first['version']}; "
             f"{sub['notify_timeouts']} timeouts)"
         )
     return lines
 
 
+def last_notify_text(sub: dict[str, Any]) -> str:
+    """`last NOTIFY: version V, CSeq C, sent HH:MM:SS by ksN, answered 200` (UTC), or why it
+    is not known."""
+    last = sub["last_notify"]
+    if last is None:
+        return f"last NOTIFY: {sub['last_notify_unknown']}: not known"
+    shown = LastNotify(last["version"], last["cseq"], last["sent_at"], last["sent_by"], last["answer"])
+    sent = time.strftime("%H:%M:%S", time.gmtime(shown.sent_at))
+    return f"last NOTIFY: version {shown.version}, CSeq {shown.cseq}, sent {sent} by {shown.sent_by}, " \
+        f"{shown.answer_text()}"
+
+
 def cmd_why(args: argparse.Namespace) -> int:
     store, aor = opened(args, args.account)
-    verdict = why.explain(facts_of(store, aor, args.account, time.time()))
+    facts = facts_of(store, aor, args.account, time.time())
+    verdict = why.explain(facts)
+    # The last NOTIFYs: asked of the responsible instances, once the verdict says which.
+    addresses = {name: instance.metrics for name, instance in facts.instances.items()}
+    asked = last_notifies([(w.subscription.sub_id, w.responsible) for w in verdict.watchers], addresses)
+    verdict = why.explain(replace(facts, notified=asked))
     print(json.dumps(verdict.to_dict(), indent=2) if args.json else "\n".join(describe(verdict)))
     return 0
 

@@ -1,6 +1,7 @@
 """blfctl metrics: every instance's Prometheus metrics in one exposition (docs/metrics.md).
 
-Fetches each instance's metrics socket (the lab's, or those given with --instance), each
+Fetches each instance's metrics socket (those given with --instance, else the lab's, else
+those the instances announce in the store of every zone: a production host), each
 with its own deadline and all at once; merges them (statestore.prom_text) with
 instance="ksN" on every series. An instance that does not answer is reported, with
 blf_scrape_up 0, and the exit status 1.
@@ -9,12 +10,16 @@ blf_scrape_up 0, and the exit status 1.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+from statestore.cli_zones import ZoneStores, stores
+from statestore.domain.errors import StoreUnavailable
 from statestore.lab import Lab
 from statestore.metrics import METRICS_PATH
 from statestore.prom_text import ExpositionError, Sample, as_json, merge, parse
@@ -57,6 +62,43 @@ def lab_targets() -> dict[str, str]:
     return {name: entry["metrics"] for name, entry in instances.items() if entry.get("metrics")}
 
 
+def announced_targets(records: Iterable[Callable[[], Mapping[str, Mapping[str, Any]]]]) -> dict[str, str]:
+    """The live instances' metrics sockets as their instance records announce them
+    (`metrics`), over every zone: `records` reads one zone's. A zone that cannot be read is
+    passed over while another answered; StoreUnavailable when none did."""
+    targets: dict[str, str] = {}
+    unavailable: StoreUnavailable | None = None
+    answered = False
+    for read in records:
+        try:
+            instances = read()
+        except StoreUnavailable as exc:
+            unavailable = exc
+            continue
+        answered = True
+        for name, info in instances.items():
+            address = info.get("metrics")
+            if isinstance(address, str) and address:
+                targets.setdefault(name, address)
+    if not answered and unavailable is not None:
+        raise unavailable
+    return targets
+
+
+def _instances(zones: ZoneStores, zone: str) -> dict[str, dict[str, Any]]:
+    return zones.store(zone).instances()
+
+
+def store_targets(args: argparse.Namespace) -> dict[str, str]:
+    """The instances announced in the store of every zone blfctl knows (BLF_ZONES, --etcd,
+    BLF_ETCD: a production host's environment file)."""
+    zones = stores(args)
+    try:
+        return announced_targets(functools.partial(_instances, zones, zone) for zone in zones.zones)
+    finally:
+        zones.close()
+
+
 def parse_targets(values: list[str]) -> dict[str, str]:
     """NAME=HOST:PORT, as given with --instance."""
     targets = {}
@@ -70,12 +112,13 @@ def parse_targets(values: list[str]) -> dict[str, str]:
 
 def cmd_metrics(args: argparse.Namespace, fetch: Fetch = fetch_http) -> int:
     try:
-        targets = parse_targets(args.instance) if args.instance else lab_targets()
+        targets = parse_targets(args.instance) if args.instance else lab_targets() or store_targets(args)
     except ValueError as exc:
         print(f"blfctl metrics: {exc}", file=sys.stderr)
         return 2
     if not targets:
-        print("blfctl metrics: no instances (no lab up, and no --instance given)", file=sys.stderr)
+        print("blfctl metrics: no instances (no --instance given, no lab up, and no live instance announces a "
+              "metrics socket in the store)", file=sys.stderr)
         return 1
     samples, errors = scrape(targets, args.timeout, fetch)
     for name, error in sorted(errors.items()):
@@ -93,7 +136,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     metrics.add_argument("--json", action="store_true", help="the instances and samples as JSON")
     metrics.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per instance (default 2)")
     metrics.add_argument("--instance", action="append", default=[], metavar="NAME=HOST:PORT",
-                         help="an instance's metrics socket (repeatable); default: the lab's instances")
+                         help="an instance's metrics socket (repeatable); default: the lab's instances, else "
+                         "those announced in the store (BLF_ZONES, BLF_ETCD, --etcd)")
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"metrics": cmd_metrics}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from statestore.domain.packages import PACKAGES
+from statestore.notified import NOTIFIED_PATH
 
 
 class Kind(Enum):
@@ -167,8 +168,8 @@ class Access:
 
     def serves(self, received_port: int, source: str, path: str) -> bool:
         """Whether an HTTP request received on `received_port` from `source` for `path` gets
-        the metrics."""
-        if not self.on_metrics_socket(received_port) or path.split("?", 1)[0] != METRICS_PATH:
+        an answer: the metrics, or the last NOTIFYs (statestore/notified.py)."""
+        if not self.on_metrics_socket(received_port) or path.split("?", 1)[0] not in SERVED_PATHS:
             return False
         try:
             address = ipaddress.ip_address(source.strip("[]"))
@@ -177,7 +178,19 @@ class Access:
         return any(address in network for network in self.allowed)
 
 
+def announced_address(env: Mapping[str, str], sip: str) -> str | None:
+    """The metrics socket an instance announces in its instance record (`metrics`), where
+    `blfctl why` and `blfctl metrics` reach it: BLF_METRICS_ADDRESS (a host, or [IPv6]) or
+    else the host of its SIP address, and BLF_METRICS_PORT; None without a metrics socket."""
+    port = env.get("BLF_METRICS_PORT", "").strip()
+    if not port:
+        return None
+    host = env.get("BLF_METRICS_ADDRESS", "").strip() or sip.rpartition(":")[0] or sip
+    return f"{host}:{port}"
+
+
 METRICS_PATH = "/metrics"
+SERVED_PATHS = (METRICS_PATH, NOTIFIED_PATH)
 DEFAULT_ALLOW = "127.0.0.1/32"
 
 

@@ -119,6 +119,7 @@ def back_htables(fake: FakeKSR) -> dict[str, str]:
     test uses one table). Returned, so a test can look inside."""
     table: dict[str, str] = {}
     fake.answers["htable.sht_sets"] = lambda name, key, value: (table.__setitem__(key, value), 1)[1]
+    fake.answers["htable.sht_setxs"] = lambda name, key, value, expire: (table.__setitem__(key, value), 1)[1]
     fake.answers["htable.sht_rm"] = lambda name, key: (table.pop(key, None), 1)[1]
     fake.answers["htable.sht_get"] = lambda name, key: table.get(key)
     return table

@@ -7,10 +7,10 @@ leases, and the time; it returns the state each event package's watchers see, th
 expiry), what would change it, and which instance is responsible for each watcher's
 NOTIFYs (the rendezvous rule of statestore.domain.subscription, not a copy of it).
 
-The numbers of the last NOTIFY a watcher got are not in the store: the responsible
-notifier keeps them in its memory (statestore.mirror.Sent). A subscription record holds
-the CSeq and version of the first NOTIFY at its ownership epoch; later NOTIFYs number up
-from there. The verdict says so (`last_notify` None, "not recorded") rather than guess.
+The numbers of the last NOTIFY a watcher got are not in the store: the instance that sent
+it keeps them in its shared memory (statestore.domain.notified) and `blfctl why` asks the
+responsible instance for them (`Facts.notified`). A subscription record holds the CSeq and
+version of the first NOTIFY at its ownership epoch; later NOTIFYs number up from there.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 from statestore.domain.lamp import is_active, lamp_state
 from statestore.domain.model import Binding, Direction, LampState, Leg, LegState, Publication, Subscription
+from statestore.domain.notified import LastNotify, NotifyUnknown
 from statestore.domain.subscription import responsible_instance, serving
 
 # What an operator calls each integrated state (the panel of `blfctl watch` too).
@@ -46,6 +47,7 @@ class Instance:
 
     packages: frozenset[str]
     lease: Lease | None = None
+    metrics: str | None = None  # the metrics socket it announces, HOST:PORT
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class Facts:
     now: float
     asked: str = ""  # what the operator named, when an alias of `account`
     leg_keys: Mapping[str, str] = field(default_factory=dict)  # leg id -> its store key
+    # What the responsible instance said of each subscription's last NOTIFY, by sub id.
+    notified: Mapping[str, LastNotify | NotifyUnknown] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ class Verdict:
             "packages": self.packages,
             "reasons": [{"text": r.text, "evidence": r.evidence} for r in self.reasons],
             "changes": list(self.changes),
-            "subscriptions": [_watcher_dict(w, now) for w in self.watchers],
+            "subscriptions": [_watcher_dict(w, now, facts.notified.get(w.subscription.sub_id)) for w in self.watchers],
         }
 
 
@@ -226,13 +230,16 @@ def _watcher(subscription: Subscription, facts: Facts) -> Watcher:
     return Watcher(subscription, responsible, subscription.owner in facts.instances)
 
 
-def _watcher_dict(watcher: Watcher, now: float) -> dict[str, Any]:
+def _watcher_dict(watcher: Watcher, now: float, notified: LastNotify | NotifyUnknown | None) -> dict[str, Any]:
     s = watcher.subscription
+    known = notified if isinstance(notified, LastNotify) else None
+    unknown = notified.reason if isinstance(notified, NotifyUnknown) else None if known else "not asked"
     return {
         "sub_id": s.sub_id, "watcher": s.watcher, "event": s.event, "status": s.status,
         "expires_in": s.remaining(now), "owner": s.owner, "owner_live": watcher.owner_live,
         "responsible": watcher.responsible, "contact": s.watcher_contact,
-        "last_notify": None,  # not recorded in the store (module docstring)
+        "last_notify": known.to_dict() if known else None,
+        "last_notify_unknown": unknown,
         "first_notify": {"epoch": s.epoch, "cseq": s.cseq, "version": s.version},
         "notify_timeouts": s.notify_timeouts,
     }

@@ -119,7 +119,7 @@ def test_http_is_answered_only_on_the_metrics_socket_from_an_allowed_source(ksr,
     import blf_metrics
 
     ksr.pvs.update({"$Rp": port, "$si": source, "$hu": path})
-    assert blf_metrics.answer_http() is served
+    assert blf_metrics.answer_http("ks1") is served
     assert bool(ksr.calls_of("xhttp_prom.dispatch")) is served
     assert bool(ksr.calls_of("xhttp_prom.counter_inc_l0")) is not served  # blf_http_refused_total
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from statestore.domain.model import Binding, Direction, Leg, LegState, Party, Publication, Subscription
+from statestore.domain.notified import LastNotify, NotifyUnknown
 from statestore.domain.why import Facts, Instance, Lease, explain
 
 NOW = 1_000_000.0
@@ -115,7 +116,7 @@ def test_what_would_change_it(given, changes) -> None:
 def test_each_watcher_names_the_instance_responsible_for_its_notifies(sub, instances, responsible, owner_live) -> None:
     (watcher,) = explain(facts(subs=(sub,), instances=instances)).to_dict()["subscriptions"]
     assert (watcher["responsible"], watcher["owner_live"]) == (responsible, owner_live)
-    assert watcher["last_notify"] is None  # not in the store
+    assert watcher["last_notify"] is None  # not in the store: asked of the responsible instance
     assert watcher["first_notify"] == {"epoch": 3, "cseq": 1, "version": 0}
 
 
@@ -126,5 +127,19 @@ def test_an_alias_is_said_and_the_json_shape_is_stable() -> None:
                              "subscriptions"]
     assert list(verdict["subscriptions"][0]) == [
         "sub_id", "watcher", "event", "status", "expires_in", "owner", "owner_live", "responsible", "contact",
-        "last_notify", "first_notify", "notify_timeouts"]
+        "last_notify", "last_notify_unknown", "first_notify", "notify_timeouts"]
     assert explain(facts()).to_dict()["alias"] is False
+
+
+@pytest.mark.parametrize(("notified", "last", "unknown"), [
+    ({}, None, "not asked"),
+    ({"s1": NotifyUnknown("instance ks2 unreachable")}, None, "instance ks2 unreachable"),
+    ({"s1": LastNotify(4, 65541, NOW - 2, "ks2", 200)},
+     {"version": 4, "cseq": 65541, "sent_at": NOW - 2, "sent_by": "ks2", "answer": 200}, None),
+    ({"s1": LastNotify(5, 65542, NOW - 1, "ks2", None)},
+     {"version": 5, "cseq": 65542, "sent_at": NOW - 1, "sent_by": "ks2", "answer": None}, None),
+    ({"other": LastNotify(5, 2, NOW, "ks2", 200)}, None, "not asked"),
+])
+def test_each_watcher_shows_what_its_responsible_instance_said_of_the_last_notify(notified, last, unknown) -> None:
+    (watcher,) = explain(replace(facts(subs=(SUB,)), notified=notified)).to_dict()["subscriptions"]
+    assert (watcher["last_notify"], watcher["last_notify_unknown"]) == (last, unknown)
