@@ -142,3 +142,16 @@ def test_a_malformed_recipe_is_refused(page: str) -> None:
 def test_comments_and_blank_lines_do_not_count_but_code_does() -> None:
     recipe = [Addition("a", ("# why", "", "\tpython_exec(\"x\");")), Addition("b", ('include_file "blf.cfg"',))]
     assert added_lines(recipe) == 1
+
+
+def test_the_files_to_copy_are_the_include_and_what_it_includes_beside_it() -> None:
+    kamailio = dropin_recipe.ROOT / "kamailio"
+    assert dropin_recipe.include_files() == [kamailio / "blf.cfg", kamailio / "blf-core.cfg"]
+
+
+def test_both_modes_share_one_copy_of_the_core_settings() -> None:
+    kamailio = dropin_recipe.ROOT / "kamailio"
+    for config in ("kamailio.cfg", "blf.cfg"):
+        text = (kamailio / config).read_text()
+        assert 'include_file "blf-core.cfg"' in text.splitlines()
+        assert 'modparam("pv", "shvset"' not in text and 'modparam("rtimer"' not in text
