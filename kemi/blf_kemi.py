@@ -178,8 +178,9 @@ def _warm_up(ctx: Context) -> None:
 
 
 def _http(ctx: Context) -> None:
-    """An HTTP request: the metrics, or no answer at all (pike still counts its source)."""
-    if not answer_http() and flooding(ctx):
+    """An HTTP request: the metrics, or no answer at all (pike still counts its source,
+    when the configuration loads pike: a drop-in's may not)."""
+    if not answer_http() and hasattr(KSR, "pike") and flooding(ctx):
         pike_blocked()
 
 
@@ -256,8 +257,11 @@ class kamailio:
 
     def ksr_xhttp_event(self, msg: object, evname: str = "") -> int:
         """xhttp's callback (kamailio/blf-metrics.cfg); a native config calls it from its
-        event_route[xhttp:request] with python_exec("ksr_xhttp_event")."""
-        return _logging(_http)
+        event_route[xhttp:request] with python_exec("ksr_xhttp_event"), where 0 ends the
+        route: a request on the metrics socket is ours (answered or not), any other goes on
+        to the configuration's own HTTP handling (1)."""
+        _logging(_http)
+        return 0 if on_metrics_socket() else 1
 
     def ksr_notify_failure(self, msg: object) -> int:
         return _logging(on_notify_failure)

@@ -146,7 +146,17 @@ def test_comments_and_blank_lines_do_not_count_but_code_does() -> None:
 
 def test_the_files_to_copy_are_the_include_and_what_it_includes_beside_it() -> None:
     kamailio = dropin_recipe.ROOT / "kamailio"
-    assert dropin_recipe.include_files() == [kamailio / "blf.cfg", kamailio / "blf-core.cfg"]
+    names = ["blf.cfg", "blf-core.cfg", "blf-metrics.cfg"]
+    assert dropin_recipe.include_files() == [kamailio / name for name in names]
+
+
+def test_every_module_the_include_loads_is_guarded_against_a_second_load() -> None:
+    for path in dropin_recipe.include_files():
+        lines = path.read_text().splitlines()
+        for at, line in enumerate(lines):
+            if line.startswith("loadmodule"):
+                module = line.split('"')[1].removesuffix(".so")
+                assert lines[at - 1] == f"#!ifndef MOD_{module}" and lines[at + 1] == "#!endif", (path, line)
 
 
 def test_both_modes_share_one_copy_of_the_core_settings() -> None:

@@ -139,7 +139,7 @@ def test_an_instance_runs_the_full_or_the_dropin_configuration(tmp_path):
     assert lab._config_file("ks1", "full") == FULL_CONFIG
     built = lab._config_file("ks2", "dropin")
     assert built == tmp_path / "ks2" / "config" / "kamailio.cfg"
-    for name in ("blf.cfg", "blf-core.cfg"):
+    for name in ("blf.cfg", "blf-core.cfg", "blf-metrics.cfg"):
         assert (built.parent / name).read_text() == (FULL_CONFIG.parent / name).read_text()
     assert 'include_file "blf.cfg"' in built.read_text().splitlines()
     assert kamailio_command(tmp_path, "127.0.0.1", 5072, built)[1:3] == ["-f", str(built)]
