@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ import pytest
 from statestore import dropin_recipe
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import LEASE_TTL, blfctl, lamps_cleared_after_kill, phone, ring_after_takeover
+from tests.e2e.test_metrics import Scrape, http_get, scrape, total, wait_scraped
 
 
 def wait_exit(process: object, timeout: float = 30.0) -> int:
@@ -146,3 +147,27 @@ def test_a_register_is_challenged_by_us_recorded_and_saved_by_the_operators_regi
     cat.wait_lamp(sub, "open", 8)
     assert ua.register(0, contact=f"<sip:{alice[0]}@127.0.0.1:{port}>").status == 200
     cat.wait_lamp(sub, "closed", 8)
+
+
+def test_the_metrics_socket_serves_the_drop_ins_metrics(account, phones, sipp):
+    """blf-metrics.cfg comes with the include, and blf.cfg's event_route[xhttp:request]
+    serves it: a call moves the leg writer's counter, a subscription shows in the gauge."""
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    before = scrape()
+    port, cat, boris_lamp = e2e.watched_callee(phones, boris, catherine, callee_at="ks1", watcher_at="ks2")
+    sipp.callee(port, ring_ms=200)
+    caller = sipp.call("ks1", alice, boris[0], hold_ms=300)
+    cat.wait(boris_lamp, lambda s: "busy" in s.lamps and s.lamp == "idle", 10)
+    assert wait_exit(caller) == 0
+
+    def written(scraped: Scrape) -> float:
+        return total(scraped, "blf_leg_writes_total", "ks1", result="written")
+
+    expected: dict[str, Callable[[Scrape], bool]] = {
+        "legs": lambda s: written(s) - written(before) >= 2,
+        "subscriptions": lambda s: total(s, "blf_subscriptions", "ks2", package="dialog") >= 1,
+        "store up": lambda s: total(s, "blf_store_up", zone="z1") == 2,
+    }
+    after = wait_scraped(lambda s: all(check(s) for check in expected.values()), 15)
+    assert [what for what, check in expected.items() if not check(after)] == []
+    assert http_get("127.0.0.1", e2e.KS["ks1"][1]) == b""  # the SIP port never serves HTTP
