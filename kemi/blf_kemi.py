@@ -241,6 +241,21 @@ class kamailio:
         _answering(step)
         return 0 if answered else 1
 
+    def blf_lookup(self, msg: object) -> int:
+        """1 when the call's branches are set from the cluster's registrar (the operator
+        relays), -1 (false in a native `if`; 0 would end the route) when its lookup runs."""
+        found = False
+
+        def step(ctx: Context) -> None:
+            nonlocal found
+            found = blf_dropin.lookup(ctx)
+
+        _logging(step)
+        return 1 if found else -1
+
+    def blf_branch(self, msg: object) -> int:
+        return _logging(blf_dropin.branch)
+
     def blf_in_dialog(self, msg: object) -> int:
         return _logging(blf_dropin.in_dialog)
 

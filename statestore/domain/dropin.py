@@ -8,6 +8,8 @@ or observe, and hands everything else back untouched:
   answer them (the operator's routing never sees them);
 - an initial INVITE to a domain of our directory: we authenticate the caller (our digest,
   against our directory) and start tracking the call, then the operator's routing relays it;
+- an initial INVITE or MESSAGE with a flow Route of ours (another instance's call to a phone
+  whose connection or NAT binding this instance holds): relayed there as in the full mode;
 - a REGISTER to a domain of our directory: we authenticate it (our digest) and record its
   bindings in the cluster's registrar (what the `reg` and `presence` packages show), then
   the operator's registrar saves it and answers;
@@ -30,6 +32,7 @@ class DropinStep(enum.Enum):
     SUBSCRIBE = "subscribe"  # an initial SUBSCRIBE we answer
     RESUBSCRIBE = "resubscribe"  # a refresh or end of one of our subscriptions (in dialog)
     PUBLISH = "publish"  # a PUBLISH we answer
+    RELAY_TO_FLOW = "relay-to-flow"  # another instance's call to a phone whose flow we hold
     TRACK_CALL = "track-call"  # authenticate the caller, track the call, then the operator relays
     RECORD_REGISTER = "record-register"  # authenticate, record the bindings, then the operator saves
     PASS = "pass"  # the operator's routing handles it, we do not look at it
@@ -44,6 +47,7 @@ class DropinFacts:
     event: str | None  # the Event header (SUBSCRIBE, PUBLISH)
     served: bool  # the Request-URI's domain is one of our directory's
     routed_on: bool = False  # a Route entry names a hop other than this instance
+    flow_routed: bool = False  # the top Route names this instance with a flow (another instance's relay)
 
 
 def _package(event: str | None) -> str:
@@ -65,6 +69,8 @@ def dropin_step(facts: DropinFacts) -> DropinStep:
         if package is not None and package.publishing is not None:
             return DropinStep.PUBLISH
         return DropinStep.PASS
+    if method in ("INVITE", "MESSAGE") and not facts.in_dialog and facts.flow_routed:
+        return DropinStep.RELAY_TO_FLOW
     if method == "INVITE" and not facts.in_dialog and facts.served:
         return DropinStep.TRACK_CALL
     if method == "REGISTER" and facts.served:

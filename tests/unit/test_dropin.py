@@ -54,6 +54,24 @@ def test_the_dropin_takes_only_what_blf_answers_or_observes(
     assert dropin_step(DropinFacts(method, in_dialog, event, served)) is step
 
 
+@pytest.mark.parametrize(
+    ("method", "in_dialog", "served", "step"),
+    [
+        ("INVITE", False, True, DropinStep.RELAY_TO_FLOW),  # not tracked a second time here
+        ("INVITE", False, False, DropinStep.RELAY_TO_FLOW),
+        ("MESSAGE", False, True, DropinStep.RELAY_TO_FLOW),
+        ("INVITE", True, True, PASS),  # in dialog: the operator's loose_route
+        ("SUBSCRIBE", False, True, S),  # only calls and messages are relayed to flows
+        ("REGISTER", False, True, REG),
+    ],
+)
+def test_another_instances_relay_to_a_flow_we_hold_is_relayed_there(
+    method: str, in_dialog: bool, served: bool, step: DropinStep
+) -> None:
+    event = "dialog" if method == "SUBSCRIBE" else None
+    assert dropin_step(DropinFacts(method, in_dialog, event, served, flow_routed=True)) is step
+
+
 @pytest.mark.parametrize(("in_dialog", "step"), [(True, PASS), (False, S)])
 def test_a_subscribe_routed_on_beyond_us_is_the_operators_once_in_dialog(in_dialog: bool, step: DropinStep) -> None:
     assert dropin_step(DropinFacts("SUBSCRIBE", in_dialog, "dialog", True, routed_on=True)) is step
