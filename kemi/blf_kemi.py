@@ -67,6 +67,10 @@ def _answering(step: Callable[[Context], None]) -> int:
     return 1
 
 
+# How long tm waits for a NOTIFY's final response: kamailio/kamailio.cfg's fr_timer.
+NOTIFY_TIMEOUT_MS = 4000
+
+
 def _logging(step: Callable[[Context], None]) -> int:
     """For callbacks that have no request to answer (replies, failures, timers)."""
     try:
@@ -240,6 +244,13 @@ class kamailio:
 
         _answering(step)
         return 0 if answered else 1
+
+    def blf_notify_timer(self, msg: object) -> int:
+        """From the drop-in's event_route[tm:local-request], for our NOTIFYs: give up on an
+        unanswered one after NOTIFY_TIMEOUT_MS as the full mode does (its fr_timer), not
+        after the operator's fr_timer (the stock 30 s), so that it is sent again in seconds."""
+        KSR.tm.t_set_fr(0, NOTIFY_TIMEOUT_MS)
+        return 1
 
     def blf_lookup(self, msg: object) -> int:
         """1 when the call's branches are set from the cluster's registrar (the operator

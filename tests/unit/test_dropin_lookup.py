@@ -63,3 +63,15 @@ def test_the_branch_route_blf_lookup_arms_is_the_native_one_in_blf_cfg() -> None
     from statestore.dropin_recipe import INCLUDE_FILE
 
     assert f"branch_route[{blf_dropin.BRANCH_ROUTE}] {{" in INCLUDE_FILE.read_text().splitlines()
+
+
+def test_the_drop_ins_notifies_time_out_as_the_full_modes_whatever_the_operators_fr_timer(ksr: FakeKSR) -> None:
+    import blf_kemi
+
+    from statestore.dropin_recipe import INCLUDE_FILE, ROOT
+
+    full = (ROOT / "kamailio" / "kamailio.cfg").read_text()
+    assert f'modparam("tm", "fr_timer", {blf_kemi.NOTIFY_TIMEOUT_MS})' in full
+    assert '\t\tpython_exec("blf_notify_timer");' in INCLUDE_FILE.read_text().splitlines()
+    assert blf_kemi.kamailio().blf_notify_timer(None) == 1
+    assert ksr.calls_of("tm.t_set_fr") == [(0, blf_kemi.NOTIFY_TIMEOUT_MS)]
