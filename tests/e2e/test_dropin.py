@@ -20,7 +20,9 @@ import pytest
 from statestore import dropin_recipe
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import LEASE_TTL, blfctl, lamps_cleared_after_kill, phone, ring_after_takeover
+from tests.e2e.test_edge_tcp import PHONE
 from tests.e2e.test_metrics import Scrape, http_get, scrape, total, wait_scraped
+from tests.sipua import UserAgent
 
 
 def wait_exit(process: object, timeout: float = 30.0) -> int:
@@ -171,3 +173,20 @@ def test_the_metrics_socket_serves_the_drop_ins_metrics(account, phones, sipp):
     after = wait_scraped(lambda s: all(check(s) for check in expected.values()), 15)
     assert [what for what, check in expected.items() if not check(after)] == []
     assert http_get("127.0.0.1", e2e.KS["ks1"][1]) == b""  # the SIP port never serves HTTP
+
+
+def test_a_tcp_phone_registered_through_ks1_is_called_through_ks2_over_its_connection(account, phones):
+    """python_exec("blf_lookup") on ks2 plans the branch as the full mode does: through ks1,
+    which holds the phone's connection (a flow Route), and ks1's python_exec("blf_request")
+    relays it there. The stock lookup("location") on ks2 knows no such phone (404)."""
+    boris, alice = account("boris"), account("alice")
+    boris_phone = UserAgent(boris[0], e2e.DOMAIN, boris[1], e2e.KS["ks1"], transport="tcp", bind=PHONE)
+    phones.append(boris_phone)
+    assert boris_phone.register(300).status == 200
+    caller = UserAgent(alice[0], e2e.DOMAIN, alice[1], e2e.KS["ks2"])
+    phones.append(caller)
+    answer = caller.request("INVITE", f"sip:{boris[0]}@{e2e.DOMAIN}", timeout=8)
+    assert answer.status == 200, answer.first_line
+    invite = boris_phone.wait_request("INVITE", 3)
+    # It listens nowhere else: the INVITE came over its connection, sent by ks1 (top Via).
+    assert "127.0.0.1:5071" in (invite.header("via") or ""), invite.header("via")
