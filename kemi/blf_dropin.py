@@ -37,6 +37,7 @@ def _facts(ctx: Context) -> DropinFacts:
         in_dialog=KSR.siputils.has_totag() > 0,
         event=header("Event"),
         served=directory(ctx).get(pv("$rd")) is not None,
+        to_us=KSR.is_myself_ruri() > 0,
         routed_on=any(not _mine(entry) for entry in routes),
         flow_routed=bool(routes) and routes[0] is not None and _mine(routes[0]) and "flow" in routes[0].params,
     )

@@ -4,8 +4,9 @@ In drop-in mode the operator's native configuration routes every request; our en
 (`python_exec("blf_request")`, called from its request_route) takes only what BLF must answer
 or observe, and hands everything else back untouched:
 
-- SUBSCRIBE and PUBLISH for an event package we serve, to a domain of our directory: we
-  answer them (the operator's routing never sees them);
+- SUBSCRIBE and PUBLISH for an event package we serve, to a domain of our directory (a
+  SUBSCRIBE also to the server's own address): we answer them (the operator's routing
+  never sees them);
 - an initial INVITE to a domain of our directory: we authenticate the caller (our digest,
   against our directory) and start tracking the call, then the operator's routing relays it;
 - an initial INVITE or MESSAGE with a flow Route of ours (another instance's call to a phone
@@ -47,6 +48,7 @@ class DropinFacts:
     event: str | None  # the Event header (SUBSCRIBE, PUBLISH)
     served: bool  # the Request-URI's domain is one of our directory's
     routed_on: bool = False  # a Route entry names a hop other than this instance
+    to_us: bool = False  # the Request-URI names this server itself (its address or an alias)
     flow_routed: bool = False  # the top Route names this instance with a flow (another instance's relay)
 
 
@@ -63,7 +65,9 @@ def dropin_step(facts: DropinFacts) -> DropinStep:
             # before the operator's record_route()); one routed on is a dialog the
             # operator relayed elsewhere.
             return DropinStep.PASS if facts.routed_on else DropinStep.RESUBSCRIBE
-        return DropinStep.SUBSCRIBE if facts.served else DropinStep.PASS
+        # The server's own address names the watcher's domain, as in the full mode
+        # (identity.resolve decides after authentication).
+        return DropinStep.SUBSCRIBE if facts.served or facts.to_us else DropinStep.PASS
     if method == "PUBLISH" and not facts.in_dialog and facts.served:
         package = PACKAGES.get(_package(facts.event))
         if package is not None and package.publishing is not None:

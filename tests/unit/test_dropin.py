@@ -72,6 +72,22 @@ def test_another_instances_relay_to_a_flow_we_hold_is_relayed_there(
     assert dropin_step(DropinFacts(method, in_dialog, event, served, flow_routed=True)) is step
 
 
+@pytest.mark.parametrize(
+    ("method", "event", "served", "step"),
+    [
+        ("SUBSCRIBE", "dialog", False, S),  # sip:alice@<server address>: the watcher's domain
+        ("SUBSCRIBE", "message-summary", False, PASS),
+        ("INVITE", None, False, PASS),  # calls to the server's address stay the operator's
+        ("REGISTER", None, False, PASS),
+        ("PUBLISH", "presence", False, PASS),
+    ],
+)
+def test_only_a_subscribe_to_the_servers_own_address_is_ours(
+    method: str, event: str | None, served: bool, step: DropinStep
+) -> None:
+    assert dropin_step(DropinFacts(method, False, event, served, to_us=True)) is step
+
+
 @pytest.mark.parametrize(("in_dialog", "step"), [(True, PASS), (False, S)])
 def test_a_subscribe_routed_on_beyond_us_is_the_operators_once_in_dialog(in_dialog: bool, step: DropinStep) -> None:
     assert dropin_step(DropinFacts("SUBSCRIBE", in_dialog, "dialog", True, routed_on=True)) is step
