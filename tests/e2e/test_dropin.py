@@ -4,8 +4,8 @@ watcher on the other instance, lamps clear when the instance carrying a call die
 other instance takes over a dead instance's subscriptions.
 
 Run alone (the lab is then started with `--config dropin`) or with BLF_TEST_CONFIG=dropin.
-Registrations are the stock configuration's (usrloc, per instance): a callee registers
-through the instance the call goes through.
+The stock registrar saves each REGISTER in its instance's usrloc; a tracked call reaches a
+callee registered through any instance (python_exec("blf_lookup"), the cluster's registrar).
 """
 
 from __future__ import annotations
