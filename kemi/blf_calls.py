@@ -66,11 +66,18 @@ def _branches_to_callee(ctx: Context, trying: bool) -> tuple[str, str] | None:
     call = authenticated_call(ctx, trying)
     if call is None:
         return None
-    targets = _targets(ctx, call[1])
-    branches = plan_branches(ctx, [(b.contact, b.received, b.instance, b.nat, b.registered_at) for b in targets])
-    if not branches:
+    if not plan_callee_branches(ctx, call[1]):
         raise SipError(480, "Temporarily Unavailable")
     return call
+
+
+def plan_callee_branches(ctx: Context, callee: str, branch_route: str = "ksr_branch") -> int:
+    """One branch per reachable live binding of the callee in the cluster's registrar, as
+    blf_routing.plan_branches sets them (480 when it has no live binding); their number."""
+    targets = _targets(ctx, callee)
+    return plan_branches(
+        ctx, [(b.contact, b.received, b.instance, b.nat, b.registered_at) for b in targets], branch_route
+    )
 
 
 def handle_message(ctx: Context) -> None:

@@ -9,28 +9,42 @@ the same call tracking, the same registrar; only the routing of calls stays the 
 from __future__ import annotations
 
 import KSR  # type: ignore[import-not-found]
-from blf_calls import authenticated_call, on_call_ended, on_invite_reply, start_tracking
+from blf_calls import (
+    authenticated_call,
+    current_parties,
+    on_call_ended,
+    on_invite_reply,
+    plan_callee_branches,
+    start_tracking,
+)
 from blf_context import Context
 from blf_directory import directory
 from blf_publish import handle_publish
 from blf_register import record_register
+from blf_routing import initial_routes, relay_to_flow, route_branch
 from blf_sip import header, list_header, pv
 from blf_subscribe import handle_in_dialog_subscribe, handle_initial_subscribe
 
 from statestore.domain.dropin import DropinFacts, DropinStep, dropin_step
-from statestore.domain.routing import parse_route
+from statestore.domain.errors import SipError
+from statestore.domain.routing import RouteEntry, parse_route
 
 
 def _facts(ctx: Context) -> DropinFacts:
+    routes = [parse_route(value) for value in list_header("Route")]
     return DropinFacts(
         method=pv("$rm"),
         in_dialog=KSR.siputils.has_totag() > 0,
         event=header("Event"),
         served=directory(ctx).get(pv("$rd")) is not None,
-        routed_on=any(
-            entry is None or KSR.is_myself(entry.uri) <= 0 for entry in map(parse_route, list_header("Route"))
-        ),
+        to_us=KSR.is_myself_ruri() > 0,
+        routed_on=any(not _mine(entry) for entry in routes),
+        flow_routed=bool(routes) and routes[0] is not None and _mine(routes[0]) and "flow" in routes[0].params,
     )
+
+
+def _mine(entry: RouteEntry | None) -> bool:
+    return entry is not None and KSR.is_myself(entry.uri) > 0
 
 
 def request(ctx: Context) -> bool:
@@ -48,6 +62,14 @@ def request(ctx: Context) -> bool:
     if step is DropinStep.RECORD_REGISTER:
         # Challenged (401) or a retransmission: answered. Recorded: the operator saves it.
         return record_register(ctx) is None
+    if step is DropinStep.RELAY_TO_FLOW:
+        # Another instance's call (or MESSAGE) to a phone whose flow we hold: relayed there
+        # as in the full mode, not tracked again (the sending instance tracks it).
+        flow = initial_routes(ctx, pv("$rm"))
+        if flow is None:
+            raise SipError(403, "Forbidden - Invalid Flow Route")
+        relay_to_flow(ctx, flow)
+        return True
     if KSR.tm.t_check_trans() == 0:
         return True  # a retransmission the transaction layer has answered
     if step is DropinStep.SUBSCRIBE:
@@ -85,3 +107,27 @@ def failure(ctx: Context) -> None:
     message there is the transaction's request."""
     if _initial_invite(pv("$rm"), pv("$tt")):
         on_call_ended(ctx)
+
+
+# The native branch route (kamailio/blf.cfg) that blf_lookup's branches run in.
+BRANCH_ROUTE = "blf_branch"
+
+
+def lookup(ctx: Context) -> bool:
+    """From the top of the operator's route[LOCATION]: for a call we track whose callee has
+    live bindings in the cluster's registrar, set the INVITE's branches exactly as the full
+    mode does (a phone on a connection or behind NAT through the instance holding its flow)
+    and return True (the operator relays); False lets its own lookup("location") run."""
+    parties = current_parties() if pv("$rm") == "INVITE" and not pv("$tt") else None
+    if parties is None:
+        return False
+    try:
+        return plan_callee_branches(ctx, parties.callee, BRANCH_ROUTE) > 0
+    except SipError:
+        return False  # no live binding anywhere: the operator's lookup answers
+
+
+def branch(ctx: Context) -> None:
+    """blf_lookup's branch route: the branch's flow route. No Record-Route of ours: the
+    operator's record_route() has added this instance's."""
+    route_branch()

@@ -68,6 +68,10 @@ def _answering(step: Callable[[Context], None]) -> int:
     return 1
 
 
+# How long tm waits for a NOTIFY's final response: kamailio/kamailio.cfg's fr_timer.
+NOTIFY_TIMEOUT_MS = 4000
+
+
 def _logging(step: Callable[[Context], None]) -> int:
     """For callbacks that have no request to answer (replies, failures, timers)."""
     try:
@@ -179,8 +183,9 @@ def _warm_up(ctx: Context) -> None:
 
 
 def _http(ctx: Context) -> None:
-    """An HTTP request: the metrics, or no answer at all (pike still counts its source)."""
-    if not answer_http(ctx.settings.instance) and flooding(ctx):
+    """An HTTP request: the metrics, or no answer at all (pike still counts its source,
+    when the configuration loads pike: a drop-in's may not)."""
+    if not answer_http(ctx.settings.instance) and hasattr(KSR, "pike") and flooding(ctx):
         pike_blocked()
 
 
@@ -241,6 +246,28 @@ class kamailio:
         _answering(step)
         return 0 if answered else 1
 
+    def blf_notify_timer(self, msg: object) -> int:
+        """From the drop-in's event_route[tm:local-request], for our NOTIFYs: give up on an
+        unanswered one after NOTIFY_TIMEOUT_MS as the full mode does (its fr_timer), not
+        after the operator's fr_timer (the stock 30 s), so that it is sent again in seconds."""
+        KSR.tm.t_set_fr(0, NOTIFY_TIMEOUT_MS)
+        return 1
+
+    def blf_lookup(self, msg: object) -> int:
+        """1 when the call's branches are set from the cluster's registrar (the operator
+        relays), -1 (false in a native `if`; 0 would end the route) when its lookup runs."""
+        found = False
+
+        def step(ctx: Context) -> None:
+            nonlocal found
+            found = blf_dropin.lookup(ctx)
+
+        _logging(step)
+        return 1 if found else -1
+
+    def blf_branch(self, msg: object) -> int:
+        return _logging(blf_dropin.branch)
+
     def blf_in_dialog(self, msg: object) -> int:
         return _logging(blf_dropin.in_dialog)
 
@@ -262,8 +289,11 @@ class kamailio:
 
     def ksr_xhttp_event(self, msg: object, evname: str = "") -> int:
         """xhttp's callback (kamailio/blf-metrics.cfg); a native config calls it from its
-        event_route[xhttp:request] with python_exec("ksr_xhttp_event")."""
-        return _logging(_http)
+        event_route[xhttp:request] with python_exec("ksr_xhttp_event"), where 0 ends the
+        route: a request on the metrics socket is ours (answered or not), any other goes on
+        to the configuration's own HTTP handling (1)."""
+        _logging(_http)
+        return 0 if on_metrics_socket() else 1
 
     def ksr_notify_failure(self, msg: object) -> int:
         # Recorded apart: what ends or counts the subscription runs whatever the record does.

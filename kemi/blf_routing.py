@@ -195,10 +195,13 @@ def relay_to_flow(ctx: Context, flow: Address) -> None:
 # --- branches of a call ---------------------------------------------------------------------
 
 
-def plan_branches(ctx: Context, targets: list[tuple[str, str, str, bool, float]]) -> int:
+def plan_branches(
+    ctx: Context, targets: list[tuple[str, str, str, bool, float]], branch_route: str = "ksr_branch"
+) -> int:
     """Set the INVITE's branches, one per (contact, received, holder, nat, registered_at)
     that can be reached (not over a connection that died with its holder's previous run);
-    the number of branches. Their Route and Record-Route are added per branch."""
+    the number of branches. Their Route and Record-Route are added per branch, in
+    `branch_route` (the drop-in's native one adds the Route only)."""
     global _caller_flow, _call_started
     _pending.clear()
     _caller_flow = source_flow()
@@ -221,17 +224,23 @@ def plan_branches(ctx: Context, targets: list[tuple[str, str, str, bool, float]]
         if index < len(reaches) - 1:
             KSR.corex.append_branch()
     if reaches:
-        KSR.tm.t_on_branch("ksr_branch")
+        KSR.tm.t_on_branch(branch_route)
     return len(reaches)
+
+
+def route_branch() -> str:
+    """This branch's flow route (to the instance holding the phone's flow), if it has one;
+    the flow."""
+    target = _pending.get((pv("$ru"), pv("$du")))
+    if target is not None and target.route:
+        KSR.hdr.insert(f"Route: {target.route}\r\n")
+    return target.flow if target is not None else ""
 
 
 def on_branch(ctx: Context) -> None:
     """Branch route: this branch's flow route and Record-Route entry (this instance tracks
     the call: its entry carries the boot)."""
-    target = _pending.get((pv("$ru"), pv("$du")))
-    flow = target.flow if target is not None else ""
-    if target is not None and target.route:
-        KSR.hdr.insert(f"Route: {target.route}\r\n")
+    flow = route_branch()
     if pv("$rm") != "INVITE":
         return  # a MESSAGE makes no dialog: nothing to record-route (RFC 3428)
     outbound = contact_address(pv("$du") or pv("$ru"))

@@ -20,6 +20,8 @@ INCLUDE_FILE = ROOT / "kamailio" / "blf.cfg"
 # The issue's budget: at most this many lines added to the operator's routes, besides the include.
 MAX_ADDED_LINES = 10
 
+# An include directive of a Kamailio configuration, with its (relative) file name.
+_INCLUDE = re.compile(r'^[ \t]*(?:include_file|import_file)[ \t]+"([^"]+)"', re.MULTILINE)
 _FENCE = re.compile(r"^```(after|add)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 
@@ -84,13 +86,28 @@ def apply(stock: str, recipe: list[Addition]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def include_files(first: Path = INCLUDE_FILE) -> list[Path]:
+    """The include file and every file it includes, in turn, by a name relative to the
+    including file's directory (where Kamailio 5.6 looks after its working directory): what
+    an operator copies beside its configuration."""
+    found: list[Path] = []
+    pending = [first]
+    while pending:
+        path = pending.pop(0)
+        if path not in found:
+            found.append(path)
+            pending.extend(path.parent / name for name in _INCLUDE.findall(path.read_text()))
+    return found
+
+
 def build(target_dir: Path, page: Path = DOCS_PAGE, stock: Path = STOCK_CONFIG) -> Path:
-    """Write the drop-in configuration (stock + the page's additions) and the include file
+    """Write the drop-in configuration (stock + the page's additions) and the include files
     beside it into target_dir; the configuration's path."""
     recipe = additions(page.read_text())
     config = apply(stock.read_text(), recipe)
     target_dir.mkdir(parents=True, exist_ok=True)
-    (target_dir / INCLUDE_FILE.name).write_text(INCLUDE_FILE.read_text())
+    for source in include_files():
+        (target_dir / source.name).write_text(source.read_text())
     path = target_dir / "kamailio.cfg"
     path.write_text(config)
     return path

@@ -203,8 +203,14 @@ CONFIG_HEADER = """\
 # a native config, event_route[xhttp:request] { python_exec("ksr_xhttp_event", "xhttp:request"); }
 # HTTP GETs carry no Content-Length: accept TCP messages without one (xhttp's requirement).
 tcp_accept_no_cl=yes
+# A native configuration may load xhttp already (the stock WITH_JSONRPC): a second loadmodule
+# of a module is a start-up error, and Kamailio defines MOD_<name> for every module loaded.
+#!ifndef MOD_xhttp
 loadmodule "xhttp.so"
+#!endif
+#!ifndef MOD_xhttp_prom
 loadmodule "xhttp_prom.so"
+#!endif
 modparam("xhttp_prom", "xhttp_prom_beginning", "")
 # Series are kept while the instance lives (the default drops one unused for 60 minutes).
 modparam("xhttp_prom", "xhttp_prom_timeout", 0)

@@ -5,15 +5,15 @@ other instance takes over a dead instance's subscriptions.
 
 Run alone or with BLF_TEST_CONFIG=dropin, the session lab runs the drop-in; with other
 modules (`make test`), this module brings up a drop-in lab of its own meanwhile.
-Registrations are the stock configuration's (usrloc, per instance): a callee registers
-through the instance the call goes through.
+The stock registrar saves each REGISTER in its instance's usrloc; a tracked call reaches a
+callee registered through any instance (python_exec("blf_lookup"), the cluster's registrar).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,9 @@ from statestore import dropin_recipe
 from tests.e2e import conftest as e2e
 from tests.e2e.cluster_lab import own_lab
 from tests.e2e.conftest import LEASE_TTL, blfctl, lamps_cleared_after_kill, phone, ring_after_takeover
+from tests.e2e.test_edge_tcp import PHONE
+from tests.e2e.test_metrics import Scrape, http_get, scrape, total, wait_scraped
+from tests.sipua import UserAgent
 
 
 def wait_exit(process: object, timeout: float = 30.0) -> int:
@@ -167,3 +170,44 @@ def test_a_register_is_challenged_by_us_recorded_and_saved_by_the_operators_regi
     cat.wait_lamp(sub, "open", 8)
     assert ua.register(0, contact=f"<sip:{alice[0]}@127.0.0.1:{port}>").status == 200
     cat.wait_lamp(sub, "closed", 8)
+
+
+def test_the_metrics_socket_serves_the_drop_ins_metrics(account, phones, sipp):
+    """blf-metrics.cfg comes with the include, and blf.cfg's event_route[xhttp:request]
+    serves it: a call moves the leg writer's counter, a subscription shows in the gauge."""
+    alice, boris, catherine = account("alice"), account("boris"), account("catherine")
+    before = scrape()
+    port, cat, boris_lamp = e2e.watched_callee(phones, boris, catherine, callee_at="ks1", watcher_at="ks2")
+    sipp.callee(port, ring_ms=200)
+    caller = sipp.call("ks1", alice, boris[0], hold_ms=300)
+    cat.wait(boris_lamp, lambda s: "busy" in s.lamps and s.lamp == "idle", 10)
+    assert wait_exit(caller) == 0
+
+    def written(scraped: Scrape) -> float:
+        return total(scraped, "blf_leg_writes_total", "ks1", result="written")
+
+    expected: dict[str, Callable[[Scrape], bool]] = {
+        "legs": lambda s: written(s) - written(before) >= 2,
+        "subscriptions": lambda s: total(s, "blf_subscriptions", "ks2", package="dialog") >= 1,
+        "store up": lambda s: total(s, "blf_store_up", zone="z1") == 2,
+    }
+    after = wait_scraped(lambda s: all(check(s) for check in expected.values()), 15)
+    assert [what for what, check in expected.items() if not check(after)] == []
+    assert http_get("127.0.0.1", e2e.KS["ks1"][1]) == b""  # the SIP port never serves HTTP
+
+
+def test_a_tcp_phone_registered_through_ks1_is_called_through_ks2_over_its_connection(account, phones):
+    """python_exec("blf_lookup") on ks2 plans the branch as the full mode does: through ks1,
+    which holds the phone's connection (a flow Route), and ks1's python_exec("blf_request")
+    relays it there. The stock lookup("location") on ks2 knows no such phone (404)."""
+    boris, alice = account("boris"), account("alice")
+    boris_phone = UserAgent(boris[0], e2e.DOMAIN, boris[1], e2e.KS["ks1"], transport="tcp", bind=PHONE)
+    phones.append(boris_phone)
+    assert boris_phone.register(300).status == 200
+    caller = UserAgent(alice[0], e2e.DOMAIN, alice[1], e2e.KS["ks2"])
+    phones.append(caller)
+    answer = caller.request("INVITE", f"sip:{boris[0]}@{e2e.DOMAIN}", timeout=8)
+    assert answer.status == 200, answer.first_line
+    invite = boris_phone.wait_request("INVITE", 3)
+    # It listens nowhere else: the INVITE came over its connection, sent by ks1 (top Via).
+    assert "127.0.0.1:5071" in (invite.header("via") or ""), invite.header("via")

@@ -54,6 +54,40 @@ def test_the_dropin_takes_only_what_blf_answers_or_observes(
     assert dropin_step(DropinFacts(method, in_dialog, event, served)) is step
 
 
+@pytest.mark.parametrize(
+    ("method", "in_dialog", "served", "step"),
+    [
+        ("INVITE", False, True, DropinStep.RELAY_TO_FLOW),  # not tracked a second time here
+        ("INVITE", False, False, DropinStep.RELAY_TO_FLOW),
+        ("MESSAGE", False, True, DropinStep.RELAY_TO_FLOW),
+        ("INVITE", True, True, PASS),  # in dialog: the operator's loose_route
+        ("SUBSCRIBE", False, True, S),  # only calls and messages are relayed to flows
+        ("REGISTER", False, True, REG),
+    ],
+)
+def test_another_instances_relay_to_a_flow_we_hold_is_relayed_there(
+    method: str, in_dialog: bool, served: bool, step: DropinStep
+) -> None:
+    event = "dialog" if method == "SUBSCRIBE" else None
+    assert dropin_step(DropinFacts(method, in_dialog, event, served, flow_routed=True)) is step
+
+
+@pytest.mark.parametrize(
+    ("method", "event", "served", "step"),
+    [
+        ("SUBSCRIBE", "dialog", False, S),  # sip:alice@<server address>: the watcher's domain
+        ("SUBSCRIBE", "message-summary", False, PASS),
+        ("INVITE", None, False, PASS),  # calls to the server's address stay the operator's
+        ("REGISTER", None, False, PASS),
+        ("PUBLISH", "presence", False, PASS),
+    ],
+)
+def test_only_a_subscribe_to_the_servers_own_address_is_ours(
+    method: str, event: str | None, served: bool, step: DropinStep
+) -> None:
+    assert dropin_step(DropinFacts(method, False, event, served, to_us=True)) is step
+
+
 @pytest.mark.parametrize(("in_dialog", "step"), [(True, PASS), (False, S)])
 def test_a_subscribe_routed_on_beyond_us_is_the_operators_once_in_dialog(in_dialog: bool, step: DropinStep) -> None:
     assert dropin_step(DropinFacts("SUBSCRIBE", in_dialog, "dialog", True, routed_on=True)) is step
@@ -142,3 +176,26 @@ def test_a_malformed_recipe_is_refused(page: str) -> None:
 def test_comments_and_blank_lines_do_not_count_but_code_does() -> None:
     recipe = [Addition("a", ("# why", "", "\tpython_exec(\"x\");")), Addition("b", ('include_file "blf.cfg"',))]
     assert added_lines(recipe) == 1
+
+
+def test_the_files_to_copy_are_the_include_and_what_it_includes_beside_it() -> None:
+    kamailio = dropin_recipe.ROOT / "kamailio"
+    names = ["blf.cfg", "blf-core.cfg", "blf-metrics.cfg"]
+    assert dropin_recipe.include_files() == [kamailio / name for name in names]
+
+
+def test_every_module_the_include_loads_is_guarded_against_a_second_load() -> None:
+    for path in dropin_recipe.include_files():
+        lines = path.read_text().splitlines()
+        for at, line in enumerate(lines):
+            if line.startswith("loadmodule"):
+                module = line.split('"')[1].removesuffix(".so")
+                assert lines[at - 1] == f"#!ifndef MOD_{module}" and lines[at + 1] == "#!endif", (path, line)
+
+
+def test_both_modes_share_one_copy_of_the_core_settings() -> None:
+    kamailio = dropin_recipe.ROOT / "kamailio"
+    for config in ("kamailio.cfg", "blf.cfg"):
+        text = (kamailio / config).read_text()
+        assert 'include_file "blf-core.cfg"' in text.splitlines()
+        assert 'modparam("pv", "shvset"' not in text and 'modparam("rtimer"' not in text

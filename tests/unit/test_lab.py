@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from statestore import dropin_recipe, lab_etcd
+from statestore import lab_etcd
 from statestore.lab import Lab, LabError, Paths, instance_port
 from statestore.lab_etcd import Member, member_named
 from statestore.lab_kamailio import FULL_CONFIG, kamailio_command, kamailio_environment
@@ -139,7 +139,8 @@ def test_an_instance_runs_the_full_or_the_dropin_configuration(tmp_path):
     assert lab._config_file("ks1", "full") == FULL_CONFIG
     built = lab._config_file("ks2", "dropin")
     assert built == tmp_path / "ks2" / "config" / "kamailio.cfg"
-    assert (built.parent / "blf.cfg").read_text() == dropin_recipe.INCLUDE_FILE.read_text()
+    for name in ("blf.cfg", "blf-core.cfg", "blf-metrics.cfg"):
+        assert (built.parent / name).read_text() == (FULL_CONFIG.parent / name).read_text()
     assert 'include_file "blf.cfg"' in built.read_text().splitlines()
     assert kamailio_command(tmp_path, "127.0.0.1", 5072, built)[1:3] == ["-f", str(built)]
     with pytest.raises(LabError, match="no configuration 'native'"):
