@@ -45,21 +45,10 @@ class Control:
     """A connection to baresip's ctrl_tcp: one command at a time, its response back."""
 
     def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock = self._connect(port, timeout)
+        # Made once baresip has said its ctrl_tcp listens (PresencePhone): no retrying.
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.buffer = b""
         self.events: list[dict[str, object]] = []
-
-    @staticmethod
-    def _connect(port: int, timeout: float) -> socket.socket:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return socket.create_connection(("127.0.0.1", port), timeout=timeout)
-            except ConnectionRefusedError:
-                # ctrl_tcp listens once baresip has loaded its application modules.
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
 
     def _message(self) -> dict[str, object]:
         while True:
@@ -112,6 +101,8 @@ class PresencePhone(Baresip):
             account_params=f";pubint={pubint}" if pubint else "",
             contacts=contacts_file(list(watching), domain),
         )
+        # ctrl_tcp listens once baresip has loaded its application modules; it says so.
+        self.wait_for(f"ctrl_tcp: TCP socket listening on 127.0.0.1:{ctrl_port}", 10.0)
         self.control = Control(ctrl_port)
 
     def set_online(self) -> None:

@@ -36,7 +36,7 @@ from statestore.lab_process import binary, stop_all
 from statestore.lab_sites import Site
 from tests.e2e import units
 from tests.e2e.blf_watch import Watcher
-from tests.e2e.conftest import ROOT
+from tests.e2e.conftest import ROOT, wait_logged
 from tests.e2e.tenants import hang_up, invite
 from tests.sipua import UserAgent
 
@@ -114,13 +114,13 @@ def provision(sites: list[Site]) -> list[Vm]:
     return vms
 
 
-def wait_until(what: str, done: object, timeout: float = START_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if done():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+def wait_every_log(vms: list[Vm], kind: str, pattern: str) -> None:
+    """Until every unit `kind`* of every VM has logged a line matching `pattern` (each log
+    followed with `tail -F`: a wait wakes when the unit writes, not on a clock)."""
+    deadline = time.monotonic() + START_SECONDS
+    for vm in vms:
+        for unit in (unit for unit in vm.units if unit.startswith(kind)):
+            wait_logged({vm.root / "var" / "log" / f"{unit}.log": 0}, pattern, max(deadline - time.monotonic(), 0.1))
 
 
 def start_units(vms: list[Vm], pids: list[int]) -> None:
@@ -224,14 +224,17 @@ def test_three_vms_make_one_cluster_and_a_call_on_vm1_lights_a_lamp_on_vm2(vms):
                               env={**os.environ, "ETCDCTL_API": "3"}, capture_output=True, text=True)
         return done.returncode == 0 and (done.stdout + done.stderr).count("is healthy") == 3  # 3.4: on stderr
 
-    wait_until("three healthy etcd members", healthy)
+    # A member of a new cluster says it is ready once the cluster has its quorum and leader.
+    wait_every_log(vms, "blf-etcd@", r"ready to serve client requests")
+    assert healthy()
     members = subprocess.run(["etcdctl", "--endpoints", endpoints[0], "member", "list"],
                              env={**os.environ, "ETCDCTL_API": "3"}, capture_output=True, text=True, check=True)
     assert sorted(re.findall(r"z1-etcd\d", members.stdout)) == ["z1-etcd1", "z1-etcd2", "z1-etcd3"]
 
     store = EtcdStore(endpoints[1], timeout=2.0)
     try:
-        wait_until("every instance's lease", lambda: sorted(store.instances()) == ["ks1", "ks2", "ks3"])
+        wait_every_log(vms, "blf-kamailio@", r"blf lease: instance ks\d holds lease")
+        assert sorted(store.instances()) == ["ks1", "ks2", "ks3"]
     finally:
         store.close()
 
