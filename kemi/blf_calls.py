@@ -51,6 +51,11 @@ def authenticated_call(ctx: Context, trying: bool = True) -> tuple[str, str] | N
     caller = authenticate(ctx, realm_for(ctx, realm_candidates()), store_required=False)
     if caller is None:
         return None
+    # Identity is the digest's: an identity the phone asserts itself (RFC 3325) is not passed
+    # on, or one account could show itself to the callee as another (a callee trusts what
+    # comes from its registrar).
+    KSR.hdr.remove("P-Asserted-Identity")
+    KSR.hdr.remove("P-Preferred-Identity")
     if trying:
         # The transaction exists from here (blf_auth.authenticate; t_relay reuses it): a 100
         # now stops the phone's retransmissions whatever the store does next (RFC 3261 §17.2.1).

@@ -33,6 +33,20 @@ def test_message_reaches_the_registered_callee_through_another_instance_and_its_
     assert not arrived.all("record-route") and not arrived.all("proxy-authorization")
 
 
+def test_an_identity_the_sender_asserts_itself_is_not_passed_on(account, phones):
+    """One account must not show itself to another as a third (RFC 3325 headers from a phone):
+    the callee gets the message without them; the From is the authenticated account's."""
+    alice, boris, boss = account("alice"), account("boris"), account("boss")
+    receiver = phone(phones, boris, "ks1")
+    assert receiver.register().status == 200
+    sender = phone(phones, alice, "ks1")
+    forged = {**TEXT_PLAIN, "P-Asserted-Identity": f"<sip:{boss[0]}@{DOMAIN}>",
+              "P-Preferred-Identity": f"<sip:{boss[0]}@{DOMAIN}>"}
+    assert sender.request("MESSAGE", f"sip:{boris[0]}@{DOMAIN}", forged, body=_body()).status == 200
+    arrived = receiver.wait_request("MESSAGE", timeout=5)
+    assert not arrived.all("p-asserted-identity") and not arrived.all("p-preferred-identity")
+
+
 def test_unauthenticated_message_is_challenged_with_407_and_reaches_nobody(account, phones):
     alice, boris = account("alice"), account("boris")
     receiver = phone(phones, boris, "ks1")
