@@ -18,7 +18,7 @@ from blf_calls import (
     start_tracking,
 )
 from blf_context import Context
-from blf_directory import directory
+from blf_directory import directory, request_identities
 from blf_publish import handle_publish
 from blf_register import record_register
 from blf_routing import initial_routes, relay_to_flow, route_branch
@@ -119,12 +119,22 @@ def lookup(ctx: Context) -> bool:
     mode does (a phone on a connection or behind NAT through the instance holding its flow)
     and return True (the operator relays); False lets its own lookup("location") run."""
     parties = current_parties() if pv("$rm") == "INVITE" and not pv("$tt") else None
-    if parties is None:
-        return False
+    if parties is None or callee_now(ctx, parties.caller) != parties.callee:
+        return False  # not a call we track, or the operator's routing has sent it elsewhere since
     try:
         return plan_callee_branches(ctx, parties.callee, BRANCH_ROUTE) > 0
     except SipError:
         return False  # no live binding anywhere: the operator's lookup answers
+
+
+def callee_now(ctx: Context, caller: str) -> str | None:
+    """The account the Request-URI names now: the operator's routing may have rewritten it
+    after blf_request (a forward, voicemail, a blocked number); None when it names none."""
+    try:
+        found = request_identities(ctx, caller).callee
+    except SipError:
+        return None
+    return None if found is None else str(found)
 
 
 def branch(ctx: Context) -> None:

@@ -53,8 +53,27 @@ def test_blf_lookup_plans_only_the_calls_it_tracks(
         return planned
 
     monkeypatch.setattr(blf_dropin, "plan_callee_branches", plan)
+    monkeypatch.setattr(blf_dropin, "callee_now", lambda ctx, caller: PARTIES.callee)
     assert blf_dropin.lookup(FakeContext(None)) is found  # type: ignore[arg-type]
     assert plans == ([(PARTIES.callee, "blf_branch")] if asked else [])
+
+
+@pytest.mark.parametrize("now", ["carol@example.com", None])
+def test_blf_lookup_leaves_a_call_the_operators_routing_sent_elsewhere_to_it(
+    ksr: FakeKSR, monkeypatch: pytest.MonkeyPatch, now: str | None,
+) -> None:
+    """Between blf_request and route[LOCATION] the operator rewrote the Request-URI (a forward,
+    voicemail, a blocked number): the tracked callee's phones must not be rung instead."""
+    import blf_calls
+    import blf_dropin
+
+    ksr.pvs.update({"$rm": "INVITE", "$tt": ""})
+    ksr.pvs[blf_calls.PARTIES_VAR] = json.dumps(asdict(PARTIES))
+    planned: list[str] = []
+    monkeypatch.setattr(blf_dropin, "plan_callee_branches", lambda ctx, callee, route="": planned.append(callee) or 1)
+    monkeypatch.setattr(blf_dropin, "callee_now", lambda ctx, caller: now)
+    assert blf_dropin.lookup(FakeContext(None)) is False  # type: ignore[arg-type]
+    assert planned == []
 
 
 def test_the_branch_route_blf_lookup_arms_is_the_native_one_in_blf_cfg() -> None:
