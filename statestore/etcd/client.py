@@ -16,7 +16,7 @@ import etcd3  # type: ignore[import-untyped]
 import grpc  # type: ignore[import-untyped]
 
 from statestore.domain.errors import StoreUnavailable
-from statestore.etcd_failover import FailoverClient, split_endpoint, split_endpoints
+from statestore.etcd_failover import FailoverClient, failover_error, split_endpoint, split_endpoints
 
 # gRPC backs off reconnecting exponentially (to minutes), and shares that back-off between
 # channels to the same target: after an etcd outage a fresh client would still fail for
@@ -100,7 +100,7 @@ def unavailability(exc: BaseException) -> bool:
             return True
         if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and NOSPACE_ERROR in str(exc.details()):
             return True  # the NOSPACE alarm: no write succeeds until `blfctl store maintain`
-        return exc.code() in UNAVAILABLE_CODES
+        return exc.code() in UNAVAILABLE_CODES or failover_error(exc)
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
     # The channel was closed under the call: another thread of this process found etcd

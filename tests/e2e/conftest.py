@@ -271,6 +271,15 @@ def etcd_pid() -> int:
     return int(state["etcd"]["pid"])
 
 
+def kamcmd(instance: str, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """A Kamailio RPC on a running lab instance, through its control socket."""
+    control = Path(os.environ["BLF_VAR"]) / instance / "run" / "kamailio_ctl"
+    binary = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
+    return subprocess.run(
+        [binary, "-s", f"unix:{control}", *command], capture_output=True, text=True, check=check, timeout=10
+    )
+
+
 def etcdctl(*args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
     """etcdctl (v3 API) against the lab's etcd."""
     return subprocess.run(

@@ -14,15 +14,11 @@ played from non-cluster addresses on the two-instance lab.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 
 from statestore.domain.directory import MIN_PASSWORD_LENGTH
 from tests.e2e.blf_watch import Subscription
@@ -39,6 +35,7 @@ from tests.e2e.conftest import (
     wait_logged,
     watcher,
 )
+from tests.e2e.conftest import kamcmd as run_kamcmd
 from tests.sipua import Message, UserAgent, _take, pick_challenge
 
 # --- shared memory under an unauthenticated flood (finding 2) -----------------------------
@@ -53,11 +50,7 @@ MEANINGFUL_CHALLENGES = 10_000  # x 13 KB for 5 s of a 10 s flood: 65 MB the old
 
 
 def kamcmd(instance: str, *command: str) -> str:
-    control = Path(os.environ["BLF_VAR"]) / instance / "run" / "kamailio_ctl"
-    binary = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
-    return subprocess.run(
-        [binary, "-s", f"unix:{control}", *command], capture_output=True, text=True, check=True, timeout=10
-    ).stdout
+    return run_kamcmd(instance, *command).stdout
 
 
 def shm_used(instance: str) -> int:

@@ -41,6 +41,7 @@ from tests.e2e.conftest import (
     wait_store,
     watcher,
 )
+from tests.e2e.conftest import kamcmd as run_kamcmd
 from tests.sipua import Message, UserAgent, response_bytes
 
 ETCD = ("127.0.0.1", 2379)
@@ -159,11 +160,7 @@ def lab_start(name: str, etcd: str | None) -> None:
 
 def shared_var(instance: str, name: str) -> str:
     """A $shv of a running instance, through its control socket."""
-    socket_path = Path(os.environ["BLF_VAR"]) / instance / "run" / "kamailio_ctl"
-    done = subprocess.run(
-        ["kamcmd", "-s", f"unix:{socket_path}", "pv.shvGet", name], capture_output=True, text=True,
-        check=False, timeout=10,
-    )
+    done = run_kamcmd(instance, "pv.shvGet", name, check=False)
     assert done.returncode == 0, done.stderr
     for line in done.stdout.splitlines():
         if line.strip().startswith("value:"):

@@ -16,7 +16,6 @@ import os
 import resource
 import select
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import DOMAIN, KS, free_port
+from tests.e2e.conftest import kamcmd as run_kamcmd
 from tests.e2e.real_phone import Baresip, available
 from tests.sipua import UserAgent
 
@@ -45,10 +45,7 @@ def _var() -> Path:
 
 
 def kamcmd(instance: str, command: str) -> str:
-    socket_path = _var() / instance / "run" / "kamailio_ctl"
-    return subprocess.run(
-        ["kamcmd", "-s", f"unix:{socket_path}", command], capture_output=True, text=True, check=True, timeout=10,
-    ).stdout
+    return run_kamcmd(instance, command).stdout
 
 
 def tcp_opened(instance: str) -> int:

@@ -19,7 +19,7 @@ import pytest
 from statestore.domain import digest
 from statestore.domain.model import Account
 from statestore.etcd_store import EtcdStore
-from tests.e2e.conftest import DOMAIN, blfctl, phone
+from tests.e2e.conftest import DOMAIN, blfctl, kamcmd, phone
 from tests.sipua import Message, UserAgent, challenge_params, digest_credentials
 
 REGISTRAR = f"sip:{DOMAIN}"
@@ -176,6 +176,13 @@ def test_account_without_sha256_ha1_is_offered_md5(account, phones, sha256_insta
     store.put_account(Account(user=user, domain=DOMAIN, ha1=digest.ha1("MD5", user, DOMAIN, password)))
     ua = UserAgent(user, DOMAIN, password, sha256_instance)
     phones.append(ua)
+    # The account reaches the instance's directory copy through its etcd watch, a few ms
+    # after the write (longer on a loaded host): wait for the copy, not a fixed time.
+    deadline = time.monotonic() + 10
+    # (kamcmd exits 0 on an RPC error too: the item is looked for in its answer.)
+    while "item:" not in kamcmd(SHA256_FIRST, "htable.get", "blf_dir", f"accounts/{user}@{DOMAIN}").stdout:
+        assert time.monotonic() < deadline, "the account did not reach the instance's directory copy"
+        time.sleep(0.05)  # a poll's pace
     refused = ua.register(120)
     assert refused.status == 401 and "algorithm=SHA-256" in ua.sent_credentials[-1]
     assert [c.get("algorithm") for c in challenges(refused)] == ["MD5"]

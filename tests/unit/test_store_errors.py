@@ -28,6 +28,8 @@ class FakeRpcError(grpc.RpcError):
 UNAVAILABLE = [
     FakeRpcError(grpc.StatusCode.UNAVAILABLE),
     FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED),
+    # A follower that could not forward a LeaseKeepAlive to its leader in time.
+    FakeRpcError(grpc.StatusCode.UNKNOWN, "context deadline exceeded"),
     etcd3.exceptions.ConnectionFailedError(),
     etcd3.exceptions.ConnectionTimeoutError(),
     ConnectionRefusedError(111, "Connection refused"),
@@ -43,6 +45,7 @@ BUGS = [
     FakeRpcError(grpc.StatusCode.FAILED_PRECONDITION),
     FakeRpcError(grpc.StatusCode.PERMISSION_DENIED),
     FakeRpcError(grpc.StatusCode.OUT_OF_RANGE),
+    FakeRpcError(grpc.StatusCode.UNKNOWN),
     etcd3.exceptions.InternalServerError(),
     ValueError("not a subscription record"),
     KeyError("sub_id"),
@@ -78,3 +81,48 @@ def test_store_unavailable_passes_through() -> None:
     with pytest.raises(StoreUnavailable) as caught:
         guarded(original)
     assert caught.value is original
+
+
+class _Answers:
+    """One member's lease stub: LeaseKeepAlive answers with `items`, or fails with `error`
+    on its first item, as a gRPC stream does."""
+
+    def __init__(self, error: Exception | None, items: list[str]) -> None:
+        self.error, self.items = error, items
+
+    def LeaseKeepAlive(self, requests: object) -> object:  # noqa: N802 - gRPC's name
+        def stream() -> object:
+            if self.error is not None:
+                raise self.error
+            yield from self.items
+
+        return stream()
+
+
+class _Client:
+    def __init__(self, leasestub: _Answers) -> None:
+        self.leasestub = leasestub
+
+
+@pytest.mark.parametrize(
+    ("error", "moves"),
+    [
+        (FakeRpcError(grpc.StatusCode.UNAVAILABLE), True),
+        (FakeRpcError(grpc.StatusCode.UNKNOWN, "context deadline exceeded"), True),
+        (FakeRpcError(grpc.StatusCode.UNKNOWN, "some bug"), False),
+    ],
+    ids=["unavailable", "forward-timeout", "unknown"],
+)
+def test_a_keepalive_a_follower_could_not_forward_is_sent_to_the_next_member(error: Exception, moves: bool) -> None:
+    from statestore.etcd_failover import Members
+
+    members = Members("127.0.0.1:1,127.0.0.1:2", 1.0, [])
+    members.members[0]._client = _Client(_Answers(error, []))
+    members.members[1]._client = _Client(_Answers(None, ["refreshed"]))
+    if not moves:
+        with pytest.raises(type(error)):
+            members.call("leasestub", "LeaseKeepAlive", (iter(["request"]),), {})
+        assert members.current is members.members[0]
+        return
+    assert list(members.call("leasestub", "LeaseKeepAlive", (iter(["request"]),), {})) == ["refreshed"]
+    assert members.current is members.members[1]
