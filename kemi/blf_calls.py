@@ -24,7 +24,7 @@ from blf_sip import header, pv, uri_of
 from statestore import codec
 from statestore.domain.contention import store_is_slow
 from statestore.domain.errors import SipError, StoreUnavailable
-from statestore.domain.identity import check_reach, withheld
+from statestore.domain.identity import asserted_identity, check_reach, withheld
 from statestore.domain.legs import (
     CallParties,
     Ending,
@@ -56,6 +56,11 @@ def authenticated_call(ctx: Context, trying: bool = True) -> tuple[str, str] | N
     # comes from its registrar).
     KSR.hdr.remove("P-Asserted-Identity")
     KSR.hdr.remove("P-Preferred-Identity")
+    # In its place, the identity the digest verified (RFC 3325 §9.1): a phone that shows the
+    # asserted identity shows the account, whatever From and display name the caller chose.
+    asserted = asserted_identity(caller, withheld(pv("$fU"), pv("$fd"), header("Privacy") or ""))
+    if asserted is not None:
+        KSR.hdr.append(f"P-Asserted-Identity: {asserted}\r\n")
     if trying:
         # The transaction exists from here (blf_auth.authenticate; t_relay reuses it): a 100
         # now stops the phone's retransmissions whatever the store does next (RFC 3261 §17.2.1).

@@ -240,6 +240,15 @@ def withheld(from_user: str, from_host: str, privacy: str) -> bool:
     return bool(values & _WITHHOLDING)
 
 
+def asserted_identity(caller: str, caller_withheld: bool) -> str | None:
+    """The P-Asserted-Identity (RFC 3325 §9.1) a request from `caller` (user@domain, the
+    account its credentials verified) carries to the callee: the proxy that authenticated
+    the caller asserts who it is, so that a phone shows the account and not the From a
+    caller chose. None when the caller withheld its identity (Privacy: id, an anonymous
+    From): then nothing is asserted to a callee outside the trust domain (§7)."""
+    return None if caller_withheld else f"<sip:{caller}>"
+
+
 def realm_candidates(from_host: str, pai_host: str, ruri_host: str, ruri_is_us: bool) -> list[str]:
     """Where a request may name its caller's domain, in order: the From domain, the
     P-Asserted-Identity domain (an anonymous From), the Request-URI domain unless it is the

@@ -35,7 +35,7 @@ def test_message_reaches_the_registered_callee_through_another_instance_and_its_
 
 def test_an_identity_the_sender_asserts_itself_is_not_passed_on(account, phones):
     """One account must not show itself to another as a third (RFC 3325 headers from a phone):
-    the callee gets the message without them; the From is the authenticated account's."""
+    the callee gets the message without them, with the account's identity asserted instead."""
     alice, boris, boss = account("alice"), account("boris"), account("boss")
     receiver = phone(phones, boris, "ks1")
     assert receiver.register().status == 200
@@ -44,7 +44,18 @@ def test_an_identity_the_sender_asserts_itself_is_not_passed_on(account, phones)
               "P-Preferred-Identity": f"<sip:{boss[0]}@{DOMAIN}>"}
     assert sender.request("MESSAGE", f"sip:{boris[0]}@{DOMAIN}", forged, body=_body()).status == 200
     arrived = receiver.wait_request("MESSAGE", timeout=5)
-    assert not arrived.all("p-asserted-identity") and not arrived.all("p-preferred-identity")
+    assert not arrived.all("p-preferred-identity")
+    assert arrived.all("p-asserted-identity") == [f"<sip:{alice[0]}@{DOMAIN}>"], "the cluster asserts the account"
+
+
+def test_a_sender_that_withheld_its_identity_gets_none_asserted(account, phones):
+    alice, boris = account("alice"), account("boris")
+    receiver = phone(phones, boris, "ks1")
+    assert receiver.register().status == 200
+    sender = phone(phones, alice, "ks1")
+    private = {**TEXT_PLAIN, "Privacy": "id"}
+    assert sender.request("MESSAGE", f"sip:{boris[0]}@{DOMAIN}", private, body=_body()).status == 200
+    assert not receiver.wait_request("MESSAGE", timeout=5).all("p-asserted-identity")
 
 
 def test_unauthenticated_message_is_challenged_with_407_and_reaches_nobody(account, phones):

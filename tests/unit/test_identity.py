@@ -17,6 +17,7 @@ from statestore.domain.identity import (
     Identities,
     MappingDirectory,
     RequestFacts,
+    asserted_identity,
     check_reach,
     dialled_user,
     realm_candidates,
@@ -376,3 +377,8 @@ def test_withheld_identity(user: str, host: str, privacy: str, expected: bool) -
 )
 def test_realm_candidates(hosts: tuple[str, str, str], ruri_is_us: bool, expected: list[str]) -> None:
     assert realm_candidates(*hosts, ruri_is_us) == expected
+
+
+def test_the_asserted_identity_is_the_authenticated_account_unless_withheld() -> None:
+    assert asserted_identity("alice@acme.example", caller_withheld=False) == "<sip:alice@acme.example>"
+    assert asserted_identity("alice@acme.example", caller_withheld=True) is None
