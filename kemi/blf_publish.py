@@ -1,8 +1,9 @@
 """PUBLISH (RFC 3903): an account publishes its own event state (presence) as an ESC.
 
 The rules are in statestore/domain/publication.py; this adapter gathers the request's facts,
-runs the checks that need no store (489, 400, 423, 415, 413) before the digest challenge,
-authenticates as SUBSCRIBE does (401 with WWW-Authenticate), lets only the account itself
+runs the header checks (489, 400, 423) before the digest challenge, authenticates as
+SUBSCRIBE does (401 with WWW-Authenticate), checks the body (415, 413, 400: no document is
+parsed for a sender that has not authenticated), lets only the account itself
 publish (the Request-URI, or one of its aliases, must resolve to the authenticated account:
 403 otherwise), reads the publication its SIP-If-Match names, and carries out the one
 verdict of `publication.decide`. A write that loses its compare-and-swap (a refresh of
@@ -29,7 +30,8 @@ from statestore.domain.publication import (
     PublishRequest,
     Verdict,
     admit,
-    check,
+    check_body,
+    check_headers,
     decide,
     device_of,
 )
@@ -58,13 +60,15 @@ def _device() -> str:
 
 
 def handle_publish(ctx: Context) -> None:
-    checked = check(_request(), ctx.settings.pub_min_expires or None)
+    request = _request()
+    checked = check_headers(request, ctx.settings.pub_min_expires or None)
     if ctx.zone(pv("$rd")).down():
         raise store_unavailable_error()
     require_served_target(ctx)
     account = authenticate(ctx, realm_for(ctx, realm_candidates()), store_required=True)
     if account is None:
         return  # challenged, or a retransmission its transaction answers
+    checked = check_body(checked, request)  # a document is parsed for an authenticated sender only
     found = request_identities(ctx, account)
     check_reach(found, directory(ctx))
     if found.callee != account:

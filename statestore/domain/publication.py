@@ -153,10 +153,10 @@ def checked_body(content_type: str, body: bytes, rules: Publishing) -> tuple[str
     return media_type, check(body, content_type)
 
 
-def check(request: PublishRequest, min_expires: int | None = None) -> Checked:
-    """Every check that needs no store, in RFC 3903 §6's order: the event package (489 with
-    Allow-Events), Expires (400 unreadable, 423), the kind (400), the body (415, 413, 400).
-    The adapter runs it before authenticating, so a hostile PUBLISH costs no store read."""
+def check_headers(request: PublishRequest, min_expires: int | None = None) -> Checked:
+    """The checks of a PUBLISH's headers, in RFC 3903 §6's order: the event package (489 with
+    Allow-Events), Expires (400 unreadable, 423), the kind (400). Cheap, no body parsed: the
+    adapter runs them before authenticating, so a hostile PUBLISH costs no store read."""
     package = publishable(request.event)
     rules = publishing_of(package)
     requested = parse_expires(request.expires)
@@ -164,10 +164,22 @@ def check(request: PublishRequest, min_expires: int | None = None) -> Checked:
     has_body = bool(request.body.strip())
     kind = kind_of(bool(etag), has_body, requested)
     expires = granted(requested, rules, min_expires)
-    content_type, document = "", ""
-    if kind in (Kind.INITIAL, Kind.MODIFY):
-        content_type, document = checked_body(request.content_type, request.body, rules)
-    return Checked(package, kind, expires, etag, content_type, document)
+    return Checked(package, kind, expires, etag, "", "")
+
+
+def check_body(checked: Checked, request: PublishRequest) -> Checked:
+    """§6 step 5, the body (415, 413, 400) of a PUBLISH whose headers passed: run after the
+    digest, so that no document is parsed for a sender that has not authenticated (RFC
+    3261 §8.2 starts with authentication)."""
+    if checked.kind not in (Kind.INITIAL, Kind.MODIFY):
+        return checked
+    content_type, document = checked_body(request.content_type, request.body, publishing_of(checked.package))
+    return replace(checked, content_type=content_type, document=document)
+
+
+def check(request: PublishRequest, min_expires: int | None = None) -> Checked:
+    """Every check that needs no store: check_headers, then check_body."""
+    return check_body(check_headers(request, min_expires), request)
 
 
 def held(checked: Checked, account: str, stored: Publication | None, now: float) -> Held:

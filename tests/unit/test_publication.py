@@ -23,6 +23,8 @@ from statestore.domain.publication import (
     PublishRequest,
     admit,
     check,
+    check_body,
+    check_headers,
     decide,
     device_of,
     held,
@@ -278,3 +280,19 @@ def test_the_cap_counts_live_publications_of_other_devices_only() -> None:
     with pytest.raises(SipError) as refused:
         admit(_pub("new", "dev-9"), existing, 1e9, cap=3)
     assert (refused.value.status, refused.value.reason) == (403, TOO_MANY_PUBLICATIONS)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status"),
+    [(CT, b"<presence", 400), ("text/plain", b"hello", 415), (CT, b"<" * 70_000, 413)],
+    ids=["malformed", "other-type", "too-large"],
+)
+def test_the_body_is_checked_apart_from_the_headers(content_type: str, body: bytes, status: int) -> None:
+    """Headers before the digest, the document after it: check_headers parses no body."""
+    headers_only = check_headers(request(content_type=content_type, body=body))
+    assert headers_only.kind is Kind.INITIAL and headers_only.document == ""
+    with pytest.raises(SipError) as caught:
+        check_body(headers_only, request(content_type=content_type, body=body))
+    assert caught.value.status == status
+    checked = check_body(check_headers(request()), request())
+    assert checked == check(request()) and checked.document == OPEN.decode()
