@@ -100,7 +100,7 @@ def flush_store_timings() -> None:
 
 def on_metrics_socket() -> bool:
     """Whether the request came in on the metrics socket (SIP there is dropped unanswered)."""
-    return access().on_metrics_socket(int(pv("$Rp") or 0))
+    return access().on_metrics_socket(int(pv("$Rp") or 0), pv("$Ri"))
 
 
 def answer_http(instance: str) -> bool:
@@ -109,7 +109,7 @@ def answer_http(instance: str) -> bool:
     allowed, for another path."""
     flush_store_timings()
     url = pv("$hu")
-    if access().serves(int(pv("$Rp") or 0), pv("$si"), url):
+    if access().serves(int(pv("$Rp") or 0), pv("$Ri"), pv("$si"), url):
         if url.split("?", 1)[0] == NOTIFIED_PATH:
             blf_notified.answer_http(url, instance)
         else:

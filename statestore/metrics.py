@@ -143,16 +143,19 @@ def notify_failure_reason(status: int) -> str:
 
 @dataclass(frozen=True)
 class Access:
-    """Who gets the metrics: HTTP on the metrics socket's port from an allowed network.
-    Every other HTTP request (the SIP ports, another source) is left unanswered."""
+    """Who gets the metrics: HTTP on the metrics socket (its port, and its address when
+    BLF_METRICS_ADDRESS names one) from an allowed network. Every other HTTP request (the
+    SIP sockets, another source) is left unanswered."""
 
     port: int | None
     allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Access:
-        """BLF_METRICS_PORT (unset: no metrics served) and BLF_METRICS_ALLOW (networks,
-        comma-separated; default 127.0.0.1/32)."""
+        """BLF_METRICS_PORT (unset: no metrics served), BLF_METRICS_ALLOW (networks,
+        comma-separated; default 127.0.0.1/32) and BLF_METRICS_ADDRESS (the socket's address:
+        when it is an IP address, a request received on another address is not for us)."""
         port = env.get("BLF_METRICS_PORT", "").strip()
         if port and not (port.isdigit() and 0 < int(port) < 65536):
             raise ValueError(f"BLF_METRICS_PORT must be a TCP port (got {port!r})")
@@ -161,21 +164,31 @@ class Access:
             allowed = tuple(ipaddress.ip_network(n.strip(), strict=False) for n in networks.split(",") if n.strip())
         except ValueError as exc:
             raise ValueError(f"BLF_METRICS_ALLOW: {exc}") from exc
-        return cls(int(port) if port else None, allowed)
+        return cls(int(port) if port else None, allowed, _ip(env.get("BLF_METRICS_ADDRESS", "")))
 
-    def on_metrics_socket(self, received_port: int) -> bool:
-        return self.port is not None and received_port == self.port
+    def on_metrics_socket(self, received_port: int, received_address: str) -> bool:
+        """Whether a request came in on the metrics socket (Kamailio's $Rp and $Ri)."""
+        if self.port is None or received_port != self.port:
+            return False
+        return self.address is None or _ip(received_address) == self.address
 
-    def serves(self, received_port: int, source: str, path: str) -> bool:
-        """Whether an HTTP request received on `received_port` from `source` for `path` gets
-        an answer: the metrics, or the last NOTIFYs (statestore/notified.py)."""
-        if not self.on_metrics_socket(received_port) or path.split("?", 1)[0] not in SERVED_PATHS:
+    def serves(self, received_port: int, received_address: str, source: str, path: str) -> bool:
+        """Whether an HTTP request received on `received_address:received_port` from `source`
+        for `path` gets an answer: the metrics, or the last NOTIFYs (statestore/notified.py)."""
+        if not self.on_metrics_socket(received_port, received_address):
             return False
-        try:
-            address = ipaddress.ip_address(source.strip("[]"))
-        except ValueError:
+        if path.split("?", 1)[0] not in SERVED_PATHS:
             return False
-        return any(address in network for network in self.allowed)
+        address = _ip(source)
+        return address is not None and any(address in network for network in self.allowed)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP address ("[v6]" too); None for a host name or nothing."""
+    try:
+        return ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
 
 
 def announced_address(env: Mapping[str, str], sip: str) -> str | None:

@@ -71,21 +71,36 @@ LAB = Access.from_env({"BLF_METRICS_PORT": "9471"})
 OFFICE = Access.from_env({"BLF_METRICS_PORT": "9100", "BLF_METRICS_ALLOW": "10.1.0.0/16, 2001:db8::/32"})
 
 
-@pytest.mark.parametrize(("access", "port", "source", "path", "served"), [
-    (LAB, 9471, "127.0.0.1", "/metrics", True),
-    (LAB, 9471, "127.0.0.1", "/metrics?x=1", True),
-    (LAB, 9471, "127.0.0.5", "/metrics", False),  # another loopback address
-    (LAB, 5071, "127.0.0.1", "/metrics", False),  # the SIP port
-    (LAB, 9471, "127.0.0.1", "/", False),
-    (LAB, 9471, "127.0.0.1", "/metricsx", False),
-    (OFFICE, 9100, "10.1.200.3", "/metrics", True),
-    (OFFICE, 9100, "[2001:db8::5]", "/metrics", True),
-    (OFFICE, 9100, "127.0.0.1", "/metrics", False),
-    (OFFICE, 9100, "not-an-address", "/metrics", False),
-    (Access.from_env({}), 9471, "127.0.0.1", "/metrics", False),  # no metrics port: never served
+LOOP = "127.0.0.1"
+INTERNAL = Access.from_env({"BLF_METRICS_PORT": "9470", "BLF_METRICS_ADDRESS": "10.1.0.7",
+                            "BLF_METRICS_ALLOW": "10.1.0.0/16"})
+NAMED = Access.from_env({"BLF_METRICS_PORT": "9470", "BLF_METRICS_ADDRESS": "ks1.internal"})
+
+
+@pytest.mark.parametrize(("access", "port", "received", "source", "path", "served"), [
+    (LAB, 9471, LOOP, "127.0.0.1", "/metrics", True),
+    (LAB, 9471, LOOP, "127.0.0.1", "/metrics?x=1", True),
+    (LAB, 9471, LOOP, "127.0.0.5", "/metrics", False),  # another loopback address
+    (LAB, 5071, LOOP, "127.0.0.1", "/metrics", False),  # the SIP port
+    (LAB, 9471, LOOP, "127.0.0.1", "/", False),
+    (LAB, 9471, LOOP, "127.0.0.1", "/metricsx", False),
+    (OFFICE, 9100, "10.1.0.1", "10.1.200.3", "/metrics", True),
+    (OFFICE, 9100, "2001:db8::1", "[2001:db8::5]", "/metrics", True),
+    (OFFICE, 9100, "10.1.0.1", "127.0.0.1", "/metrics", False),
+    (OFFICE, 9100, "10.1.0.1", "not-an-address", "/metrics", False),
+    (Access.from_env({}), 9471, LOOP, "127.0.0.1", "/metrics", False),  # no metrics port: never served
+    (INTERNAL, 9470, "10.1.0.7", "10.1.3.4", "/metrics", True),
+    # A SIP socket on another address with the same port number is not the metrics socket.
+    (INTERNAL, 9470, "192.0.2.7", "10.1.3.4", "/metrics", False),
+    (NAMED, 9470, "192.0.2.7", "127.0.0.1", "/metrics", True),  # a host name: the port decides
 ])
-def test_who_gets_the_metrics(access, port, source, path, served):
-    assert access.serves(port, source, path) is served
+def test_who_gets_the_metrics(access, port, received, source, path, served):
+    assert access.serves(port, received, source, path) is served
+
+
+def test_sip_on_the_metrics_socket_is_told_apart_by_port_and_address():
+    assert LAB.on_metrics_socket(9471, LOOP) and not LAB.on_metrics_socket(5071, LOOP)
+    assert INTERNAL.on_metrics_socket(9470, "10.1.0.7") and not INTERNAL.on_metrics_socket(9470, "192.0.2.7")
 
 
 @pytest.mark.parametrize("env", [{"BLF_METRICS_PORT": "http"}, {"BLF_METRICS_PORT": "70000"},
