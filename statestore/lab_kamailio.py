@@ -47,10 +47,11 @@ def tcp_listen_order(host: str, port: int) -> list[str]:
 
 
 def metrics_environment(host: str, port: int) -> dict[str, str]:
-    """BLF_METRICS_PORT, and who may scrape: the lab's own loopback address (blfctl, the
-    tests), or in a site the host's address on the sites' bridge."""
+    """BLF_METRICS_PORT and BLF_METRICS_ADDRESS (the socket's), and who may scrape: the lab's
+    own loopback address (blfctl, the tests), or in a site the host's address on the sites'
+    bridge."""
     allow = "127.0.0.1/32" if host == HOST else f"{host}/32,{lab_sites.HOST_ADDRESS}/32"
-    return {"BLF_METRICS_PORT": str(metrics_port(port)), "BLF_METRICS_ALLOW": allow}
+    return {"BLF_METRICS_PORT": str(metrics_port(port)), "BLF_METRICS_ALLOW": allow, "BLF_METRICS_ADDRESS": host}
 
 
 # Where Debian's python3 lives: Kamailio's embedded Python (libpython3.11) derives its prefix
