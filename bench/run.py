@@ -275,7 +275,7 @@ class Ours:
     def start(self, users: list[str], domain_of: dict[str, str] | None = None) -> None:
         """A fresh lab; domain zone_domain(K) placed in zone z<K + 1> (as `blfctl domain add D
         --zone zK` does) with the accounts `domain_of` puts in it (default: DOMAIN)."""
-        from statestore.cli import new_account
+        from statestore.cli_directory import new_account
         from statestore.etcd_store import EtcdStore
 
         self.stop()

@@ -412,9 +412,9 @@ def _lease(client: Any, lease_id: int) -> StoredLease | None:
 
 
 def store_health() -> dict[str, Any]:
-    """The store's figures: `blfctl store health --json` (statestore.cli.store_health),
+    """The store's figures: `blfctl store health --json` (statestore.cli_store.store_health),
     called in this process rather than as a command every 10 s."""
-    from statestore.cli import store_health as health
+    from statestore.cli_store import store_health as health
     from statestore.etcd_store import EtcdStore
 
     store = EtcdStore(f"{ETCD[0]}:{ETCD[1]}", timeout=5.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from statestore import keys
-from statestore.cli import ha1
+from statestore.cli_directory import ha1
 from statestore.domain.policy import DomainRules, NumberRule
 from statestore.etcd_store import EtcdStore
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from statestore import codec, keys
-from statestore.cli import new_account
+from statestore.cli_directory import new_account
 from statestore.domain.directory import AccountEntry, NameTaken, UnknownAccount
 from statestore.domain.model import Account
 from statestore.domain.policy import DomainRules

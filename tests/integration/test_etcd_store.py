@@ -593,7 +593,8 @@ def test_an_unreachable_etcd_raises_store_unavailable_promptly(
 
 
 def test_blfctl_account_add_provisions_the_account_and_its_domain(etcd_endpoint, store):
-    from statestore.cli import ha1, main
+    from statestore.cli import main
+    from statestore.cli_directory import ha1
 
     assert main(["--etcd", etcd_endpoint, "account", "add", "zoe@New.Example", "--password", "pw-secret"]) == 0
     assert store.domain_exists("new.example")

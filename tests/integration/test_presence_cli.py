@@ -11,7 +11,7 @@ import time
 import pytest
 
 from statestore import codec, keys
-from statestore.cli import new_account
+from statestore.cli_directory import new_account
 from statestore.domain.authorization import Authorization, Decision, Policy
 from statestore.domain.model import Subscription
 from statestore.etcd_store import EtcdStore

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from statestore import keys
-from statestore.cli import show
+from statestore.cli_show import show
 from statestore.etcd_store import EtcdStore
 from tests.integration.test_subscription_index import ALICE, BOB, CAROL, subscription
 

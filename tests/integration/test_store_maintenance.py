@@ -185,11 +185,11 @@ def test_maintain_if_needed_leaves_a_small_healthy_store_alone(
 def test_the_schedule_maintains_every_period_until_stopped(
     store: EtcdStore, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import statestore.cli
+    import statestore.cli_store
 
     stop = threading.Event()
     rounds: list[bool] = []
-    real = statestore.cli.maintain
+    real = statestore.cli_store.maintain
 
     def counted(target: EtcdStore, if_needed: bool) -> bool:
         rounds.append(if_needed)
@@ -197,8 +197,8 @@ def test_the_schedule_maintains_every_period_until_stopped(
             stop.set()
         return real(target, if_needed)
 
-    monkeypatch.setattr(statestore.cli, "maintain", counted)
-    worker = threading.Thread(target=statestore.cli.maintain_every, args=(store.endpoint, 0.05, True, stop))
+    monkeypatch.setattr(statestore.cli_store, "maintain", counted)
+    worker = threading.Thread(target=statestore.cli_store.maintain_every, args=(store.endpoint, 0.05, True, stop))
     worker.start()
     worker.join(timeout=10)
     assert not worker.is_alive() and rounds == [True, True]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from statestore import codec
-from statestore.cli import new_account
+from statestore.cli_directory import new_account
 from statestore.domain import digest
 from statestore.domain.directory import rules_to_record
 from statestore.domain.policy import DomainRules

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from statestore import cli_errors
-from statestore.cli import account_added, build_parser
+from statestore.cli import build_parser
+from statestore.cli_directory import account_added
 from statestore.cli_env import EnvFileError, env_file_path, load_env_file, parse_env
 from statestore.cli_lab import status_lines
 from statestore.domain.nat import reached_behind_nat
