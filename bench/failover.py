@@ -63,11 +63,11 @@ from typing import Any
 
 import etcd3  # type: ignore[import-untyped]
 
+from bench.etcd_cluster import ETCD_BINARY, HOST, EtcdCluster, Member, clean_env
 from statestore.domain.errors import StoreUnavailable
 from statestore.domain.model import Account
 from statestore.etcd import EtcdStore
 from statestore.store import WatchEvent
-from tests.integration.conftest import ETCD_BINARY, HOST, free_ports
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TIMEOUT = 0.5  # the instance's request deadline
@@ -86,48 +86,18 @@ MODES = ("adapter", "proxy")
 Events = queue.Queue[list[WatchEvent] | Exception]
 
 
-@dataclass
-class Member:
-    name: str
-    client: str
-    peer: str
-    data: Path
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-
-
-class Cluster:
+class Cluster(EtcdCluster):
     """Three etcd members (heartbeat 100 ms, election 1 s, as the failover tests) and the proxy."""
 
     def __init__(self, root: Path) -> None:
-        ports = free_ports(7)
+        super().__init__(root, "blf-bench-failover", extra_ports=1)
         self.root = root
-        self.members = [
-            Member(f"m{index}", f"{HOST}:{ports[2 * index]}", f"{HOST}:{ports[2 * index + 1]}",
-                   root / f"m{index}", root / f"m{index}.log")
-            for index in range(3)
-        ]
-        self.initial = ",".join(f"{m.name}=http://{m.peer}" for m in self.members)
-        self.proxy_endpoint = f"{HOST}:{ports[6]}"
+        self.proxy_endpoint = f"{HOST}:{self.spare_ports[0]}"
         self.proxy: subprocess.Popen[bytes] | None = None
         self.proxy_reconnects: list[float] = []  # s waited in whole() for the proxy's connections
 
-    @property
-    def endpoints(self) -> str:
-        return ",".join(member.client for member in self.members)
-
-    def start(self, member: Member) -> None:
-        state = "existing" if member.data.exists() else "new"
-        command = [
-            ETCD_BINARY, "--name", member.name, "--data-dir", str(member.data),
-            "--listen-client-urls", f"http://{member.client}", "--advertise-client-urls", f"http://{member.client}",
-            "--listen-peer-urls", f"http://{member.peer}", "--initial-advertise-peer-urls", f"http://{member.peer}",
-            "--initial-cluster", self.initial, "--initial-cluster-state", state,
-            "--initial-cluster-token", "blf-bench-failover",
-            "--heartbeat-interval", "100", "--election-timeout", "1000",
-        ]
-        with member.log.open("ab") as log:
-            member.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_clean_env())
+    def member_env(self) -> dict[str, str]:
+        return clean_env()
 
     def start_proxy(self) -> None:
         command = [
@@ -136,7 +106,7 @@ class Cluster:
             f"--data-dir={self.root / 'proxy'}",
         ]
         with (self.root / "proxy.log").open("ab") as log:
-            self.proxy = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_clean_env())
+            self.proxy = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=clean_env())
         wait_until(lambda: _answers(self.proxy_endpoint), 30, "the proxy did not answer")
 
     def kill(self, member: Member) -> None:
@@ -148,11 +118,7 @@ class Cluster:
     def whole(self, proxy: bool = True) -> None:
         """Every member running and thawed, each answering a linearizable read with a leader;
         and, `proxy`, the proxy connected to each of them again."""
-        for member in self.members:
-            if member.process is None:
-                self.start(member)
-            else:
-                member.process.send_signal(signal.SIGCONT)
+        self.revive()
         for member in self.members:
             wait_until(lambda member=member: _answers(member.client), 30, f"{member.name} did not come back")  # type: ignore[misc]
         if proxy and self.proxy is not None:
@@ -196,10 +162,6 @@ class Cluster:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(10)
-
-
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "ETCDCTL_"))}
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ import contextlib
 import os
 import queue
 import signal
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -19,36 +18,16 @@ from typing import IO
 import etcd3  # type: ignore[import-untyped]
 import pytest
 
+from bench.etcd_cluster import ETCD_BINARY, HOST, clean_env, free_ports
 from statestore import keys
 from statestore.domain.errors import StoreUnavailable
 from statestore.etcd_store import EtcdStore, split_endpoint
 
-HOST = "127.0.0.1"
-ETCD_BINARY = os.environ.get("BLF_ITEST_ETCD", "/usr/bin/etcd")
 START_TIMEOUT = 30.0
 ANSWER_TIMEOUT = 5.0
 STOP_TIMEOUT = 10.0
 # etcd logs this (3.4 text and 3.5 JSON logs alike) once its client listeners serve.
 READY_MARKER = b"ready to serve client requests"
-RESERVED_PORTS = frozenset({2379, 2380, 2381, 5071, 5072})  # the lab's; never ours
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports: all sockets are held until every port is chosen."""
-    sockets: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < count:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((HOST, 0))
-            port = sock.getsockname()[1]
-            if port not in RESERVED_PORTS and port not in ports:
-                ports.append(port)
-    finally:
-        for sock in sockets:
-            sock.close()
-    return ports
 
 
 def _answers(endpoint: str, timeout: float) -> bool:
@@ -120,8 +99,7 @@ def running_etcd(base: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         "--initial-cluster", f"itest={peer}", "--initial-cluster-state", "new",
         "--listen-metrics-urls", f"http://{HOST}:{metrics_port}",
     ]
-    # The lab's ETCD_* settings (data dir, URLs) must not leak into our private etcd.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "ETCDCTL_"))}
+    env = clean_env()  # the lab's ETCD_* settings (data dir, URLs) must not leak into our private etcd
     log = base / "etcd.log"
     endpoint = f"{HOST}:{client_port}"
     process = subprocess.Popen(

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.etcd_cluster import ETCD_BINARY, free_ports
 from statestore.domain.model import Binding
 from statestore.etcd_store import EtcdStore
-from tests.integration.conftest import ETCD_BINARY, free_ports, running_etcd
+from tests.integration.conftest import running_etcd
 
 pytestmark = [pytest.mark.integration]
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bench.etcd_cluster import free_ports
 from statestore import keys
 from statestore.domain.errors import StoreUnavailable
 from statestore.domain.legbook import WriteOutcome
@@ -19,8 +20,6 @@ from statestore.domain.legs import CallParties, advance, initial_legs
 from statestore.domain.model import Binding, Leg, LegState, Subscription
 from statestore.etcd_store import REGISTRATION_GRACE_SECONDS, EtcdStore, WatchEvent
 from statestore.mirror import Mirror
-
-from .conftest import free_ports
 
 pytestmark = [
     pytest.mark.integration,

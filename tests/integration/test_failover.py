@@ -9,60 +9,25 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from bench.etcd_cluster import ETCD_BINARY, EtcdCluster, Member
 from statestore import keys
 from statestore.domain.errors import StoreUnavailable
 from statestore.domain.model import Account
 from statestore.etcd_store import EtcdStore, WatchEvent
-from tests.integration.conftest import ETCD_BINARY, HOST, free_ports
 
 START_TIMEOUT = 30.0
 TIMEOUT = 0.5
 
 
-@dataclass
-class Member:
-    name: str
-    client: str
-    peer: str
-    data: Path
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-
-
-class Cluster:
+class Cluster(EtcdCluster):
     def __init__(self, root: Path) -> None:
-        ports = free_ports(6)
-        self.members = [
-            Member(f"m{index}", f"{HOST}:{ports[2 * index]}", f"{HOST}:{ports[2 * index + 1]}",
-                   root / f"m{index}", root / f"m{index}.log")
-            for index in range(3)
-        ]
-        self.initial = ",".join(f"{m.name}=http://{m.peer}" for m in self.members)
-
-    @property
-    def endpoints(self) -> str:
-        return ",".join(member.client for member in self.members)
-
-    def start(self, member: Member) -> None:
-        state = "existing" if member.data.exists() else "new"
-        command = [
-            ETCD_BINARY, "--name", member.name, "--data-dir", str(member.data),
-            "--listen-client-urls", f"http://{member.client}", "--advertise-client-urls", f"http://{member.client}",
-            "--listen-peer-urls", f"http://{member.peer}", "--initial-advertise-peer-urls", f"http://{member.peer}",
-            "--initial-cluster", self.initial, "--initial-cluster-state", state,
-            "--initial-cluster-token", "blf-itest-failover",
-            "--heartbeat-interval", "100", "--election-timeout", "1000",
-        ]
-        with member.log.open("ab") as log:
-            member.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        super().__init__(root, "blf-itest-failover")
 
     def kill(self, member: Member) -> None:
         assert member.process is not None
@@ -123,18 +88,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 @pytest.fixture
 def whole(cluster: Cluster) -> Iterator[Cluster]:
     """The cluster with all three members up, before and after the test."""
-    for member in cluster.members:
-        if member.process is None:
-            cluster.start(member)
-        else:
-            member.process.send_signal(signal.SIGCONT)
+    cluster.revive()
     cluster.healthy()
     yield cluster
-    for member in cluster.members:
-        if member.process is None:
-            cluster.start(member)
-        else:
-            member.process.send_signal(signal.SIGCONT)
+    cluster.revive()
     cluster.healthy()
 
 

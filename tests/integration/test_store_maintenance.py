@@ -15,6 +15,7 @@ from typing import Any
 import etcd3  # type: ignore[import-untyped]
 import pytest
 
+from bench.etcd_cluster import ETCD_BINARY, HOST, free_ports
 from statestore import codec, keys
 from statestore.cli import main
 from statestore.domain.directory import rules_to_record
@@ -24,7 +25,7 @@ from statestore.domain.policy import DomainRules
 from statestore.etcd_store import EtcdStore, split_endpoint
 from statestore.maintenance import KINDS
 from tests.fakeksr import FakeContext, FakeKSR, FakeSettings, back_htables, install
-from tests.integration.conftest import ETCD_BINARY, HOST, START_TIMEOUT, _EtcdOutput, _log_tail, _stop, free_ports
+from tests.integration.conftest import START_TIMEOUT, _EtcdOutput, _log_tail, _stop
 
 # etcd3 0.12's watch thread ends by raising once its store is closed (the kemi modules close
 # it on a broken watch); etcd_store quiets that in Kamailio, pytest's thread hook reports it.
