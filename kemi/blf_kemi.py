@@ -28,7 +28,7 @@ import blf_notified
 import KSR  # type: ignore[import-not-found]
 from blf_calls import handle_initial_invite, handle_message, on_call_ended, on_invite_failure, on_invite_reply
 from blf_context import Context, Settings, context
-from blf_directory import Keeper as DirectoryKeeper
+from blf_directory_keeper import Keeper as DirectoryKeeper
 from blf_lease import Keepers, LeaseKeeper
 from blf_legs import LegWriter
 from blf_metrics import answer_http, flush_store_timings, on_metrics_socket, pike_blocked
