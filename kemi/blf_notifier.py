@@ -40,7 +40,8 @@ from statestore.domain.errors import Contended, StoreUnavailable
 from statestore.domain.model import Publication
 from statestore.domain.subscription import final_reason
 from statestore.etcd import compacted
-from statestore.mirror import Due, Mirror
+from statestore.mirror import Mirror
+from statestore.mirror_due import Due
 from statestore.store import StateStore, WatchEvent
 
 # A NOTIFY deferred by a store outage is tried again this much later.
