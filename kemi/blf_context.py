@@ -102,8 +102,6 @@ class ZoneValues:
         return (int(raw[0]), float(raw[1])) if len(raw) == 2 else None
 
 
-
-
 class StoreHandle(ZoneValues):
     """One zone's store, with what the instance's processes share about it (ZoneValues).
 

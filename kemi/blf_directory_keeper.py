@@ -34,7 +34,6 @@ def zone_key(domain_key: str) -> str:
     return ZONE_OF + domain_key[len(keys.DOMAINS):].lower()
 
 
-
 def binding_key(key: str) -> tuple[str, str] | None:
     """(aor, binding id) of a binding's etcd key, None for any other key."""
     if not key.startswith(keys.REGS):

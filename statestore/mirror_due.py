@@ -100,6 +100,7 @@ class DuePlanner:
     def publications(self) -> dict[str, dict[str, Publication]]:
         return self.records["pubs"]  # type: ignore[return-value]
 
+    # --- numbering --------------------------------------------------------------------------
 
     def numbers(self, due: Due) -> tuple[int, int] | None:
         """CSeq and version of the subscription's next NOTIFY, counted as sent; None when it

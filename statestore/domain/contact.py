@@ -48,11 +48,9 @@ class ContactSpec:
     reg_id: str = ""
 
 
-
 def bad_request(detail: str) -> SipError:
     # 400 (RFC 3261 §21.4.1) with a reason phrase telling what was wrong.
     return SipError(400, detail)
-
 
 
 def _unquoted(text: str) -> Iterator[tuple[int, str]]:
@@ -200,7 +198,6 @@ def _q_param(params: dict[str, str | None]) -> float:
     if value is None or not _QVALUE.fullmatch(value):
         raise bad_request("Invalid Contact: bad q")
     return float(value)
-
 
 
 def split_header_list(value: str) -> list[str]:

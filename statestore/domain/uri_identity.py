@@ -17,7 +17,6 @@ _URI_PARTS = re.compile(
 )
 
 
-
 def normalise_uri(uri: str) -> str:
     """Lower-case scheme and hostport; user and parameters stay as they are.
 
