@@ -27,8 +27,8 @@ import blf_dropin
 import blf_notified
 import KSR  # type: ignore[import-not-found]
 from blf_calls import handle_initial_invite, handle_message, on_call_ended, on_invite_failure, on_invite_reply
-from blf_context import Context, Settings, context
-from blf_directory import Keeper as DirectoryKeeper
+from blf_context import Context, context
+from blf_directory_keeper import Keeper as DirectoryKeeper
 from blf_lease import Keepers, LeaseKeeper
 from blf_legs import LegWriter
 from blf_metrics import answer_http, flush_store_timings, on_metrics_socket, pike_blocked
@@ -37,6 +37,7 @@ from blf_notify_replies import on_notify_failure
 from blf_publish import handle_publish
 from blf_register import handle_register
 from blf_routing import flooding, in_dialog_routes, initial_routes, on_branch, relay, relay_in_dialog, relay_to_flow
+from blf_settings import Settings
 from blf_sip import pv, refused, reply, reply_error
 from blf_subscribe import handle_in_dialog_subscribe, handle_initial_subscribe
 

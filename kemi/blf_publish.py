@@ -22,6 +22,7 @@ from blf_context import Context, lost_races, trying_if_store_slow
 from blf_directory import directory, realm_candidates, request_identities, require_served_target
 from blf_sip import header, headers, pv, reply, source
 
+from statestore.domain.contact import parse_contacts
 from statestore.domain.errors import SipError, store_unavailable_error
 from statestore.domain.identity import check_reach
 from statestore.domain.model import Publication
@@ -35,7 +36,6 @@ from statestore.domain.publication import (
     decide,
     device_of,
 )
-from statestore.domain.registrar import parse_contacts
 from statestore.store import StateStore
 
 ONLY_THE_ACCOUNT = "Forbidden - Only The Account May Publish Its State"

@@ -10,19 +10,14 @@ from blf_context import Context, lost_races, trying_if_store_slow
 from blf_directory import directory
 from blf_sip import header, headers, pv, reply
 
+from statestore.domain.contact import ContactSpec, parse_contacts
 from statestore.domain.errors import SipError, store_unavailable_error
 from statestore.domain.identity import RequestFacts, resolve
 from statestore.domain.model import Binding
-from statestore.domain.registrar import (
-    ContactSpec,
-    RegisterRequest,
-    apply_register,
-    binding_id,
-    contact_header_value,
-    parse_contacts,
-)
+from statestore.domain.registrar import RegisterRequest, apply_register, contact_header_value
 from statestore.domain.routing import behind_nat
 from statestore.domain.subscription import parse_expires
+from statestore.domain.uri_identity import binding_id
 
 
 def handle_register(ctx: Context) -> None:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import KSR  # type: ignore[import-not-found]
 
+from statestore.domain.contact import parse_contacts, split_header_list
 from statestore.domain.errors import SipError
 from statestore.domain.model import Subscription
-from statestore.domain.registrar import parse_contacts, split_header_list
 from statestore.domain.routing import Reach
 
 # NUL and the other control characters no SIP header may carry (RFC 3261 §25.1); HTAB,

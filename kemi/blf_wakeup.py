@@ -15,7 +15,7 @@ import select
 import socket
 
 _sender: socket.socket | None = None
-# This instance's name (checked at start-up, blf_context.instance_name).
+# This instance's name (checked at start-up, blf_settings.instance_name).
 INSTANCE = os.environ.get("BLF_INSTANCE", "")
 
 

@@ -126,7 +126,7 @@ def back_htables(fake: FakeKSR) -> dict[str, str]:
 
 
 class FakeSettings:
-    """The settings of kemi/blf_context.Settings a unit of kemi/ reads (override per test)."""
+    """The settings of kemi/blf_settings.Settings a unit of kemi/ reads (override per test)."""
 
     instance = "ks1"
     sip = "127.0.0.1:5071"

@@ -12,7 +12,7 @@ otherwise `init` in a full document, and `terminated` in a partial one whose pre
 state had a live binding. Its `id` is a constant: a subscription sees one registration,
 and §5.1 asks only that it be unique and stable within the subscription.
 
-Contact: `id` is the binding's store id (registrar.binding_id: the
+Contact: `id` is the binding's store id (uri_identity.binding_id: the
 device's instance-id and reg-id, else its Contact URI), `expires` the seconds left at
 `now` (active contacts only), `q` when not 1.
 
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from statestore.domain.dialoginfo import xml_attribute, xml_text
 from statestore.domain.model import Binding
-from statestore.domain.registrar import binding_id
+from statestore.domain.uri_identity import binding_id
 
 if TYPE_CHECKING:
     from statestore.domain.bodies import PresentityState

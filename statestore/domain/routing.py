@@ -13,7 +13,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from statestore.domain.registrar import normalise_uri
+from statestore.domain.uri_identity import normalise_uri
 
 _CONNECTION_ORIENTED = ("tcp", "tls", "ws", "wss")
 # sip:[user@]host[:port][;params]: host is a name, an IPv4 address or [IPv6].

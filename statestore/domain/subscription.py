@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from statestore.domain import lifecycle
 from statestore.domain.errors import SipError
 from statestore.domain.model import Subscription, WatcherEntry
-from statestore.domain.registrar import normalise_uri
+from statestore.domain.uri_identity import normalise_uri
 
 
 @dataclass(frozen=True)

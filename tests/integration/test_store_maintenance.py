@@ -253,6 +253,7 @@ def test_the_directory_copy_resyncs_when_a_compaction_leaves_its_watch_behind(
     store: EtcdStore, ksr: FakeKSR
 ) -> None:
     import blf_directory
+    import blf_directory_keeper
 
     store.client.put(keys.domain("acme.example"), codec.encode(rules_to_record(DomainRules("acme.example"))))
     store.add_account(ALICE)
@@ -262,7 +263,7 @@ def test_the_directory_copy_resyncs_when_a_compaction_leaves_its_watch_behind(
         store.add_aliases(ALICE.aor, ["102"])
 
     compact_between_snapshot_and_watch(store, writes)
-    keeper = blf_directory.Keeper(FakeContext(store, _Settings()))  # type: ignore[arg-type]
+    keeper = blf_directory_keeper.Keeper(FakeContext(store, _Settings()))  # type: ignore[arg-type]
     view = blf_directory.SharedDirectory(FakeContext(store, _Settings()))  # type: ignore[arg-type]
     tick_until(keeper.tick, lambda: "watch broken" in ksr.logged("warn"))
     tick_until(keeper.tick, lambda: view.alias("acme.example", "102") == ALICE.aor)

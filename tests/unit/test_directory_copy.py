@@ -74,10 +74,11 @@ def ksr() -> Iterator[FakeKSR]:
 
 def setup(ksr: FakeKSR, items: dict[str, bytes] | None = None) -> tuple[Any, Any, Store]:
     import blf_directory
+    import blf_directory_keeper
 
     store = Store(directory_items() if items is None else items)
     ctx = FakeContext(store, cache=Cache())
-    return blf_directory.Keeper(ctx), blf_directory.SharedDirectory(ctx), store  # type: ignore[arg-type]
+    return blf_directory_keeper.Keeper(ctx), blf_directory.SharedDirectory(ctx), store  # type: ignore[arg-type]
 
 
 def test_before_the_copy_is_loaded_lookups_go_to_the_store(ksr: FakeKSR) -> None:

@@ -11,7 +11,8 @@ from statestore.domain import bodies, packages
 from statestore.domain.model import Binding, Direction, Leg, LegState, Party, Subscription
 from statestore.domain.packages import PACKAGES, Input
 from statestore.domain.subscription import EPOCH_STRIDE
-from statestore.mirror import EXPIRY_RECHECK_SECONDS, FIRST_NOTIFY_GRACE_SECONDS, Due, Mirror, Sent
+from statestore.mirror import Mirror
+from statestore.mirror_due import EXPIRY_RECHECK_SECONDS, FIRST_NOTIFY_GRACE_SECONDS, Due, Sent
 
 NOW = 1_000_000.0
 ALICE = "alice@example.com"

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from statestore import codec, keys
 from statestore.domain import bodies
-from statestore.mirror import Mirror, Sent
+from statestore.mirror import Mirror
+from statestore.mirror_due import Sent
 from tests.unit.test_mirror import ALICE, CAROL, LEG, LEG_KEY, NOW, SUB, digest_of, live, mirror_with, sub_item
 
 RESET = codec.encode({"at": NOW})

@@ -13,7 +13,7 @@ from lxml import etree
 from statestore.domain import reginfo
 from statestore.domain.bodies import PresentityState
 from statestore.domain.model import Binding
-from statestore.domain.registrar import binding_id
+from statestore.domain.uri_identity import binding_id
 from tests.schema import REGINFO_NS, validate_reginfo
 
 NS = f"{{{REGINFO_NS}}}"

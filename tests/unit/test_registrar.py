@@ -8,20 +8,17 @@ from typing import Literal
 
 import pytest
 
+from statestore.domain.contact import ContactSpec, parse_contacts
 from statestore.domain.errors import SipError
 from statestore.domain.model import Binding
 from statestore.domain.registrar import (
-    ContactSpec,
     RegisterOutcome,
     RegisterRequest,
     RegistrarPolicy,
     apply_register,
-    binding_id,
-    binding_key_id,
     contact_header_value,
-    normalise_uri,
-    parse_contacts,
 )
+from statestore.domain.uri_identity import binding_id, binding_key_id, normalise_uri
 
 NOW = 1_000_000.0
 POLICY = RegistrarPolicy(min_expires=60, max_expires=3600, default_expires=1800)
@@ -506,7 +503,7 @@ def test_bad_instance_or_reg_id_is_400(value: str) -> None:
     ],
 )
 def test_echoed_params_leave_out_expires_and_q(raw: str, echoed: str) -> None:
-    from statestore.domain.registrar import echoed_params
+    from statestore.domain.contact import echoed_params
 
     assert echoed_params(raw) == echoed
 
@@ -627,7 +624,7 @@ def test_wildcard_removes_device_bindings_too() -> None:
 
 
 def test_device_key_differs_from_uri_key() -> None:
-    from statestore.domain.registrar import device_key_id
+    from statestore.domain.uri_identity import device_key_id
 
     assert device_key_id(X) != device_key_id(X, "1") != binding_key_id(X)
     assert device_key_id(X) == binding_id(registered("sip:any@h", X))

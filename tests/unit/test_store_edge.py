@@ -217,8 +217,9 @@ def test_a_miss_in_a_lagging_copy_the_store_cannot_answer_is_a_503_then_the_copy
     store = Unreachable(copy.directory_items())
     ctx = FakeContext(store, cache=copy.Cache())
     import blf_directory
+    import blf_directory_keeper
 
-    keeper, view = blf_directory.Keeper(ctx), blf_directory.SharedDirectory(ctx)  # type: ignore[arg-type]
+    keeper, view = blf_directory_keeper.Keeper(ctx), blf_directory.SharedDirectory(ctx)  # type: ignore[arg-type]
     keeper.tick()
     assert store.watching()
     store.break_watches(RuntimeError("etcd gone"))
