@@ -17,6 +17,8 @@ from pathlib import Path
 
 HOST = "127.0.0.1"
 ETCD_BINARY = os.environ.get("BLF_ITEST_ETCD", "/usr/bin/etcd")
+# etcd logs this (3.4 text and 3.5 JSON logs alike) once its client listeners serve.
+READY_MARKER = b"ready to serve client requests"
 RESERVED_PORTS = frozenset({2379, 2380, 2381, 5071, 5072})  # the lab's; never ours
 MEMBERS = 3
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import etcd3  # type: ignore[import-untyped]
 
-from tests.integration.conftest import READY_MARKER, free_ports
+from bench.etcd_cluster import READY_MARKER, free_ports
 
 PREFIX = "/bench/pubs/"
 

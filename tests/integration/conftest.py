@@ -18,7 +18,7 @@ from typing import IO
 import etcd3  # type: ignore[import-untyped]
 import pytest
 
-from bench.etcd_cluster import ETCD_BINARY, HOST, clean_env, free_ports
+from bench.etcd_cluster import ETCD_BINARY, HOST, READY_MARKER, clean_env, free_ports
 from statestore import keys
 from statestore.domain.errors import StoreUnavailable
 from statestore.etcd_store import EtcdStore, split_endpoint
@@ -26,8 +26,6 @@ from statestore.etcd_store import EtcdStore, split_endpoint
 START_TIMEOUT = 30.0
 ANSWER_TIMEOUT = 5.0
 STOP_TIMEOUT = 10.0
-# etcd logs this (3.4 text and 3.5 JSON logs alike) once its client listeners serve.
-READY_MARKER = b"ready to serve client requests"
 
 
 def _answers(endpoint: str, timeout: float) -> bool:
