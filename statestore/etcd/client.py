@@ -16,7 +16,7 @@ import etcd3  # type: ignore[import-untyped]
 import grpc  # type: ignore[import-untyped]
 
 from statestore.domain.errors import StoreUnavailable
-from statestore.etcd_failover import FailoverClient, failover_error, split_endpoint, split_endpoints
+from statestore.etcd_failover import FAILOVER_CODES, FailoverClient, failover_error, split_endpoint, split_endpoints
 
 # gRPC backs off reconnecting exponentially (to minutes), and shares that back-off between
 # channels to the same target: after an etcd outage a fresh client would still fail for
@@ -67,7 +67,8 @@ _quiet_closed_watchers()
 # other (INVALID_ARGUMENT, RESOURCE_EXHAUSTED for a response over 4 MB, INTERNAL...) says
 # the request or its handling is wrong, and retrying it, here or on another instance,
 # cannot help.
-UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# The same codes after which another member of the zone is tried (etcd_failover).
+UNAVAILABLE_CODES = FAILOVER_CODES
 # What etcd answers every write with while its NOSPACE alarm is raised (RESOURCE_EXHAUSTED).
 NOSPACE_ERROR = "database space exceeded"
 
@@ -100,7 +101,7 @@ def unavailability(exc: BaseException) -> bool:
             return True
         if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and NOSPACE_ERROR in str(exc.details()):
             return True  # the NOSPACE alarm: no write succeeds until `blfctl store maintain`
-        return exc.code() in UNAVAILABLE_CODES or failover_error(exc)
+        return failover_error(exc)  # UNAVAILABLE_CODES, or a member's forward timeout
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
     # The channel was closed under the call: another thread of this process found etcd
