@@ -322,6 +322,10 @@ def relay_in_dialog(routes: list[RouteEntry], flow: Address | None) -> None:
     have ended: after the BYE its routes are dead (481; an ACK, which nothing answers, is
     let through)."""
     method = pv("$rm")
+    # A party's own asserted identity is not passed on in the dialog either (a re-INVITE or
+    # UPDATE naming a third account): only the initial request's, which we assert (blf_calls).
+    KSR.hdr.remove("P-Asserted-Identity")
+    KSR.hdr.remove("P-Preferred-Identity")
     if routes and KSR.rr.loose_route() < 0:
         raise SipError(403, "Forbidden - Route Not Allowed")
     if routes and method != "ACK":
